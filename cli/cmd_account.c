@@ -1,0 +1,212 @@
+/*
+ * envgw account add|remove|list
+ *
+ * An account record and its entry in the tenant index
+ * (<prefix>tenant:<env>:<tenant> = {"<integration>": "<account id>"}) are
+ * always written together, in one transaction, after WATCHing both.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envgw.h"
+
+int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "integration", true, NULL }, { "tenant", true, NULL },
+                     { NULL, false, NULL } };
+    const char *env_id, *acc_id, *integ, *tenant;
+    char **pos, *akey, *tenkey;
+    int npos, attempt;
+    json_t *rec;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
+    env_id = pos[0];
+    acc_id = pos[1];
+    integ = opts[0].val;
+    tenant = opts[1].val;
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    if (!valid_id(acc_id))
+        usage_error(cmd, "bad account id '%s' (want [A-Za-z0-9_.-], 1-128 "
+                    "characters)", acc_id);
+    if (integ == NULL)
+        usage_error(cmd, "--integration is required");
+    if (!valid_name(integ))
+        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
+                    "1-64 characters)", integ);
+    if (tenant == NULL)
+        usage_error(cmd, "--tenant is required");
+    if (!valid_tenant(tenant))
+        usage_error(cmd, "bad tenant id '%s' (no spaces, /, ?, #, %% or ..; "
+                    "1-256 characters)", tenant);
+
+    akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
+    tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
+    rec = pjson(json_object());
+    json_object_set_new(rec, ENVGW_F_ACCOUNT_ID, json_string(acc_id));
+    json_object_set_new(rec, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
+    json_object_set_new(rec, ENVGW_F_INTEGRATION, json_string(integ));
+    json_object_set_new(rec, ENVGW_F_TENANT_ID, json_string(tenant));
+    json_object_set_new(rec, ENVGW_F_STATUS, json_string(ENVGW_STATUS_ACTIVE));
+
+    for (attempt = 0; ; attempt++) {
+        json_t *tenrec, *existing;
+        txn_t *t;
+
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        store_watch(akey);
+        store_watch(tenkey);
+        load_env(env_id);
+        if (store_get(akey) != NULL)
+            die("integrated account '%s' already exists (account ids are "
+                "global; see 'envgw account list')", acc_id);
+        tenrec = load_json(tenkey);
+        if (tenrec != NULL && !json_is_object(tenrec))
+            die("malformed record at key %s (not a JSON object); fix or "
+                "delete it first", tenkey);
+        existing = tenrec ? json_object_get(tenrec, integ) : NULL;
+        if (existing != NULL)
+            die("tenant '%s' already has a %s account in %s: %s", tenant,
+                integ, env_id,
+                json_is_string(existing) ? json_string_value(existing)
+                                         : "(malformed entry)");
+        if (attempt == 0 && load_integration(env_id, integ) == NULL)
+            warnx_("integration '%s' is not installed in %s yet (see "
+                   "'envgw integration set')", integ, env_id);
+
+        tenrec = tenrec ? json_deep_copy_p(tenrec) : pjson(json_object());
+        json_object_set_new(tenrec, integ, json_string(acc_id));
+
+        t = txn_new();
+        txn_set_json(t, akey, rec);
+        txn_set_json(t, tenkey, tenrec);
+        txn_sadd(t, index_key("accounts", env_id), acc_id);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+
+    if (g_opt.json)
+        print_json(rec);
+    else
+        printf("added account %s (%s, tenant %s) to %s\n", acc_id, integ,
+               tenant, env_id);
+    return 0;
+}
+
+int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *acc_id, *env_id = NULL, *integ, *tenant;
+    char **pos, *akey;
+    int npos, attempt;
+    json_t *rec = NULL;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    acc_id = pos[0];
+    if (!valid_id(acc_id))
+        usage_error(cmd, "bad account id '%s'", acc_id);
+    akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
+
+    for (attempt = 0; ; attempt++) {
+        json_t *tenrec, *entry;
+        char *tenkey;
+        txn_t *t;
+
+        store_watch(akey);
+        rec = load_json(akey);
+        if (rec == NULL)
+            die("no integrated account '%s'", acc_id);
+        if (!json_is_object(rec))
+            die("malformed record at key %s", akey);
+        env_id = jstr_req(rec, ENVGW_F_ENVIRONMENT_ID, akey);
+        integ = jstr(rec, ENVGW_F_INTEGRATION);
+        tenant = jstr(rec, ENVGW_F_TENANT_ID);
+
+        t = txn_new();
+        txn_del(t, akey);
+        txn_srem(t, index_key("accounts", env_id), acc_id);
+        if (integ != NULL && tenant != NULL) {
+            /* drop our entry only if the index still points at us */
+            tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
+            store_watch(tenkey);
+            tenrec = load_json(tenkey);
+            entry = json_is_object(tenrec) ? json_object_get(tenrec, integ)
+                                           : NULL;
+            if (json_is_string(entry)
+                && strcmp(json_string_value(entry), acc_id) == 0) {
+                tenrec = json_deep_copy_p(tenrec);
+                json_object_del(tenrec, integ);
+                if (json_object_size(tenrec) == 0)
+                    txn_del(t, tenkey);
+                else
+                    txn_set_json(t, tenkey, tenrec);
+            }
+        }
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+
+    if (g_opt.json) {
+        json_t *out = pjson(json_object());
+        json_object_set_new(out, ENVGW_F_ACCOUNT_ID, json_string(acc_id));
+        json_object_set_new(out, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
+        json_object_set_new(out, "removed", json_true());
+        print_json(out);
+    } else {
+        printf("removed account %s from %s\n", acc_id, env_id);
+    }
+    return 0;
+}
+
+int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *env_id;
+    char **pos, **ids;
+    size_t n, i;
+    int npos;
+    json_t *out;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    env_id = pos[0];
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    load_env(env_id);
+
+    ids = store_smembers(index_key("accounts", env_id), &n);
+    sort_unique(ids, &n);
+    out = pjson(json_array());
+    for (i = 0; i < n; i++) {
+        json_t *rec = load_json(key_of(ENVGW_KEY_ACCOUNT, ids[i]));
+        const char *e = json_is_object(rec)
+                        ? jstr(rec, ENVGW_F_ENVIRONMENT_ID) : NULL;
+        if (e == NULL || strcmp(e, env_id) != 0)
+            continue;               /* stale index entry */
+        json_array_append(out, rec);
+    }
+
+    if (g_opt.json) {
+        print_json(out);
+        return 0;
+    }
+    if (json_array_size(out) == 0) {
+        note("no integrated accounts in environment %s", env_id);
+        return 0;
+    }
+    printf("%-28s %-16s %-24s %s\n", "INTEGRATED_ACCOUNT_ID", "INTEGRATION",
+           "TENANT_ID", "STATUS");
+    for (i = 0; i < json_array_size(out); i++) {
+        json_t *rec = json_array_get(out, i);
+        const char *ig = jstr(rec, ENVGW_F_INTEGRATION);
+        const char *tn = jstr(rec, ENVGW_F_TENANT_ID);
+        const char *st = jstr(rec, ENVGW_F_STATUS);
+        printf("%-28s %-16s %-24s %s\n", jstr(rec, ENVGW_F_ACCOUNT_ID)
+               ? jstr(rec, ENVGW_F_ACCOUNT_ID) : "?", ig ? ig : "?",
+               tn ? tn : "?", st ? st : "?");
+    }
+    return 0;
+}

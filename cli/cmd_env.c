@@ -1,0 +1,122 @@
+/*
+ * envgw env create|list
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envgw.h"
+
+int cmd_env_create(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "team", true, NULL }, { "id", true, NULL },
+                     { NULL, false, NULL } };
+    const char *team, *name, *env_id;
+    char **pos;
+    int npos, attempt;
+    json_t *rec;
+    char *key;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
+    team = opts[0].val;
+    name = pos[0];
+    if (team == NULL)
+        usage_error(cmd, "--team is required");
+    if (!valid_id(team))
+        usage_error(cmd, "bad team id '%s' (want [A-Za-z0-9_.-], 1-128 "
+                    "characters)", team);
+    if (!valid_env_name(name))
+        usage_error(cmd, "bad environment name '%s' (want [A-Za-z0-9_.-], "
+                    "1-64 characters)", name);
+    env_id = opts[1].val ? opts[1].val : pfmt("env_%s", random_hex(8));
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s' (want [A-Za-z0-9_.-], "
+                    "1-128 characters)", env_id);
+
+    key = key_of(ENVGW_KEY_ENV, env_id);
+    rec = pjson(json_object());
+    json_object_set_new(rec, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
+    json_object_set_new(rec, ENVGW_F_TEAM_ID, json_string(team));
+    json_object_set_new(rec, ENVGW_F_NAME, json_string(name));
+
+    for (attempt = 0; ; attempt++) {
+        txn_t *t;
+
+        store_watch(key);
+        if (store_get(key) != NULL)
+            die("environment '%s' already exists", env_id);
+        t = txn_new();
+        txn_set_json(t, key, rec);
+        txn_sadd(t, index_key("envs", NULL), env_id);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("environment '%s' keeps changing; nothing written", env_id);
+    }
+
+    if (g_opt.json)
+        print_json(rec);
+    else
+        printf("%s\n", env_id);
+    return 0;
+}
+
+int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "team", true, NULL }, { NULL, false, NULL } };
+    const char *team;
+    char **pos, **idx, **scan, **all;
+    size_t ni, ns, n, i;
+    int npos;
+    json_t *out;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 0, 0);
+    team = opts[0].val;
+    if (team && !valid_id(team))
+        usage_error(cmd, "bad team id '%s'", team);
+
+    /* the index, plus records written by hand */
+    idx = store_smembers(index_key("envs", NULL), &ni);
+    scan = store_scan(ENVGW_KEY_ENV, "", &ns);
+    all = pool_keep(calloc(ni + ns + 1, sizeof(char *)), free);
+    for (n = 0; n < ni; n++)
+        all[n] = idx[n];
+    for (i = 0; i < ns; i++)
+        all[n++] = scan[i];
+    sort_unique(all, &n);
+
+    out = pjson(json_array());
+    for (i = 0; i < n; i++) {
+        char *key = key_of(ENVGW_KEY_ENV, all[i]);
+        json_t *rec = load_json(key);
+        const char *t;
+
+        if (rec == NULL || !json_is_object(rec))
+            continue;                   /* a stale index entry */
+        t = jstr(rec, ENVGW_F_TEAM_ID);
+        if (team && (t == NULL || strcmp(t, team) != 0))
+            continue;
+        json_array_append(out, rec);
+    }
+
+    if (g_opt.json) {
+        print_json(out);
+        return 0;
+    }
+    if (json_array_size(out) == 0) {
+        note("no environments%s%s", team ? " in team " : "",
+             team ? team : "");
+        return 0;
+    }
+    printf("%-24s %-20s %s\n", "ENVIRONMENT_ID", "TEAM_ID", "NAME");
+    for (i = 0; i < json_array_size(out); i++) {
+        json_t *rec = json_array_get(out, i);
+        const char *id = jstr(rec, ENVGW_F_ENVIRONMENT_ID);
+        const char *t = jstr(rec, ENVGW_F_TEAM_ID);
+        const char *nm = jstr(rec, ENVGW_F_NAME);
+        printf("%-24s %-20s %s\n", id ? id : "?", t ? t : "?",
+               nm ? nm : "?");
+    }
+    return 0;
+}

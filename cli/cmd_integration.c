@@ -1,0 +1,382 @@
+/*
+ * envgw integration set|list|show, method set|remove
+ *
+ * An integration record holds the upstream and every resource/method of
+ * one integration in one environment; method changes are read-modify-write
+ * of that record under WATCH, so two concurrent edits cannot lose one.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envgw.h"
+
+static size_t count_methods(json_t *resources)
+{
+    const char *r;
+    json_t *m;
+    size_t n = 0;
+
+    if (!json_is_object(resources))
+        return 0;
+    json_object_foreach(resources, r, m) {
+        n += json_is_object(m) ? json_object_size(m) : 0;
+    }
+    return n;
+}
+
+/* Uppercases valid HTTP verbs in place, so "get" in a file is accepted. */
+static void normalize_verbs(json_t *resources)
+{
+    const char *r, *m;
+    json_t *methods, *def;
+
+    if (!json_is_object(resources))
+        return;
+    json_object_foreach(resources, r, methods) {
+        if (!json_is_object(methods))
+            continue;
+        json_object_foreach(methods, m, def) {
+            const char *v = json_is_object(def)
+                            ? jstr(def, ENVGW_F_METHOD) : NULL;
+            const char *up = v ? normalize_http_method(v) : NULL;
+            if (up && strcmp(up, v) != 0)
+                json_object_set_new(def, ENVGW_F_METHOD, json_string(up));
+        }
+    }
+}
+
+/*
+ * Reads a resources file: either the resources object itself or a whole
+ * integration record {"upstream": ..., "resources": {...}}.
+ */
+static json_t *read_resources(const cmd_t *cmd, const char *file,
+                              const char **upstream_out)
+{
+    json_error_t err;
+    json_t *j, *res;
+    const char *why;
+
+    if (strcmp(file, "-") == 0)
+        j = json_loadf(stdin, 0, &err);
+    else
+        j = json_load_file(file, 0, &err);
+    if (j == NULL) {
+        if (err.line < 0 || err.position == 0)
+            usage_error(cmd, "cannot read resources file %s: %s", file,
+                        err.text);
+        usage_error(cmd, "resources file %s is not valid JSON (line %d): %s",
+                    file, err.line, err.text);
+    }
+    pjson(j);
+    res = j;
+    if (json_is_object(j) && json_is_object(json_object_get(j,
+                                                ENVGW_F_RESOURCES))) {
+        const char *k;
+        json_t *v;
+        bool record = true;
+
+        json_object_foreach(j, k, v) {
+            if (strcmp(k, ENVGW_F_RESOURCES) != 0
+                && strcmp(k, ENVGW_F_UPSTREAM) != 0)
+                record = false;
+        }
+        if (record) {
+            res = json_object_get(j, ENVGW_F_RESOURCES);
+            *upstream_out = jstr(j, ENVGW_F_UPSTREAM);
+        }
+    }
+    normalize_verbs(res);
+    if ((why = check_resources(res)) != NULL)
+        usage_error(cmd, "resources file %s: %s", file, why);
+    return res;
+}
+
+int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "upstream", true, NULL }, { "resources", true, NULL },
+                     { NULL, false, NULL } };
+    const char *env_id, *name, *upstream, *why, *file_upstream = NULL;
+    json_t *resources = NULL, *rec = NULL;
+    char **pos, *key;
+    int npos, attempt;
+    bool created = false;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
+    env_id = pos[0];
+    name = pos[1];
+    upstream = opts[0].val;
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    if (!valid_name(name))
+        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
+                    "1-64 characters)", name);
+    if (opts[1].val)
+        resources = read_resources(cmd, opts[1].val, &file_upstream);
+    if (upstream == NULL)
+        upstream = file_upstream;
+    if (upstream && (why = check_upstream(upstream)) != NULL)
+        usage_error(cmd, "bad upstream '%s': %s", upstream, why);
+    if (upstream == NULL && resources == NULL)
+        usage_error(cmd, "nothing to set: give --upstream and/or "
+                    "--resources");
+
+    key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
+    for (attempt = 0; ; attempt++) {
+        json_t *old;
+        txn_t *t;
+
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        store_watch(key);
+        load_env(env_id);
+        /* an unreadable old record is replaced only when both parts are
+         * given; otherwise we would silently drop half of it */
+        if (upstream == NULL || resources == NULL)
+            old = load_integration(env_id, name);
+        else
+            old = load_json(key);
+        if (old == NULL && upstream == NULL)
+            usage_error(cmd, "integration '%s' is new in %s: --upstream is "
+                        "required", name, env_id);
+        created = old == NULL;
+        /* keep unknown fields of an existing record */
+        rec = json_is_object(old) ? json_deep_copy_p(old)
+                                  : pjson(json_object());
+        if (upstream)
+            json_object_set_new(rec, ENVGW_F_UPSTREAM, json_string(upstream));
+        if (resources)
+            json_object_set(rec, ENVGW_F_RESOURCES, resources);
+        else if (json_object_get(rec, ENVGW_F_RESOURCES) == NULL)
+            json_object_set_new(rec, ENVGW_F_RESOURCES, json_object());
+
+        t = txn_new();
+        txn_set_json(t, key, rec);
+        txn_sadd(t, index_key("integrations", env_id), name);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+
+    if (g_opt.json) {
+        print_json(rec);
+    } else {
+        printf("%s integration %s in %s: upstream %s, %zu methods\n",
+               created ? "installed" : "updated", name, env_id,
+               jstr(rec, ENVGW_F_UPSTREAM),
+               count_methods(json_object_get(rec, ENVGW_F_RESOURCES)));
+    }
+    return 0;
+}
+
+int cmd_integration_list(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *env_id;
+    char **pos, **names;
+    size_t n, i;
+    int npos;
+    json_t *out;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    env_id = pos[0];
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    load_env(env_id);
+    names = integration_names(env_id, &n);
+
+    out = pjson(json_array());
+    for (i = 0; i < n; i++) {
+        json_t *rec = load_json(key2_of(ENVGW_KEY_INTEGRATION, env_id,
+                                        names[i]));
+        json_t *row = pjson(json_object());
+        json_object_set_new(row, ENVGW_F_INTEGRATION, json_string(names[i]));
+        if (json_is_object(rec)) {
+            json_t *up = json_object_get(rec, ENVGW_F_UPSTREAM);
+            json_t *res = json_object_get(rec, ENVGW_F_RESOURCES);
+            json_object_set(row, ENVGW_F_UPSTREAM, up ? up : json_null());
+            json_object_set(row, ENVGW_F_RESOURCES,
+                            res ? res : json_object());
+        }
+        json_array_append(out, row);
+    }
+
+    if (g_opt.json) {
+        print_json(out);
+        return 0;
+    }
+    if (n == 0) {
+        note("no integrations in environment %s", env_id);
+        return 0;
+    }
+    printf("%-20s %-8s %s\n", "INTEGRATION", "METHODS", "UPSTREAM");
+    for (i = 0; i < n; i++) {
+        json_t *row = json_array_get(out, i);
+        const char *up = jstr(row, ENVGW_F_UPSTREAM);
+        printf("%-20s %-8zu %s\n", names[i],
+               count_methods(json_object_get(row, ENVGW_F_RESOURCES)),
+               up ? up : "(malformed record)");
+    }
+    return 0;
+}
+
+int cmd_integration_show(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *env_id, *name;
+    char **pos;
+    int npos;
+    json_t *rec;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 2, 2);
+    env_id = pos[0];
+    name = pos[1];
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    if (!valid_name(name))
+        usage_error(cmd, "bad integration name '%s'", name);
+    load_env(env_id);
+    rec = load_json(key2_of(ENVGW_KEY_INTEGRATION, env_id, name));
+    if (rec == NULL)
+        die("integration '%s' is not installed in %s", name, env_id);
+    print_json(rec);
+    return 0;
+}
+
+/* Common checks of method set/remove: ids and names. */
+static void check_method_args(const cmd_t *cmd, char **pos)
+{
+    if (!valid_id(pos[0]))
+        usage_error(cmd, "bad environment id '%s'", pos[0]);
+    if (!valid_name(pos[1]))
+        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
+                    "1-64 characters)", pos[1]);
+    if (!valid_name(pos[2]))
+        usage_error(cmd, "bad resource name '%s' (want [A-Za-z0-9_-], 1-64 "
+                    "characters)", pos[2]);
+    if (!valid_name(pos[3]))
+        usage_error(cmd, "bad method name '%s' (want [A-Za-z0-9_-], 1-64 "
+                    "characters)", pos[3]);
+}
+
+/* Loads the integration record to edit (WATCHed); dies if it is missing. */
+static json_t *load_for_edit(const char *env_id, const char *name, char **key)
+{
+    json_t *rec;
+
+    *key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
+    store_watch(key_of(ENVGW_KEY_ENV, env_id));
+    store_watch(*key);
+    load_env(env_id);
+    rec = load_integration(env_id, name);
+    if (rec == NULL)
+        die("integration '%s' is not installed in %s (see 'envgw "
+            "integration set')", name, env_id);
+    return json_deep_copy_p(rec);
+}
+
+int cmd_method_set(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *verb, *path, *why;
+    char **pos, *key;
+    int npos, attempt;
+    bool unchanged = false;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 6, 6);
+    check_method_args(cmd, pos);
+    verb = normalize_http_method(pos[4]);
+    if (verb == NULL)
+        usage_error(cmd, "bad HTTP method '%s' (want GET POST PUT PATCH "
+                    "DELETE HEAD OPTIONS)", pos[4]);
+    path = pos[5];
+    if ((why = check_path(path)) != NULL)
+        usage_error(cmd, "bad path '%s': %s", path, why);
+
+    for (attempt = 0; ; attempt++) {
+        json_t *rec = load_for_edit(pos[0], pos[1], &key);
+        json_t *res = json_object_get(rec, ENVGW_F_RESOURCES), *methods, *old;
+        txn_t *t;
+
+        if (res == NULL) {
+            json_object_set_new(rec, ENVGW_F_RESOURCES, json_object());
+            res = json_object_get(rec, ENVGW_F_RESOURCES);
+        }
+        methods = json_object_get(res, pos[2]);
+        if (methods == NULL) {
+            json_object_set_new(res, pos[2], json_object());
+            methods = json_object_get(res, pos[2]);
+        }
+        old = json_object_get(methods, pos[3]);
+        if (old && jstr(old, ENVGW_F_METHOD) && jstr(old, ENVGW_F_PATH)
+            && strcmp(jstr(old, ENVGW_F_METHOD), verb) == 0
+            && strcmp(jstr(old, ENVGW_F_PATH), path) == 0) {
+            store_unwatch();
+            unchanged = true;
+            break;
+        }
+        json_object_set_new(methods, pos[3],
+                            json_pack("{s:s, s:s}", ENVGW_F_METHOD, verb,
+                                      ENVGW_F_PATH, path));
+        t = txn_new();
+        txn_set_json(t, key, rec);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+
+    if (g_opt.json) {
+        json_t *out = pjson(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}",
+                                      ENVGW_F_ENVIRONMENT_ID, pos[0],
+                                      ENVGW_F_INTEGRATION, pos[1],
+                                      "resource", pos[2], "name", pos[3],
+                                      ENVGW_F_METHOD, verb,
+                                      ENVGW_F_PATH, path,
+                                      "changed", !unchanged));
+        print_json(out);
+    } else {
+        printf("%s %s %s.%s %s %s in %s\n", unchanged ? "unchanged" : "set",
+               pos[1], pos[2], pos[3], verb, path, pos[0]);
+    }
+    return 0;
+}
+
+int cmd_method_remove(const cmd_t *cmd, int argc, char **argv)
+{
+    char **pos, *key;
+    int npos, attempt;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 4, 4);
+    check_method_args(cmd, pos);
+
+    for (attempt = 0; ; attempt++) {
+        json_t *rec = load_for_edit(pos[0], pos[1], &key);
+        json_t *res = json_object_get(rec, ENVGW_F_RESOURCES);
+        json_t *methods = res ? json_object_get(res, pos[2]) : NULL;
+        txn_t *t;
+
+        if (methods == NULL || json_object_get(methods, pos[3]) == NULL)
+            die("no method %s.%s in integration '%s' of %s", pos[2], pos[3],
+                pos[1], pos[0]);
+        json_object_del(methods, pos[3]);
+        if (json_object_size(methods) == 0)
+            json_object_del(res, pos[2]);
+        t = txn_new();
+        txn_set_json(t, key, rec);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+
+    if (g_opt.json) {
+        json_t *out = pjson(json_pack("{s:s, s:s, s:s, s:s, s:b}",
+                                      ENVGW_F_ENVIRONMENT_ID, pos[0],
+                                      ENVGW_F_INTEGRATION, pos[1],
+                                      "resource", pos[2], "name", pos[3],
+                                      "removed", 1));
+        print_json(out);
+    } else {
+        printf("removed %s %s.%s from %s\n", pos[1], pos[2], pos[3], pos[0]);
+    }
+    return 0;
+}

@@ -1,0 +1,423 @@
+/*
+ * envgw token create|list|revoke|rotate
+ *
+ * A raw token exists only in this process and on stdout, once: Redis gets
+ * its SHA-256 (the gateway hashes what a client presents and looks that up).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "envgw.h"
+
+#define ACCOUNT_TOKEN_DEFAULT_TTL 3600
+
+static const char *check_kind(const char *k)
+{
+    if (strcmp(k, ENVGW_KIND_DATA) == 0 || strcmp(k, ENVGW_KIND_ADMIN) == 0
+        || strcmp(k, ENVGW_KIND_ACCOUNT) == 0)
+        return k;
+    return NULL;
+}
+
+/* The account of an account token must exist, live in ENV and be active. */
+static void check_account_for_token(const char *env_id, const char *acc_id)
+{
+    char *key = key_of(ENVGW_KEY_ACCOUNT, acc_id);
+    json_t *acc;
+    const char *st;
+
+    store_watch(key);
+    acc = load_json(key);
+    if (acc == NULL || !json_is_object(acc))
+        die("no integrated account '%s'%s", acc_id,
+            acc ? " (malformed record)" : "");
+    if (strcmp(jstr_req(acc, ENVGW_F_ENVIRONMENT_ID, key), env_id) != 0)
+        die("integrated account '%s' does not belong to environment '%s'",
+            acc_id, env_id);
+    st = jstr(acc, ENVGW_F_STATUS);
+    if (st != NULL && strcmp(st, ENVGW_STATUS_ACTIVE) != 0)
+        die("integrated account '%s' is %s, not active", acc_id, st);
+}
+
+/*
+ * Queues the records of a new token on t and returns its pieces.
+ * token_id and raw are pooled.
+ */
+typedef struct {
+    const char *raw;
+    const char *token_id;
+    json_t     *rec;
+} minted_t;
+
+static minted_t mint(txn_t *t, const char *env_id, json_t *env,
+                     const char *kind, const char *account,
+                     long long expires_at)
+{
+    minted_t m;
+    const char *hash;
+    char *tkey;
+    int i;
+
+    m.raw = new_raw_token();
+    hash = sha256_hex(m.raw);
+    tkey = key_of(ENVGW_KEY_TOKEN, hash);
+    /* 48 random bits: a collision is unlikely but would orphan a record */
+    for (i = 0; ; i++) {
+        m.token_id = pfmt("tok_%s", random_hex(6));
+        if (store_get(key_of(ENVGW_KEY_TOKEN_ID, m.token_id)) == NULL)
+            break;
+        if (i == 5)
+            die("cannot find a free token id");
+    }
+
+    m.rec = pjson(json_object());
+    json_object_set_new(m.rec, ENVGW_F_TOKEN_ID, json_string(m.token_id));
+    json_object_set(m.rec, ENVGW_F_TEAM_ID,
+                    json_object_get(env, ENVGW_F_TEAM_ID));
+    json_object_set_new(m.rec, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
+    json_object_set_new(m.rec, ENVGW_F_ENVIRONMENT,
+                        json_string(jstr(env, ENVGW_F_NAME)
+                                    ? jstr(env, ENVGW_F_NAME) : ""));
+    json_object_set_new(m.rec, ENVGW_F_KIND, json_string(kind));
+    json_object_set_new(m.rec, ENVGW_F_EXPIRES_AT,
+                        expires_at > 0 ? json_integer(expires_at)
+                                       : json_null());
+    json_object_set_new(m.rec, ENVGW_F_REVOKED, json_false());
+    if (account)
+        json_object_set_new(m.rec, ENVGW_F_ACCOUNT_ID, json_string(account));
+    json_object_set_new(m.rec, "created_at", json_integer(time(NULL)));
+
+    txn_set_json(t, tkey, m.rec);
+    txn_set_json(t, key_of(ENVGW_KEY_TOKEN_ID, m.token_id),
+                 pjson(json_string(hash)));
+    txn_sadd(t, index_key("tokens", env_id), m.token_id);
+    return m;
+}
+
+static void print_minted(const minted_t *m, json_t *extra)
+{
+    json_t *rec = m->rec;
+    json_t *exp = json_object_get(rec, ENVGW_F_EXPIRES_AT);
+    const char *acc = jstr(rec, ENVGW_F_ACCOUNT_ID);
+
+    if (g_opt.json) {
+        json_t *out = pjson(json_deep_copy(rec));
+        json_object_set_new(out, "token", json_string(m->raw));
+        if (extra)
+            json_object_update(out, extra);
+        print_json(out);
+        return;
+    }
+    printf("token: %s\n", m->raw);
+    printf("token_id: %s\n", m->token_id);
+    printf("environment: %s (%s)\n", jstr(rec, ENVGW_F_ENVIRONMENT_ID),
+           jstr(rec, ENVGW_F_ENVIRONMENT));
+    printf("kind: %s\n", jstr(rec, ENVGW_F_KIND));
+    if (acc)
+        printf("integrated_account_id: %s\n", acc);
+    printf("expires: %s\n", json_is_integer(exp)
+           ? fmt_time(json_integer_value(exp)) : "never");
+    note("store the token now: it is not stored and cannot be shown again");
+}
+
+int cmd_token_create(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "kind", true, NULL }, { "ttl", true, NULL },
+                     { "account", true, NULL }, { NULL, false, NULL } };
+    const char *env_id, *kind, *account;
+    long long ttl = 0;
+    char **pos;
+    int npos, attempt;
+    minted_t m;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
+    env_id = pos[0];
+    kind = opts[0].val ? opts[0].val : ENVGW_KIND_DATA;
+    account = opts[2].val;
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    if (check_kind(kind) == NULL)
+        usage_error(cmd, "bad --kind '%s' (want data, admin or account)",
+                    kind);
+    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+        usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
+                    opts[1].val);
+    if (strcmp(kind, ENVGW_KIND_ACCOUNT) == 0) {
+        if (account == NULL)
+            usage_error(cmd, "--kind account needs --account ID");
+        if (!valid_id(account))
+            usage_error(cmd, "bad account id '%s'", account);
+        if (opts[1].val == NULL)
+            ttl = ACCOUNT_TOKEN_DEFAULT_TTL;
+    } else if (account != NULL) {
+        usage_error(cmd, "--account is only for --kind account");
+    }
+
+    for (attempt = 0; ; attempt++) {
+        txn_t *t = txn_new();
+        json_t *env;
+
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        env = load_env(env_id);
+        if (account)
+            check_account_for_token(env_id, account);
+        m = mint(t, env_id, env, kind, account,
+                 ttl > 0 ? (long long) time(NULL) + ttl : 0);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("records keep changing; nothing written");
+    }
+    print_minted(&m, NULL);
+    return 0;
+}
+
+/* Resolves TOKEN_ID to its record (WATCHing both keys); dies if missing. */
+static json_t *load_token(const char *token_id, char **tkey_out)
+{
+    char *idkey = key_of(ENVGW_KEY_TOKEN_ID, token_id);
+    json_t *h, *rec;
+    char *tkey;
+
+    store_watch(idkey);
+    h = load_json(idkey);
+    if (h == NULL)
+        die("no token with id '%s'", token_id);
+    if (!json_is_string(h)
+        || strlen(json_string_value(h)) != ENVGW_SHA256_HEX_LEN)
+        die("malformed record at key %s (want a JSON string of the token's "
+            "SHA-256)", idkey);
+    tkey = key_of(ENVGW_KEY_TOKEN, json_string_value(h));
+    store_watch(tkey);
+    rec = load_json(tkey);
+    if (rec == NULL)
+        die("token '%s' is indexed but its record %s is gone", token_id,
+            tkey);
+    if (!json_is_object(rec))
+        die("malformed record at key %s", tkey);
+    jstr_req(rec, ENVGW_F_ENVIRONMENT_ID, tkey);
+    *tkey_out = tkey;
+    return rec;
+}
+
+static long long rec_expires(json_t *rec)
+{
+    json_t *e = json_object_get(rec, ENVGW_F_EXPIRES_AT);
+    return json_is_integer(e) ? json_integer_value(e) : 0;
+}
+
+static const char *token_state(json_t *rec, long long now)
+{
+    long long exp = rec_expires(rec);
+
+    if (json_is_true(json_object_get(rec, ENVGW_F_REVOKED)))
+        return "revoked";
+    if (exp > 0 && exp <= now)
+        return "expired";
+    return "active";
+}
+
+int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
+{
+    static const char *fields[] = {
+        ENVGW_F_TOKEN_ID, ENVGW_F_KIND, ENVGW_F_ENVIRONMENT_ID,
+        ENVGW_F_ENVIRONMENT, ENVGW_F_TEAM_ID, ENVGW_F_ACCOUNT_ID,
+        ENVGW_F_EXPIRES_AT, ENVGW_F_REVOKED, "created_at", NULL
+    };
+    const char *env_id;
+    char **pos, **ids;
+    size_t n, i;
+    int npos, f;
+    long long now = time(NULL);
+    json_t *out;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    env_id = pos[0];
+    if (!valid_id(env_id))
+        usage_error(cmd, "bad environment id '%s'", env_id);
+    load_env(env_id);
+
+    ids = store_smembers(index_key("tokens", env_id), &n);
+    sort_unique(ids, &n);
+    out = pjson(json_array());
+    for (i = 0; i < n; i++) {
+        char *idkey = key_of(ENVGW_KEY_TOKEN_ID, ids[i]);
+        json_t *h = load_json(idkey), *rec, *row;
+
+        if (h == NULL || !json_is_string(h))
+            continue;
+        rec = load_json(key_of(ENVGW_KEY_TOKEN, json_string_value(h)));
+        if (rec == NULL || !json_is_object(rec))
+            continue;
+        /* copy known fields only: never the hash, never anything else */
+        row = pjson(json_object());
+        for (f = 0; fields[f]; f++) {
+            json_t *v = json_object_get(rec, fields[f]);
+            if (v)
+                json_object_set(row, fields[f], v);
+        }
+        json_object_set_new(row, "state", json_string(token_state(rec, now)));
+        json_array_append(out, row);
+    }
+
+    if (g_opt.json) {
+        print_json(out);
+        return 0;
+    }
+    if (json_array_size(out) == 0) {
+        note("no tokens in environment %s", env_id);
+        return 0;
+    }
+    printf("%-18s %-8s %-8s %-16s %-21s %s\n", "TOKEN_ID", "KIND", "STATE",
+           "ENVIRONMENT", "EXPIRES", "ACCOUNT");
+    for (i = 0; i < json_array_size(out); i++) {
+        json_t *row = json_array_get(out, i);
+        const char *acc = jstr(row, ENVGW_F_ACCOUNT_ID);
+        const char *envname = jstr(row, ENVGW_F_ENVIRONMENT);
+        printf("%-18s %-8s %-8s %-16s %-21s %s\n",
+               jstr(row, ENVGW_F_TOKEN_ID) ? jstr(row, ENVGW_F_TOKEN_ID)
+                                           : "?",
+               jstr(row, ENVGW_F_KIND) ? jstr(row, ENVGW_F_KIND) : "?",
+               jstr(row, "state"), envname ? envname : env_id,
+               fmt_time(rec_expires(row)), acc ? acc : "-");
+    }
+    return 0;
+}
+
+int cmd_token_revoke(const cmd_t *cmd, int argc, char **argv)
+{
+    const char *token_id;
+    char **pos, *tkey;
+    int npos, attempt;
+    json_t *rec;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    token_id = pos[0];
+    if (!valid_id(token_id))
+        usage_error(cmd, "bad token id '%s'", token_id);
+
+    for (attempt = 0; ; attempt++) {
+        txn_t *t;
+
+        rec = load_token(token_id, &tkey);
+        if (json_is_true(json_object_get(rec, ENVGW_F_REVOKED))) {
+            store_unwatch();
+            note("token %s was already revoked", token_id);
+            break;
+        }
+        rec = json_deep_copy_p(rec);
+        json_object_set_new(rec, ENVGW_F_REVOKED, json_true());
+        json_object_set_new(rec, "revoked_at", json_integer(time(NULL)));
+        t = txn_new();
+        txn_set_json(t, tkey, rec);
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("token '%s' keeps changing; nothing written", token_id);
+    }
+    if (g_opt.json) {
+        json_t *out = pjson(json_object());
+        json_object_set_new(out, ENVGW_F_TOKEN_ID, json_string(token_id));
+        json_object_set_new(out, ENVGW_F_REVOKED, json_true());
+        print_json(out);
+    } else {
+        printf("revoked %s\n", token_id);
+    }
+    return 0;
+}
+
+int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
+{
+    opt_t opts[] = { { "grace", true, NULL }, { "ttl", true, NULL },
+                     { NULL, false, NULL } };
+    const char *token_id;
+    long long grace = 0, ttl = 0, now, old_exp, new_old_exp;
+    char **pos, *tkey;
+    int npos, attempt;
+    minted_t m;
+    json_t *extra;
+
+    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
+    token_id = pos[0];
+    if (!valid_id(token_id))
+        usage_error(cmd, "bad token id '%s'", token_id);
+    if (opts[0].val == NULL)
+        usage_error(cmd, "--grace is required (e.g. --grace 1h; --grace 0 "
+                    "ends the old token now)");
+    if (!parse_duration(opts[0].val, &grace, true))
+        usage_error(cmd, "bad --grace '%s' (want N[s|m|h|d], e.g. 1h)",
+                    opts[0].val);
+    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+        usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
+                    opts[1].val);
+
+    for (attempt = 0; ; attempt++) {
+        txn_t *t = txn_new();
+        json_t *old, *env, *created;
+        const char *env_id, *kind, *account;
+        long long new_ttl = ttl;
+
+        old = load_token(token_id, &tkey);
+        now = time(NULL);
+        if (strcmp(token_state(old, now), "active") != 0)
+            die("token '%s' is %s; create a new one with 'envgw token "
+                "create'", token_id, token_state(old, now));
+        env_id = jstr(old, ENVGW_F_ENVIRONMENT_ID);
+        kind = jstr(old, ENVGW_F_KIND);
+        if (kind == NULL || check_kind(kind) == NULL)
+            die("malformed record at key %s (bad \"kind\")", tkey);
+        account = jstr(old, ENVGW_F_ACCOUNT_ID);
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        env = load_env(env_id);
+        if (strcmp(kind, ENVGW_KIND_ACCOUNT) == 0) {
+            if (account == NULL)
+                die("malformed record at key %s (account token without %s)",
+                    tkey, ENVGW_F_ACCOUNT_ID);
+            check_account_for_token(env_id, account);
+        } else {
+            account = NULL;
+        }
+
+        /* default lifetime: as long as the old token's, if known */
+        old_exp = rec_expires(old);
+        created = json_object_get(old, "created_at");
+        if (opts[1].val == NULL) {
+            if (old_exp > 0 && json_is_integer(created)
+                && old_exp > json_integer_value(created))
+                new_ttl = old_exp - json_integer_value(created);
+            else if (account)
+                new_ttl = ACCOUNT_TOKEN_DEFAULT_TTL;
+            else if (old_exp > 0)
+                new_ttl = 0;    /* unknown lifetime: say so below */
+        }
+
+        m = mint(t, env_id, env, kind, account,
+                 new_ttl > 0 ? now + new_ttl : 0);
+
+        new_old_exp = now + grace;
+        if (old_exp > 0 && old_exp < new_old_exp)
+            new_old_exp = old_exp;
+        old = json_deep_copy_p(old);
+        json_object_set_new(old, ENVGW_F_EXPIRES_AT,
+                            json_integer(new_old_exp));
+        json_object_set_new(old, "rotated_to", json_string(m.token_id));
+        txn_set_json(t, tkey, old);
+
+        if (txn_exec(t) == 0)
+            break;
+        if (attempt == TXN_RETRIES)
+            die("token '%s' keeps changing; nothing written", token_id);
+    }
+
+    extra = pjson(json_object());
+    json_object_set_new(extra, "replaces", json_string(token_id));
+    json_object_set_new(extra, "old_expires_at", json_integer(new_old_exp));
+    print_minted(&m, extra);
+    if (!g_opt.json)
+        printf("old token %s expires: %s\n", token_id,
+               fmt_time(new_old_exp));
+    return 0;
+}

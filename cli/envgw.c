@@ -1,0 +1,382 @@
+/*
+ * envgw — admin tool of env_gateway: writes the Redis records the nginx
+ * module reads (environments, tokens, integrated accounts, integrations
+ * and their methods) and publishes invalidations for every changed key.
+ *
+ * This file: global options, the command table, argument parsing, help.
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envgw.h"
+
+envgw_opts_t g_opt;
+
+static const cmd_t commands[] = {
+    { "env", "create", cmd_env_create,
+      "--team TEAM [--id ENV_ID] NAME",
+      "create an environment (prints its environment_id)",
+      "NAME is the environment's display name (production, staging, ...).\n"
+      "The environment_id is env_<random hex> unless --id chooses it.\n"
+      "TEAM is recorded as the environment's team_id." },
+    { "env", "list", cmd_env_list,
+      "[--team TEAM]",
+      "list environments", NULL },
+    { "token", "create", cmd_token_create,
+      "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
+      "mint a token in ENV; the raw token is printed once",
+      "--kind     data (default), admin (team-scoped) or account\n"
+      "--ttl      lifetime: N[s|m|h|d], e.g. 30d; default: no expiry, or 1h\n"
+      "           for account tokens\n"
+      "--account  the integrated account of an account token (required for\n"
+      "           --kind account; the account must belong to ENV)\n"
+      "Only the SHA-256 of the token is stored; it cannot be shown again." },
+    { "token", "list", cmd_token_list,
+      "ENV",
+      "list the tokens of ENV (never the raw tokens)", NULL },
+    { "token", "revoke", cmd_token_revoke,
+      "TOKEN_ID",
+      "revoke a token at once (the record stays, marked revoked)", NULL },
+    { "token", "rotate", cmd_token_rotate,
+      "TOKEN_ID --grace DURATION [--ttl DURATION]",
+      "mint a replacement token; the old one expires after the grace",
+      "The new token has the same environment, kind, team and account.\n"
+      "--grace  how long the old token keeps working: N[s|m|h|d]; 0 ends it\n"
+      "         now (an earlier expiry of the old token is kept)\n"
+      "--ttl    lifetime of the new token; default: the old token's\n"
+      "         lifetime (1h for account tokens), or no expiry" },
+    { "account", "add", cmd_account_add,
+      "ENV ID --integration I --tenant T",
+      "add an integrated account and index it under its tenant",
+      "Account ids are global: an id that exists in any environment is\n"
+      "refused, as is a second I account for the same tenant in ENV." },
+    { "account", "remove", cmd_account_remove,
+      "ID",
+      "remove an integrated account and its tenant index entry", NULL },
+    { "account", "list", cmd_account_list,
+      "ENV",
+      "list the integrated accounts of ENV", NULL },
+    { "integration", "set", cmd_integration_set,
+      "ENV I [--upstream URL] [--resources FILE]",
+      "install or update integration I in ENV",
+      "--upstream   http:// or https:// URL (required for a new integration)\n"
+      "--resources  JSON file (- for stdin) replacing all resources:\n"
+      "             {\"contacts\":{\"list\":{\"method\":\"GET\",\"path\":"
+      "\"/crm/v3/objects/contacts\"}}}\n"
+      "Without --resources the existing resources are kept." },
+    { "integration", "list", cmd_integration_list,
+      "ENV",
+      "list the integrations of ENV", NULL },
+    { "integration", "show", cmd_integration_show,
+      "ENV I",
+      "print the record of integration I in ENV", NULL },
+    { "method", "set", cmd_method_set,
+      "ENV I RESOURCE METHOD HTTP_METHOD PATH",
+      "add or change a method of integration I in ENV",
+      "HTTP_METHOD is one of GET POST PUT PATCH DELETE HEAD OPTIONS.\n"
+      "PATH starts with /, may hold {id} and {name} placeholders, and has no\n"
+      "whitespace, ?, # or . / .. segments." },
+    { "method", "remove", cmd_method_remove,
+      "ENV I RESOURCE METHOD",
+      "remove a method of integration I in ENV", NULL },
+    { "diff", NULL, cmd_diff,
+      "ENV_A ENV_B [--upstreams]",
+      "integrations, resources and methods that differ between two envs",
+      "One line per difference:\n"
+      "  + ...  only in ENV_A (what 'envgw promote ENV_A ENV_B' would add)\n"
+      "  - ...  only in ENV_B\n"
+      "  ~ ...  in both, defined differently\n"
+      "Upstreams are per environment and compared only with --upstreams.\n"
+      "Exit status: 0 equal, 1 different, 2 error." },
+    { "promote", NULL, cmd_promote,
+      "FROM TO [--integration I] [--method [RESOURCE.]METHOD] [--dry-run] "
+      "[--upstream URL]",
+      "copy methods defined in FROM into TO",
+      "Adds or overwrites, in TO's integration records, the methods FROM\n"
+      "defines (all of them, or those of --integration / --method); TO's own\n"
+      "upstream and its other methods are kept.  When TO lacks the\n"
+      "integration it is created with --upstream, or FROM's upstream (with a\n"
+      "warning).  --dry-run prints the change and writes nothing." },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const char global_help[] =
+    "Global options (before or after the command):\n"
+    "  --redis ADDR      host:port, [ipv6]:port or unix:/path "
+    "(env ENVGW_REDIS;\n"
+    "                    default 127.0.0.1:6379)\n"
+    "  --password PASS   Redis password (env ENVGW_REDIS_PASSWORD)\n"
+    "  --db N            Redis database number (default 0)\n"
+    "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
+    ENVGW_DEFAULT_PREFIX "\")\n"
+    "  --json            machine-readable output\n"
+    "  --help            help for the tool or a command\n";
+
+const char *cmd_fullname(const cmd_t *cmd)
+{
+    return cmd->name ? pfmt("%s %s", cmd->group, cmd->name)
+                     : cmd->group;
+}
+
+static void print_cmd_help(const cmd_t *cmd)
+{
+    printf("usage: envgw %s %s\n\n%s.\n", cmd_fullname(cmd), cmd->usage,
+           cmd->summary);
+    if (cmd->help)
+        printf("\n%s\n", cmd->help);
+    printf("\n%s", global_help);
+}
+
+static void print_tool_help(FILE *f, const char *group)
+{
+    size_t i;
+
+    fprintf(f, "usage: envgw [global options] COMMAND [arguments]\n\n"
+               "Writes the Redis records env_gateway reads, and publishes "
+               "each changed key\non <prefix>invalidate.\n\nCommands:\n");
+    for (i = 0; i < NCOMMANDS; i++) {
+        const cmd_t *c = &commands[i];
+        if (group && strcmp(group, c->group) != 0)
+            continue;
+        fprintf(f, "  envgw %s %s\n      %s\n", cmd_fullname(c), c->usage,
+                c->summary);
+    }
+    fprintf(f, "\n%s\n'envgw COMMAND --help' describes a command.\n"
+               "Exit status: 0 ok, 1 failure, 2 bad usage.\n", global_help);
+}
+
+void usage_error(const cmd_t *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("envgw: ", stderr);
+    if (cmd)
+        fprintf(stderr, "%s: ", cmd_fullname(cmd));
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (cmd)
+        fprintf(stderr, "usage: envgw %s %s\n", cmd_fullname(cmd),
+                cmd->usage);
+    else
+        fputs("try 'envgw --help'\n", stderr);
+    exit(EXIT_USAGE);
+}
+
+/*
+ * One global option at argv[*i]: 1 if consumed (advances *i past a value),
+ * 0 if it is not a global option.
+ */
+static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
+{
+    static const char *with_arg[] = { "redis", "password", "db", "prefix",
+                                      NULL };
+    const char *a = argv[*i], *name, *eq, *val = NULL;
+    char *n;
+    int k;
+
+    if (strncmp(a, "--", 2) != 0)
+        return 0;
+    name = a + 2;
+    eq = strchr(name, '=');
+    n = eq ? pfmt("%.*s", (int) (eq - name), name) : pstrdup(name);
+    if (strcmp(n, "json") == 0) {
+        if (eq)
+            usage_error(cmd, "--json takes no value");
+        g_opt.json = true;
+        return 1;
+    }
+    for (k = 0; with_arg[k]; k++) {
+        if (strcmp(n, with_arg[k]) == 0)
+            break;
+    }
+    if (with_arg[k] == NULL)
+        return 0;
+    if (eq)
+        val = eq + 1;
+    else if (*i + 1 < argc)
+        val = argv[++*i];
+    else
+        usage_error(cmd, "--%s needs a value", n);
+
+    if (strcmp(n, "redis") == 0) {
+        if (val[0] == '\0')
+            usage_error(cmd, "--redis needs host:port");
+        g_opt.redis = val;
+    } else if (strcmp(n, "password") == 0) {
+        g_opt.password = val;
+    } else if (strcmp(n, "prefix") == 0) {
+        g_opt.prefix = val;
+    } else {
+        char *end;
+        long db = strtol(val, &end, 10);
+        if (val[0] == '\0' || *end != '\0' || db < 0 || db > 1000000)
+            usage_error(cmd, "--db wants a database number, not '%s'", val);
+        g_opt.db = (int) db;
+    }
+    return 1;
+}
+
+void parse_args(const cmd_t *cmd, int argc, char **argv, opt_t *opts,
+                char ***pos, int *npos, int min_pos, int max_pos)
+{
+    char **p = pool_keep(calloc((size_t) argc + 1, sizeof(char *)), free);
+    int i, n = 0;
+    bool only_pos = false;
+
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        opt_t *o;
+
+        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+            p[n++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_cmd_help(cmd);
+            pool_drain();
+            exit(0);
+        }
+        if (global_option(cmd, argc, argv, &i))
+            continue;
+        if (strncmp(a, "--", 2) != 0)
+            usage_error(cmd, "unknown option '%s'", a);
+        for (o = opts; o && o->name; o++) {
+            size_t len = strlen(o->name);
+            if (strncmp(a + 2, o->name, len) == 0
+                && (a[2 + len] == '\0' || a[2 + len] == '='))
+                break;
+        }
+        if (o == NULL || o->name == NULL)
+            usage_error(cmd, "unknown option '%s'", a);
+        if (o->val != NULL)
+            usage_error(cmd, "--%s given twice", o->name);
+        if (!o->has_arg) {
+            if (a[2 + strlen(o->name)] == '=')
+                usage_error(cmd, "--%s takes no value", o->name);
+            o->val = "1";
+        } else if (a[2 + strlen(o->name)] == '=') {
+            o->val = a + 3 + strlen(o->name);
+        } else if (i + 1 < argc) {
+            o->val = argv[++i];
+        } else {
+            usage_error(cmd, "--%s needs a value", o->name);
+        }
+    }
+    if (n < min_pos)
+        usage_error(cmd, "missing arguments");
+    if (n > max_pos)
+        usage_error(cmd, "unexpected argument '%s'", p[max_pos]);
+    *pos = p;
+    *npos = n;
+}
+
+static const cmd_t *find_cmd(const char *group, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NCOMMANDS; i++) {
+        const cmd_t *c = &commands[i];
+        if (strcmp(c->group, group) != 0)
+            continue;
+        if (c->name == NULL || (name && strcmp(c->name, name) == 0))
+            return c;
+    }
+    return NULL;
+}
+
+static bool known_group(const char *group)
+{
+    size_t i;
+
+    for (i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].group, group) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void cleanup(void)
+{
+    pool_drain();
+}
+
+int main(int argc, char **argv)
+{
+    const cmd_t *cmd;
+    const char *group, *name;
+    int i = 1, rc;
+
+    g_opt.redis = getenv("ENVGW_REDIS");
+    if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
+        g_opt.redis = "127.0.0.1:6379";
+    g_opt.password = getenv("ENVGW_REDIS_PASSWORD");
+    g_opt.prefix = getenv("ENVGW_PREFIX");
+    if (g_opt.prefix == NULL)
+        g_opt.prefix = ENVGW_DEFAULT_PREFIX;
+    atexit(cleanup);
+
+    /* global options before the command */
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_tool_help(stdout, NULL);
+            return 0;
+        }
+        if (!global_option(NULL, argc, argv, &i))
+            usage_error(NULL, "unknown option '%s'", argv[i]);
+    }
+    if (i >= argc) {
+        print_tool_help(stderr, NULL);
+        return EXIT_USAGE;
+    }
+
+    group = argv[i++];
+    if (strcmp(group, "help") == 0) {
+        /* envgw help [GROUP [NAME]] */
+        if (i < argc) {
+            cmd = find_cmd(argv[i], i + 1 < argc ? argv[i + 1] : NULL);
+            if (cmd && (cmd->name == NULL || i + 1 < argc)) {
+                print_cmd_help(cmd);
+                return 0;
+            }
+            if (!known_group(argv[i]))
+                usage_error(NULL, "unknown command '%s'", argv[i]);
+            print_tool_help(stdout, argv[i]);
+            return 0;
+        }
+        print_tool_help(stdout, NULL);
+        return 0;
+    }
+    if (!known_group(group))
+        usage_error(NULL, "unknown command '%s'", group);
+
+    name = i < argc ? argv[i] : NULL;
+    cmd = find_cmd(group, name);
+    if (cmd == NULL) {
+        if (name == NULL || strcmp(name, "--help") == 0
+            || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+            print_tool_help(name ? stdout : stderr, group);
+            return name ? 0 : EXIT_USAGE;
+        }
+        usage_error(NULL, "unknown command '%s %s'", group, name);
+    }
+    if (cmd->name != NULL)
+        i++;
+
+    rc = cmd->run(cmd, argc - i, argv + i);
+    fflush(stdout);
+    if (ferror(stdout)) {
+        fputs("envgw: error writing output\n", stderr);
+        return EXIT_FAIL;
+    }
+    return rc;
+}

@@ -1,0 +1,413 @@
+/*
+ * envgw: Redis access.
+ *
+ * Reads are plain blocking commands.  Every write goes through a txn_t:
+ * the commands are queued locally, then sent as one MULTI ... EXEC that
+ * also PUBLISHes every changed key on <prefix>invalidate, so a gateway
+ * never sees half an update and drops its cached copies at the moment the
+ * new values become visible.  Read-modify-write commands WATCH the keys
+ * they read first; if one changes before EXEC the caller starts over.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "envgw.h"
+
+static redisContext *rc;
+static const char *addr_desc;
+
+/* ---- key names ---------------------------------------------------------- */
+
+char *key_of(const char *family, const char *rest)
+{
+    return pfmt("%s%s%s", g_opt.prefix, family, rest);
+}
+
+char *key2_of(const char *family, const char *a, const char *b)
+{
+    return pfmt("%s%s%s:%s", g_opt.prefix, family, a, b);
+}
+
+/* The tool's own listing sets (envs, tokens:<env>, ...); the gateway never
+ * reads them. */
+char *index_key(const char *name, const char *env)
+{
+    if (env == NULL)
+        return pfmt("%s%s", g_opt.prefix, name);
+    return pfmt("%s%s:%s", g_opt.prefix, name, env);
+}
+
+char *channel_name(void)
+{
+    return pfmt("%s%s", g_opt.prefix, ENVGW_CHANNEL_INVALIDATE);
+}
+
+/* ---- connection --------------------------------------------------------- */
+
+static void free_context(void *p)
+{
+    redisFree(p);
+}
+
+static void free_reply(void *p)
+{
+    freeReplyObject(p);
+}
+
+/* Runs a command; dies on I/O errors and on Redis error replies. */
+static redisReply *cmd_argv(int argc, const char **argv)
+{
+    redisReply *r = redisCommandArgv(rc, argc, argv, NULL);
+
+    if (r == NULL)
+        die("Redis at %s: %s", addr_desc,
+            rc->errstr[0] ? rc->errstr : "connection lost");
+    if (r->type == REDIS_REPLY_ERROR) {
+        char *msg = pstrdup(r->str);
+        freeReplyObject(r);
+        die("Redis at %s: %s failed: %s", addr_desc, argv[0], msg);
+    }
+    return pool_keep(r, free_reply);
+}
+
+static redisReply *cmd2(const char *a, const char *b)
+{
+    const char *argv[2] = { a, b };
+    return cmd_argv(b ? 2 : 1, argv);
+}
+
+void store_connect(void)
+{
+    struct timeval tv = { 3, 0 };
+    const char *a = g_opt.redis;
+
+    if (rc != NULL)
+        return;
+    if (strncmp(a, "unix:", 5) == 0) {
+        addr_desc = a;
+        rc = redisConnectUnixWithTimeout(a + 5, tv);
+    } else {
+        char *host;
+        const char *colon;
+        long port = 6379;
+        char *end;
+
+        if (a[0] == '[') {                      /* [::1]:6379 */
+            const char *close = strchr(a, ']');
+            if (close == NULL)
+                die("bad --redis address '%s'", a);
+            host = pfmt("%.*s", (int) (close - a - 1), a + 1);
+            colon = close[1] == ':' ? close + 1 : NULL;
+        } else {
+            colon = strrchr(a, ':');
+            host = colon ? pfmt("%.*s", (int) (colon - a), a) : pstrdup(a);
+        }
+        if (colon != NULL) {
+            port = strtol(colon + 1, &end, 10);
+            if (*end != '\0' || colon[1] == '\0' || port < 1 || port > 65535)
+                die("bad --redis address '%s' (want host:port)", a);
+        }
+        if (host[0] == '\0')
+            die("bad --redis address '%s' (want host:port)", a);
+        addr_desc = pfmt("%s:%ld", host, port);
+        rc = redisConnectWithTimeout(host, (int) port, tv);
+    }
+    if (rc == NULL)
+        die("cannot connect to Redis at %s: out of memory", addr_desc);
+    pool_keep(rc, free_context);
+    if (rc->err)
+        die("cannot connect to Redis at %s: %s", addr_desc, rc->errstr);
+
+    tv.tv_sec = 10;
+    redisSetTimeout(rc, tv);
+
+    if (g_opt.password != NULL && g_opt.password[0] != '\0') {
+        const char *argv[2] = { "AUTH", g_opt.password };
+        redisReply *r = redisCommandArgv(rc, 2, argv, NULL);
+        if (r == NULL)
+            die("Redis at %s: %s", addr_desc, rc->errstr);
+        if (r->type == REDIS_REPLY_ERROR) {
+            char *msg = pstrdup(r->str);
+            freeReplyObject(r);
+            die("Redis at %s: authentication failed: %s", addr_desc, msg);
+        }
+        freeReplyObject(r);
+    }
+    if (g_opt.db != 0)
+        cmd2("SELECT", pfmt("%d", g_opt.db));
+    cmd2("PING", NULL);    /* NOAUTH and friends surface here, not later */
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+char *store_get(const char *key)
+{
+    redisReply *r;
+
+    store_connect();
+    r = cmd2("GET", key);
+    if (r->type == REDIS_REPLY_NIL)
+        return NULL;
+    if (r->type != REDIS_REPLY_STRING)
+        die("unexpected reply to GET %s", key);
+    return pstrdup(r->str);
+}
+
+char **store_smembers(const char *key, size_t *n)
+{
+    redisReply *r;
+    char **v;
+    size_t i;
+
+    store_connect();
+    r = cmd2("SMEMBERS", key);
+    if (r->type != REDIS_REPLY_ARRAY)
+        die("unexpected reply to SMEMBERS %s", key);
+    v = pool_keep(calloc(r->elements + 1, sizeof(char *)), free);
+    for (i = 0; i < r->elements; i++)
+        v[i] = pstrdup(r->element[i]->str ? r->element[i]->str : "");
+    *n = r->elements;
+    return v;
+}
+
+/* Glob-escape so a prefix like "a*b:" matches only itself in SCAN MATCH. */
+static char *glob_escape(const char *s)
+{
+    char *out = pool_keep(malloc(strlen(s) * 2 + 1), free);
+    char *o = out;
+
+    for (; *s; s++) {
+        if (strchr("*?[]\\", *s))
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* All keys <prefix><family><rest_prefix>*, returned without the
+ * "<prefix><family><rest_prefix>" part. */
+char **store_scan(const char *family, const char *rest_prefix, size_t *n)
+{
+    char *lead = key_of(family, rest_prefix);
+    char *match = pfmt("%s*", glob_escape(lead));
+    size_t leadlen = strlen(lead), cnt = 0, cap = 16;
+    char **v = malloc(cap * sizeof(char *));
+    char *cursor = pstrdup("0");
+
+    store_connect();
+    if (v == NULL)
+        die("out of memory");
+    do {
+        const char *argv[6] = { "SCAN", cursor, "MATCH", match,
+                                "COUNT", "1000" };
+        redisReply *r = cmd_argv(6, argv), *keys;
+        size_t i;
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            die("unexpected reply to SCAN");
+        cursor = pstrdup(r->element[0]->str);
+        keys = r->element[1];
+        for (i = 0; i < keys->elements; i++) {
+            const char *k = keys->element[i]->str;
+            if (k == NULL || strncmp(k, lead, leadlen) != 0)
+                continue;
+            if (cnt + 1 >= cap) {
+                char **nv = realloc(v, cap * 2 * sizeof(char *));
+                if (nv == NULL)
+                    die("out of memory");
+                v = nv;
+                cap *= 2;
+            }
+            v[cnt++] = pstrdup(k + leadlen);
+        }
+    } while (strcmp(cursor, "0") != 0);
+    pool_keep(v, free);
+    v[cnt] = NULL;
+    *n = cnt;
+    return v;
+}
+
+void store_watch(const char *key)
+{
+    store_connect();
+    cmd2("WATCH", key);
+}
+
+void store_unwatch(void)
+{
+    store_connect();
+    cmd2("UNWATCH", NULL);
+}
+
+/* ---- transactions ------------------------------------------------------- */
+
+typedef struct {
+    const char *argv[3];
+    int         argc;
+} txn_cmd_t;
+
+struct txn_s {
+    txn_cmd_t  *cmds;
+    size_t      n, cap;
+    const char **changed;       /* distinct changed keys, in order */
+    size_t      nchanged;
+    size_t      published;
+};
+
+static void txn_free(void *p)
+{
+    txn_t *t = p;
+    free(t->cmds);
+    free(t->changed);
+    free(t);
+}
+
+txn_t *txn_new(void)
+{
+    txn_t *t = calloc(1, sizeof(*t));
+    return pool_keep(t, txn_free);
+}
+
+static void txn_add(txn_t *t, const char *a0, const char *key, const char *a2)
+{
+    size_t i;
+
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 8;
+        txn_cmd_t *nc = realloc(t->cmds, cap * sizeof(*nc));
+        const char **nk = realloc(t->changed, cap * sizeof(*nk));
+        if (nc == NULL || nk == NULL)
+            die("out of memory");
+        t->cmds = nc;
+        t->changed = nk;
+        t->cap = cap;
+    }
+    t->cmds[t->n].argv[0] = a0;
+    t->cmds[t->n].argv[1] = pstrdup(key);
+    t->cmds[t->n].argv[2] = a2 ? pstrdup(a2) : NULL;
+    t->cmds[t->n].argc = a2 ? 3 : 2;
+    t->n++;
+
+    for (i = 0; i < t->nchanged; i++) {
+        if (strcmp(t->changed[i], key) == 0)
+            return;
+    }
+    t->changed[t->nchanged++] = t->cmds[t->n - 1].argv[1];
+}
+
+void txn_set(txn_t *t, const char *key, const char *value)
+{
+    txn_add(t, "SET", key, value);
+}
+
+void txn_set_json(txn_t *t, const char *key, json_t *value)
+{
+    char *s = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    if (s == NULL)
+        die("cannot encode JSON for %s", key);
+    txn_add(t, "SET", key, s);
+    free(s);
+}
+
+void txn_del(txn_t *t, const char *key)
+{
+    txn_add(t, "DEL", key, NULL);
+}
+
+void txn_sadd(txn_t *t, const char *key, const char *member)
+{
+    txn_add(t, "SADD", key, member);
+}
+
+void txn_srem(txn_t *t, const char *key, const char *member)
+{
+    txn_add(t, "SREM", key, member);
+}
+
+int txn_exec(txn_t *t)
+{
+    const char *chan = channel_name();
+    redisReply *r;
+    size_t i;
+
+    store_connect();
+    if (t->n == 0) {
+        store_unwatch();
+        return 0;
+    }
+    /* EXEC does not roll back a command that fails at run time (say SADD
+     * on a key that a human turned into a string): refuse before writing. */
+    for (i = 0; i < t->n; i++) {
+        const char *op = t->cmds[i].argv[0];
+        redisReply *tr;
+        if (strcmp(op, "SADD") != 0 && strcmp(op, "SREM") != 0)
+            continue;
+        tr = cmd2("TYPE", t->cmds[i].argv[1]);
+        if (tr->type == REDIS_REPLY_STATUS && strcmp(tr->str, "set") != 0
+            && strcmp(tr->str, "none") != 0)
+            die("key %s is a %s, not a set; fix or delete it first "
+                "(nothing written)", t->cmds[i].argv[1], tr->str);
+    }
+    /* Pipeline MULTI, the writes, the PUBLISHes and EXEC in one round trip;
+     * then read every reply in order. */
+    redisAppendCommand(rc, "MULTI");
+    for (i = 0; i < t->n; i++)
+        redisAppendCommandArgv(rc, t->cmds[i].argc, t->cmds[i].argv, NULL);
+    for (i = 0; i < t->nchanged; i++) {
+        const char *argv[3] = { "PUBLISH", chan, t->changed[i] };
+        redisAppendCommandArgv(rc, 3, argv, NULL);
+    }
+    redisAppendCommand(rc, "EXEC");
+
+    for (i = 0; i < 1 + t->n + t->nchanged; i++) {
+        void *vr = NULL;
+        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
+            die("Redis at %s: %s", addr_desc,
+                rc->errstr[0] ? rc->errstr : "connection lost");
+        r = vr;
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* a command refused while queueing: EXEC will abort all */
+            char *msg = pstrdup(r->str);
+            freeReplyObject(r);
+            die("Redis at %s refused the update (nothing written): %s",
+                addr_desc, msg);
+        }
+        freeReplyObject(r);
+    }
+    {
+        void *vr = NULL;
+        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
+            die("Redis at %s: %s", addr_desc,
+                rc->errstr[0] ? rc->errstr : "connection lost");
+        r = pool_keep(vr, free_reply);
+    }
+    if (r->type == REDIS_REPLY_NIL)
+        return -1;                      /* a WATCHed key changed */
+    if (r->type == REDIS_REPLY_ERROR)
+        die("Redis at %s refused the update (nothing written): %s",
+            addr_desc, r->str);
+    if (r->type != REDIS_REPLY_ARRAY)
+        die("unexpected reply to EXEC");
+    for (i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_ERROR)
+            die("Redis at %s: part of the update failed: %s (key %s)",
+                addr_desc, e->str,
+                i < t->n ? t->cmds[i].argv[1] : chan);
+        if (i >= t->n && e->type == REDIS_REPLY_INTEGER)
+            t->published++;
+    }
+    return 0;
+}
+
+size_t txn_published(txn_t *t)
+{
+    return t->nchanged;
+}

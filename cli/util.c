@@ -1,0 +1,376 @@
+/*
+ * envgw: memory pool, errors, output, input validation, random tokens.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "envgw.h"
+
+/* ---- memory pool -------------------------------------------------------- */
+
+typedef struct {
+    void  *p;
+    void (*fn)(void *);
+} pool_item_t;
+
+static pool_item_t *pool;
+static size_t pool_n, pool_cap;
+
+static void oom(void)
+{
+    fputs("envgw: out of memory\n", stderr);
+    exit(EXIT_FAIL);
+}
+
+void *pool_keep(void *p, void (*fn)(void *))
+{
+    if (p == NULL)
+        oom();
+    if (pool_n == pool_cap) {
+        size_t cap = pool_cap ? pool_cap * 2 : 64;
+        pool_item_t *np = realloc(pool, cap * sizeof(*np));
+        if (np == NULL)
+            oom();
+        pool = np;
+        pool_cap = cap;
+    }
+    pool[pool_n].p = p;
+    pool[pool_n].fn = fn;
+    pool_n++;
+    return p;
+}
+
+char *pstrdup(const char *s)
+{
+    return pool_keep(strdup(s), free);
+}
+
+char *pfmt(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return pool_keep(s, free);
+}
+
+static void json_free(void *p)
+{
+    json_decref(p);
+}
+
+json_t *pjson(json_t *j)
+{
+    return pool_keep(j, json_free);
+}
+
+void pool_drain(void)
+{
+    /* newest first: a later item may refer to an earlier one */
+    while (pool_n > 0) {
+        pool_n--;
+        pool[pool_n].fn(pool[pool_n].p);
+    }
+    free(pool);
+    pool = NULL;
+    pool_cap = 0;
+}
+
+/* ---- errors and output -------------------------------------------------- */
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("envgw: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL);
+}
+
+void warnx_(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("envgw: warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* Informational lines for humans go to stderr so stdout stays parseable. */
+void note(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("envgw: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+    if (s == NULL)
+        oom();
+    puts(s);
+    free(s);
+}
+
+const char *fmt_time(long long t)
+{
+    time_t tt = (time_t) t;
+    struct tm tm;
+    char buf[64];
+
+    if (t <= 0)
+        return "never";
+    if (gmtime_r(&tt, &tm) == NULL)
+        return pfmt("%lld", t);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return pstrdup(buf);
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static bool all_chars(const char *s, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char) *s;
+        if (!isascii(c) || !(isalnum(c) || strchr(extra, c)))
+            return false;
+    }
+    return true;
+}
+
+/* Ids end up inside keys separated by ':' and in URLs: keep them plain. */
+bool valid_id(const char *s)
+{
+    return all_chars(s, 128, "_-.") && strstr(s, "..") == NULL
+           && s[0] != '.';
+}
+
+bool valid_name(const char *s)
+{
+    return all_chars(s, 64, "_-");
+}
+
+bool valid_env_name(const char *s)
+{
+    return all_chars(s, 64, "_-.");
+}
+
+/* A tenant id is the customer's own label: allow the usual punctuation of
+ * such labels (emails, domains) but nothing the gateway would refuse in a
+ * request (/, ?, #, %, "..", spaces or control characters). */
+bool valid_tenant(const char *s)
+{
+    return all_chars(s, 256, "_-.@+=~!$&*,;:") && strstr(s, "..") == NULL;
+}
+
+const char *check_upstream(const char *url)
+{
+    const char *host;
+    const unsigned char *p;
+
+    if (strncmp(url, "http://", 7) == 0)
+        host = url + 7;
+    else if (strncmp(url, "https://", 8) == 0)
+        host = url + 8;
+    else
+        return "must start with http:// or https://";
+    if (*host == '\0' || *host == '/' || *host == ':')
+        return "has no host";
+    if (strlen(url) > 2048)
+        return "is too long";
+    for (p = (const unsigned char *) url; *p; p++) {
+        if (*p <= 0x20 || *p >= 0x7f)
+            return "contains whitespace or control characters";
+    }
+    if (strchr(url, '#') != NULL)
+        return "must not contain a fragment (#)";
+    return NULL;
+}
+
+const char *check_path(const char *path)
+{
+    const unsigned char *p;
+    const char *seg;
+
+    if (path[0] != '/')
+        return "must start with /";
+    if (strlen(path) > 2048)
+        return "is too long";
+    for (p = (const unsigned char *) path; *p; p++) {
+        if (*p <= 0x20 || *p >= 0x7f)
+            return "must not contain whitespace or control characters";
+        if (*p == '?' || *p == '#')
+            return "must not contain ? or #";
+    }
+    /* ".." as a whole segment would let a template climb out of the API */
+    for (seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
+        const char *s = seg + 1;
+        size_t len = strcspn(s, "/");
+        if ((len == 2 && s[0] == '.' && s[1] == '.')
+            || (len == 1 && s[0] == '.'))
+            return "must not contain . or .. segments";
+    }
+    return NULL;
+}
+
+const char *normalize_http_method(const char *m)
+{
+    static const char *verbs[] = {
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", NULL
+    };
+    char up[16];
+    size_t i, n = strlen(m);
+
+    if (n == 0 || n >= sizeof(up))
+        return NULL;
+    for (i = 0; i < n; i++)
+        up[i] = (char) toupper((unsigned char) m[i]);
+    up[n] = '\0';
+    for (i = 0; verbs[i]; i++) {
+        if (strcmp(up, verbs[i]) == 0)
+            return verbs[i];
+    }
+    return NULL;
+}
+
+/* "90", "90s", "15m", "12h", "30d" -> seconds.  At most ten years. */
+bool parse_duration(const char *s, long long *secs, bool allow_zero)
+{
+    long long n = 0, mult = 1;
+    const char *p = s;
+
+    if (!isdigit((unsigned char) *p))
+        return false;
+    while (isdigit((unsigned char) *p)) {
+        n = n * 10 + (*p - '0');
+        if (n > 10LL * 366 * 86400)
+            return false;
+        p++;
+    }
+    switch (*p) {
+    case '\0': case 's': mult = 1; break;
+    case 'm': mult = 60; break;
+    case 'h': mult = 3600; break;
+    case 'd': mult = 86400; break;
+    default: return false;
+    }
+    if (*p != '\0' && p[1] != '\0')
+        return false;
+    n *= mult;
+    if (n > 10LL * 366 * 86400 || (n == 0 && !allow_zero))
+        return false;
+    *secs = n;
+    return true;
+}
+
+/* ---- random and hashing ------------------------------------------------- */
+
+void random_bytes(unsigned char *buf, size_t n)
+{
+    /* getrandom() blocks until the kernel CSPRNG is seeded, never weak */
+    while (n > 0) {
+        ssize_t r = getrandom(buf, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            die("cannot read random bytes: %s", strerror(errno));
+        }
+        buf += r;
+        n -= (size_t) r;
+    }
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+char *random_hex(size_t nbytes)
+{
+    unsigned char buf[64];
+    char *out;
+    size_t i;
+
+    if (nbytes > sizeof(buf))
+        nbytes = sizeof(buf);
+    random_bytes(buf, nbytes);
+    out = pool_keep(malloc(nbytes * 2 + 1), free);
+    for (i = 0; i < nbytes; i++) {
+        out[2 * i] = hexdig[buf[i] >> 4];
+        out[2 * i + 1] = hexdig[buf[i] & 15];
+    }
+    out[nbytes * 2] = '\0';
+    return out;
+}
+
+/* egw_ + base64url(32 random bytes), no padding: 256 bits of entropy. */
+char *new_raw_token(void)
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char buf[32];
+    char enc[64];
+    size_t i, o = 0;
+
+    random_bytes(buf, sizeof(buf));
+    for (i = 0; i + 2 < sizeof(buf); i += 3) {
+        unsigned v = (unsigned) buf[i] << 16 | (unsigned) buf[i + 1] << 8
+                     | buf[i + 2];
+        enc[o++] = b64[(v >> 18) & 63];
+        enc[o++] = b64[(v >> 12) & 63];
+        enc[o++] = b64[(v >> 6) & 63];
+        enc[o++] = b64[v & 63];
+    }
+    /* 32 = 30 + 2 remaining bytes -> 3 characters */
+    {
+        unsigned v = (unsigned) buf[30] << 16 | (unsigned) buf[31] << 8;
+        enc[o++] = b64[(v >> 18) & 63];
+        enc[o++] = b64[(v >> 12) & 63];
+        enc[o++] = b64[(v >> 6) & 63];
+    }
+    enc[o] = '\0';
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return pfmt("%s%s", ENVGW_TOKEN_PREFIX, enc);
+}
+
+char *sha256_hex(const char *s)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0, i;
+    char *out;
+
+    if (EVP_Digest(s, strlen(s), md, &len, EVP_sha256(), NULL) != 1
+        || len * 2 != ENVGW_SHA256_HEX_LEN)
+        die("SHA-256 failed");
+    out = pool_keep(malloc(len * 2 + 1), free);
+    for (i = 0; i < len; i++) {
+        out[2 * i] = hexdig[md[i] >> 4];
+        out[2 * i + 1] = hexdig[md[i] & 15];
+    }
+    out[len * 2] = '\0';
+    return out;
+}
