@@ -1,0 +1,672 @@
+/*
+ * env_gateway: environment isolation in front of existing backends.
+ *
+ * This file is the module's face: directives, configuration create/merge,
+ * variables, the access-phase registration and the worker's Redis client
+ * lifecycle.  The request logic lives in src/.
+ */
+
+#include "ngx_env_gateway.h"
+
+
+static ngx_int_t ngx_env_gateway_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_env_gateway_postconfiguration(ngx_conf_t *cf);
+static void *ngx_env_gateway_create_main_conf(ngx_conf_t *cf);
+static char *ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_env_gateway_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_env_gateway_redis_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_token_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_account_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_prefix_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
+static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_env_gateway_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_enum_t  ngx_env_gateway_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_env_gateway_commands[] = {
+
+    { ngx_string("env_gateway_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_key_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_env_gateway_prefix_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("env_gateway_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_env_gateway_token_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_account"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_env_gateway_account_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_hide_credentials"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, hide_credentials),
+      NULL },
+
+    { ngx_string("env_gateway_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, log_level),
+      &ngx_env_gateway_log_levels },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_env_gateway_module_ctx = {
+    ngx_env_gateway_preconfiguration,      /* preconfiguration */
+    ngx_env_gateway_postconfiguration,     /* postconfiguration */
+
+    ngx_env_gateway_create_main_conf,      /* create main configuration */
+    ngx_env_gateway_init_main_conf,        /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_env_gateway_create_loc_conf,       /* create location configuration */
+    ngx_env_gateway_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_env_gateway_module = {
+    NGX_MODULE_V1,
+    &ngx_env_gateway_module_ctx,           /* module context */
+    ngx_env_gateway_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_env_gateway_init_process,          /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_env_gateway_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_env_gateway_vars[] = {
+
+    { ngx_string("env_gateway_environment_id"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, environment_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_environment"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, environment),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_team_id"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, team_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_token_id"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, token_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_account_id"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, account_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_integration"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, integration),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_tenant_id"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, tenant_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_env_gateway_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_env_gateway_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Values of a request the gateway allowed; empty (not found) before the
+ * check, or when it refused, so a refused request never carries half an
+ * identity upstream or into a log.
+ */
+static ngx_int_t
+ngx_env_gateway_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_str_t              *s;
+    ngx_env_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+
+    if (ctx == NULL || ctx->refusal != NGX_ENVGW_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = (ngx_str_t *) ((char *) ctx + data);
+
+    if (s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt          *h;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
+
+    if (!gmcf->used) {
+        return NGX_OK;
+    }
+
+    if (gmcf->servers == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"env_gateway on\" needs \"env_gateway_redis\" "
+                           "in the http block");
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_env_gateway_access_handler;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_env_gateway_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_pcalloc(cf->pool, sizeof(ngx_env_gateway_main_conf_t));
+    if (gmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     gmcf->servers = NULL;
+     *     gmcf->prefix = { 0, NULL };
+     *     gmcf->used = 0;
+     */
+
+    return gmcf;
+}
+
+
+static char *
+ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = conf;
+
+    if (gmcf->prefix.data == NULL) {
+        ngx_str_set(&gmcf->prefix, ENVGW_DEFAULT_PREFIX);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_env_gateway_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    glcf = ngx_pcalloc(cf->pool, sizeof(ngx_env_gateway_loc_conf_t));
+    if (glcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     glcf->token = NULL;
+     *     glcf->token_header = { 0, NULL };
+     *     glcf->token_arg = { 0, NULL };
+     *     glcf->account = NULL;
+     *     glcf->account_arg = { 0, NULL };
+     */
+
+    glcf->enable = NGX_CONF_UNSET;
+    glcf->account_required = NGX_CONF_UNSET;
+    glcf->hide_credentials = NGX_CONF_UNSET;
+    glcf->log_level = NGX_CONF_UNSET_UINT;
+
+    return glcf;
+}
+
+
+static char *
+ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_env_gateway_loc_conf_t  *prev = parent;
+    ngx_env_gateway_loc_conf_t  *conf = child;
+
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->hide_credentials, prev->hide_credentials, 1);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_INFO);
+
+    if (conf->token == NULL) {
+        conf->token = prev->token;
+        conf->token_header = prev->token_header;
+        conf->token_arg = prev->token_arg;
+    }
+
+    if (conf->account == NULL) {
+        conf->account = prev->account;
+        conf->account_arg = prev->account_arg;
+        conf->account_required = prev->account_required;
+    }
+
+    ngx_conf_merge_value(conf->account_required, prev->account_required, 0);
+
+    if (conf->enable) {
+        gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
+        gmcf->used = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "$http_x_api_key" -> "x-api-key", "$arg_key" -> "key" */
+static void
+ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
+    ngx_str_t *arg)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    ngx_str_null(header);
+    ngx_str_null(arg);
+
+    for (i = 1; i < value->len; i++) {
+        if (!((value->data[i] >= 'a' && value->data[i] <= 'z')
+              || (value->data[i] >= '0' && value->data[i] <= '9')
+              || value->data[i] == '_'))
+        {
+            return;
+        }
+    }
+
+    if (value->len > 6 && ngx_strncmp(value->data, "$http_", 6) == 0) {
+        header->len = value->len - 6;
+        header->data = ngx_pnalloc(cf->pool, header->len);
+        if (header->data == NULL) {
+            header->len = 0;
+            return;
+        }
+
+        p = value->data + 6;
+        for (i = 0; i < header->len; i++) {
+            header->data[i] = (p[i] == '_') ? '-' : p[i];
+        }
+
+        return;
+    }
+
+    if (value->len > 5 && ngx_strncmp(value->data, "$arg_", 5) == 0) {
+        arg->data = value->data + 5;
+        arg->len = value->len - 5;
+    }
+}
+
+
+static char *
+ngx_env_gateway_token_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (glcf->token) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    glcf->token = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (glcf->token == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = glcf->token;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_env_gateway_source(cf, &value[1], &glcf->token_header,
+                           &glcf->token_arg);
+
+    if (glcf->token_header.len == 0 && glcf->token_arg.len == 0) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "env_gateway_token \"%V\" is neither $http_NAME "
+                           "nor $arg_NAME: env_gateway_hide_credentials "
+                           "cannot remove it from upstream requests",
+                           &value[1]);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t                         *value, header;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (glcf->account) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    glcf->account_required = 0;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "required") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\", "
+                               "expected \"required\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        glcf->account_required = 1;
+    }
+
+    glcf->account = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (glcf->account == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = glcf->account;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_env_gateway_source(cf, &value[1], &header, &glcf->account_arg);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (gmcf->prefix.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] <= ' ' || value[1].data[i] >= 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid key prefix \"%V\": spaces and "
+                               "control characters are not allowed",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    gmcf->prefix = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * env_gateway_redis 127.0.0.1:6379 | unix:/path [password=..] [db=N]
+ *     [connect_timeout=500ms] [read_timeout=1s];
+ * repeated: an ordered failover list.  A host name is resolved here, once.
+ */
+static char *
+ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = conf;
+
+    ngx_str_t                 *value, s;
+    ngx_url_t                  u;
+    ngx_uint_t                 i;
+    ngx_env_gateway_server_t  *srv;
+
+    value = cf->args->elts;
+
+    if (gmcf->servers == NULL) {
+        gmcf->servers = ngx_array_create(cf->pool, 2,
+                                         sizeof(ngx_env_gateway_server_t));
+        if (gmcf->servers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    srv = ngx_array_push(gmcf->servers);
+    if (srv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
+    srv->db = -1;
+    srv->connect_timeout = 500;
+    srv->read_timeout = 1000;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\"%s%s", &u.url,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0 || u.addrs == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis address \"%V\" has no address", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    srv->name = value[1];
+    srv->sockaddr = u.addrs[0].sockaddr;
+    srv->socklen = u.addrs[0].socklen;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            srv->password.data = value[i].data + 9;
+            srv->password.len = value[i].len - 9;
+
+            if (srv->password.len == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            srv->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+
+            if (srv->db == NGX_ERROR) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            s.data = value[i].data + 16;
+            s.len = value[i].len - 16;
+
+            srv->connect_timeout = ngx_parse_time(&s, 0);
+            if (srv->connect_timeout == (ngx_msec_t) NGX_ERROR
+                || srv->connect_timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "read_timeout=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            srv->read_timeout = ngx_parse_time(&s, 0);
+            if (srv->read_timeout == (ngx_msec_t) NGX_ERROR
+                || srv->read_timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value in \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_init_process(ngx_cycle_t *cycle)
+{
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    /* workers only: never the master, the cache manager or the loader */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_env_gateway_module);
+
+    if (gmcf == NULL || !gmcf->used || gmcf->servers == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
+}
+
+
+static void
+ngx_env_gateway_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_env_gateway_redis_exit_worker();
+}

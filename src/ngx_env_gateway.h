@@ -1,0 +1,261 @@
+/*
+ * env_gateway: types shared by the module's files.
+ *
+ * The request path is: access handler (_access.c) -> fetch layer (_fetch.c,
+ * coalescing and, later, the shared cache) -> Redis client (_redis.c).
+ * Records arrive as JSON, are parsed once (_records.c) into a flat "blob"
+ * (a header and length-prefixed strings) that can be copied into a request
+ * pool, or into shared memory, with a single memcpy.
+ */
+
+#ifndef NGX_ENV_GATEWAY_H
+#define NGX_ENV_GATEWAY_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_http.h>
+
+#include <hiredis/hiredis.h>
+
+#include "envgw_schema.h"
+
+
+/* ------------------------------------------------------------------ */
+/* configuration                                                       */
+
+typedef struct {
+    ngx_str_t                    name;          /* as written, for logs */
+    struct sockaddr             *sockaddr;
+    socklen_t                    socklen;
+    ngx_str_t                    password;
+    ngx_int_t                    db;            /* -1: no SELECT */
+    ngx_msec_t                   connect_timeout;
+    ngx_msec_t                   read_timeout;
+} ngx_env_gateway_server_t;
+
+
+typedef struct {
+    ngx_array_t                 *servers;       /* ngx_env_gateway_server_t */
+    ngx_str_t                    prefix;
+    ngx_flag_t                   used;          /* some location has "on" */
+} ngx_env_gateway_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                   enable;
+    ngx_http_complex_value_t    *token;         /* NULL: Authorization */
+    ngx_str_t                    token_header;  /* lowcase, if $http_X */
+    ngx_str_t                    token_arg;     /* if $arg_X */
+    ngx_http_complex_value_t    *account;
+    ngx_str_t                    account_arg;   /* if $arg_X */
+    ngx_flag_t                   account_required;
+    ngx_flag_t                   hide_credentials;
+    ngx_uint_t                   log_level;
+} ngx_env_gateway_loc_conf_t;
+
+
+/* ------------------------------------------------------------------ */
+/* records                                                             */
+
+typedef enum {
+    NGX_ENVGW_REC_TOKEN = 0,
+    NGX_ENVGW_REC_ACCOUNT,
+    NGX_ENVGW_REC_ENV,
+    NGX_ENVGW_REC_TENANT,
+    NGX_ENVGW_REC_INTEGRATION,
+    NGX_ENVGW_REC_LAST
+} ngx_env_gateway_rec_kind_e;
+
+/* token fields */
+#define NGX_ENVGW_TOK_TOKEN_ID       0
+#define NGX_ENVGW_TOK_TEAM_ID        1
+#define NGX_ENVGW_TOK_ENV_ID         2
+#define NGX_ENVGW_TOK_ENV_NAME       3
+#define NGX_ENVGW_TOK_ACCOUNT_ID     4
+#define NGX_ENVGW_TOK_NFIELDS        5
+
+/* token flags */
+#define NGX_ENVGW_TOK_REVOKED        0x01
+#define NGX_ENVGW_TOK_KIND_ADMIN     0x02
+#define NGX_ENVGW_TOK_KIND_ACCOUNT   0x04
+
+/* account fields */
+#define NGX_ENVGW_ACC_ID             0
+#define NGX_ENVGW_ACC_ENV_ID         1
+#define NGX_ENVGW_ACC_INTEGRATION    2
+#define NGX_ENVGW_ACC_TENANT_ID      3
+#define NGX_ENVGW_ACC_NFIELDS        4
+
+#define NGX_ENVGW_ACC_ACTIVE         0x01
+
+/* environment fields */
+#define NGX_ENVGW_ENV_ID             0
+#define NGX_ENVGW_ENV_TEAM_ID        1
+#define NGX_ENVGW_ENV_NAME           2
+#define NGX_ENVGW_ENV_NFIELDS        3
+
+/* tenant: pairs (integration, account id) */
+/* integration: upstream, then quads (resource, method, verb, path) */
+#define NGX_ENVGW_INT_UPSTREAM       0
+
+
+/*
+ * A parsed record: "fields" point into a blob owned by whoever holds the
+ * record (a request pool, or the shared cache).  expires_at is 0 when the
+ * record never expires.
+ */
+typedef struct {
+    ngx_uint_t                   flags;
+    int64_t                      expires_at;
+    ngx_uint_t                   nfields;
+    ngx_str_t                   *fields;
+} ngx_env_gateway_record_t;
+
+
+/* the serialised form: this header, then nfields uint32 lengths, then data */
+typedef struct {
+    uint32_t                     nfields;
+    uint32_t                     flags;
+    int64_t                      expires_at;
+} ngx_env_gateway_blob_t;
+
+
+typedef enum {
+    NGX_ENVGW_FETCH_NONE = 0,    /* not asked */
+    NGX_ENVGW_FETCH_PENDING,
+    NGX_ENVGW_FETCH_FOUND,
+    NGX_ENVGW_FETCH_NOT_FOUND,
+    NGX_ENVGW_FETCH_UNAVAILABLE,
+    NGX_ENVGW_FETCH_MALFORMED
+} ngx_env_gateway_fetch_status_e;
+
+
+/* ------------------------------------------------------------------ */
+/* requests waiting for records                                        */
+
+typedef struct ngx_env_gateway_waiter_s  ngx_env_gateway_waiter_t;
+
+typedef struct {
+    ngx_queue_t                  link;      /* in an in-flight fetch */
+    ngx_env_gateway_waiter_t    *waiter;
+    ngx_uint_t                   status;    /* ngx_env_gateway_fetch_status_e */
+    ngx_env_gateway_record_t     rec;
+    unsigned                     linked:1;
+} ngx_env_gateway_slot_t;
+
+
+#define NGX_ENVGW_SLOT_TOKEN         0
+#define NGX_ENVGW_SLOT_ACCOUNT       1
+#define NGX_ENVGW_SLOT_ENV           2
+#define NGX_ENVGW_SLOT_TENANT        3
+#define NGX_ENVGW_SLOT_INTEGRATION   4
+#define NGX_ENVGW_NSLOTS             5
+
+
+/*
+ * Lives in the request pool.  A pool cleanup unlinks its slots from the
+ * in-flight fetches and removes a posted resume event, so nothing outside
+ * the request refers to it once the request is gone (client abort, HTTP/2
+ * reset, worker shutdown).
+ */
+struct ngx_env_gateway_waiter_s {
+    ngx_http_request_t          *request;
+    ngx_event_t                  resume;
+    ngx_uint_t                   pending;
+    ngx_env_gateway_slot_t       slots[NGX_ENVGW_NSLOTS];
+};
+
+
+/* ------------------------------------------------------------------ */
+/* refusals                                                            */
+
+typedef enum {
+    NGX_ENVGW_OK = 0,
+    NGX_ENVGW_MISSING_TOKEN,
+    NGX_ENVGW_INVALID_TOKEN,
+    NGX_ENVGW_ACCOUNT_NOT_FOUND,
+    NGX_ENVGW_MISSING_ACCOUNT,
+    NGX_ENVGW_ENV_MISMATCH,
+    NGX_ENVGW_METHOD_NOT_FOUND,
+    NGX_ENVGW_METHOD_NOT_ALLOWED,
+    NGX_ENVGW_UNAVAILABLE,
+    NGX_ENVGW_INVALID_REQUEST,
+    NGX_ENVGW_MISCONFIGURED,
+    NGX_ENVGW_NREFUSALS
+} ngx_env_gateway_refusal_e;
+
+
+/* ------------------------------------------------------------------ */
+/* per-request context                                                 */
+
+typedef struct {
+    ngx_uint_t                   state;
+    ngx_env_gateway_waiter_t     waiter;
+
+    u_char                       token_hash[ENVGW_SHA256_HEX_LEN];
+    ngx_str_t                    account_req;   /* as named by the request */
+    ngx_str_t                    env_req;       /* environment named */
+
+    /* results, exposed as variables */
+    ngx_str_t                    environment_id;
+    ngx_str_t                    environment;
+    ngx_str_t                    team_id;
+    ngx_str_t                    token_id;
+    ngx_str_t                    account_id;
+    ngx_str_t                    integration;
+    ngx_str_t                    tenant_id;
+
+    ngx_uint_t                   refusal;       /* last refusal, for logs */
+    ngx_str_t                    detail;        /* message override */
+
+    unsigned                     account_bad:1; /* syntactically unusable */
+    unsigned                     account_fetched:1;
+} ngx_env_gateway_ctx_t;
+
+
+#define ngx_env_gateway_str_ne(a, b)                                       \
+    ((a)->len != (b)->len || ngx_strncmp((a)->data, (b)->data, (a)->len) != 0)
+
+
+extern ngx_module_t  ngx_env_gateway_module;
+
+
+/* _redis.c */
+typedef void (*ngx_env_gateway_redis_handler_pt)(void *data,
+    redisReply *reply);
+
+ngx_int_t ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_redis_exit_worker(void);
+ngx_int_t ngx_env_gateway_redis_command(int argc, const char **argv,
+    const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
+    void *data);
+
+/* _fetch.c */
+ngx_int_t ngx_env_gateway_fetch(ngx_http_request_t *r,
+    ngx_env_gateway_slot_t *slot, ngx_uint_t kind, ngx_str_t *family,
+    ngx_str_t *id, ngx_str_t *id2);
+void ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w);
+
+/* _records.c */
+ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,
+    size_t len, ngx_log_t *log, ngx_str_t *key, u_char **blob,
+    size_t *blob_len);
+ngx_int_t ngx_env_gateway_record_load(ngx_pool_t *pool, u_char *blob,
+    size_t blob_len, ngx_env_gateway_record_t *rec);
+
+/* _token.c */
+ngx_int_t ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token);
+ngx_int_t ngx_env_gateway_token_syntax(ngx_str_t *token);
+void ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out);
+
+/* _refusal.c */
+ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal);
+
+/* _access.c */
+ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
+
+#endif /* NGX_ENV_GATEWAY_H */

@@ -1,0 +1,763 @@
+/*
+ * env_gateway: the access-phase handler, readable top to bottom.
+ *
+ *   start:     credentials -> request sanity -> first fetches (token, and
+ *              the named account and environment in the same round trip)
+ *   evaluate:  token (401) -> environment (403) -> account (400/404);
+ *              a check that needs a record not fetched yet fetches it and
+ *              suspends; evaluate is re-run from the top on resume, so it
+ *              is a function of the slots' states.
+ *   allow:     variables are set, credentials hidden from the upstream.
+ *
+ * Any outcome that is not a positive answer is a refusal: fail closed.
+ */
+
+#include "ngx_env_gateway.h"
+
+
+#define NGX_ENVGW_ACCOUNT_MAX  256
+
+#define NGX_ENVGW_ST_NEW       0
+#define NGX_ENVGW_ST_WAIT      1
+#define NGX_ENVGW_ST_DONE      2
+
+
+static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_evaluate(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static void ngx_env_gateway_resume(ngx_event_t *ev);
+static void ngx_env_gateway_cleanup(void *data);
+
+
+static ngx_str_t  ngx_env_gateway_family[] = {
+    ngx_string(ENVGW_KEY_TOKEN),
+    ngx_string(ENVGW_KEY_ACCOUNT),
+    ngx_string(ENVGW_KEY_ENV),
+    ngx_string(ENVGW_KEY_TENANT),
+    ngx_string(ENVGW_KEY_INTEGRATION)
+};
+
+static ngx_str_t  ngx_env_gateway_arg_account =
+    ngx_string("integrated_account_id");
+static ngx_str_t  ngx_env_gateway_arg_env = ngx_string("environment_id");
+static ngx_str_t  ngx_env_gateway_hdr_env = ngx_string("x-environment-id");
+
+
+ngx_int_t
+ngx_env_gateway_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_pool_cleanup_t          *cln;
+    ngx_env_gateway_ctx_t       *ctx;
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+
+    if (!glcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_env_gateway_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_env_gateway_cleanup;
+        cln->data = &ctx->waiter;
+
+        ctx->waiter.request = r;
+        ctx->waiter.resume.handler = ngx_env_gateway_resume;
+        ctx->waiter.resume.data = &ctx->waiter;
+        ctx->waiter.resume.log = r->connection->log;
+
+        for (rc = 0; rc < NGX_ENVGW_NSLOTS; rc++) {
+            ctx->waiter.slots[rc].waiter = &ctx->waiter;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
+
+        rc = ngx_env_gateway_start(r, ctx, glcf);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+    } else if (ctx->waiter.pending) {
+        return NGX_AGAIN;
+
+    } else if (ctx->state == NGX_ENVGW_ST_DONE) {
+        /* re-entered after an allow (e.g. "satisfy any" re-runs) */
+        return NGX_OK;
+    }
+
+    return ngx_env_gateway_evaluate(r, ctx, glcf);
+}
+
+
+static void
+ngx_env_gateway_cleanup(void *data)
+{
+    ngx_env_gateway_waiter_detach(data);
+}
+
+
+static void
+ngx_env_gateway_resume(ngx_event_t *ev)
+{
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_env_gateway_waiter_t  *w;
+
+    w = ev->data;
+    r = w->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* request sanity                                                      */
+
+typedef struct {
+    ngx_str_t    value;
+    ngx_uint_t   count;
+    ngx_uint_t   encoded;     /* the name or the value was escaped */
+} ngx_env_gateway_arg_t;
+
+
+/*
+ * Find an argument by name, counting repeats and noticing any escaping in
+ * its name or value: "?integrated%5Faccount_id=x" or a "+" or "%" in a
+ * value may be read differently by the upstream than by us.
+ */
+static void
+ngx_env_gateway_find_arg(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_env_gateway_arg_t *arg)
+{
+    u_char  *p, *last, *end, *eq, *dst, *src;
+    u_char   dec[64];
+    size_t   nlen;
+
+    ngx_memzero(arg, sizeof(ngx_env_gateway_arg_t));
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+        nlen = (eq ? eq : end) - p;
+
+        if (nlen == name->len
+            && ngx_strncmp(p, name->data, nlen) == 0)
+        {
+            arg->count++;
+            arg->value.data = eq ? eq + 1 : end;
+            arg->value.len = end - arg->value.data;
+
+            if (ngx_strlchr(arg->value.data, end, '%')
+                || ngx_strlchr(arg->value.data, end, '+'))
+            {
+                arg->encoded = 1;
+            }
+
+        } else if (nlen < sizeof(dec) && ngx_strlchr(p, p + nlen, '%')) {
+            src = p;
+            dst = dec;
+            ngx_unescape_uri(&dst, &src, nlen, NGX_UNESCAPE_URI);
+
+            if ((size_t) (dst - dec) == name->len
+                && ngx_strncmp(dec, name->data, name->len) == 0)
+            {
+                arg->count++;
+                arg->encoded = 1;
+            }
+        }
+
+        p = end + 1;
+    }
+}
+
+
+/* count request headers named "lowcase" (length len) */
+static ngx_uint_t
+ngx_env_gateway_count_headers(ngx_http_request_t *r, ngx_str_t *lowcase,
+    ngx_table_elt_t **first)
+{
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 0;
+    *first = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == lowcase->len
+            && ngx_strncmp(h[i].lowcase_key, lowcase->data, lowcase->len) == 0)
+        {
+            if (n++ == 0) {
+                *first = &h[i];
+            }
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    const char *why)
+{
+    ctx->detail.data = (u_char *) why;
+    ctx->detail.len = ngx_strlen(why);
+
+    return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_REQUEST);
+}
+
+
+static ngx_int_t
+ngx_env_gateway_check_arg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_str_t *name, ngx_env_gateway_arg_t *arg)
+{
+    ngx_env_gateway_find_arg(r, name, arg);
+
+    if (arg->count > 1) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "A query argument the gateway reads is given twice.");
+    }
+
+    if (arg->encoded) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "A query argument the gateway reads is percent-encoded.");
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An account id we will look up: printable ASCII, no path or URL syntax.
+ * NGX_OK: usable; NGX_DECLINED: cannot exist (404 after the token check);
+ * NGX_ABORT: ambiguous (400).
+ */
+static ngx_int_t
+ngx_env_gateway_account_syntax(ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    p = id->data;
+    last = p + id->len;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '/' || *p == '?' || *p == '#'
+            || *p == '%' || *p == '\\' || *p == ' ')
+        {
+            return NGX_ABORT;
+        }
+
+        if (*p == '.' && p + 1 < last && p[1] == '.') {
+            return NGX_ABORT;
+        }
+
+        if (*p >= 0x80) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (id->len > NGX_ENVGW_ACCOUNT_MAX) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    ngx_int_t               rc;
+    ngx_str_t               token, id;
+    ngx_uint_t              n;
+    ngx_table_elt_t        *h;
+    ngx_env_gateway_arg_t   arg;
+
+    ctx->state = NGX_ENVGW_ST_WAIT;
+
+    /* 1. the one credential */
+
+    if (glcf->token == NULL) {
+        h = r->headers_in.authorization;
+
+        if (h == NULL) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
+        }
+
+        rc = ngx_env_gateway_bearer(&h->value, &token);
+
+        if (rc == NGX_ABORT) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The Authorization header carries several "
+                       "credentials.");
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
+        }
+
+    } else {
+        if (glcf->token_header.len
+            && ngx_env_gateway_count_headers(r, &glcf->token_header, &h) > 1)
+        {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The credential header is given twice.");
+        }
+
+        if (glcf->token_arg.len) {
+            ngx_env_gateway_find_arg(r, &glcf->token_arg, &arg);
+            if (arg.count > 1) {
+                return ngx_env_gateway_invalid(r, ctx,
+                           "The credential argument is given twice.");
+            }
+        }
+
+        if (ngx_http_complex_value(r, glcf->token, &token) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (token.len == 0) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
+        }
+    }
+
+    if (ngx_env_gateway_token_syntax(&token) != NGX_OK) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
+    }
+
+    ngx_env_gateway_sha256_hex(&token, ctx->token_hash);
+
+    /* 2. what the request names, unambiguously */
+
+    rc = ngx_env_gateway_check_arg(r, ctx, &ngx_env_gateway_arg_account, &arg);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (glcf->account_arg.len) {
+        rc = ngx_env_gateway_check_arg(r, ctx, &glcf->account_arg, &arg);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    rc = ngx_env_gateway_check_arg(r, ctx, &ngx_env_gateway_arg_env, &arg);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx->env_req = arg.value;
+
+    n = ngx_env_gateway_count_headers(r, &ngx_env_gateway_hdr_env, &h);
+
+    if (n > 1) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The X-Environment-Id header is given twice.");
+    }
+
+    if (n == 1) {
+        if (ctx->env_req.len
+            && (ctx->env_req.len != h->value.len
+                || ngx_strncmp(ctx->env_req.data, h->value.data,
+                               h->value.len) != 0))
+        {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The environment_id argument and the "
+                       "X-Environment-Id header disagree.");
+        }
+
+        ctx->env_req = h->value;
+    }
+
+    if (glcf->account) {
+        if (ngx_http_complex_value(r, glcf->account, &id) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->account_req = id;
+
+        if (id.len) {
+            rc = ngx_env_gateway_account_syntax(&id);
+
+            if (rc == NGX_ABORT) {
+                return ngx_env_gateway_invalid(r, ctx,
+                           "The integrated_account_id has characters "
+                           "that are not allowed.");
+            }
+
+            ctx->account_bad = (rc != NGX_OK);
+        }
+    }
+
+    /* 3. one round trip for everything known now */
+
+    rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN],
+                               NGX_ENVGW_REC_TOKEN,
+                               &ngx_env_gateway_family[NGX_ENVGW_REC_TOKEN],
+                               &(ngx_str_t) { ENVGW_SHA256_HEX_LEN,
+                                              ctx->token_hash },
+                               NULL);
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        /* Redis is down: the token cannot be checked */
+        return NGX_OK;
+    }
+
+    if (ctx->account_req.len && !ctx->account_bad) {
+        rc = ngx_env_gateway_fetch(r,
+                 &ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT],
+                 NGX_ENVGW_REC_ACCOUNT,
+                 &ngx_env_gateway_family[NGX_ENVGW_REC_ACCOUNT],
+                 &ctx->account_req, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->env_req.len) {
+        rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV],
+                                   NGX_ENVGW_REC_ENV,
+                                   &ngx_env_gateway_family[NGX_ENVGW_REC_ENV],
+                                   &ctx->env_req, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* evaluation                                                          */
+
+/*
+ * The common answers of a slot: NGX_OK when its record is here, NGX_AGAIN
+ * when it is being fetched, NGX_DONE when a refusal was sent (unavailable
+ * or malformed), NGX_DECLINED when the record does not exist.
+ */
+static ngx_int_t
+ngx_env_gateway_slot(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t i, ngx_str_t *id)
+{
+    ngx_int_t                rc;
+    ngx_env_gateway_slot_t  *slot;
+
+    slot = &ctx->waiter.slots[i];
+
+    if (slot->status == NGX_ENVGW_FETCH_NONE) {
+        rc = ngx_env_gateway_fetch(r, slot, i, &ngx_env_gateway_family[i],
+                                   id, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    switch (slot->status) {
+
+    case NGX_ENVGW_FETCH_FOUND:
+        return NGX_OK;
+
+    case NGX_ENVGW_FETCH_PENDING:
+        return NGX_AGAIN;
+
+    case NGX_ENVGW_FETCH_NOT_FOUND:
+        return NGX_DECLINED;
+
+    case NGX_ENVGW_FETCH_MALFORMED:
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISCONFIGURED);
+
+    default: /* NGX_ENVGW_FETCH_UNAVAILABLE */
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_UNAVAILABLE);
+    }
+}
+
+
+static ngx_int_t
+ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                 *f, account;
+    ngx_env_gateway_record_t  *tok, *rec;
+
+    /* token: 401 */
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_TOKEN, NULL);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    tok = &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].rec;
+    f = tok->fields;
+
+    ctx->token_id = f[NGX_ENVGW_TOK_TOKEN_ID];
+
+    if ((tok->flags & NGX_ENVGW_TOK_REVOKED)
+        || (tok->expires_at && tok->expires_at <= (int64_t) ngx_time()))
+    {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
+    }
+
+    ctx->team_id = f[NGX_ENVGW_TOK_TEAM_ID];
+    ctx->environment_id = f[NGX_ENVGW_TOK_ENV_ID];
+    ctx->environment = f[NGX_ENVGW_TOK_ENV_NAME];
+
+    /* environment: 403 */
+
+    if (ctx->env_req.len
+        && (ctx->env_req.len != ctx->environment_id.len
+            || ngx_strncmp(ctx->env_req.data, ctx->environment_id.data,
+                           ctx->env_req.len) != 0))
+    {
+        if (!(tok->flags & NGX_ENVGW_TOK_KIND_ADMIN)) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
+        }
+
+        /* an admin token may name another environment of its team */
+
+        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ENV, &ctx->env_req);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV].rec;
+
+        if (ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ENV_TEAM_ID],
+                           &ctx->team_id)
+            || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ENV_ID], &ctx->env_req))
+        {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
+        }
+
+        ctx->environment_id = ctx->env_req;
+        ctx->environment = rec->fields[NGX_ENVGW_ENV_NAME];
+    }
+
+    /* account: 400/404 */
+
+    account = ctx->account_req;
+
+    if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
+        if (account.len
+            && ngx_env_gateway_str_ne(&account, &f[NGX_ENVGW_TOK_ACCOUNT_ID]))
+        {
+            return ngx_env_gateway_refuse(r, ctx,
+                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
+        }
+
+        account = f[NGX_ENVGW_TOK_ACCOUNT_ID];
+    }
+
+    if (account.len == 0) {
+        if (glcf->account_required) {
+            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_ACCOUNT);
+        }
+
+        return ngx_env_gateway_allow(r, ctx, glcf);
+    }
+
+    if (ctx->account_bad) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
+    }
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ACCOUNT, &account);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT].rec;
+
+    /* another environment's account answers exactly like no account */
+    if (!(rec->flags & NGX_ENVGW_ACC_ACTIVE)
+        || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ACC_ENV_ID],
+                          &ctx->environment_id)
+        || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ACC_ID], &account))
+    {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
+    }
+
+    ctx->account_id = account;
+    ctx->integration = rec->fields[NGX_ENVGW_ACC_INTEGRATION];
+    ctx->tenant_id = rec->fields[NGX_ENVGW_ACC_TENANT_ID];
+
+    return ngx_env_gateway_allow(r, ctx, glcf);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* allow                                                               */
+
+/*
+ * Hide a request header from every upstream module without moving list
+ * elements (other headers_in pointers refer to them): the element becomes
+ * an empty "Keep-Alive", which proxy_pass always replaces with its own.
+ */
+static void
+ngx_env_gateway_hide_header(ngx_http_request_t *r, ngx_str_t *lowcase)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  hidden = ngx_string("Keep-Alive");
+    static ngx_str_t  hidden_lc = ngx_string("keep-alive");
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == lowcase->len
+            && ngx_strncmp(h[i].lowcase_key, lowcase->data, lowcase->len) == 0)
+        {
+            h[i].key = hidden;
+            h[i].lowcase_key = hidden_lc.data;
+            h[i].hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
+            ngx_str_null(&h[i].value);
+        }
+    }
+}
+
+
+/* drop "name=..." from the query string forwarded upstream */
+static ngx_int_t
+ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char  *p, *last, *end, *eq, *dst, *start;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    start = ngx_pnalloc(r->pool, r->args.len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = start;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+
+        if (!((size_t) ((eq ? eq : end) - p) == name->len
+              && ngx_strncmp(p, name->data, name->len) == 0))
+        {
+            if (dst != start) {
+                *dst++ = '&';
+            }
+            dst = ngx_cpymem(dst, p, end - p);
+        }
+
+        p = end + 1;
+    }
+
+    if ((size_t) (dst - start) != r->args.len) {
+        r->args.data = start;
+        r->args.len = dst - start;
+        r->valid_unparsed_uri = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    static ngx_str_t  authorization = ngx_string("authorization");
+
+    ctx->state = NGX_ENVGW_ST_DONE;
+
+    if (glcf->hide_credentials) {
+        if (glcf->token == NULL) {
+            ngx_env_gateway_hide_header(r, &authorization);
+            r->headers_in.authorization = NULL;
+
+        } else if (glcf->token_header.len) {
+            ngx_env_gateway_hide_header(r, &glcf->token_header);
+
+        } else if (glcf->token_arg.len) {
+            if (ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}

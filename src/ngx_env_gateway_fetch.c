@@ -1,0 +1,300 @@
+/*
+ * env_gateway: record fetches for requests.
+ *
+ * A request asks for a record by key into one of its slots.  Concurrent
+ * requests of a worker asking for the same key share one in-flight GET
+ * (coalescing): the in-flight entry keeps a queue of waiting slots and the
+ * reply is parsed once, then copied into each waiting request's pool.  A
+ * request that goes away unlinks its slots (ngx_env_gateway_waiter_detach),
+ * and the in-flight GET completes for nobody.  When a waiter's last slot is
+ * answered, its resume event is posted: phases never run from inside the
+ * Redis read handler.
+ */
+
+#include "ngx_env_gateway.h"
+
+#include <hiredis/hiredis.h>
+
+
+typedef struct {
+    ngx_rbtree_node_t   node;       /* key: crc32 of the Redis key */
+    ngx_str_t           key;
+    ngx_uint_t          kind;
+    ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
+} ngx_env_gateway_inflight_t;
+
+
+static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_inflight_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+
+static ngx_rbtree_t       ngx_env_gateway_inflight;
+static ngx_rbtree_node_t  ngx_env_gateway_inflight_sentinel;
+static ngx_uint_t         ngx_env_gateway_inflight_ready;
+
+
+static ngx_env_gateway_inflight_t *
+ngx_env_gateway_inflight_find(ngx_str_t *key, uint32_t hash)
+{
+    ngx_int_t                    rc;
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_env_gateway_inflight_t  *f;
+
+    node = ngx_env_gateway_inflight.root;
+    sentinel = ngx_env_gateway_inflight.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        f = (ngx_env_gateway_inflight_t *) node;
+
+        rc = ngx_memn2cmp(key->data, f->key.data, key->len, f->key.len);
+
+        if (rc == 0) {
+            return f;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_env_gateway_inflight_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t          **p;
+    ngx_env_gateway_inflight_t  *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            n = (ngx_env_gateway_inflight_t *) node;
+            t = (ngx_env_gateway_inflight_t *) temp;
+
+            p = (ngx_memn2cmp(n->key.data, t->key.data, n->key.len,
+                              t->key.len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
+ * Build "<prefix><family><id>[:<id2>]" and fetch it into the slot.
+ * Returns NGX_OK when the slot is answered already (for now: Redis is down),
+ * NGX_AGAIN when the request must wait, NGX_ERROR on allocation failure.
+ */
+ngx_int_t
+ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
+    ngx_uint_t kind, ngx_str_t *family, ngx_str_t *id, ngx_str_t *id2)
+{
+    u_char                       *p;
+    size_t                        len;
+    uint32_t                      hash;
+    ngx_int_t                     rc;
+    ngx_str_t                     key;
+    const char                   *argv[2];
+    size_t                        argvlen[2];
+    ngx_env_gateway_inflight_t   *f;
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
+
+    if (!ngx_env_gateway_inflight_ready) {
+        ngx_rbtree_init(&ngx_env_gateway_inflight,
+                        &ngx_env_gateway_inflight_sentinel,
+                        ngx_env_gateway_inflight_insert);
+        ngx_env_gateway_inflight_ready = 1;
+    }
+
+    len = gmcf->prefix.len + family->len + id->len;
+    if (id2) {
+        len += 1 + id2->len;
+    }
+
+    key.data = ngx_pnalloc(r->pool, len);
+    if (key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key.data, gmcf->prefix.data, gmcf->prefix.len);
+    p = ngx_cpymem(p, family->data, family->len);
+    p = ngx_cpymem(p, id->data, id->len);
+    if (id2) {
+        *p++ = ':';
+        p = ngx_cpymem(p, id2->data, id2->len);
+    }
+    key.len = p - key.data;
+
+    hash = ngx_crc32_short(key.data, key.len);
+
+    f = ngx_env_gateway_inflight_find(&key, hash);
+
+    if (f == NULL) {
+        f = ngx_alloc(sizeof(ngx_env_gateway_inflight_t) + key.len,
+                      r->connection->log);
+        if (f == NULL) {
+            return NGX_ERROR;
+        }
+
+        f->key.data = (u_char *) (f + 1);
+        f->key.len = key.len;
+        ngx_memcpy(f->key.data, key.data, key.len);
+        f->kind = kind;
+        f->node.key = hash;
+        ngx_queue_init(&f->waiters);
+
+        argv[0] = "GET";
+        argvlen[0] = 3;
+        argv[1] = (const char *) f->key.data;
+        argvlen[1] = f->key.len;
+
+        rc = ngx_env_gateway_redis_command(2, argv, argvlen,
+                                           ngx_env_gateway_fetch_reply, f);
+
+        if (rc != NGX_OK) {
+            ngx_free(f);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            /* disconnected: answer now rather than queue behind an outage */
+            slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
+            return NGX_OK;
+        }
+
+        ngx_rbtree_insert(&ngx_env_gateway_inflight, &f->node);
+    }
+
+    slot->status = NGX_ENVGW_FETCH_PENDING;
+    slot->linked = 1;
+    ngx_queue_insert_tail(&f->waiters, &slot->link);
+    slot->waiter->pending++;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
+{
+    u_char                      *blob;
+    size_t                       blob_len;
+    ngx_int_t                    rc;
+    ngx_uint_t                   status;
+    ngx_log_t                   *log;
+    ngx_queue_t                 *q;
+    ngx_http_request_t          *r;
+    ngx_env_gateway_slot_t      *slot;
+    ngx_env_gateway_waiter_t    *w;
+    ngx_env_gateway_inflight_t  *f = data;
+
+    ngx_rbtree_delete(&ngx_env_gateway_inflight, &f->node);
+
+    log = ngx_cycle->log;
+    blob = NULL;
+    blob_len = 0;
+
+    if (reply == NULL) {
+        status = NGX_ENVGW_FETCH_UNAVAILABLE;
+
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        status = NGX_ENVGW_FETCH_NOT_FOUND;
+
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        rc = ngx_env_gateway_record_parse(f->kind, (u_char *) reply->str,
+                                          reply->len, log, &f->key, &blob,
+                                          &blob_len);
+        status = (rc == NGX_OK) ? NGX_ENVGW_FETCH_FOUND
+                 : (rc == NGX_DECLINED) ? NGX_ENVGW_FETCH_MALFORMED
+                 : NGX_ENVGW_FETCH_UNAVAILABLE;
+
+    } else if (reply->type == REDIS_REPLY_ERROR
+               && ngx_strncmp(reply->str, "WRONGTYPE", 9) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "env_gateway: redis error for \"%V\": %*s",
+                      &f->key, (size_t) reply->len, reply->str);
+        status = NGX_ENVGW_FETCH_UNAVAILABLE;
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "env_gateway: malformed record \"%V\": "
+                      "not a string value", &f->key);
+        status = NGX_ENVGW_FETCH_MALFORMED;
+    }
+
+    while (!ngx_queue_empty(&f->waiters)) {
+        q = ngx_queue_head(&f->waiters);
+        ngx_queue_remove(q);
+
+        slot = ngx_queue_data(q, ngx_env_gateway_slot_t, link);
+        slot->linked = 0;
+        slot->status = status;
+
+        w = slot->waiter;
+        r = w->request;
+
+        if (status == NGX_ENVGW_FETCH_FOUND
+            && ngx_env_gateway_record_load(r->pool, blob, blob_len,
+                                           &slot->rec)
+               != NGX_OK)
+        {
+            slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
+        }
+
+        if (--w->pending == 0) {
+            ngx_post_event(&w->resume, &ngx_posted_events);
+        }
+    }
+
+    if (blob) {
+        ngx_free(blob);
+    }
+
+    ngx_free(f);
+}
+
+
+void
+ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
+        if (w->slots[i].linked) {
+            ngx_queue_remove(&w->slots[i].link);
+            w->slots[i].linked = 0;
+        }
+    }
+
+    w->pending = 0;
+
+    if (w->resume.posted) {
+        ngx_delete_posted_event(&w->resume);
+    }
+}

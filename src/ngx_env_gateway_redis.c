@@ -1,0 +1,714 @@
+/*
+ * env_gateway: the per-worker Redis client.
+ *
+ * nginx owns the socket (ngx_event_connect_peer, c->recv, c->send, nginx
+ * timers); hiredis only encodes commands (redisFormatCommandArgv) and decodes
+ * replies (redisReader).  Commands from every request of the worker are
+ * appended to one outbound buffer and written by a posted "flush" event, so
+ * the lookups of all requests that arrived in one event-loop iteration leave
+ * in a single write.  Replies match commands in FIFO order.
+ *
+ * Failure policy (fail closed, fail fast): on a connect error, a read
+ * timeout, a closed socket or a protocol error the connection is dropped,
+ * every outstanding command is answered with a NULL reply (the caller turns
+ * that into 503), and the next server of the failover list is tried; when
+ * the whole list failed, a reconnect timer backs off from 50ms to 500ms.
+ * While disconnected, new commands are refused at once instead of queueing.
+ */
+
+#include "ngx_env_gateway.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_ENVGW_REDIS_DISCONNECTED  0
+#define NGX_ENVGW_REDIS_CONNECTING    1
+#define NGX_ENVGW_REDIS_READY         2
+
+#define NGX_ENVGW_BACKOFF_MIN         50
+#define NGX_ENVGW_BACKOFF_MAX         500
+#define NGX_ENVGW_OUT_MIN             16384
+
+
+typedef struct {
+    ngx_queue_t                        queue;
+    ngx_env_gateway_redis_handler_pt   handler;
+    void                              *data;
+} ngx_env_gateway_cmd_t;
+
+
+typedef struct {
+    ngx_env_gateway_main_conf_t       *gmcf;
+    ngx_uint_t                         current;   /* server index */
+    ngx_uint_t                         failures;  /* in a row, this round */
+    ngx_uint_t                         state;
+    ngx_peer_connection_t              peer;
+    ngx_connection_t                  *c;
+    redisReader                       *reader;
+
+    u_char                            *out;       /* outbound buffer */
+    size_t                             out_pos;
+    size_t                             out_len;
+    size_t                             out_size;
+
+    ngx_queue_t                        cmds;      /* awaiting replies */
+    ngx_queue_t                        free;      /* spare command structs */
+    ngx_uint_t                         ncmds;
+
+    ngx_event_t                        flush;
+    ngx_event_t                        reconnect;
+    ngx_msec_t                         backoff;
+    ngx_log_t                         *log;
+} ngx_env_gateway_redis_t;
+
+
+static void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc,
+    const char *why);
+static void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
+static void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
+static void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
+static ngx_int_t ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc,
+    int argc, const char **argv, const size_t *argvlen);
+static ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
+    ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_handshake_reply(void *data,
+    redisReply *reply);
+
+
+static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;
+
+
+ngx_int_t
+ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf)
+{
+    ngx_env_gateway_redis_t  *rc;
+
+    rc = ngx_pcalloc(cycle->pool, sizeof(ngx_env_gateway_redis_t));
+    if (rc == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc->gmcf = gmcf;
+    rc->log = cycle->log;
+    rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+
+    ngx_queue_init(&rc->cmds);
+    ngx_queue_init(&rc->free);
+
+    rc->flush.handler = ngx_env_gateway_redis_flush_handler;
+    rc->flush.data = rc;
+    rc->flush.log = cycle->log;
+
+    /* a pending reconnect must not hold up a graceful shutdown */
+    rc->reconnect.handler = ngx_env_gateway_redis_reconnect_handler;
+    rc->reconnect.data = rc;
+    rc->reconnect.log = cycle->log;
+    rc->reconnect.cancelable = 1;
+
+    ngx_env_gateway_redis = rc;
+
+    ngx_env_gateway_redis_connect(rc);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_env_gateway_redis_exit_worker(void)
+{
+    ngx_env_gateway_redis_t  *rc;
+
+    rc = ngx_env_gateway_redis;
+    if (rc == NULL) {
+        return;
+    }
+
+    ngx_env_gateway_redis_fail(rc, NULL);
+
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    ngx_env_gateway_redis = NULL;
+}
+
+
+ngx_int_t
+ngx_env_gateway_redis_command(int argc, const char **argv,
+    const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
+    void *data)
+{
+    ngx_env_gateway_cmd_t    *cmd;
+    ngx_env_gateway_redis_t  *rc;
+
+    rc = ngx_env_gateway_redis;
+
+    if (rc == NULL || rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
+        return NGX_DECLINED;
+    }
+
+    cmd = ngx_env_gateway_redis_cmd_alloc(rc);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_env_gateway_redis_append(rc, argc, argv, argvlen) != NGX_OK) {
+        ngx_queue_insert_head(&rc->free, &cmd->queue);
+        return NGX_ERROR;
+    }
+
+    cmd->handler = handler;
+    cmd->data = data;
+    ngx_queue_insert_tail(&rc->cmds, &cmd->queue);
+    rc->ncmds++;
+
+    if (rc->state == NGX_ENVGW_REDIS_READY && !rc->flush.posted) {
+        ngx_post_event(&rc->flush, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_env_gateway_cmd_t *
+ngx_env_gateway_redis_cmd_alloc(ngx_env_gateway_redis_t *rc)
+{
+    ngx_queue_t  *q;
+
+    if (!ngx_queue_empty(&rc->free)) {
+        q = ngx_queue_head(&rc->free);
+        ngx_queue_remove(q);
+        return ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+    }
+
+    return ngx_alloc(sizeof(ngx_env_gateway_cmd_t), rc->log);
+}
+
+
+static ngx_int_t
+ngx_env_gateway_redis_reserve(ngx_env_gateway_redis_t *rc, size_t len)
+{
+    u_char  *p;
+    size_t   size;
+
+    if (rc->out_len + len <= rc->out_size) {
+        return NGX_OK;
+    }
+
+    /* reclaim what was already written before growing */
+    if (rc->out_pos > 0) {
+        ngx_memmove(rc->out, rc->out + rc->out_pos, rc->out_len - rc->out_pos);
+        rc->out_len -= rc->out_pos;
+        rc->out_pos = 0;
+
+        if (rc->out_len + len <= rc->out_size) {
+            return NGX_OK;
+        }
+    }
+
+    size = ngx_max(rc->out_size * 2, NGX_ENVGW_OUT_MIN);
+    while (size < rc->out_len + len) {
+        size *= 2;
+    }
+
+    p = ngx_alloc(size, rc->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rc->out) {
+        ngx_memcpy(p, rc->out, rc->out_len);
+        ngx_free(rc->out);
+    }
+
+    rc->out = p;
+    rc->out_size = size;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int    len;
+    char  *cmd;
+
+    /* arguments go as (data, length): untrusted bytes are never formatted */
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_env_gateway_redis_reserve(rc, len) != NGX_OK) {
+        free(cmd);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rc->out + rc->out_len, cmd, len);
+    rc->out_len += len;
+    free(cmd);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
+{
+    ngx_int_t                  rv;
+    ngx_connection_t          *c;
+    ngx_env_gateway_server_t  *srv;
+
+    srv = rc->gmcf->servers->elts;
+    srv = &srv[rc->current];
+
+    ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
+    rc->peer.sockaddr = srv->sockaddr;
+    rc->peer.socklen = srv->socklen;
+    rc->peer.name = &srv->name;
+    rc->peer.get = ngx_event_get_peer;
+    rc->peer.log = rc->log;
+    rc->peer.log_error = NGX_ERROR_ERR;
+
+    rc->state = NGX_ENVGW_REDIS_CONNECTING;
+
+    rv = ngx_event_connect_peer(&rc->peer);
+
+    if (rv == NGX_ERROR || rv == NGX_DECLINED || rv == NGX_BUSY) {
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+            rc->peer.connection = NULL;
+        }
+        ngx_env_gateway_redis_fail(rc, "connect() failed");
+        return;
+    }
+
+    c = rc->peer.connection;
+    c->data = rc;
+    c->log = rc->log;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+    c->read->handler = ngx_env_gateway_redis_read_handler;
+    c->write->handler = ngx_env_gateway_redis_write_handler;
+    c->pool = NULL;
+    rc->c = c;
+
+    rc->reader = redisReaderCreate();
+    if (rc->reader == NULL) {
+        ngx_env_gateway_redis_fail(rc, "redisReaderCreate() failed");
+        return;
+    }
+
+    if (rv == NGX_AGAIN) {
+        ngx_add_timer(c->write, srv->connect_timeout);
+        return;
+    }
+
+    ngx_env_gateway_redis_connected(rc);
+}
+
+
+static void
+ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
+{
+    int                        argc;
+    size_t                     old, argvlen[2];
+    u_char                    *tmp;
+    const char                *argv[2];
+    u_char                     db[NGX_INT_T_LEN];
+    ngx_queue_t                handshake;
+    ngx_env_gateway_cmd_t     *cmd;
+    ngx_env_gateway_server_t  *srv;
+
+    srv = rc->gmcf->servers->elts;
+    srv = &srv[rc->current];
+
+    rc->state = NGX_ENVGW_REDIS_READY;
+    rc->failures = 0;
+    rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+
+    ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                  "env_gateway: connected to redis %V", &srv->name);
+
+    /*
+     * AUTH and SELECT must precede whatever was queued while connecting:
+     * format them at the end of the buffer, then rotate them to the front.
+     */
+
+    old = rc->out_len;
+    ngx_queue_init(&handshake);
+
+    for (argc = 0; argc < 2; argc++) {
+
+        if (argc == 0) {
+            if (srv->password.len == 0) {
+                continue;
+            }
+            argv[0] = "AUTH";
+            argvlen[0] = 4;
+            argv[1] = (const char *) srv->password.data;
+            argvlen[1] = srv->password.len;
+
+        } else {
+            if (srv->db < 0) {
+                continue;
+            }
+            argv[0] = "SELECT";
+            argvlen[0] = 6;
+            argv[1] = (const char *) db;
+            argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+        }
+
+        cmd = ngx_env_gateway_redis_cmd_alloc(rc);
+        if (cmd == NULL
+            || ngx_env_gateway_redis_append(rc, 2, argv, argvlen) != NGX_OK)
+        {
+            ngx_env_gateway_redis_fail(rc, "out of memory");
+            return;
+        }
+
+        cmd->handler = ngx_env_gateway_redis_handshake_reply;
+        cmd->data = rc;
+        ngx_queue_insert_tail(&handshake, &cmd->queue);
+        rc->ncmds++;
+    }
+
+    if (!ngx_queue_empty(&handshake)) {
+        if (old > rc->out_pos) {
+            tmp = ngx_alloc(old - rc->out_pos, rc->log);
+            if (tmp == NULL) {
+                ngx_env_gateway_redis_fail(rc, "out of memory");
+                return;
+            }
+
+            ngx_memcpy(tmp, rc->out + rc->out_pos, old - rc->out_pos);
+            ngx_memmove(rc->out + rc->out_pos, rc->out + old,
+                        rc->out_len - old);
+            ngx_memcpy(rc->out + rc->out_pos + (rc->out_len - old), tmp,
+                       old - rc->out_pos);
+            ngx_free(tmp);
+        }
+
+        ngx_queue_add(&handshake, &rc->cmds);
+        ngx_queue_init(&rc->cmds);
+        ngx_queue_add(&rc->cmds, &handshake);
+    }
+
+    ngx_env_gateway_redis_flush(rc);
+}
+
+
+static void
+ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
+{
+    ngx_env_gateway_redis_t  *rc = data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "env_gateway: redis refused AUTH/SELECT: %*s",
+                      (size_t) reply->len, reply->str);
+        ngx_env_gateway_redis_fail(rc, "handshake failed");
+    }
+}
+
+
+static void
+ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
+{
+    int                       err;
+    socklen_t                 len;
+    ngx_connection_t         *c;
+    ngx_env_gateway_redis_t  *rc;
+
+    c = wev->data;
+    rc = c->data;
+
+    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
+
+        if (wev->timedout) {
+            ngx_env_gateway_redis_fail(rc, "connect timed out");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, err,
+                          "env_gateway: connect() to redis %V failed",
+                          rc->peer.name);
+            ngx_env_gateway_redis_fail(rc, NULL);
+            return;
+        }
+
+        ngx_env_gateway_redis_connected(rc);
+        return;
+    }
+
+    ngx_env_gateway_redis_flush(rc);
+}
+
+
+static void
+ngx_env_gateway_redis_flush_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_redis_t  *rc = ev->data;
+
+    if (rc->state == NGX_ENVGW_REDIS_READY) {
+        ngx_env_gateway_redis_flush(rc);
+    }
+}
+
+
+static void
+ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
+{
+    ssize_t                    n;
+    ngx_connection_t          *c;
+    ngx_env_gateway_server_t  *srv;
+
+    c = rc->c;
+
+    while (rc->out_pos < rc->out_len) {
+
+        n = c->send(c, rc->out + rc->out_pos, rc->out_len - rc->out_pos);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_env_gateway_redis_fail(rc, "write event failed");
+            }
+            break;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_env_gateway_redis_fail(rc, "send() failed");
+            return;
+        }
+
+        rc->out_pos += n;
+    }
+
+    if (rc->out_pos == rc->out_len) {
+        rc->out_pos = 0;
+        rc->out_len = 0;
+    }
+
+    /*
+     * The read timer bounds how long a command may wait for its reply; it
+     * is not cancelable, so a graceful shutdown waits for (or times out)
+     * the lookups of requests still in flight.
+     */
+    if (rc->ncmds && !c->read->timer_set) {
+        srv = rc->gmcf->servers->elts;
+        ngx_add_timer(c->read, srv[rc->current].read_timeout);
+    }
+}
+
+
+static void
+ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
+{
+    void                      *reply;
+    ssize_t                    n;
+    ngx_queue_t               *q;
+    ngx_connection_t          *c;
+    ngx_env_gateway_cmd_t     *cmd;
+    ngx_env_gateway_server_t  *srv;
+    ngx_env_gateway_redis_t   *rc;
+    u_char                     buf[16384];
+
+    c = rev->data;
+    rc = c->data;
+
+    if (rev->timedout) {
+        ngx_env_gateway_redis_fail(rc, "read timed out");
+        return;
+    }
+
+    for ( ;; ) {
+
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_env_gateway_redis_fail(rc, "connection closed");
+            return;
+        }
+
+        if (redisReaderFeed(rc->reader, (const char *) buf, n) != REDIS_OK) {
+            ngx_env_gateway_redis_fail(rc, "reader out of memory");
+            return;
+        }
+
+        for ( ;; ) {
+            reply = NULL;
+
+            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+                ngx_env_gateway_redis_fail(rc, "protocol error");
+                return;
+            }
+
+            if (reply == NULL) {
+                break;
+            }
+
+            if (ngx_queue_empty(&rc->cmds)) {
+                freeReplyObject(reply);
+                ngx_env_gateway_redis_fail(rc, "unexpected reply");
+                return;
+            }
+
+            q = ngx_queue_head(&rc->cmds);
+            ngx_queue_remove(q);
+            rc->ncmds--;
+            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+            cmd->handler(cmd->data, reply);
+
+            freeReplyObject(reply);
+            ngx_queue_insert_head(&rc->free, &cmd->queue);
+
+            if (rc->c != c) {
+                /* the handler dropped the connection */
+                return;
+            }
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_env_gateway_redis_fail(rc, "read event failed");
+        return;
+    }
+
+    if (rev->timer_set) {
+        ngx_del_timer(rev);
+    }
+
+    if (rc->ncmds) {
+        srv = rc->gmcf->servers->elts;
+        ngx_add_timer(rev, srv[rc->current].read_timeout);
+    }
+}
+
+
+/*
+ * Drop the connection and answer every outstanding command with NULL.
+ * why == NULL: the cause was logged already (or this is shutdown).
+ */
+static void
+ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
+{
+    ngx_uint_t                 n, was_ready, shutdown;
+    ngx_queue_t               *q, failed;
+    ngx_env_gateway_cmd_t     *cmd;
+    ngx_env_gateway_server_t  *srv;
+
+    srv = rc->gmcf->servers->elts;
+    n = rc->gmcf->servers->nelts;
+    shutdown = (ngx_env_gateway_redis == NULL || ngx_exiting || ngx_quit
+                || ngx_terminate);
+
+    if (why && !shutdown) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "env_gateway: redis %V: %s, %ui command(s) failed",
+                      &srv[rc->current].name, why, rc->ncmds);
+    }
+
+    was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
+    rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
+
+    if (rc->c) {
+        ngx_close_connection(rc->c);
+        rc->c = NULL;
+        rc->peer.connection = NULL;
+    }
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+    }
+
+    if (rc->flush.posted) {
+        ngx_delete_posted_event(&rc->flush);
+    }
+
+    rc->out_pos = 0;
+    rc->out_len = 0;
+
+    /* handlers may queue new commands: they are refused while we fail */
+    ngx_queue_init(&failed);
+    if (!ngx_queue_empty(&rc->cmds)) {
+        ngx_queue_add(&failed, &rc->cmds);
+        ngx_queue_init(&rc->cmds);
+    }
+    rc->ncmds = 0;
+
+    while (!ngx_queue_empty(&failed)) {
+        q = ngx_queue_head(&failed);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+        cmd->handler(cmd->data, NULL);
+        ngx_queue_insert_head(&rc->free, &cmd->queue);
+    }
+
+    if (shutdown || rc->reconnect.timer_set) {
+        return;
+    }
+
+    /* next server of the failover list; back off once all have failed */
+    rc->current = (rc->current + 1) % n;
+
+    if (was_ready) {
+        rc->failures = 0;
+    }
+
+    rc->failures++;
+
+    if (rc->failures < n) {
+        ngx_add_timer(&rc->reconnect, 1);
+        return;
+    }
+
+    rc->failures = 0;
+    ngx_add_timer(&rc->reconnect, rc->backoff);
+    rc->backoff = ngx_min(rc->backoff * 2, NGX_ENVGW_BACKOFF_MAX);
+}
+
+
+static void
+ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_redis_t  *rc = ev->data;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
+        ngx_env_gateway_redis_connect(rc);
+    }
+}

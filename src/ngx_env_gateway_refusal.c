@@ -1,0 +1,172 @@
+/*
+ * env_gateway: refusals.  Every refusal is a JSON body
+ * {"status":N,"error":"<code>","message":"<sentence>"} with
+ * Content-Type: application/json; 401s carry WWW-Authenticate and 503s
+ * Retry-After.  Messages never contain a token.
+ */
+
+#include "ngx_env_gateway.h"
+
+#include <jansson.h>
+
+
+typedef struct {
+    ngx_uint_t   status;
+    const char  *code;
+    const char  *message;
+} ngx_env_gateway_refusal_t;
+
+
+static ngx_env_gateway_refusal_t  ngx_env_gateway_refusals[] = {
+    { 200, "ok", "" },
+    { NGX_HTTP_UNAUTHORIZED, "missing_token",
+      "A bearer token is required." },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_token",
+      "The token is unknown, revoked or expired." },
+    { NGX_HTTP_NOT_FOUND, "integrated_account_not_found",
+      "No such integrated account." },
+    { NGX_HTTP_BAD_REQUEST, "missing_integrated_account_id",
+      "This endpoint requires an integrated_account_id." },
+    { NGX_HTTP_FORBIDDEN, "environment_mismatch",
+      "The token may not act in the requested environment." },
+    { NGX_HTTP_NOT_FOUND, "method_not_found",
+      "No such method in this environment." },
+    { NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
+      "The method does not accept this HTTP verb." },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "gateway_unavailable",
+      "The gateway cannot verify credentials right now; retry shortly." },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "The request is ambiguous or malformed." },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "gateway_misconfigured",
+      "A gateway record is malformed; see the gateway's error log." },
+};
+
+
+static ngx_str_t  ngx_env_gateway_www_auth =
+    ngx_string("Bearer realm=\"env_gateway\"");
+
+
+static ngx_int_t
+ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Send the refusal and finalize the request ourselves: the access phase
+ * would read NGX_OK as "allowed", so the handler returns NGX_DONE after this.
+ */
+ngx_int_t
+ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t refusal)
+{
+    char                        *body;
+    size_t                       len;
+    json_t                      *obj;
+    ngx_int_t                    rc;
+    ngx_buf_t                   *b;
+    ngx_str_t                    v;
+    ngx_chain_t                  out;
+    const char                  *message;
+    ngx_env_gateway_refusal_t   *rf;
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    static ngx_str_t  retry_after = ngx_string("1");
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+    rf = &ngx_env_gateway_refusals[refusal];
+    ctx->refusal = refusal;
+
+    ngx_log_error(glcf->log_level, r->connection->log, 0,
+                  "env_gateway: refused %ui %s token_id=\"%V\" "
+                  "environment_id=\"%V\" account=\"%V\"",
+                  rf->status, rf->code, &ctx->token_id, &ctx->environment_id,
+                  ctx->account_id.len ? &ctx->account_id : &ctx->account_req);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    message = rf->message;
+    if (ctx->detail.len) {
+        message = (const char *) ctx->detail.data;
+    }
+
+    obj = json_pack("{s:i,s:s,s:s}", "status", (int) rf->status,
+                    "error", rf->code, "message", message);
+    body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+
+    if (body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    len = ngx_strlen(body);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(body);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    b->last = ngx_cpymem(b->last, body, len);
+    *b->last++ = '\n';
+    free(body);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = rf->status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (rf->status == NGX_HTTP_UNAUTHORIZED) {
+        if (ngx_env_gateway_add_header(r, "WWW-Authenticate",
+                                       &ngx_env_gateway_www_auth)
+            != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return NGX_DONE;
+        }
+    }
+
+    if (rf->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        v = retry_after;
+        if (ngx_env_gateway_add_header(r, "Retry-After", &v) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return NGX_DONE;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+
+    return NGX_DONE;
+}

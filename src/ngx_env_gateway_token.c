@@ -1,0 +1,117 @@
+/*
+ * env_gateway: bearer token extraction and hashing.  Pure code.
+ *
+ * Only the SHA-256 of a token is ever looked up, logged as a key or kept:
+ * the raw token lives in the request's header buffer and nowhere else.
+ */
+
+#include "ngx_env_gateway.h"
+
+#include <openssl/evp.h>
+
+
+#define NGX_ENVGW_TOKEN_MAX  4096
+
+
+/*
+ * "Bearer <token>": scheme case-insensitive, one or more spaces.
+ * NGX_OK: token found; NGX_DECLINED: no bearer token (other scheme, empty);
+ * NGX_ABORT: ambiguous (a comma-joined list of credentials).
+ */
+ngx_int_t
+ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token)
+{
+    u_char  *p, *last;
+
+    p = header->data;
+    last = p + header->len;
+
+    if (ngx_strlchr(p, last, ',') != NULL) {
+        return NGX_ABORT;
+    }
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "bearer", 6) != 0
+        || (p[6] != ' ' && p[6] != '\t'))
+    {
+        return NGX_DECLINED;
+    }
+
+    p += 7;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
+    if (p == last) {
+        return NGX_DECLINED;
+    }
+
+    token->data = p;
+    token->len = last - p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+ * *"=".  Anything else (spaces inside, control or non-ASCII bytes) cannot
+ * be a token we issued: refuse without asking Redis.
+ */
+ngx_int_t
+ngx_env_gateway_token_syntax(ngx_str_t *token)
+{
+    u_char  *p, *last;
+
+    if (token->len == 0 || token->len > NGX_ENVGW_TOKEN_MAX) {
+        return NGX_DECLINED;
+    }
+
+    p = token->data;
+    last = p + token->len;
+
+    for ( /* void */ ; p < last; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
+            || *p == '_' || *p == '~' || *p == '+' || *p == '/')
+        {
+            continue;
+        }
+
+        break;
+    }
+
+    while (p < last && *p == '=') {
+        p++;
+    }
+
+    return (p == last) ? NGX_OK : NGX_DECLINED;
+}
+
+
+void
+ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out)
+{
+    unsigned int  len;
+    u_char        md[EVP_MAX_MD_SIZE];
+
+    len = 0;
+
+    if (EVP_Digest(in->data, in->len, md, &len, EVP_sha256(), NULL) != 1
+        || len != ENVGW_SHA256_HEX_LEN / 2)
+    {
+        /* cannot happen with a working libcrypto; never match anything */
+        ngx_memset(out, 'x', ENVGW_SHA256_HEX_LEN);
+        return;
+    }
+
+    ngx_hex_dump(out, md, len);
+}
