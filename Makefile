@@ -75,3 +75,6 @@ install: all
 clean:
 	rm -rf $(BUILD)
 	$(MAKE) -C cli clean
+
+# further targets (asan, fuzz, bench, deb, cluster-demo) live in mk/*.mk
+-include $(wildcard mk/*.mk)

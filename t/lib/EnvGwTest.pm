@@ -1,0 +1,328 @@
+package EnvGwTest;
+
+# A small harness in nginx-tests' style: a temp dir, redis-server and nginx
+# (with the module) on free loopback ports, plain-socket HTTP, and a teardown
+# that stops only what it started (by pid) and fails on [alert], [emerg],
+# crashed workers or sanitizer reports in error.log.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Digest::SHA qw(sha256_hex);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our $TOP = abs_path(dirname(__FILE__) . '/../..');
+our $JSON = JSON::PP->new->canonical(1);
+
+sub new {
+    my ($class, %opt) = @_;
+    my $self = bless { pids => {}, %opt }, $class;
+    $self->{dir} = tempdir('envgw-t-XXXXXX', TMPDIR => 1,
+                           CLEANUP => !$ENV{ENVGW_KEEP});
+    $self->{module} = $ENV{ENVGW_MODULE}
+        || "$TOP/build/nginx/objs/ngx_env_gateway_module.so";
+    $self->{nginx} = $ENV{ENVGW_NGINX} || '/usr/sbin/nginx';
+    $self->{prefix} = 'envgw:';
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub spawn {
+    my ($self, $name, @cmd) = @_;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$self->{dir}/$name.out";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or POSIX::_exit(127);
+    }
+    $self->{pids}{$name} = $pid;
+    return $pid;
+}
+
+sub wait_port {
+    my ($port, $timeout) = @_;
+    my $end = time + ($timeout || 10);
+    while (time < $end) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                      Proto => 'tcp');
+        if ($s) { close $s; return 1; }
+        sleep 0.02;
+    }
+    return 0;
+}
+
+# --- redis ---------------------------------------------------------------
+
+sub start_redis {
+    my ($self, %opt) = @_;
+    my $port = $self->{redis_port} ||= free_port();
+    my @args = ('redis-server', '--port', $port, '--bind', '127.0.0.1',
+                '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+                '--dir', $self->{dir}, @{ $opt{args} || [] });
+    $self->spawn('redis', @args);
+    wait_port($port) or die "redis did not start on $port";
+    delete $self->{redis};
+    return $port;
+}
+
+sub stop_redis {
+    my ($self) = @_;
+    $self->stop_pid('redis');
+    delete $self->{redis};
+}
+
+sub redis_port { $_[0]{redis_port} ||= free_port() }
+
+sub redis {
+    my ($self) = @_;
+    require Redis;
+    $self->{redis} ||= Redis->new(server => "127.0.0.1:$self->{redis_port}",
+                                  reconnect => 2, every => 100_000);
+    return $self->{redis};
+}
+
+sub put {
+    my ($self, $key, $value) = @_;
+    $value = $JSON->encode($value) if ref $value;
+    $self->redis->set($self->{prefix} . $key, $value);
+}
+
+sub env {
+    my ($self, $id, $team, $name) = @_;
+    $self->put("env:$id", { environment_id => $id, team_id => $team,
+                            name => $name });
+}
+
+# store a token record; returns the raw token
+sub token {
+    my ($self, $raw, %rec) = @_;
+    $rec{kind} ||= 'data';
+    $rec{revoked} = JSON::PP::false unless exists $rec{revoked};
+    $rec{expires_at} = undef unless exists $rec{expires_at};
+    $rec{token_id} ||= 'tok_' . substr(sha256_hex($raw), 0, 8);
+    $self->put('token:' . sha256_hex($raw), \%rec);
+    return $raw;
+}
+
+sub account {
+    my ($self, $id, $env, %rec) = @_;
+    $self->put("account:$id", { integrated_account_id => $id,
+        environment_id => $env, integration => 'hubspot',
+        tenant_id => 'acme', status => 'active', %rec });
+}
+
+# --- nginx ---------------------------------------------------------------
+
+# $http is the body of the http{} block; %%REDIS%%, %%PORT%%, %%BACKEND%%
+# and %%DIR%% are replaced.
+sub start_nginx {
+    my ($self, $http, %opt) = @_;
+    my $dir = $self->{dir};
+    $self->{port} ||= free_port();
+    $self->{backend_port} ||= free_port();
+    $self->redis_port;
+
+    my $workers = $opt{workers} || 1;
+    my $conf = <<"CONF";
+load_module $self->{module};
+daemon off;
+master_process on;
+worker_processes $workers;
+error_log $dir/error.log info;
+pid $dir/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+
+    log_format backend '\$request_method \$request_uri env=\$http_x_environment_id '
+                       'auth=\$http_authorization key=\$http_x_api_key';
+    server {
+        listen 127.0.0.1:%%BACKEND%%;
+        access_log $dir/backend.log backend;
+        location / {
+            default_type text/plain;
+            return 200 "backend \$request_method \$request_uri env=\$http_x_environment_id auth=\$http_authorization key=\$http_x_api_key vars=\$http_x_envgw_vars\\n";
+        }
+    }
+
+$http
+}
+CONF
+    $conf =~ s/%%REDIS%%/$self->{redis_port}/g;
+    $conf =~ s/%%PORT%%/$self->{port}/g;
+    $conf =~ s/%%BACKEND%%/$self->{backend_port}/g;
+    $conf =~ s/%%DIR%%/$dir/g;
+
+    open my $fh, '>', "$dir/nginx.conf" or die;
+    print $fh $conf;
+    close $fh;
+    mkdir "$dir/logs";
+
+    $self->spawn('nginx', $self->{nginx}, '-p', "$dir/", '-c',
+                 "$dir/nginx.conf", '-e', "$dir/error.log");
+    wait_port($self->{port}) or die "nginx did not start:\n"
+        . $self->slurp("error.log") . $self->slurp("nginx.out");
+    # the worker connects to Redis on start: give it a moment
+    sleep 0.1;
+    return $self->{port};
+}
+
+sub nginx_t {
+    my ($self, $conf) = @_;
+    my $out = `$self->{nginx} -t -p $self->{dir}/ -c $conf -e $self->{dir}/t.log 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub reload_nginx {
+    my ($self) = @_;
+    kill 'HUP', $self->{pids}{nginx};
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $m = $self->{pids}{nginx};
+    my @w = grep { /^\d+$/ && do {
+        open my $f, '<', "/proc/$_/stat" or next;
+        my @f = split / /, scalar <$f>; $f[3] == $m } } 
+        map { m{/proc/(\d+)} ? $1 : () } glob('/proc/[0-9]*');
+    return @w;
+}
+
+sub slurp {
+    my ($self, $name) = @_;
+    open my $fh, '<', "$self->{dir}/$name" or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+sub backend_log { $_[0]->slurp('backend.log') }
+
+# --- http ----------------------------------------------------------------
+
+# http(METHOD, PATH, [header => value, ...], body) -> hashref
+sub http {
+    my ($self, $method, $path, $headers, $body, %opt) = @_;
+    my $port = $opt{port} || $self->{port};
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Proto => 'tcp', Timeout => 10)
+        or die "connect: $!";
+    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+            . "Connection: close\r\n";
+    my @h = @{ $headers || [] };
+    while (my ($k, $v) = splice @h, 0, 2) {
+        $req .= "$k: $v\r\n";
+    }
+    if (defined $body) {
+        $req .= "Content-Length: " . length($body) . "\r\n";
+    }
+    $req .= "\r\n";
+    $req .= $body if defined $body;
+    print $s $req;
+    local $/;
+    my $timeout = $opt{timeout} || 10;
+    my $raw = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm $timeout;
+        $raw = <$s> // '';
+        alarm 0;
+    };
+    alarm 0;
+    close $s;
+    return parse_response($raw);
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    my %r = (raw => $raw, body => $body // '', headers => {});
+    return { %r, status => 0 } unless defined $head && length $head;
+    my @lines = split /\r\n/, $head;
+    my $status_line = shift @lines;
+    ($r{status}) = $status_line =~ m{^HTTP/\S+ (\d+)};
+    $r{status} //= 0;
+    for (@lines) {
+        my ($k, $v) = split /:\s*/, $_, 2;
+        $r{headers}{lc $k} = $v;
+    }
+    if (($r{headers}{'content-type'} // '') =~ m{application/json}) {
+        $r{json} = eval { JSON::PP->new->decode($r{body}) };
+    }
+    return \%r;
+}
+
+sub get {
+    my ($self, $path, $token, @h) = @_;
+    return $self->http('GET', $path,
+        [ (defined $token ? (Authorization => "Bearer $token") : ()), @h ]);
+}
+
+# --- teardown --------------------------------------------------------------
+
+sub stop_pid {
+    my ($self, $name, $sig) = @_;
+    my $pid = delete $self->{pids}{$name} or return;
+    kill($sig || 'TERM', $pid);
+    my $end = time + 10;
+    while (time < $end) {
+        return if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.02;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+}
+
+sub check_log {
+    my ($self) = @_;
+    my $log = $self->slurp('error.log');
+    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal|AddressSanitizer|runtime error:|LeakSanitizer/ }
+              split /\n/, $log;
+    # "worker process exited" on our own SIGKILL tests is flagged by them
+    @bad = grep { !/$self->{allow_log}/ } @bad if $self->{allow_log};
+    ok(!@bad, 'error.log has no alert, emerg, crit or crash')
+        or diag(join "\n", @bad[0 .. ($#bad > 20 ? 20 : $#bad)]);
+}
+
+sub stop {
+    my ($self) = @_;
+    return if $self->{stopped}++;
+    $self->stop_pid('nginx', 'QUIT') if $self->{pids}{nginx};
+    for my $name (keys %{ $self->{pids} }) {
+        $self->stop_pid($name);
+    }
+    $self->check_log if -e "$self->{dir}/error.log" && !$self->{no_log_check};
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local $?;
+    for my $name (keys %{ $self->{pids} || {} }) {
+        $self->stop_pid($name);
+    }
+}
+
+1;
