@@ -390,8 +390,8 @@ int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
                 new_ttl = old_exp - json_integer_value(created);
             else if (account)
                 new_ttl = ACCOUNT_TOKEN_DEFAULT_TTL;
-            else if (old_exp > 0)
-                new_ttl = 0;    /* unknown lifetime: say so below */
+            /* else: the old lifetime is unknown (no created_at), so the
+             * new token gets none; --ttl sets one */
         }
 
         m = mint(t, env_id, env, kind, account,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -228,6 +229,25 @@ const char *check_path(const char *path)
             return "must not contain whitespace or control characters";
         if (*p == '?' || *p == '#')
             return "must not contain ? or #";
+        if (*p == '\\')
+            return "must not contain a backslash";
+        /* an encoded dot or slash could become ".." or "/" upstream */
+        if (*p == '%' && p[1] && p[2]
+            && (strncasecmp((const char *) p, "%2e", 3) == 0
+                || strncasecmp((const char *) p, "%2f", 3) == 0
+                || strncasecmp((const char *) p, "%5c", 3) == 0))
+            return "must not contain an encoded . / or \\";
+        /* placeholders: {id} or {argname}, nothing nested or unclosed */
+        if (*p == '{') {
+            const unsigned char *q = p + 1;
+            while (isalnum(*q) || *q == '_')
+                q++;
+            if (q == p + 1 || *q != '}')
+                return "has a bad placeholder (want {id} or {name})";
+            p = q;
+        } else if (*p == '}') {
+            return "has an unmatched }";
+        }
     }
     /* ".." as a whole segment would let a template climb out of the API */
     for (seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
