@@ -55,7 +55,8 @@ if ($redis_pid == 0) {
     open STDOUT, '>', "$tmp/redis.log";
     open STDERR, '>&', \*STDOUT;
     exec 'redis-server', '--port', $port, '--save', '', '--appendonly', 'no',
-         '--bind', '127.0.0.1', '--daemonize', 'no';
+         '--bind', '127.0.0.1', '--daemonize', 'no',
+         '--unixsocket', "$tmp/redis.sock", '--unixsocketperm', '700';
     exit 127;
 }
 
@@ -636,6 +637,12 @@ my @bad = (
     [ 'method set path with space', 2, qr/whitespace/,
       'method', 'set', 'env_dev', 'hubspot', 'contacts', 'x', 'GET',
       '/a b' ],
+    [ 'method set unclosed placeholder', 2, qr/bad placeholder/,
+      'method', 'set', 'env_dev', 'hubspot', 'contacts', 'x', 'GET',
+      '/a/{id' ],
+    [ 'method set encoded dots', 2, qr/encoded/,
+      'method', 'set', 'env_dev', 'hubspot', 'contacts', 'x', 'GET',
+      '/a/%2e%2E/b' ],
     [ 'method set bad resource name', 2, qr/bad resource name/,
       'method', 'set', 'env_dev', 'hubspot', 'con.tacts', 'x', 'GET', '/x' ],
     [ 'method set missing args', 2, qr/missing arguments/,
@@ -676,6 +683,76 @@ for my $b (@bad) {
     is($res->{out}, '', "$desc: nothing on stdout");
     is(dump_all(), $before, "$desc: Redis unchanged");
     is_deeply($pub, [], "$desc: nothing published");
+}
+
+
+# ---- records written by hand; malformed records -------------------------------
+
+{
+    # an integration record nobody indexed: diff must still see it
+    $r->set('envgw:integration:env_dev:zendesk',
+            '{"upstream":"http://zd","resources":{"tickets":{"list":'
+          . '{"method":"GET","path":"/tickets"}}}}');
+    my $res = run('diff', 'env_dev', $PROD);
+    is($res->{rc}, 1, 'diff sees an unindexed, hand-written integration');
+    like($res->{out}, qr/^\+ integration zendesk \(only in env_dev\)$/m,
+         '... as an integration only in env_dev');
+    like($res->{out},
+         qr/^\+ zendesk tickets\.list GET \/tickets \(only in env_dev\)$/m,
+         '... with its methods');
+    $r->del('envgw:integration:env_dev:zendesk');
+
+    # a malformed record is reported with its key, and not overwritten
+    $r->set("envgw:integration:$PROD:broken", '{"resources":{}}');
+    $r->set('envgw:integration:env_dev:broken', '{"upstream":"http://b"}');
+    my $before = dump_all();
+    $res = run('diff', 'env_dev', $PROD);
+    is($res->{rc}, 2, 'diff with a malformed record: exit 2');
+    like($res->{err},
+         qr/^envgw: malformed record at key envgw:integration:\Q$PROD\E:broken/,
+         '... naming the key');
+    $res = run('method', 'set', $PROD, 'broken', 'a', 'b', 'GET', '/x');
+    is($res->{rc}, 1, 'method set on a malformed record: exit 1');
+    like($res->{err}, qr/^envgw: malformed record/, '... says so');
+    is(dump_all(), $before, '... and writes nothing');
+    $r->del("envgw:integration:$PROD:broken", 'envgw:integration:env_dev:broken');
+
+    # an index key of the wrong type: refused before anything is written
+    $r->set('envgw:accounts:env_other', 'oops');
+    $before = dump_all();
+    $res = run('account', 'add', 'env_other', 'acc_wt', '--integration',
+               'hubspot', '--tenant', 'wt');
+    is($res->{rc}, 1, 'index key of the wrong type: exit 1');
+    like($res->{err}, qr/^envgw: key envgw:accounts:env_other is a string/,
+         '... says which key');
+    is(dump_all(), $before, '... and no half-written account');
+    $r->del('envgw:accounts:env_other');
+}
+
+# ---- connection options: unix socket, password, options after the command -----
+
+{
+    my $res = ok_run('--redis unix:', '--redis', "unix:$tmp/redis.sock",
+                     'env', 'list', '--json');
+    ok(scalar @{ decode_json($res->{out}) } >= 3, 'unix socket works');
+    $res = ok_run('--redis after the command', 'env', 'list', '--redis',
+                  "unix:$tmp/redis.sock");
+
+    $r->config_set('requirepass', 's3cret');   # this connection stays in
+    $res = run('env', 'list');
+    is($res->{rc}, 1, 'password required but not given: exit 1');
+    like($res->{err}, qr/^envgw: Redis at 127\.0\.0\.1:$port: .*NOAUTH/,
+         '... says so');
+    $res = run('--password', 'wrong', 'env', 'list');
+    is($res->{rc}, 1, 'wrong password: exit 1');
+    like($res->{err}, qr/^envgw: Redis at .*: authentication failed/,
+         '... says so');
+    ok_run('--password', '--password', 's3cret', 'env', 'list');
+    {
+        local $ENV{ENVGW_REDIS_PASSWORD} = 's3cret';
+        ok_run('ENVGW_REDIS_PASSWORD', 'env', 'list');
+    }
+    $r->config_set('requirepass', '');
 }
 
 # ---- transactions: every write is one MULTI/EXEC with its PUBLISHes ------------
