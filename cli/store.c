@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -388,8 +389,20 @@ int txn_exec(txn_t *t)
                 rc->errstr[0] ? rc->errstr : "connection lost");
         r = pool_keep(vr, free_reply);
     }
-    if (r->type == REDIS_REPLY_NIL)
-        return -1;                      /* a WATCHed key changed */
+    if (r->type == REDIS_REPLY_NIL) {
+        /* a WATCHed key changed: back off a random, growing while so that
+         * concurrent writers do not collide again in lockstep */
+        static unsigned conflicts;
+        unsigned char rnd;
+        struct timespec ts;
+
+        random_bytes(&rnd, 1);
+        conflicts++;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long) (1 + rnd % (5 * conflicts)) * 1000000L;
+        nanosleep(&ts, NULL);
+        return -1;
+    }
     if (r->type == REDIS_REPLY_ERROR)
         die("Redis at %s refused the update (nothing written): %s",
             addr_desc, r->str);

@@ -755,6 +755,50 @@ for my $b (@bad) {
     $r->config_set('requirepass', '');
 }
 
+
+# ---- concurrent writers: WATCH + retry loses no update -------------------------
+
+{
+    my @pids;
+    for my $i (1 .. 10) {
+        my $pid = fork // die;
+        if ($pid == 0) {
+            open STDOUT, '>', '/dev/null';
+            open STDERR, '>', "$tmp/conc$i.err";
+            exec $BIN, 'method', 'set', 'env_other', 'hubspot', 'conc',
+                 "m$i", 'GET', "/conc/$i";
+            exit 127;
+        }
+        push @pids, $pid;
+    }
+    my $fails = 0;
+    for (@pids) { waitpid $_, 0; $fails++ if $? }
+    is($fails, 0, '10 concurrent method sets all succeed');
+    is_deeply([ sort keys %{ jget('envgw:integration:env_other:hubspot')
+                              ->{resources}{conc} } ],
+              [ sort map { "m$_" } 1 .. 10 ],
+              '... and none of them is lost');
+
+    @pids = ();
+    for my $i (1 .. 8) {
+        my $pid = fork // die;
+        if ($pid == 0) {
+            open STDOUT, '>', '/dev/null';
+            open STDERR, '>', '/dev/null';
+            exec $BIN, 'account', 'add', 'env_other', "acc_c$i",
+                 '--integration', "integ$i", '--tenant', 'shared';
+            exit 127;
+        }
+        push @pids, $pid;
+    }
+    $fails = 0;
+    for (@pids) { waitpid $_, 0; $fails++ if $? }
+    is($fails, 0, '8 concurrent account adds for one tenant succeed');
+    is_deeply(jget('envgw:tenant:env_other:shared'),
+              { map { ("integ$_" => "acc_c$_") } 1 .. 8 },
+              '... and the tenant index has all of them');
+}
+
 # ---- transactions: every write is one MULTI/EXEC with its PUBLISHes ------------
 
 {
