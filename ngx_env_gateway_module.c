@@ -24,6 +24,12 @@ static char *ngx_env_gateway_account_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_prefix_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_cache_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_env_gateway_variable(ngx_http_request_t *r,
@@ -52,6 +58,20 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_env_gateway_prefix_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_cache_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_env_gateway_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -162,6 +182,10 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
       offsetof(ngx_env_gateway_ctx_t, tenant_id),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("env_gateway_cache_status"), NULL,
+      ngx_env_gateway_cache_status_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -221,6 +245,48 @@ ngx_env_gateway_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/*
+ * HIT when every record came from the cache, STALE when any was served
+ * stale, MISS when any was asked of Redis; empty without a cache.
+ */
+static ngx_int_t
+ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_uint_t              i, status;
+    ngx_env_gateway_ctx_t  *ctx;
+
+    static ngx_str_t  names[] = {
+        ngx_null_string, ngx_string("HIT"), ngx_string("MISS"),
+        ngx_string("STALE")
+    };
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+    status = NGX_ENVGW_CACHE_NONE;
+
+    if (ctx) {
+        for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
+            if (ctx->waiter.slots[i].cache > status) {
+                status = ctx->waiter.slots[i].cache;
+            }
+        }
+    }
+
+    if (status == NGX_ENVGW_CACHE_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = names[status].len;
+    v->data = names[status].data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 {
@@ -238,6 +304,10 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"env_gateway on\" needs \"env_gateway_redis\" "
                            "in the http block");
+        return NGX_ERROR;
+    }
+
+    if (ngx_env_gateway_metrics_create(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -270,7 +340,11 @@ ngx_env_gateway_create_main_conf(ngx_conf_t *cf)
      *     gmcf->servers = NULL;
      *     gmcf->prefix = { 0, NULL };
      *     gmcf->used = 0;
+     *     gmcf->cache_zone = NULL;
      */
+
+    gmcf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    gmcf->primary_retry = NGX_CONF_UNSET_MSEC;
 
     return gmcf;
 }
@@ -283,6 +357,21 @@ ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (gmcf->prefix.data == NULL) {
         ngx_str_set(&gmcf->prefix, ENVGW_DEFAULT_PREFIX);
+    }
+
+    gmcf->channel.len = gmcf->prefix.len + sizeof(ENVGW_CHANNEL_INVALIDATE)
+                        - 1;
+    gmcf->channel.data = ngx_pnalloc(cf->pool, gmcf->channel.len);
+    if (gmcf->channel.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(gmcf->channel.data, gmcf->prefix.data,
+                          gmcf->prefix.len),
+               ENVGW_CHANNEL_INVALIDATE, sizeof(ENVGW_CHANNEL_INVALIDATE) - 1);
+
+    if (gmcf->primary_retry == NGX_CONF_UNSET_MSEC) {
+        gmcf->primary_retry = 5000;
     }
 
     return NGX_CONF_OK;
@@ -661,6 +750,8 @@ ngx_env_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_env_gateway_fetch_init(gmcf);
+
     return ngx_env_gateway_redis_init_worker(cycle, gmcf);
 }
 
@@ -669,4 +760,132 @@ static void
 ngx_env_gateway_exit_process(ngx_cycle_t *cycle)
 {
     ngx_env_gateway_redis_exit_worker();
+}
+
+
+/*
+ * env_gateway_cache zone=name:size [ttl=30s] [negative_ttl=5s]
+ *     [stale_if_error=0]
+ */
+static char *
+ngx_env_gateway_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = conf;
+
+    u_char      *p;
+    size_t       size;
+    ngx_str_t   *value, name, s;
+    ngx_uint_t   i;
+    ngx_msec_t  *t;
+
+    if (gmcf->cache_ttl != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    gmcf->cache_ttl = 30000;
+    gmcf->cache_negative_ttl = 5000;
+    gmcf->cache_stale = 0;
+    ngx_str_null(&name);
+    size = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            name.data = value[i].data + 5;
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size in \"%V\": expected "
+                                   "zone=name:size", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == (size_t) NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < 8 * ngx_pagesize) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small: at least "
+                                   "%uzk", &value[i], 8 * ngx_pagesize / 1024);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            t = &gmcf->cache_ttl;
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+        } else if (ngx_strncmp(value[i].data, "negative_ttl=", 13) == 0) {
+            t = &gmcf->cache_negative_ttl;
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+        } else if (ngx_strncmp(value[i].data, "stale_if_error=", 15) == 0) {
+            t = &gmcf->cache_stale;
+            s.data = value[i].data + 15;
+            s.len = value[i].len - 15;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *t = ngx_parse_time(&s, 0);
+
+        if (*t == (ngx_msec_t) NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid time in \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have the \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (gmcf->cache_ttl == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ttl\" must be more than 0: leave out "
+                           "\"%V\" for no cache", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_env_gateway_cache_create(cf, gmcf, &name, size) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_env_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
 }

@@ -40,6 +40,13 @@ typedef struct {
     ngx_array_t                 *servers;       /* ngx_env_gateway_server_t */
     ngx_str_t                    prefix;
     ngx_flag_t                   used;          /* some location has "on" */
+
+    ngx_shm_zone_t              *cache_zone;    /* NULL: no cache */
+    ngx_msec_t                   cache_ttl;
+    ngx_msec_t                   cache_negative_ttl;
+    ngx_msec_t                   cache_stale;   /* stale_if_error, 0: off */
+    ngx_msec_t                   primary_retry; /* back to the first server */
+    ngx_str_t                    channel;       /* <prefix>invalidate */
 } ngx_env_gateway_main_conf_t;
 
 
@@ -137,12 +144,22 @@ typedef enum {
 
 typedef struct ngx_env_gateway_waiter_s  ngx_env_gateway_waiter_t;
 
+typedef enum {
+    NGX_ENVGW_CACHE_NONE = 0,
+    NGX_ENVGW_CACHE_HIT,
+    NGX_ENVGW_CACHE_MISS,
+    NGX_ENVGW_CACHE_STALE
+} ngx_env_gateway_cache_status_e;
+
+
 typedef struct {
     ngx_queue_t                  link;      /* in an in-flight fetch */
     ngx_env_gateway_waiter_t    *waiter;
     ngx_uint_t                   status;    /* ngx_env_gateway_fetch_status_e */
+    ngx_uint_t                   cache;     /* ngx_env_gateway_cache_status_e */
     ngx_env_gateway_record_t     rec;
     unsigned                     linked:1;
+    unsigned                     stale:1;   /* rec holds a stale copy */
 } ngx_env_gateway_slot_t;
 
 
@@ -185,6 +202,30 @@ typedef enum {
     NGX_ENVGW_MISCONFIGURED,
     NGX_ENVGW_NREFUSALS
 } ngx_env_gateway_refusal_e;
+
+
+/* ------------------------------------------------------------------ */
+/* metrics (shared counters)                                           */
+
+#define NGX_ENVGW_RTT_BUCKETS        10
+
+enum {
+    NGX_ENVGW_M_REQUESTS = 0,   /* + refusal code; 0 is "allowed" */
+    NGX_ENVGW_M_CACHE_HIT = NGX_ENVGW_NREFUSALS,
+    NGX_ENVGW_M_CACHE_NEG_HIT,
+    NGX_ENVGW_M_CACHE_MISS,
+    NGX_ENVGW_M_CACHE_STALE,
+    NGX_ENVGW_M_CACHE_EVICTIONS,
+    NGX_ENVGW_M_CACHE_FLUSHES,
+    NGX_ENVGW_M_INVALIDATIONS,
+    NGX_ENVGW_M_REDIS_COMMANDS,
+    NGX_ENVGW_M_REDIS_ERRORS,
+    NGX_ENVGW_M_REDIS_TIMEOUTS,
+    NGX_ENVGW_M_REDIS_CONNECTS,
+    NGX_ENVGW_M_RTT_SUM_US,
+    NGX_ENVGW_M_RTT_BUCKET,     /* NGX_ENVGW_RTT_BUCKETS + 1 (+Inf) */
+    NGX_ENVGW_M_LAST = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1
+};
 
 
 /* ------------------------------------------------------------------ */
@@ -238,6 +279,28 @@ ngx_int_t ngx_env_gateway_fetch(ngx_http_request_t *r,
     ngx_env_gateway_slot_t *slot, ngx_uint_t kind, ngx_str_t *family,
     ngx_str_t *id, ngx_str_t *id2);
 void ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w);
+void ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_invalidate(ngx_str_t *key);
+
+/* _cache.c */
+ngx_int_t ngx_env_gateway_cache_create(ngx_conf_t *cf,
+    ngx_env_gateway_main_conf_t *gmcf, ngx_str_t *name, size_t size);
+ngx_int_t ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_pool_t *pool, ngx_env_gateway_record_t *rec, ngx_uint_t *negative);
+void ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
+    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale);
+void ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key);
+void ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone);
+void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
+    size_t *bytes);
+
+/* _metrics.c */
+ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
+void ngx_env_gateway_metric_inc(ngx_uint_t i);
+void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
+ngx_atomic_uint_t ngx_env_gateway_metric_get(ngx_uint_t i);
+ngx_uint_t ngx_env_gateway_subscriber_overlap(ngx_uint_t add);
+ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
 /* _records.c */
 ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,

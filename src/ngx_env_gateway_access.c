@@ -744,6 +744,8 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ctx->state = NGX_ENVGW_ST_DONE;
 
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
+
     if (glcf->hide_credentials) {
         if (glcf->token == NULL) {
             ngx_env_gateway_hide_header(r, &authorization);

@@ -9,6 +9,13 @@
  * and the in-flight GET completes for nobody.  When a waiter's last slot is
  * answered, its resume event is posted: phases never run from inside the
  * Redis read handler.
+ *
+ * With env_gateway_cache, the shared zone is asked first: a fresh entry
+ * answers at once (no wait, no Redis).  Redis answers are stored (records
+ * for ttl, absences for negative_ttl); failures never are.  An expired
+ * entry within stale_if_error is kept aside and served, marked STALE, only
+ * if Redis then fails.  An answer that was in flight while an invalidation
+ * arrived is served but not stored: it may predate the change.
  */
 
 #include "ngx_env_gateway.h"
@@ -20,6 +27,7 @@ typedef struct {
     ngx_rbtree_node_t   node;       /* key: crc32 of the Redis key */
     ngx_str_t           key;
     ngx_uint_t          kind;
+    ngx_atomic_uint_t   epoch;      /* invalidations seen when sent */
     ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
 } ngx_env_gateway_inflight_t;
 
@@ -29,9 +37,70 @@ static void ngx_env_gateway_inflight_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
-static ngx_rbtree_t       ngx_env_gateway_inflight;
-static ngx_rbtree_node_t  ngx_env_gateway_inflight_sentinel;
-static ngx_uint_t         ngx_env_gateway_inflight_ready;
+static ngx_rbtree_t                  ngx_env_gateway_inflight;
+static ngx_rbtree_node_t             ngx_env_gateway_inflight_sentinel;
+static ngx_env_gateway_main_conf_t  *ngx_env_gateway_gmcf;
+
+
+void
+ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf)
+{
+    ngx_env_gateway_gmcf = gmcf;
+    ngx_rbtree_init(&ngx_env_gateway_inflight,
+                    &ngx_env_gateway_inflight_sentinel,
+                    ngx_env_gateway_inflight_insert);
+}
+
+
+/* a key changed in Redis (key == NULL: anything may have) */
+void
+ngx_env_gateway_invalidate(ngx_str_t *key)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = ngx_env_gateway_gmcf;
+
+    if (gmcf == NULL || gmcf->cache_zone == NULL) {
+        return;
+    }
+
+    /* first the epoch, so an answer in flight is not stored afterwards */
+    ngx_env_gateway_metric_inc(key ? NGX_ENVGW_M_INVALIDATIONS
+                                   : NGX_ENVGW_M_CACHE_FLUSHES);
+
+    if (key == NULL || (key->len == 1 && key->data[0] == '*')) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "env_gateway: dropping the whole cache");
+        ngx_env_gateway_cache_flush(gmcf->cache_zone);
+        return;
+    }
+
+    ngx_env_gateway_cache_delete(gmcf->cache_zone, key);
+}
+
+
+static ngx_atomic_uint_t
+ngx_env_gateway_epoch(void)
+{
+    return ngx_env_gateway_metric_get(NGX_ENVGW_M_INVALIDATIONS)
+           + ngx_env_gateway_metric_get(NGX_ENVGW_M_CACHE_FLUSHES);
+}
+
+
+/* Redis cannot answer: a stale copy, if allowed and kept, or 503 */
+static void
+ngx_env_gateway_unavailable(ngx_env_gateway_slot_t *slot, ngx_str_t *key)
+{
+    if (slot->stale) {
+        slot->status = NGX_ENVGW_FETCH_FOUND;
+        slot->cache = NGX_ENVGW_CACHE_STALE;
+        ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_STALE);
+        ngx_log_error(NGX_LOG_WARN, slot->waiter->request->connection->log,
+                      0, "env_gateway: redis unavailable, serving stale "
+                      "\"%V\"", key);
+        return;
+    }
+
+    slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
+}
 
 
 static ngx_env_gateway_inflight_t *
@@ -116,19 +185,13 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
     uint32_t                      hash;
     ngx_int_t                     rc;
     ngx_str_t                     key;
+    ngx_uint_t                    negative;
     const char                   *argv[2];
     size_t                        argvlen[2];
     ngx_env_gateway_inflight_t   *f;
     ngx_env_gateway_main_conf_t  *gmcf;
 
     gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
-
-    if (!ngx_env_gateway_inflight_ready) {
-        ngx_rbtree_init(&ngx_env_gateway_inflight,
-                        &ngx_env_gateway_inflight_sentinel,
-                        ngx_env_gateway_inflight_insert);
-        ngx_env_gateway_inflight_ready = 1;
-    }
 
     len = gmcf->prefix.len + family->len + id->len;
     if (id2) {
@@ -149,6 +212,27 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
     }
     key.len = p - key.data;
 
+    slot->stale = 0;
+    slot->cache = NGX_ENVGW_CACHE_NONE;
+
+    if (gmcf->cache_zone) {
+        rc = ngx_env_gateway_cache_get(gmcf->cache_zone, &key, r->pool,
+                                       &slot->rec, &negative);
+
+        if (rc == NGX_OK) {
+            slot->cache = NGX_ENVGW_CACHE_HIT;
+            slot->status = negative ? NGX_ENVGW_FETCH_NOT_FOUND
+                                    : NGX_ENVGW_FETCH_FOUND;
+            ngx_env_gateway_metric_inc(negative ? NGX_ENVGW_M_CACHE_NEG_HIT
+                                                : NGX_ENVGW_M_CACHE_HIT);
+            return NGX_OK;
+        }
+
+        slot->stale = (rc == NGX_BUSY && gmcf->cache_stale);
+        slot->cache = NGX_ENVGW_CACHE_MISS;
+        ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_MISS);
+    }
+
     hash = ngx_crc32_short(key.data, key.len);
 
     f = ngx_env_gateway_inflight_find(&key, hash);
@@ -165,6 +249,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_memcpy(f->key.data, key.data, key.len);
         f->kind = kind;
         f->node.key = hash;
+        f->epoch = ngx_env_gateway_epoch();
         ngx_queue_init(&f->waiters);
 
         argv[0] = "GET";
@@ -183,7 +268,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
             }
 
             /* disconnected: answer now rather than queue behind an outage */
-            slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
+            ngx_env_gateway_unavailable(slot, &key);
             return NGX_OK;
         }
 
@@ -211,6 +296,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     ngx_http_request_t          *r;
     ngx_env_gateway_slot_t      *slot;
     ngx_env_gateway_waiter_t    *w;
+    ngx_env_gateway_main_conf_t *gmcf;
     ngx_env_gateway_inflight_t  *f = data;
 
     ngx_rbtree_delete(&ngx_env_gateway_inflight, &f->node);
@@ -248,6 +334,20 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         status = NGX_ENVGW_FETCH_MALFORMED;
     }
 
+    gmcf = ngx_env_gateway_gmcf;
+
+    if (gmcf->cache_zone && f->epoch == ngx_env_gateway_epoch()) {
+        if (status == NGX_ENVGW_FETCH_FOUND) {
+            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->key, blob,
+                                      blob_len, gmcf->cache_ttl,
+                                      gmcf->cache_stale);
+
+        } else if (status == NGX_ENVGW_FETCH_NOT_FOUND) {
+            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->key, NULL, 0,
+                                      gmcf->cache_negative_ttl, 0);
+        }
+    }
+
     while (!ngx_queue_empty(&f->waiters)) {
         q = ngx_queue_head(&f->waiters);
         ngx_queue_remove(q);
@@ -259,7 +359,10 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         w = slot->waiter;
         r = w->request;
 
-        if (status == NGX_ENVGW_FETCH_FOUND
+        if (status == NGX_ENVGW_FETCH_UNAVAILABLE) {
+            ngx_env_gateway_unavailable(slot, &f->key);
+
+        } else if (status == NGX_ENVGW_FETCH_FOUND
             && ngx_env_gateway_record_load(r->pool, blob, blob_len,
                                            &slot->rec)
                != NGX_OK)

@@ -14,6 +14,15 @@
  * that into 503), and the next server of the failover list is tried; when
  * the whole list failed, a reconnect timer backs off from 50ms to 500ms.
  * While disconnected, new commands are refused at once instead of queueing.
+ * Commands queued while connecting were never sent: when that connect
+ * fails they move on to the next server instead of failing.  Connected to
+ * a later server, the client returns to the first one every primary_retry
+ * (when idle), so a healed primary is used again.
+ *
+ * Each worker also keeps a subscriber connection on <prefix>invalidate:
+ * a message names a changed key, which is dropped from the shared cache.
+ * After a gap in that subscription (reconnect), the whole cache is dropped,
+ * since nothing in it can be known to be fresh.
  */
 
 #include "ngx_env_gateway.h"
@@ -28,12 +37,14 @@
 #define NGX_ENVGW_BACKOFF_MIN         50
 #define NGX_ENVGW_BACKOFF_MAX         500
 #define NGX_ENVGW_OUT_MIN             16384
+#define NGX_ENVGW_PING_INTERVAL       5000
 
 
 typedef struct {
     ngx_queue_t                        queue;
     ngx_env_gateway_redis_handler_pt   handler;
     void                              *data;
+    uint64_t                           sent;      /* usec, for the RTT */
 } ngx_env_gateway_cmd_t;
 
 
@@ -57,8 +68,14 @@ typedef struct {
 
     ngx_event_t                        flush;
     ngx_event_t                        reconnect;
+    ngx_event_t                        primary;   /* return to server 0 */
+    ngx_event_t                        ping;      /* subscriber health */
     ngx_msec_t                         backoff;
     ngx_log_t                         *log;
+
+    unsigned                           subscriber:1;
+    unsigned                           subscribed:1;
+    unsigned                           ever_subscribed:1;
 } ngx_env_gateway_redis_t;
 
 
@@ -79,23 +96,47 @@ static void ngx_env_gateway_redis_handshake_reply(void *data,
     redisReply *reply);
 
 
+static void ngx_env_gateway_redis_primary_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_ping_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_subscribed(void *data, redisReply *reply);
+static void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
+static ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_env_gateway_redis_handler_pt handler, void *data);
+static void ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc,
+    redisReply *reply);
+
+
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;
+static ngx_env_gateway_redis_t  *ngx_env_gateway_redis_sub;
 
 
-ngx_int_t
-ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
-    ngx_env_gateway_main_conf_t *gmcf)
+static uint64_t
+ngx_env_gateway_usec(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+static ngx_env_gateway_redis_t *
+ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf, ngx_uint_t subscriber)
 {
     ngx_env_gateway_redis_t  *rc;
 
     rc = ngx_pcalloc(cycle->pool, sizeof(ngx_env_gateway_redis_t));
     if (rc == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     rc->gmcf = gmcf;
     rc->log = cycle->log;
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+    rc->subscriber = subscriber;
 
     ngx_queue_init(&rc->cmds);
     ngx_queue_init(&rc->free);
@@ -104,26 +145,54 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     rc->flush.data = rc;
     rc->flush.log = cycle->log;
 
-    /* a pending reconnect must not hold up a graceful shutdown */
+    /* background timers must not hold up a graceful shutdown */
     rc->reconnect.handler = ngx_env_gateway_redis_reconnect_handler;
     rc->reconnect.data = rc;
     rc->reconnect.log = cycle->log;
     rc->reconnect.cancelable = 1;
 
-    ngx_env_gateway_redis = rc;
+    rc->primary.handler = ngx_env_gateway_redis_primary_handler;
+    rc->primary.data = rc;
+    rc->primary.log = cycle->log;
+    rc->primary.cancelable = 1;
 
-    ngx_env_gateway_redis_connect(rc);
+    rc->ping.handler = ngx_env_gateway_redis_ping_handler;
+    rc->ping.data = rc;
+    rc->ping.log = cycle->log;
+    rc->ping.cancelable = 1;
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf)
+{
+    ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf, 0);
+    if (ngx_env_gateway_redis == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_redis_connect(ngx_env_gateway_redis);
+
+    if (gmcf->cache_zone) {
+        ngx_env_gateway_redis_sub = ngx_env_gateway_redis_create(cycle, gmcf,
+                                                                 1);
+        if (ngx_env_gateway_redis_sub == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_env_gateway_redis_connect(ngx_env_gateway_redis_sub);
+    }
 
     return NGX_OK;
 }
 
 
-void
-ngx_env_gateway_redis_exit_worker(void)
+static void
+ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
 {
-    ngx_env_gateway_redis_t  *rc;
-
-    rc = ngx_env_gateway_redis;
     if (rc == NULL) {
         return;
     }
@@ -134,7 +203,30 @@ ngx_env_gateway_redis_exit_worker(void)
         ngx_del_timer(&rc->reconnect);
     }
 
+    if (rc->primary.timer_set) {
+        ngx_del_timer(&rc->primary);
+    }
+
+    if (rc->ping.timer_set) {
+        ngx_del_timer(&rc->ping);
+    }
+}
+
+
+void
+ngx_env_gateway_redis_exit_worker(void)
+{
+    ngx_env_gateway_redis_t  *rc, *sub;
+
+    rc = ngx_env_gateway_redis;
+    sub = ngx_env_gateway_redis_sub;
+
+    /* "shutdown" for fail(): no reconnects, no error lines */
     ngx_env_gateway_redis = NULL;
+    ngx_env_gateway_redis_sub = NULL;
+
+    ngx_env_gateway_redis_close(rc);
+    ngx_env_gateway_redis_close(sub);
 }
 
 
@@ -143,7 +235,6 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
     void *data)
 {
-    ngx_env_gateway_cmd_t    *cmd;
     ngx_env_gateway_redis_t  *rc;
 
     rc = ngx_env_gateway_redis;
@@ -151,6 +242,17 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
     if (rc == NULL || rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
         return NGX_DECLINED;
     }
+
+    return ngx_env_gateway_redis_send(rc, argc, argv, argvlen, handler, data);
+}
+
+
+static ngx_int_t
+ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_env_gateway_redis_handler_pt handler, void *data)
+{
+    ngx_env_gateway_cmd_t  *cmd;
 
     cmd = ngx_env_gateway_redis_cmd_alloc(rc);
     if (cmd == NULL) {
@@ -164,8 +266,11 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
 
     cmd->handler = handler;
     cmd->data = data;
+    cmd->sent = 0;
     ngx_queue_insert_tail(&rc->cmds, &cmd->queue);
     rc->ncmds++;
+
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_COMMANDS);
 
     if (rc->state == NGX_ENVGW_REDIS_READY && !rc->flush.posted) {
         ngx_post_event(&rc->flush, &ngx_posted_events);
@@ -335,7 +440,14 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
 
     ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                  "env_gateway: connected to redis %V", &srv->name);
+                  "env_gateway: connected to redis %V%s", &srv->name,
+                  rc->subscriber ? " (invalidations)" : "");
+
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_CONNECTS);
+
+    if (rc->current != 0 && !rc->primary.timer_set) {
+        ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
+    }
 
     /*
      * AUTH and SELECT must precede whatever was queued while connecting:
@@ -401,7 +513,160 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         ngx_queue_add(&rc->cmds, &handshake);
     }
 
+    if (rc->subscriber) {
+        argv[0] = "SUBSCRIBE";
+        argvlen[0] = 9;
+        argv[1] = (const char *) rc->gmcf->channel.data;
+        argvlen[1] = rc->gmcf->channel.len;
+
+        if (ngx_env_gateway_redis_send(rc, 2, argv, argvlen,
+                                       ngx_env_gateway_redis_subscribed, rc)
+            != NGX_OK)
+        {
+            ngx_env_gateway_redis_fail(rc, "out of memory");
+            return;
+        }
+    }
+
     ngx_env_gateway_redis_flush(rc);
+}
+
+
+static void
+ngx_env_gateway_redis_subscribed(void *data, redisReply *reply)
+{
+    ngx_env_gateway_redis_t  *rc = data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "env_gateway: SUBSCRIBE %V refused",
+                      &rc->gmcf->channel);
+        ngx_env_gateway_redis_fail(rc, "subscribe failed");
+        return;
+    }
+
+    rc->subscribed = 1;
+
+    /*
+     * A re-subscription follows a gap in which messages may have been
+     * lost: drop everything.  The first one at worker start needs no drop
+     * unless no other process is subscribed (cache zone kept over a gap).
+     */
+    if (rc->ever_subscribed
+        || !ngx_env_gateway_subscriber_overlap(1))
+    {
+        ngx_env_gateway_invalidate(NULL);
+    }
+
+    rc->ever_subscribed = 1;
+
+    if (!rc->ping.timer_set) {
+        ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
+    }
+}
+
+
+static void
+ngx_env_gateway_redis_ping_handler(ngx_event_t *ev)
+{
+    const char               *argv[1];
+    size_t                    argvlen[1];
+    ngx_env_gateway_redis_t  *rc = ev->data;
+
+    if (rc->state != NGX_ENVGW_REDIS_READY || !rc->subscribed) {
+        return;
+    }
+
+    /* a silent peer is found by the read timeout of this PING */
+    argv[0] = "PING";
+    argvlen[0] = 4;
+
+    if (ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
+                                   ngx_env_gateway_redis_ignore, rc)
+        != NGX_OK)
+    {
+        ngx_env_gateway_redis_fail(rc, "out of memory");
+        return;
+    }
+
+    ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
+}
+
+
+static void
+ngx_env_gateway_redis_ignore(void *data, redisReply *reply)
+{
+}
+
+
+/* a "message" push on the subscriber connection */
+static void
+ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc, redisReply *reply)
+{
+    ngx_str_t    key;
+    redisReply  *payload;
+
+    payload = reply->element[2];
+
+    if (payload->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    key.data = (u_char *) payload->str;
+    key.len = payload->len;
+
+    ngx_env_gateway_invalidate(&key);
+}
+
+
+static ngx_uint_t
+ngx_env_gateway_redis_is_message(redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+           && reply->element[0]->type == REDIS_REPLY_STRING
+           && reply->element[0]->len == 7
+           && ngx_strncmp(reply->element[0]->str, "message", 7) == 0;
+}
+
+
+/* connected to a later server: go back to the first when idle */
+static void
+ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_redis_t  *rc = ev->data;
+
+    if (rc->current == 0 || ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (rc->state != NGX_ENVGW_REDIS_READY || rc->ncmds || rc->out_len) {
+        ngx_add_timer(&rc->primary, 100);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                  "env_gateway: trying the first redis server again");
+
+    ngx_close_connection(rc->c);
+    rc->c = NULL;
+    rc->peer.connection = NULL;
+    redisReaderFree(rc->reader);
+    rc->reader = NULL;
+
+    if (rc->subscribed) {
+        rc->subscribed = 0;
+        ngx_env_gateway_subscriber_overlap(0);
+    }
+
+    rc->current = 0;
+    rc->failures = 0;
+    rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
+
+    ngx_env_gateway_redis_connect(rc);
 }
 
 
@@ -485,6 +750,9 @@ static void
 ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 {
     ssize_t                    n;
+    uint64_t                   now;
+    ngx_queue_t               *q;
+    ngx_env_gateway_cmd_t     *cmd;
     ngx_connection_t          *c;
     ngx_env_gateway_server_t  *srv;
 
@@ -512,6 +780,25 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
     if (rc->out_pos == rc->out_len) {
         rc->out_pos = 0;
         rc->out_len = 0;
+    }
+
+    /* stamp the commands written now (newest last: walk back) */
+    now = 0;
+
+    for (q = ngx_queue_last(&rc->cmds);
+         q != ngx_queue_sentinel(&rc->cmds);
+         q = ngx_queue_prev(q))
+    {
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+        if (cmd->sent) {
+            break;
+        }
+
+        if (now == 0) {
+            now = ngx_env_gateway_usec();
+        }
+
+        cmd->sent = now;
     }
 
     /*
@@ -576,6 +863,14 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
+            if (rc->subscriber && rc->subscribed
+                && ngx_env_gateway_redis_is_message(reply))
+            {
+                ngx_env_gateway_redis_message(rc, reply);
+                freeReplyObject(reply);
+                continue;
+            }
+
             if (ngx_queue_empty(&rc->cmds)) {
                 freeReplyObject(reply);
                 ngx_env_gateway_redis_fail(rc, "unexpected reply");
@@ -586,6 +881,11 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
             ngx_queue_remove(q);
             rc->ncmds--;
             cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+            if (cmd->sent) {
+                ngx_env_gateway_metric_rtt(ngx_env_gateway_usec()
+                                           - cmd->sent);
+            }
 
             cmd->handler(cmd->data, reply);
 
@@ -622,24 +922,44 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 static void
 ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
 {
-    ngx_uint_t                 n, was_ready, shutdown;
+    ngx_uint_t                 n, was_ready, keep, shutdown;
     ngx_queue_t               *q, failed;
     ngx_env_gateway_cmd_t     *cmd;
     ngx_env_gateway_server_t  *srv;
 
     srv = rc->gmcf->servers->elts;
     n = rc->gmcf->servers->nelts;
-    shutdown = (ngx_env_gateway_redis == NULL || ngx_exiting || ngx_quit
-                || ngx_terminate);
+    shutdown = (rc != ngx_env_gateway_redis && rc != ngx_env_gateway_redis_sub)
+               || ngx_exiting || ngx_quit || ngx_terminate;
 
     if (why && !shutdown) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "env_gateway: redis %V: %s, %ui command(s) failed",
-                      &srv[rc->current].name, why, rc->ncmds);
+                      &srv[rc->current].name, why,
+                      (rc->state == NGX_ENVGW_REDIS_CONNECTING && n > 1)
+                      ? 0 : rc->ncmds);
+    }
+
+    if (!shutdown) {
+        ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
+                                   ? NGX_ENVGW_M_REDIS_TIMEOUTS
+                                   : NGX_ENVGW_M_REDIS_ERRORS);
     }
 
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
+
+    /*
+     * Commands queued while connecting were never sent: while another
+     * server of the list remains to be tried this round, they wait for it.
+     */
+    keep = (!shutdown && !was_ready && rc->failures + 1 < n);
+
     rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
+
+    if (rc->subscribed) {
+        rc->subscribed = 0;
+        ngx_env_gateway_subscriber_overlap(0);
+    }
 
     if (rc->c) {
         ngx_close_connection(rc->c);
@@ -656,23 +976,29 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
         ngx_delete_posted_event(&rc->flush);
     }
 
-    rc->out_pos = 0;
-    rc->out_len = 0;
-
-    /* handlers may queue new commands: they are refused while we fail */
-    ngx_queue_init(&failed);
-    if (!ngx_queue_empty(&rc->cmds)) {
-        ngx_queue_add(&failed, &rc->cmds);
-        ngx_queue_init(&rc->cmds);
+    if (rc->primary.timer_set) {
+        ngx_del_timer(&rc->primary);
     }
-    rc->ncmds = 0;
 
-    while (!ngx_queue_empty(&failed)) {
-        q = ngx_queue_head(&failed);
-        ngx_queue_remove(q);
-        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-        cmd->handler(cmd->data, NULL);
-        ngx_queue_insert_head(&rc->free, &cmd->queue);
+    if (!keep) {
+        rc->out_pos = 0;
+        rc->out_len = 0;
+
+        /* handlers may queue new commands: they are refused meanwhile */
+        ngx_queue_init(&failed);
+        if (!ngx_queue_empty(&rc->cmds)) {
+            ngx_queue_add(&failed, &rc->cmds);
+            ngx_queue_init(&rc->cmds);
+        }
+        rc->ncmds = 0;
+
+        while (!ngx_queue_empty(&failed)) {
+            q = ngx_queue_head(&failed);
+            ngx_queue_remove(q);
+            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+            cmd->handler(cmd->data, NULL);
+            ngx_queue_insert_head(&rc->free, &cmd->queue);
+        }
     }
 
     if (shutdown || rc->reconnect.timer_set) {
@@ -689,6 +1015,12 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
     rc->failures++;
 
     if (rc->failures < n) {
+        /* keep queued commands connectable: state is "connecting" */
+        if (keep) {
+            ngx_env_gateway_redis_connect(rc);
+            return;
+        }
+
         ngx_add_timer(&rc->reconnect, 1);
         return;
     }

@@ -91,6 +91,8 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     rf = &ngx_env_gateway_refusals[refusal];
     ctx->refusal = refusal;
 
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + refusal);
+
     ngx_log_error(glcf->log_level, r->connection->log, 0,
                   "env_gateway: refused %ui %s token_id=\"%V\" "
                   "environment_id=\"%V\" account=\"%V\"",

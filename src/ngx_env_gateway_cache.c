@@ -1,0 +1,434 @@
+/*
+ * env_gateway: the shared-memory record cache.
+ *
+ * One zone for all workers: an rbtree keyed by crc32 of the Redis key (then
+ * the key itself), holding parsed record blobs, so a warm hit is a lookup
+ * and a memcpy into the request pool: no JSON, no Redis.
+ *
+ * Positive and negative ("no such key") entries live on separate LRU queues
+ * and negatives may use at most a quarter of the zone: a flood of unknown
+ * tokens evicts other negatives, never a good entry.  Redis errors are
+ * never cached.  A full zone evicts the least recently used entries instead
+ * of failing, and never logs [crit] (log_nomem off).  The zone survives a
+ * HUP reload (same name and size).
+ *
+ * Times are ngx_current_msec, a monotonic clock shared by all processes.
+ */
+
+#include "ngx_env_gateway.h"
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;
+    ngx_queue_t                queue;
+    ngx_msec_t                 expires;
+    ngx_msec_t                 stale_until;
+    uint32_t                   size;        /* bytes allocated */
+    uint16_t                   key_len;
+    uint8_t                    negative;
+    uint8_t                    pad;
+    uint32_t                   blob_len;
+    u_char                     data[1];     /* key, then blob (aligned) */
+} ngx_env_gateway_cnode_t;
+
+
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                lru[2];      /* [0] positive, [1] negative */
+    ngx_uint_t                 count[2];
+    size_t                     bytes[2];
+    size_t                     size;        /* of the zone */
+} ngx_env_gateway_shcache_t;
+
+
+typedef struct {
+    ngx_env_gateway_shcache_t *sh;
+    ngx_slab_pool_t           *shpool;
+} ngx_env_gateway_cache_ctx_t;
+
+
+#define ngx_env_gateway_cnode_blob(n)                                      \
+    ((n)->data + ngx_align((n)->key_len, 8))
+
+
+static void
+ngx_env_gateway_cache_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t        **p;
+    ngx_env_gateway_cnode_t   *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            n = (ngx_env_gateway_cnode_t *) node;
+            t = (ngx_env_gateway_cnode_t *) temp;
+
+            p = (ngx_memn2cmp(n->data, t->data, n->key_len, t->key_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_int_t
+ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_env_gateway_cache_ctx_t  *octx = data;
+
+    size_t                        len;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* HUP reload: keep the entries */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_env_gateway_shcache_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->shpool->data = ctx->sh;
+
+    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
+                    ngx_env_gateway_cache_insert_value);
+    ngx_queue_init(&ctx->sh->lru[0]);
+    ngx_queue_init(&ctx->sh->lru[1]);
+    ctx->sh->size = shm_zone->shm.size;
+
+    len = sizeof(" in env_gateway_cache zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in env_gateway_cache zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_env_gateway_cache_create(ngx_conf_t *cf, ngx_env_gateway_main_conf_t *gmcf,
+    ngx_str_t *name, size_t size)
+{
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_env_gateway_cache_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    gmcf->cache_zone = ngx_shared_memory_add(cf, name, size,
+                                             &ngx_env_gateway_module);
+    if (gmcf->cache_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (gmcf->cache_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is already used", name);
+        return NGX_ERROR;
+    }
+
+    gmcf->cache_zone->init = ngx_env_gateway_cache_init_zone;
+    gmcf->cache_zone->data = ctx;
+
+    return NGX_OK;
+}
+
+
+static ngx_env_gateway_cnode_t *
+ngx_env_gateway_cache_find(ngx_env_gateway_shcache_t *sh, ngx_str_t *key,
+    uint32_t hash)
+{
+    ngx_int_t                 rc;
+    ngx_rbtree_node_t        *node, *sentinel;
+    ngx_env_gateway_cnode_t  *n;
+
+    node = sh->rbtree.root;
+    sentinel = sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        n = (ngx_env_gateway_cnode_t *) node;
+
+        rc = ngx_memn2cmp(key->data, n->data, key->len, n->key_len);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_env_gateway_cache_remove(ngx_env_gateway_cache_ctx_t *ctx,
+    ngx_env_gateway_cnode_t *n)
+{
+    ngx_rbtree_delete(&ctx->sh->rbtree, &n->node);
+    ngx_queue_remove(&n->queue);
+    ctx->sh->count[n->negative]--;
+    ctx->sh->bytes[n->negative] -= n->size;
+    ngx_slab_free_locked(ctx->shpool, n);
+}
+
+
+/* drop the least recently used entry of a class; 0 if there was none */
+static ngx_uint_t
+ngx_env_gateway_cache_evict(ngx_env_gateway_cache_ctx_t *ctx,
+    ngx_uint_t negative)
+{
+    ngx_queue_t              *q;
+    ngx_env_gateway_cnode_t  *n;
+
+    if (ngx_queue_empty(&ctx->sh->lru[negative])) {
+        return 0;
+    }
+
+    q = ngx_queue_last(&ctx->sh->lru[negative]);
+    n = ngx_queue_data(q, ngx_env_gateway_cnode_t, queue);
+
+    ngx_env_gateway_cache_remove(ctx, n);
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_EVICTIONS);
+
+    return 1;
+}
+
+
+/*
+ * Look a key up.  NGX_OK: a fresh entry (a positive one is loaded into rec;
+ * *negative tells which).  NGX_BUSY: only a stale positive entry, loaded
+ * into rec, usable if Redis fails.  NGX_DECLINED: nothing usable.
+ */
+ngx_int_t
+ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_pool_t *pool, ngx_env_gateway_record_t *rec, ngx_uint_t *negative)
+{
+    uint32_t                      hash;
+    ngx_int_t                     rc;
+    ngx_msec_t                    now;
+    ngx_env_gateway_cnode_t      *n;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+    now = ngx_current_msec;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
+
+    if (n == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    if ((ngx_msec_int_t) (n->expires - now) > 0) {
+        rc = NGX_OK;
+        ngx_queue_remove(&n->queue);
+        ngx_queue_insert_head(&ctx->sh->lru[n->negative], &n->queue);
+
+    } else if (!n->negative && (ngx_msec_int_t) (n->stale_until - now) > 0) {
+        rc = NGX_BUSY;
+
+    } else {
+        ngx_env_gateway_cache_remove(ctx, n);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    *negative = n->negative;
+
+    if (!n->negative
+        && ngx_env_gateway_record_load(pool, ngx_env_gateway_cnode_blob(n),
+                                       n->blob_len, rec)
+           != NGX_OK)
+    {
+        rc = NGX_DECLINED;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/* store a positive entry (blob) or a negative one (blob == NULL) */
+void
+ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
+    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale)
+{
+    size_t                        size;
+    uint32_t                      hash;
+    ngx_uint_t                    negative;
+    ngx_env_gateway_cnode_t      *n;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    if (ttl == 0 || key->len > 0xffff) {
+        return;
+    }
+
+    ctx = zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+    negative = (blob == NULL);
+
+    size = offsetof(ngx_env_gateway_cnode_t, data) + ngx_align(key->len, 8)
+           + blob_len;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
+    if (n) {
+        ngx_env_gateway_cache_remove(ctx, n);
+    }
+
+    /* negatives stay within a quarter of the zone, evicting each other */
+    if (negative) {
+        while (ctx->sh->bytes[1] + size > ctx->sh->size / 4) {
+            if (!ngx_env_gateway_cache_evict(ctx, 1)) {
+                break;
+            }
+        }
+    }
+
+    for ( ;; ) {
+        n = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (n) {
+            break;
+        }
+
+        /* a negative never evicts a positive entry */
+        if (ngx_env_gateway_cache_evict(ctx, 1)) {
+            continue;
+        }
+
+        if (negative || !ngx_env_gateway_cache_evict(ctx, 0)) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return;
+        }
+    }
+
+    n->node.key = hash;
+    n->expires = ngx_current_msec + ttl;
+    n->stale_until = n->expires + stale;
+    n->size = size;
+    n->key_len = key->len;
+    n->negative = negative;
+    n->blob_len = blob_len;
+    ngx_memcpy(n->data, key->data, key->len);
+
+    if (blob_len) {
+        ngx_memcpy(ngx_env_gateway_cnode_blob(n), blob, blob_len);
+    }
+
+    ngx_rbtree_insert(&ctx->sh->rbtree, &n->node);
+    ngx_queue_insert_head(&ctx->sh->lru[negative], &n->queue);
+    ctx->sh->count[negative]++;
+    ctx->sh->bytes[negative] += size;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key)
+{
+    ngx_env_gateway_cnode_t      *n;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    n = ngx_env_gateway_cache_find(ctx->sh, key,
+                                   ngx_crc32_short(key->data, key->len));
+    if (n) {
+        ngx_env_gateway_cache_remove(ctx, n);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* after a gap in invalidations, nothing cached can be known to be fresh */
+void
+ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                    i;
+    ngx_queue_t                  *q;
+    ngx_env_gateway_cnode_t      *n;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < 2; i++) {
+        while (!ngx_queue_empty(&ctx->sh->lru[i])) {
+            q = ngx_queue_head(&ctx->sh->lru[i]);
+            n = ngx_queue_data(q, ngx_env_gateway_cnode_t, queue);
+            ngx_env_gateway_cache_remove(ctx, n);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
+    size_t *bytes)
+{
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    entries[0] = ctx->sh->count[0];
+    entries[1] = ctx->sh->count[1];
+    bytes[0] = ctx->sh->bytes[0];
+    bytes[1] = ctx->sh->bytes[1];
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}

@@ -1,0 +1,322 @@
+/*
+ * env_gateway: counters in shared memory (one small zone, summed over all
+ * workers by construction) and their Prometheus text exposition.
+ * Counters survive a HUP reload, as Prometheus expects of counters.
+ */
+
+#include "ngx_env_gateway.h"
+
+
+#define NGX_ENVGW_SUBSCRIBER_SLOTS  256
+
+typedef struct {
+    ngx_atomic_t   c[NGX_ENVGW_M_LAST];
+    /* pids of processes holding a live invalidation subscription */
+    ngx_atomic_t   subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
+} ngx_env_gateway_shmetrics_t;
+
+
+static ngx_env_gateway_shmetrics_t  *ngx_env_gateway_metrics;
+
+/* round-trip buckets, microseconds */
+static ngx_uint_t  ngx_env_gateway_rtt_le[NGX_ENVGW_RTT_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 500000
+};
+
+static const char  *ngx_env_gateway_result_names[NGX_ENVGW_NREFUSALS] = {
+    "allowed", "missing_token", "invalid_token",
+    "integrated_account_not_found", "missing_integrated_account_id",
+    "environment_mismatch", "method_not_found", "method_not_allowed",
+    "gateway_unavailable", "invalid_request", "gateway_misconfigured"
+};
+
+
+static ngx_int_t
+ngx_env_gateway_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        shm_zone->data = data;
+        ngx_env_gateway_metrics = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        ngx_env_gateway_metrics = shpool->data;
+        return NGX_OK;
+    }
+
+    ngx_env_gateway_metrics = ngx_slab_calloc(shpool,
+                                  sizeof(ngx_env_gateway_shmetrics_t));
+    if (ngx_env_gateway_metrics == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = ngx_env_gateway_metrics;
+    shm_zone->data = ngx_env_gateway_metrics;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_env_gateway_metrics_create(ngx_conf_t *cf)
+{
+    ngx_shm_zone_t  *zone;
+
+    static ngx_str_t  name = ngx_string("env_gateway_metrics");
+
+    zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
+                                 &ngx_env_gateway_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_env_gateway_metrics_init_zone;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_env_gateway_metric_inc(ngx_uint_t i)
+{
+    if (ngx_env_gateway_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_env_gateway_metrics->c[i], 1);
+    }
+}
+
+
+ngx_atomic_uint_t
+ngx_env_gateway_metric_get(ngx_uint_t i)
+{
+    return ngx_env_gateway_metrics ? ngx_env_gateway_metrics->c[i] : 0;
+}
+
+
+/*
+ * add: register this process as subscribed and tell whether another live
+ * process is subscribed too (then no invalidation was missed meanwhile);
+ * !add: unregister.  Slots of crashed processes are recognised by kill(0).
+ */
+ngx_uint_t
+ngx_env_gateway_subscriber_overlap(ngx_uint_t add)
+{
+    ngx_uint_t     i, other, mine;
+    ngx_atomic_t  *s;
+    ngx_pid_t      pid;
+
+    if (ngx_env_gateway_metrics == NULL) {
+        return 0;
+    }
+
+    s = ngx_env_gateway_metrics->subscribers;
+    other = 0;
+    mine = 0;
+
+    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
+        pid = (ngx_pid_t) s[i];
+
+        if (pid == ngx_pid) {
+            if (!add) {
+                (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
+            }
+            mine = 1;
+            continue;
+        }
+
+        if (pid == 0) {
+            if (add && !mine
+                && ngx_atomic_cmp_set(&s[i], 0, (ngx_atomic_uint_t) ngx_pid))
+            {
+                mine = 1;
+            }
+            continue;
+        }
+
+        if (kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+            other = 1;
+
+        } else {
+            /* a crashed process' slot */
+            (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
+        }
+    }
+
+    return other;
+}
+
+
+void
+ngx_env_gateway_metric_rtt(ngx_uint_t usec)
+{
+    ngx_uint_t  i;
+
+    if (ngx_env_gateway_metrics == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
+        if (usec <= ngx_env_gateway_rtt_le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(
+                      &ngx_env_gateway_metrics->c[NGX_ENVGW_M_RTT_BUCKET + i], 1);
+    (void) ngx_atomic_fetch_add(
+                      &ngx_env_gateway_metrics->c[NGX_ENVGW_M_RTT_SUM_US], usec);
+}
+
+
+#define NGX_ENVGW_LINE  256
+
+ngx_int_t
+ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
+{
+    size_t                        size, bytes[2];
+    u_char                       *p;
+    ngx_int_t                     rc;
+    ngx_buf_t                    *b;
+    ngx_uint_t                    i, cum, entries[2];
+    ngx_chain_t                   out;
+    ngx_atomic_t                 *c;
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_env_gateway_metrics == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
+    c = ngx_env_gateway_metrics->c;
+
+    entries[0] = entries[1] = 0;
+    bytes[0] = bytes[1] = 0;
+
+    if (gmcf->cache_zone) {
+        ngx_env_gateway_cache_stats(gmcf->cache_zone, entries, bytes);
+    }
+
+    size = (NGX_ENVGW_M_LAST + 40) * NGX_ENVGW_LINE;
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->last;
+
+    p = ngx_sprintf(p,
+            "# HELP env_gateway_requests_total Requests checked, by result.\n"
+            "# TYPE env_gateway_requests_total counter\n");
+
+    for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
+        p = ngx_sprintf(p, "env_gateway_requests_total{result=\"%s\"} %uA\n",
+                        ngx_env_gateway_result_names[i],
+                        c[NGX_ENVGW_M_REQUESTS + i]);
+    }
+
+    p = ngx_sprintf(p,
+            "# HELP env_gateway_cache_lookups_total Cache lookups, by outcome."
+            "\n# TYPE env_gateway_cache_lookups_total counter\n"
+            "env_gateway_cache_lookups_total{outcome=\"hit\"} %uA\n"
+            "env_gateway_cache_lookups_total{outcome=\"negative_hit\"} %uA\n"
+            "env_gateway_cache_lookups_total{outcome=\"miss\"} %uA\n"
+            "env_gateway_cache_lookups_total{outcome=\"stale\"} %uA\n"
+            "# HELP env_gateway_cache_evictions_total Entries evicted to make "
+            "room.\n# TYPE env_gateway_cache_evictions_total counter\n"
+            "env_gateway_cache_evictions_total %uA\n"
+            "# HELP env_gateway_cache_invalidations_total Keys dropped on "
+            "invalidation messages.\n"
+            "# TYPE env_gateway_cache_invalidations_total counter\n"
+            "env_gateway_cache_invalidations_total %uA\n"
+            "# HELP env_gateway_cache_flushes_total Whole-cache drops after "
+            "a gap in invalidations.\n"
+            "# TYPE env_gateway_cache_flushes_total counter\n"
+            "env_gateway_cache_flushes_total %uA\n"
+            "# HELP env_gateway_cache_entries Entries in the cache zone.\n"
+            "# TYPE env_gateway_cache_entries gauge\n"
+            "env_gateway_cache_entries{type=\"positive\"} %ui\n"
+            "env_gateway_cache_entries{type=\"negative\"} %ui\n"
+            "# HELP env_gateway_cache_bytes Bytes of entries in the cache "
+            "zone.\n# TYPE env_gateway_cache_bytes gauge\n"
+            "env_gateway_cache_bytes{type=\"positive\"} %uz\n"
+            "env_gateway_cache_bytes{type=\"negative\"} %uz\n",
+            c[NGX_ENVGW_M_CACHE_HIT], c[NGX_ENVGW_M_CACHE_NEG_HIT],
+            c[NGX_ENVGW_M_CACHE_MISS], c[NGX_ENVGW_M_CACHE_STALE],
+            c[NGX_ENVGW_M_CACHE_EVICTIONS],
+            c[NGX_ENVGW_M_INVALIDATIONS], c[NGX_ENVGW_M_CACHE_FLUSHES],
+            entries[0], entries[1], bytes[0], bytes[1]);
+
+    p = ngx_sprintf(p,
+            "# HELP env_gateway_redis_commands_total Redis commands sent.\n"
+            "# TYPE env_gateway_redis_commands_total counter\n"
+            "env_gateway_redis_commands_total %uA\n"
+            "# HELP env_gateway_redis_errors_total Redis failures (refused, "
+            "closed, error replies).\n"
+            "# TYPE env_gateway_redis_errors_total counter\n"
+            "env_gateway_redis_errors_total %uA\n"
+            "# HELP env_gateway_redis_timeouts_total Redis connect or read "
+            "timeouts.\n# TYPE env_gateway_redis_timeouts_total counter\n"
+            "env_gateway_redis_timeouts_total %uA\n"
+            "# HELP env_gateway_redis_reconnects_total Redis connections "
+            "established.\n"
+            "# TYPE env_gateway_redis_reconnects_total counter\n"
+            "env_gateway_redis_reconnects_total %uA\n"
+            "# HELP env_gateway_redis_rtt_seconds Redis round-trip time.\n"
+            "# TYPE env_gateway_redis_rtt_seconds histogram\n",
+            c[NGX_ENVGW_M_REDIS_COMMANDS], c[NGX_ENVGW_M_REDIS_ERRORS],
+            c[NGX_ENVGW_M_REDIS_TIMEOUTS], c[NGX_ENVGW_M_REDIS_CONNECTS]);
+
+    cum = 0;
+
+    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
+        cum += c[NGX_ENVGW_M_RTT_BUCKET + i];
+        p = ngx_sprintf(p,
+                        "env_gateway_redis_rtt_seconds_bucket{le=\"%ui.%06ui\"}"
+                        " %ui\n",
+                        ngx_env_gateway_rtt_le[i] / 1000000,
+                        ngx_env_gateway_rtt_le[i] % 1000000, cum);
+    }
+
+    cum += c[NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS];
+
+    p = ngx_sprintf(p,
+                    "env_gateway_redis_rtt_seconds_bucket{le=\"+Inf\"} %ui\n"
+                    "env_gateway_redis_rtt_seconds_sum %uA.%06uA\n"
+                    "env_gateway_redis_rtt_seconds_count %ui\n",
+                    cum, c[NGX_ENVGW_M_RTT_SUM_US] / 1000000,
+                    c[NGX_ENVGW_M_RTT_SUM_US] % 1000000, cum);
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
