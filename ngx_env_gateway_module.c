@@ -24,6 +24,10 @@ static char *ngx_env_gateway_account_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_prefix_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_route_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_body_field_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_cache_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
@@ -94,6 +98,34 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       ngx_env_gateway_account_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("env_gateway_route"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_env_gateway_route_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_account_body_field"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_env_gateway_body_field_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_tenant"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, tenant),
+      NULL },
+
+    { ngx_string("env_gateway_integration"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, integration),
       NULL },
 
     { ngx_string("env_gateway_hide_credentials"),
@@ -180,6 +212,16 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
     { ngx_string("env_gateway_tenant_id"), NULL,
       ngx_env_gateway_variable,
       offsetof(ngx_env_gateway_ctx_t, tenant_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_method"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, method),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("env_gateway_upstream_url"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, upstream_url),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("env_gateway_cache_status"), NULL,
@@ -398,6 +440,8 @@ ngx_env_gateway_create_loc_conf(ngx_conf_t *cf)
      *     glcf->account_arg = { 0, NULL };
      */
 
+    glcf->tenant = NGX_CONF_UNSET_PTR;
+    glcf->integration = NGX_CONF_UNSET_PTR;
     glcf->enable = NGX_CONF_UNSET;
     glcf->account_required = NGX_CONF_UNSET;
     glcf->hide_credentials = NGX_CONF_UNSET;
@@ -433,6 +477,16 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_value(conf->account_required, prev->account_required, 0);
+    ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
+    ngx_conf_merge_ptr_value(conf->integration, prev->integration, NULL);
+    ngx_conf_merge_str_value(conf->body_field, prev->body_field, "");
+
+    if (conf->route_resource && !conf->enable) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"env_gateway_route\" needs \"env_gateway on\" "
+                           "in the same location");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->enable) {
         gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
@@ -886,6 +940,83 @@ ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_env_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* env_gateway_route <resource> [<rest>] */
+static char *
+ngx_env_gateway_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_complex_value_t          *cv[2];
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (glcf->route_resource) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    cv[0] = NULL;
+    cv[1] = NULL;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        cv[i - 1] = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (cv[i - 1] == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &value[i];
+        ccv.complex_value = cv[i - 1];
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    glcf->route_resource = cv[0];
+    glcf->route_rest = (cf->args->nelts == 3) ? cv[1] : NULL;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_body_field_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t  *value;
+
+    if (glcf->body_field.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || ngx_strlchr(value[1].data,
+                                         value[1].data + value[1].len, '\0'))
+    {
+        return "needs a field name";
+    }
+
+    /* a NUL-terminated copy for jansson */
+    glcf->body_field.len = value[1].len;
+    glcf->body_field.data = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (glcf->body_field.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(glcf->body_field.data, value[1].data, value[1].len);
+    glcf->body_field.data[value[1].len] = '\0';
 
     return NGX_CONF_OK;
 }

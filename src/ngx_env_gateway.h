@@ -60,6 +60,12 @@ typedef struct {
     ngx_flag_t                   account_required;
     ngx_flag_t                   hide_credentials;
     ngx_uint_t                   log_level;
+
+    ngx_http_complex_value_t    *route_resource;    /* env_gateway_route */
+    ngx_http_complex_value_t    *route_rest;
+    ngx_str_t                    body_field;
+    ngx_http_complex_value_t    *tenant;
+    ngx_http_complex_value_t    *integration;
 } ngx_env_gateway_loc_conf_t;
 
 
@@ -248,11 +254,21 @@ typedef struct {
     ngx_str_t                    integration;
     ngx_str_t                    tenant_id;
 
+    ngx_str_t                    tenant_req;
+    ngx_str_t                    integration_req;
+    ngx_str_t                    body_account;
+    ngx_str_t                    resource;
+    ngx_str_t                    rest;
+    ngx_str_t                    method;
+    ngx_str_t                    upstream_url;
+
     ngx_uint_t                   refusal;       /* last refusal, for logs */
     ngx_str_t                    detail;        /* message override */
 
     unsigned                     account_bad:1; /* syntactically unusable */
-    unsigned                     account_fetched:1;
+    unsigned                     body_reading:1;
+    unsigned                     body_read:1;
+    unsigned                     body_parsed:1;
 } ngx_env_gateway_ctx_t;
 
 
@@ -313,6 +329,15 @@ ngx_int_t ngx_env_gateway_record_load(ngx_pool_t *pool, u_char *blob,
 ngx_int_t ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token);
 ngx_int_t ngx_env_gateway_token_syntax(ngx_str_t *token);
 void ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out);
+
+/* _route.c */
+ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
+    ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,
+    ngx_str_t **quad, ngx_str_t *method_name);
+ngx_int_t ngx_env_gateway_path_value_ok(ngx_str_t *v);
+ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
+    ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
+    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,

@@ -7,6 +7,8 @@
  *              a check that needs a record not fetched yet fetches it and
  *              suspends; evaluate is re-run from the top on resume, so it
  *              is a function of the slots' states.
+ *              -> route (404/405): the environment's integration record
+ *              names the method and the upstream URL.
  *   allow:     variables are set, credentials hidden from the upstream.
  *
  * Any outcome that is not a positive answer is a refusal: fail closed.
@@ -14,8 +16,11 @@
 
 #include "ngx_env_gateway.h"
 
+#include <jansson.h>
+
 
 #define NGX_ENVGW_ACCOUNT_MAX  256
+#define NGX_ENVGW_BODY_MAX     (1024 * 1024)
 
 #define NGX_ENVGW_ST_NEW       0
 #define NGX_ENVGW_ST_WAIT      1
@@ -29,6 +34,19 @@ static ngx_int_t ngx_env_gateway_evaluate(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static void ngx_env_gateway_resume(ngx_event_t *ev);
+static ngx_int_t ngx_env_gateway_account(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_env_gateway_record_t *tok);
+static ngx_int_t ngx_env_gateway_route(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
+static ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_invalid(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_env_gateway_account_syntax(ngx_str_t *id);
+static ngx_int_t ngx_env_gateway_read_body(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
+static void ngx_env_gateway_body_handler(ngx_http_request_t *r);
 static void ngx_env_gateway_cleanup(void *data);
 
 
@@ -93,7 +111,7 @@ ngx_env_gateway_access_handler(ngx_http_request_t *r)
             return rc;
         }
 
-    } else if (ctx->waiter.pending) {
+    } else if (ctx->waiter.pending || (ctx->body_reading && !ctx->body_read)) {
         return NGX_AGAIN;
 
     } else if (ctx->state == NGX_ENVGW_ST_DONE) {
@@ -431,6 +449,56 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
     }
 
+    if (glcf->tenant) {
+        if (ngx_http_complex_value(r, glcf->tenant, &ctx->tenant_req)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ctx->tenant_req.len
+            && ngx_env_gateway_path_value_ok(&ctx->tenant_req) != NGX_OK)
+        {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The tenant_id has characters that are not allowed.");
+        }
+    }
+
+    if (glcf->integration) {
+        if (ngx_http_complex_value(r, glcf->integration,
+                                   &ctx->integration_req)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_env_gateway_path_value_ok(&ctx->integration_req) != NGX_OK) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The integration name has characters that are not "
+                       "allowed.");
+        }
+    }
+
+    if (glcf->route_resource) {
+        if (ngx_http_complex_value(r, glcf->route_resource, &ctx->resource)
+            != NGX_OK
+            || (glcf->route_rest
+                && ngx_http_complex_value(r, glcf->route_rest, &ctx->rest)
+                   != NGX_OK))
+        {
+            return NGX_ERROR;
+        }
+
+        if (ctx->resource.len == 0
+            || ngx_env_gateway_path_value_ok(&ctx->resource) != NGX_OK
+            || ngx_env_gateway_path_value_ok(&ctx->rest) != NGX_OK)
+        {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "A path value has '/', '..', '?', '#', '%' or "
+                       "control characters.");
+        }
+    }
+
     /* 3. one round trip for everything known now */
 
     rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN],
@@ -483,7 +551,7 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
  */
 static ngx_int_t
 ngx_env_gateway_slot(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_uint_t i, ngx_str_t *id)
+    ngx_uint_t i, ngx_str_t *id, ngx_str_t *id2)
 {
     ngx_int_t                rc;
     ngx_env_gateway_slot_t  *slot;
@@ -492,7 +560,7 @@ ngx_env_gateway_slot(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (slot->status == NGX_ENVGW_FETCH_NONE) {
         rc = ngx_env_gateway_fetch(r, slot, i, &ngx_env_gateway_family[i],
-                                   id, NULL);
+                                   id, id2);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
@@ -523,12 +591,12 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
     ngx_int_t                  rc;
-    ngx_str_t                 *f, account;
+    ngx_str_t                 *f;
     ngx_env_gateway_record_t  *tok, *rec;
 
     /* token: 401 */
 
-    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_TOKEN, NULL);
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_TOKEN, NULL, NULL);
 
     if (rc == NGX_DECLINED) {
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
@@ -566,7 +634,8 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         /* an admin token may name another environment of its team */
 
-        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ENV, &ctx->env_req);
+        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ENV, &ctx->env_req,
+                                  NULL);
 
         if (rc == NGX_DECLINED) {
             return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
@@ -591,6 +660,50 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     /* account: 400/404 */
 
+    rc = ngx_env_gateway_account(r, ctx, glcf, tok);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* route: 404/405 */
+
+    if (glcf->route_resource) {
+        rc = ngx_env_gateway_route(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return ngx_env_gateway_allow(r, ctx, glcf);
+}
+
+
+static ngx_int_t
+ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t refusal, const char *why)
+{
+    ctx->detail.data = (u_char *) why;
+    ctx->detail.len = ngx_strlen(why);
+
+    return ngx_env_gateway_refuse(r, ctx, refusal);
+}
+
+
+/*
+ * The account the request acts on, from wherever it may be named: the
+ * request (query, header), the account token, a JSON body field, the
+ * tenant index.  Two sources that disagree are refused, never chosen from.
+ */
+static ngx_int_t
+ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_env_gateway_record_t *tok)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                 *f, account, *pair;
+    ngx_uint_t                 i;
+    ngx_env_gateway_record_t  *rec;
+
+    f = tok->fields;
     account = ctx->account_req;
 
     if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
@@ -604,19 +717,105 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         account = f[NGX_ENVGW_TOK_ACCOUNT_ID];
     }
 
+    if (glcf->body_field.len
+        && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)))
+    {
+        if (!ctx->body_read) {
+            return ngx_env_gateway_read_body(r, ctx);
+        }
+
+        if (!ctx->body_parsed) {
+            rc = ngx_env_gateway_body_account(r, ctx, glcf);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+        }
+
+        if (ctx->body_account.len) {
+            if (account.len
+                && ngx_env_gateway_str_ne(&account, &ctx->body_account))
+            {
+                return ngx_env_gateway_invalid(r, ctx,
+                           "The body and the request name different "
+                           "integrated accounts.");
+            }
+
+            account = ctx->body_account;
+        }
+    }
+
+    if (ctx->tenant_req.len) {
+        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_TENANT,
+                                  &ctx->environment_id, &ctx->tenant_req);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_env_gateway_refuse(r, ctx,
+                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_TENANT].rec;
+        pair = NULL;
+
+        for (i = 0; i + 1 < rec->nfields; i += 2) {
+            if (ctx->integration_req.len == 0
+                || !ngx_env_gateway_str_ne(&rec->fields[i],
+                                           &ctx->integration_req))
+            {
+                if (pair) {
+                    return ngx_env_gateway_invalid(r, ctx,
+                               "The tenant has several integrations: "
+                               "name one.");
+                }
+
+                pair = &rec->fields[i];
+            }
+        }
+
+        if (pair == NULL) {
+            return ngx_env_gateway_refuse(r, ctx,
+                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
+        }
+
+        if (account.len && ngx_env_gateway_str_ne(&account, &pair[1])) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The tenant and the request name different "
+                       "integrated accounts.");
+        }
+
+        account = pair[1];
+    }
+
     if (account.len == 0) {
-        if (glcf->account_required) {
+        if (glcf->account_required || glcf->route_resource) {
             return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_ACCOUNT);
         }
 
-        return ngx_env_gateway_allow(r, ctx, glcf);
+        return NGX_OK;
     }
 
-    if (ctx->account_bad) {
+    if (account.data != ctx->account_req.data) {
+        rc = ngx_env_gateway_account_syntax(&account);
+
+        if (rc == NGX_ABORT) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The integrated_account_id has characters that are "
+                       "not allowed.");
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_env_gateway_refuse(r, ctx,
+                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
+        }
+
+    } else if (ctx->account_bad) {
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
     }
 
-    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ACCOUNT, &account);
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_ACCOUNT, &account, NULL);
 
     if (rc == NGX_DECLINED) {
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
@@ -631,7 +830,7 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     /* another environment's account answers exactly like no account */
     if (!(rec->flags & NGX_ENVGW_ACC_ACTIVE)
         || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ACC_ENV_ID],
-                          &ctx->environment_id)
+                                  &ctx->environment_id)
         || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ACC_ID], &account))
     {
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
@@ -641,7 +840,230 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ctx->integration = rec->fields[NGX_ENVGW_ACC_INTEGRATION];
     ctx->tenant_id = rec->fields[NGX_ENVGW_ACC_TENANT_ID];
 
-    return ngx_env_gateway_allow(r, ctx, glcf);
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
+{
+    u_char                    *msg;
+    ngx_int_t                  rc;
+    ngx_str_t                 *quad, name, bad, consumed[6];
+    ngx_uint_t                 refusal, n;
+    ngx_env_gateway_record_t  *rec;
+    ngx_env_gateway_loc_conf_t *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+
+    if (ctx->integration.len == 0) {
+        return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_MISCONFIGURED,
+                   "The integrated account names no integration.");
+    }
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_SLOT_INTEGRATION,
+                              &ctx->environment_id, &ctx->integration);
+
+    if (rc != NGX_OK && rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    msg = ngx_pnalloc(r->pool, 256 + ctx->integration.len
+                               + ctx->resource.len + ctx->rest.len
+                               + r->method_name.len + ctx->environment.len
+                               + ctx->environment_id.len);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    name = ctx->environment.len ? ctx->environment : ctx->environment_id;
+
+    if (rc == NGX_DECLINED) {
+        ngx_sprintf(msg, "Integration %V is not installed in the %V "
+                    "environment, so %V.%V is not defined there.%Z",
+                    &ctx->integration, &name, &ctx->resource,
+                    ctx->rest.len ? &ctx->rest : &r->method_name);
+        return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_METHOD_NOT_FOUND,
+                                          (char *) msg);
+    }
+
+    rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_INTEGRATION].rec;
+
+    refusal = ngx_env_gateway_route_select(rec, &ctx->resource, &ctx->rest,
+                                           &r->method_name, &quad,
+                                           &ctx->method);
+
+    if (refusal == NGX_ENVGW_METHOD_NOT_FOUND) {
+        ngx_sprintf(msg, "Method %V of resource %V is not defined for "
+                    "integration %V in the %V environment.%Z",
+                    &ctx->method, &ctx->resource, &ctx->integration, &name);
+        return ngx_env_gateway_refuse_msg(r, ctx, refusal, (char *) msg);
+    }
+
+    if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED) {
+        ngx_sprintf(msg, "Method %V of resource %V takes %V, not %V.%Z",
+                    &ctx->method, &ctx->resource, &quad[2], &r->method_name);
+        return ngx_env_gateway_refuse_msg(r, ctx, refusal, (char *) msg);
+    }
+
+    n = 0;
+    ngx_str_set(&consumed[n++], "integrated_account_id");
+    ngx_str_set(&consumed[n++], "environment_id");
+    if (glcf->token_arg.len) {
+        consumed[n++] = glcf->token_arg;
+    }
+    if (glcf->account_arg.len) {
+        consumed[n++] = glcf->account_arg;
+    }
+
+    rc = ngx_env_gateway_route_url(r->pool, &rec->fields[NGX_ENVGW_INT_UPSTREAM],
+                                   &quad[3], &ctx->rest, &r->args, consumed,
+                                   n, &ctx->upstream_url, &bad);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_sprintf(msg, "Method %V of resource %V needs one query argument "
+                    "\"%V\" without path characters.%Z",
+                    &ctx->method, &ctx->resource, &bad);
+        return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_INVALID_REQUEST,
+                                          (char *) msg);
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* JSON body                                                           */
+
+static ngx_int_t
+ngx_env_gateway_read_body(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    ctx->body_reading = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_env_gateway_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_env_gateway_body_handler(ngx_http_request_t *r)
+{
+    ngx_env_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+    ctx->body_read = 1;
+
+    /* the upstream gets the body we read */
+    r->preserve_body = 1;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_env_gateway_body_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    u_char        *data, *p;
+    off_t          len, size;
+    json_t        *root, *v;
+    ssize_t        n;
+    ngx_buf_t     *b;
+    ngx_chain_t   *cl;
+    json_error_t   err;
+
+    ctx->body_parsed = 1;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (len > NGX_ENVGW_BODY_MAX) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The request body is too large to read the integrated "
+                   "account from.");
+    }
+
+    data = ngx_pnalloc(r->pool, len);
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = data;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size = ngx_buf_size(b);
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, size, b->file_pos);
+            if (n != size) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            ngx_memcpy(p, b->pos, size);
+        }
+
+        p += size;
+    }
+
+    /* duplicate keys are ambiguous: which one would the upstream read? */
+    root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &err);
+
+    if (root == NULL || !json_is_object(root)) {
+        json_decref(root);
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The request body is not a JSON object.");
+    }
+
+    v = json_object_get(root, (const char *) glcf->body_field.data);
+
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            json_decref(root);
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The integrated account in the body is not a "
+                       "non-empty string.");
+        }
+
+        ctx->body_account.len = json_string_length(v);
+        ctx->body_account.data = ngx_pnalloc(r->pool, ctx->body_account.len);
+        if (ctx->body_account.data == NULL) {
+            json_decref(root);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ctx->body_account.data, json_string_value(v),
+                   ctx->body_account.len);
+    }
+
+    json_decref(root);
+
+    return NGX_OK;
 }
 
 

@@ -142,8 +142,11 @@ sub start_nginx {
     $self->redis_port;
 
     my $workers = $opt{workers} || 1;
+    # workers must write request bodies into our 0700 temp dir
+    my $user = $> == 0 ? "user root root;" : "";
     my $conf = <<"CONF";
 load_module $self->{module};
+$user
 daemon off;
 master_process on;
 worker_processes $workers;
