@@ -11,6 +11,7 @@ use EnvGwTest;
 use Test::More;
 use Digest::SHA qw(sha256_hex);
 use JSON::PP;
+use IO::Socket::INET;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -526,6 +527,66 @@ for my $c (@inv) {
     my $n = blines();
     is($n, $seen, 'duplicate Authorization: backend saw nothing');
     $seen = $n;
+}
+
+# --- methods, bodies and keep-alive ------------------------------------------
+
+{
+    my $r = $t->http('HEAD', '/x', []);
+    is($r->{status}, 401, 'HEAD refused: 401');
+    is($r->{body}, '', 'HEAD refused: no body');
+    is($r->{headers}{'www-authenticate'}, 'Bearer realm="env_gateway"',
+       'HEAD refused: WWW-Authenticate');
+    $seen = blines();
+
+    refused($t->http('POST', '/x', [], 'x' x 65536), 401, 'missing_token',
+            'POST with a 64 KB body refused');
+    $r = $t->http('POST', '/x?integrated_account_id=acc_dev1',
+                  [ Authorization => "Bearer $tok{dev}" ], '{"a":1}');
+    passed($r, 'POST allowed');
+    like($r->{body}, qr/^backend POST /, 'backend saw a POST');
+}
+
+# a refused request's body is discarded, never read as the next request
+{
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$t->{port}",
+                                  Proto => 'tcp', Timeout => 5) or die;
+    my $inner = "GET /x?integrated_account_id=acc_prod1 HTTP/1.1\r\n"
+              . "Host: localhost\r\nAuthorization: Bearer $tok{prod}\r\n\r\n";
+    print $s "POST /x HTTP/1.1\r\nHost: localhost\r\n"
+           . "Content-Length: " . length($inner) . "\r\n\r\n$inner"
+           . "GET /x?integrated_account_id=acc_dev1 HTTP/1.1\r\n"
+           . "Host: localhost\r\nAuthorization: Bearer $tok{dev}\r\n"
+           . "Connection: close\r\n\r\n";
+    my $raw = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        local $/;
+        $raw = <$s> // '';
+        alarm 0;
+    };
+    alarm 0;
+    close $s;
+    my @st = $raw =~ m{^HTTP/1\.1 (\d+)}mg;
+    is_deeply(\@st, [ 401, 200 ],
+              'keep-alive: refused POST then allowed GET, body not a request');
+    unlike($raw, qr/acc_prod1/, 'the body was never proxied');
+    like($raw, qr/env=env_dev auth= key= vars=env_dev\|/,
+         'the second request is the dev one');
+    my $n = blines();
+    is($n, $seen + 1, 'keep-alive: backend saw exactly one request');
+    $seen = $n;
+}
+
+# a JSON record with a duplicated key is ambiguous: misconfigured
+{
+    my $raw = 'egw_dupkey_' . 'k' x 24;
+    $t->put('token:' . sha256_hex($raw), '{"token_id":"tok_dk",'
+        . '"team_id":"team_a","environment_id":"env_dev",'
+        . '"environment_id":"env_prod","kind":"data"}');
+    refused(get('/x', $raw), 500, 'gateway_misconfigured',
+            'token record with a duplicated key');
 }
 
 # --- hide credentials ------------------------------------------------------
