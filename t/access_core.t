@@ -507,6 +507,26 @@ for my $c (@inv) {
     $seen = blines();
 }
 
+# lookalikes that are not the consumed arguments pass
+for my $q ('q=a%20b&integrated_account_id=acc_dev1',
+           'integrated_account_id=acc_dev1&q=integrated_account_id',
+           'my_integrated_account_id=acc_prod1&integrated_account_id=acc_dev1',
+           'integrated_account_id=acc_dev1&xenvironment_id=env_prod')
+{
+    my $v = passed(get("/x?$q", $tok{dev}), "not ambiguous: ?$q");
+    is("$v->{environment_id}|$v->{account_id}", 'env_dev|acc_dev1',
+       "not ambiguous: ?$q: dev account");
+}
+
+# an account header given twice: the upstream may read either one
+{
+    local $TODO = 'a repeated account header is not refused';
+    my $r = $t->http('GET', '/hdracct/x', [ Authorization => "Bearer $tok{dev}",
+        'X-Account-Id' => 'acc_dev1', 'X-Account-Id' => 'acc_prod1' ]);
+    is($r->{status}, 400, 'account header twice: 400');
+    $seen = blines();
+}
+
 # raw '#' in the request line: either nginx or the module refuses it
 {
     my $r = get('/x?integrated_account_id=acc#dev1', $tok{dev});
