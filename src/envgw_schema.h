@@ -13,7 +13,7 @@
 #define ENVGW_KEY_TOKEN             "token:"        /* <sha256hex> */
 #define ENVGW_KEY_TOKEN_ID          "token_id:"     /* <token_id> */
 #define ENVGW_KEY_ENV               "env:"          /* <environment_id> */
-#define ENVGW_KEY_ACCOUNT           "account:"      /* <integrated_account_id> */
+#define ENVGW_KEY_ACCOUNT           "account:"      /* <account id> */
 #define ENVGW_KEY_TENANT            "tenant:"       /* <env_id>:<tenant_id> */
 #define ENVGW_KEY_INTEGRATION       "integration:"  /* <env_id>:<integration> */
 

@@ -649,7 +649,8 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         if (ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ENV_TEAM_ID],
                            &ctx->team_id)
-            || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ENV_ID], &ctx->env_req))
+            || ngx_env_gateway_str_ne(&rec->fields[NGX_ENVGW_ENV_ID],
+                                      &ctx->env_req))
         {
             return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
         }
@@ -916,7 +917,8 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
         consumed[n++] = glcf->account_arg;
     }
 
-    rc = ngx_env_gateway_route_url(r->pool, &rec->fields[NGX_ENVGW_INT_UPSTREAM],
+    rc = ngx_env_gateway_route_url(r->pool,
+                                   &rec->fields[NGX_ENVGW_INT_UPSTREAM],
                                    &quad[3], &ctx->rest, &r->args, consumed,
                                    n, &ctx->upstream_url, &bad);
 

@@ -154,7 +154,8 @@ ngx_env_gateway_subscriber_overlap(ngx_uint_t add)
 void
 ngx_env_gateway_metric_rtt(ngx_uint_t usec)
 {
-    ngx_uint_t  i;
+    ngx_uint_t     i;
+    ngx_atomic_t  *c;
 
     if (ngx_env_gateway_metrics == NULL) {
         return;
@@ -166,10 +167,10 @@ ngx_env_gateway_metric_rtt(ngx_uint_t usec)
         }
     }
 
-    (void) ngx_atomic_fetch_add(
-                      &ngx_env_gateway_metrics->c[NGX_ENVGW_M_RTT_BUCKET + i], 1);
-    (void) ngx_atomic_fetch_add(
-                      &ngx_env_gateway_metrics->c[NGX_ENVGW_M_RTT_SUM_US], usec);
+    c = ngx_env_gateway_metrics->c;
+
+    (void) ngx_atomic_fetch_add(&c[NGX_ENVGW_M_RTT_BUCKET + i], 1);
+    (void) ngx_atomic_fetch_add(&c[NGX_ENVGW_M_RTT_SUM_US], usec);
 }
 
 

@@ -110,8 +110,10 @@ ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
         if (verb->len == 3 && ngx_strncmp(verb->data, "GET", 3) == 0) {
             ngx_str_set(method_name, "get");
 
-        } else if ((verb->len == 5 && ngx_strncmp(verb->data, "PATCH", 5) == 0)
-                   || (verb->len == 3 && ngx_strncmp(verb->data, "PUT", 3) == 0))
+        } else if ((verb->len == 5
+                    && ngx_strncmp(verb->data, "PATCH", 5) == 0)
+                   || (verb->len == 3
+                       && ngx_strncmp(verb->data, "PUT", 3) == 0))
         {
             ngx_str_set(method_name, "update");
 
