@@ -43,16 +43,8 @@ deps:
 	        --no-install-recommends $$missing; \
 	fi
 
-$(NGX_BUILD)/Makefile: config
-	@test -d $(NGINX_SRC) || { echo "env_gateway: $(NGINX_SRC) not found: apt-get install nginx-dev" >&2; exit 1; }
-	rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGINX_SRC) $(NGX_BUILD)
-	cd $(NGX_BUILD) && . ./conf_flags && \
-	    ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR) \
-	        --with-cc-opt="-g -O2 -fPIC -Werror" > $(BUILD)/configure.log 2>&1 \
-	    || { tail -20 $(BUILD)/configure.log >&2; exit 1; }
-
-$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
-	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+$(MODULE): config $(MODULE_SRCS) scripts/build-module.sh
+	NGINX_SRC=$(NGINX_SRC) BUILD=$(BUILD) scripts/build-module.sh
 
 module: $(MODULE)
 
