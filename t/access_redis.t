@@ -111,6 +111,23 @@ sub send_request {
     return $s;
 }
 
+# the workers of an instance's nginx master; like EnvGwTest::worker_pids, but
+# safe against /proc entries that vanish while we scan (other tests running)
+sub workers {
+    my ($t) = @_;
+    my $m = $t->{pids}{nginx} or return ();
+    my @w;
+    for my $d (glob '/proc/[0-9]*') {
+        my ($pid) = $d =~ m{/proc/(\d+)$} or next;
+        open my $f, '<', "$d/stat" or next;
+        my $stat = <$f>;
+        close $f;
+        next unless defined $stat && $stat =~ /.*\)\s+\S+\s+(\d+)/s;
+        push @w, $pid if $1 == $m;
+    }
+    return sort { $a <=> $b } @w;
+}
+
 # --- 1. Redis down from the start, then up, down, up ----------------------
 
 my $t = EnvGwTest->new;
@@ -161,7 +178,7 @@ is($t->get('/x', $TOKEN)->{status}, 200,
 
 # --- 2. a paused Redis does not block the worker --------------------------
 
-my @w0 = $t->worker_pids;
+my @w0 = workers($t);
 is(scalar @w0, 1, 'one worker');
 
 pause_redis($t, 3000);
@@ -194,7 +211,7 @@ for my $case ([ 1000, 'read_timeout fires for gone clients' ],
               [ 150,  'replies arrive for gone clients' ])
 {
     my ($ms, $what) = @$case;
-    my @before = $t->worker_pids;
+    my @before = workers($t);
     pause_redis($t, $ms);
     my @socks;
     for my $i (1 .. 20) {
@@ -206,10 +223,33 @@ for my $case ([ 1000, 'read_timeout fires for gone clients' ],
     ok(defined wait_200($t, '/x?integrated_account_id=acc_dev1', 4),
        "$what: valid token 200 afterwards");
     is($t->get('/healthz')->{status}, 200, "$what: healthz");
-    is_deeply([ $t->worker_pids ], \@before, "$what: worker pid unchanged");
+    is_deeply([ workers($t) ], \@before, "$what: worker pid unchanged");
     log_clean($t, $what);
 }
-is_deeply([ $t->worker_pids ], \@w0, 'worker pid unchanged overall');
+is_deeply([ workers($t) ], \@w0, 'worker pid unchanged overall');
+
+# --- 3b. Redis goes away while lookups are in flight ---------------------------
+
+{
+    pause_redis($t, 3000);
+    my @socks = map { send_request($t, '/x?integrated_account_id=acc_dev1',
+                                   $TOKEN) } 1 .. 3;
+    sleep 0.1;
+    my $t0 = time;
+    $t->stop_pid('redis', 'KILL');
+    delete $t->{redis};
+    my @r = map { read_response($_, 5) } @socks;
+    my $dt = time - $t0;
+    close $_ for @socks;
+    is_deeply([ map { $_->{status} } @r ], [ 503, 503, 503 ],
+              'Redis killed mid-lookup: in-flight requests get 503');
+    ok($dt < 0.25, sprintf 'at once, not after read_timeout (%.3f s)', $dt);
+    $t->start_redis;
+    seed($t);
+    ok(defined wait_200($t, '/x?integrated_account_id=acc_dev1', 2),
+       'Redis back after a kill: 200');
+    log_clean($t, 'Redis killed mid-lookup');
+}
 
 # --- 4. a reply over 16 KB ---------------------------------------------------
 
