@@ -34,6 +34,8 @@ static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_env_gateway_variable(ngx_http_request_t *r,
@@ -224,6 +226,10 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
       offsetof(ngx_env_gateway_ctx_t, upstream_url),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("env_gateway_redacted_request"), NULL,
+      ngx_env_gateway_redacted_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("env_gateway_cache_status"), NULL,
       ngx_env_gateway_cache_status_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -321,6 +327,111 @@ ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
 
     v->len = names[status].len;
     v->data = names[status].data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $request with the values of credential arguments replaced, for
+ * log_format: the argument named by "env_gateway_token $arg_NAME" and
+ * RFC 6750's access_token.  Everything else is kept byte for byte.
+ */
+static ngx_int_t
+ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                      *p, *last, *q, *end, *eq, *dst, *start;
+    size_t                       nlen;
+    ngx_uint_t                   secret;
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    static ngx_str_t  access_token = ngx_string("access_token");
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+
+    p = r->request_line.data;
+    last = p + r->request_line.len;
+
+    if (p == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    /* at most one "[REDACTED]" per argument */
+    nlen = r->request_line.len + redacted.len;
+    for (q = p; q < last; q++) {
+        if (*q == '&') {
+            nlen += redacted.len;
+        }
+    }
+
+    start = ngx_pnalloc(r->pool, nlen);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_strlchr(p, last, '?');
+
+    if (q == NULL) {
+        dst = ngx_cpymem(start, p, last - p);
+        goto done;
+    }
+
+    dst = ngx_cpymem(start, p, q + 1 - p);
+    p = q + 1;
+
+    /* the query ends at the space before the protocol, if any */
+    q = last;
+    while (q > p && q[-1] != ' ') {
+        q--;
+    }
+    if (q > p) {
+        last = q - 1;
+    }
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+        nlen = (eq ? eq : end) - p;
+
+        secret = (nlen == access_token.len
+                  && ngx_strncasecmp(p, access_token.data, nlen) == 0)
+                 || (glcf->token_arg.len && nlen == glcf->token_arg.len
+                     && ngx_strncmp(p, glcf->token_arg.data, nlen) == 0);
+
+        if (secret && eq) {
+            dst = ngx_cpymem(dst, p, eq + 1 - p);
+            dst = ngx_cpymem(dst, redacted.data, redacted.len);
+
+        } else {
+            dst = ngx_cpymem(dst, p, end - p);
+        }
+
+        if (end < last) {
+            *dst++ = '&';
+        }
+
+        p = end + 1;
+    }
+
+    if (last < r->request_line.data + r->request_line.len) {
+        dst = ngx_cpymem(dst, last, r->request_line.data
+                                    + r->request_line.len - last);
+    }
+
+done:
+
+    v->len = dst - start;
+    v->data = start;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
