@@ -1,0 +1,151 @@
+# bench/lib.sh: shared helpers for bench/run.sh, callgrind.sh, memory.sh.
+# Everything runs on 127.0.0.1, on free ports, under one temp dir; every
+# process started is recorded in BENCH_PIDS and stopped (by pid) on exit.
+
+BENCH_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NGINX_BIN=${ENVGW_NGINX:-/usr/sbin/nginx}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+CLK_TCK=$(getconf CLK_TCK)
+BENCH_PIDS=()
+
+bench_init() {
+    BENCH_DIR=$(mktemp -d "${TMPDIR:-/tmp}/envgw-bench-XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    local p i
+    for p in "${BENCH_PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${BENCH_PIDS[@]}"; do
+        for i in $(seq 1 100); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    BENCH_PIDS=()
+    if [ -n "${BENCH_DIR:-}" ]; then
+        if [ -n "${BENCH_KEEP:-}" ]; then
+            echo "bench: kept $BENCH_DIR" >&2
+        else
+            rm -rf "$BENCH_DIR"
+        fi
+    fi
+}
+
+free_port() {
+    perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(Listen => 1,
+        LocalAddr => "127.0.0.1", LocalPort => 0, Proto => "tcp") or die;
+        print $s->sockport, "\n"'
+}
+
+wait_port() {   # port [seconds]
+    local end=$(( $(date +%s) + ${2:-10} ))
+    while [ "$(date +%s)" -le "$end" ]; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "bench: nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+# start_redis -> REDIS_PORT, REDIS_PID
+start_redis() {
+    REDIS_PORT=$(free_port)
+    mkdir -p "$BENCH_DIR/redis"
+    taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save '' --appendonly no --daemonize no --dir "$BENCH_DIR/redis" \
+        > "$BENCH_DIR/redis/out.log" 2>&1 &
+    REDIS_PID=$!
+    BENCH_PIDS+=("$REDIS_PID")
+    wait_port "$REDIS_PORT"
+}
+
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# seed_redis NTOKENS PAIRS_FILE [seed.pl options...]
+seed_redis() {
+    local n=$1 pairs=$2; shift 2
+    perl "$BENCH_TOP/bench/seed.pl" --tokens "$n" --envs 3 --pairs "$pairs" "$@" \
+        | rcli --pipe > "$BENCH_DIR/seed.log" 2>&1 \
+        || { cat "$BENCH_DIR/seed.log" >&2; return 1; }
+}
+
+# nginx_conf NAME HTTP_BODY [MAIN_EXTRA]: writes $BENCH_DIR/NAME/nginx.conf
+nginx_conf() {
+    local name=$1 http=$2 extra=${3:-} d="$BENCH_DIR/$1" user=""
+    mkdir -p "$d/logs"
+    [ "$(id -u)" = 0 ] && user="user root root;"
+    cat > "$d/nginx.conf" <<CONF
+$extra
+$user
+worker_processes 1;
+error_log $d/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    keepalive_requests 100000;
+$http
+}
+CONF
+}
+
+# start_nginx NAME PORT [wrapper...]: runs nginx (daemon off) pinned to
+# SERVER_CPU; sets NGX_PID[NAME]
+declare -A NGX_PID
+start_nginx() {
+    local name=$1 port=$2; shift 2
+    local d="$BENCH_DIR/$name"
+    taskset -c "$SERVER_CPU" "$@" "$NGINX_BIN" -p "$d/" -c "$d/nginx.conf" \
+        -e "$d/error.log" -g 'daemon off;' > "$d/out.log" 2>&1 &
+    NGX_PID[$name]=$!
+    BENCH_PIDS+=("$!")
+    wait_port "$port" "${BENCH_START_TIMEOUT:-10}" || {
+        cat "$d/error.log" "$d/out.log" >&2; return 1; }
+}
+
+children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true; }
+
+# all server pids: every nginx master and its workers, and redis
+server_pids() {
+    local p
+    for p in "${NGX_PID[@]}"; do echo "$p"; children "$p"; done
+    [ -n "${REDIS_PID:-}" ] && echo "$REDIS_PID"
+}
+
+# cpu_ticks PID...: sum of utime+stime (clock ticks)
+cpu_ticks() {
+    local p t=0 v
+    for p in "$@"; do
+        v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{print $12 + $13}')
+        t=$(( t + ${v:-0} ))
+    done
+    echo "$t"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$1"/status; }
+
+# run_wrk URL DURATION CONNS ARGS...: prints the BENCH line
+run_wrk() {
+    local url=$1 dur=$2 conns=$3; shift 3
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"$dur" --timeout 5s \
+        -s "$BENCH_TOP/bench/workload.lua" "$url" -- "$@" | grep '^BENCH '
+}
+
+field() { tr " " "\n" <<< "$2" | sed -n "s/^$1=//p"; }
+
+machine() {
+    echo "- machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
+    echo "- software: $("$NGINX_BIN" -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+}

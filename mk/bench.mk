@@ -1,0 +1,13 @@
+# Benchmarks (issue 6): `make bench` (plain vs gateway table),
+# `make bench-callgrind` (instructions per warm request in the handler),
+# `make bench-memory` (worker RSS over 1M requests, cache entries per MB).
+.PHONY: bench bench-callgrind bench-memory
+
+bench: all
+	bench/run.sh $(MODULE)
+
+bench-callgrind: all
+	bench/callgrind.sh $(MODULE)
+
+bench-memory: all
+	bench/memory.sh $(MODULE)
