@@ -36,6 +36,8 @@ static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_env_gateway_parse_server(ngx_conf_t *cf,
+    ngx_str_t *addr, ngx_env_gateway_server_t *srv, in_port_t default_port);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_env_gateway_variable(ngx_http_request_t *r,
@@ -774,6 +776,51 @@ ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* "ip:port", "host:port" (resolved now, once) or "unix:/path" */
+static ngx_int_t
+ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
+    ngx_env_gateway_server_t *srv, in_port_t default_port)
+{
+    ngx_url_t  u;
+
+    ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
+    srv->db = -1;
+    srv->connect_timeout = 500;
+    srv->read_timeout = 1000;
+    srv->resolved = 1;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = *addr;
+    u.default_port = default_port;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\"%s%s", &u.url,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    if (u.naddrs == 0 || u.addrs == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis address \"%V\" has no address", &u.url);
+        return NGX_ERROR;
+    }
+
+    if (u.naddrs > 1) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "redis host \"%V\" has several addresses, "
+                           "using the first: list each as its own "
+                           "env_gateway_redis line for failover", &u.url);
+    }
+
+    srv->name = *addr;
+    srv->sockaddr = u.addrs[0].sockaddr;
+    srv->socklen = u.addrs[0].socklen;
+
+    return NGX_OK;
+}
+
+
 /*
  * env_gateway_redis 127.0.0.1:6379 | unix:/path [password=..] [db=N]
  *     [connect_timeout=500ms] [read_timeout=1s];
@@ -786,11 +833,56 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
     ngx_str_t                 *value, s;
-    ngx_url_t                  u;
-    ngx_uint_t                 i;
-    ngx_env_gateway_server_t  *srv;
+    ngx_uint_t                 i, first;
+    ngx_env_gateway_server_t  *srv, *sn;
 
     value = cf->args->elts;
+    first = 2;
+
+    if (ngx_strncmp(value[1].data, "sentinel=", 9) == 0) {
+        if (gmcf->servers) {
+            return "with sentinel= must be the only env_gateway_redis line";
+        }
+
+        gmcf->sentinel_name.data = value[1].data + 9;
+        gmcf->sentinel_name.len = value[1].len - 9;
+
+        if (gmcf->sentinel_name.len == 0) {
+            return "needs a master name in sentinel=NAME";
+        }
+
+        gmcf->sentinels = ngx_array_create(cf->pool, 3,
+                                           sizeof(ngx_env_gateway_server_t));
+        if (gmcf->sentinels == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for ( /* void */ ; first < cf->args->nelts; first++) {
+            if (ngx_strlchr(value[first].data,
+                            value[first].data + value[first].len, '='))
+            {
+                break;
+            }
+
+            srv = ngx_array_push(gmcf->sentinels);
+            if (srv == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_env_gateway_parse_server(cf, &value[first], srv, 26379)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        if (gmcf->sentinels->nelts == 0) {
+            return "with sentinel= needs Sentinel addresses";
+        }
+
+    } else if (gmcf->sentinels) {
+        return "cannot be mixed with a sentinel= line";
+    }
 
     if (gmcf->servers == NULL) {
         gmcf->servers = ngx_array_create(cf->pool, 2,
@@ -805,33 +897,21 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
-    srv->db = -1;
-    srv->connect_timeout = 500;
-    srv->read_timeout = 1000;
+    if (gmcf->sentinels) {
+        /* the address comes from the Sentinels, in each worker */
+        ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
+        srv->db = -1;
+        srv->connect_timeout = 500;
+        srv->read_timeout = 1000;
+        srv->name = gmcf->sentinel_name;
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = value[1];
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid redis address \"%V\"%s%s", &u.url,
-                           u.err ? ": " : "", u.err ? u.err : "");
+    } else if (ngx_env_gateway_parse_server(cf, &value[1], srv, 6379)
+               != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    if (u.naddrs == 0 || u.addrs == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis address \"%V\" has no address", &u.url);
-        return NGX_CONF_ERROR;
-    }
-
-    srv->name = value[1];
-    srv->sockaddr = u.addrs[0].sockaddr;
-    srv->socklen = u.addrs[0].socklen;
-
-    for (i = 2; i < cf->args->nelts; i++) {
+    for (i = first; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
             srv->password.data = value[i].data + 9;
@@ -885,6 +965,14 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
+    }
+
+    if (gmcf->sentinels) {
+        sn = gmcf->sentinels->elts;
+        for (i = 0; i < gmcf->sentinels->nelts; i++) {
+            sn[i].connect_timeout = srv->connect_timeout;
+            sn[i].read_timeout = srv->read_timeout;
+        }
     }
 
     return NGX_CONF_OK;

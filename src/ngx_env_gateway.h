@@ -33,6 +33,7 @@ typedef struct {
     ngx_int_t                    db;            /* -1: no SELECT */
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   read_timeout;
+    ngx_uint_t                   resolved;      /* 0: ask the Sentinels */
 } ngx_env_gateway_server_t;
 
 
@@ -47,6 +48,8 @@ typedef struct {
     ngx_msec_t                   cache_stale;   /* stale_if_error, 0: off */
     ngx_msec_t                   primary_retry; /* back to the first server */
     ngx_str_t                    channel;       /* <prefix>invalidate */
+    ngx_str_t                    sentinel_name; /* sentinel=NAME */
+    ngx_array_t                 *sentinels;     /* ngx_env_gateway_server_t */
 } ngx_env_gateway_main_conf_t;
 
 

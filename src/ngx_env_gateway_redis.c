@@ -23,6 +23,11 @@
  * a message names a changed key, which is dropped from the shared cache.
  * After a gap in that subscription (reconnect), the whole cache is dropped,
  * since nothing in it can be known to be fresh.
+ *
+ * With "env_gateway_redis sentinel=NAME ...", the one server's address is
+ * asked of the Sentinels (SENTINEL get-master-addr-by-name) before each
+ * connect that follows a failure, and a second Sentinel connection listens
+ * to +switch-master so a failover moves every connection at once.
  */
 
 #include "ngx_env_gateway.h"
@@ -48,8 +53,20 @@ typedef struct {
 } ngx_env_gateway_cmd_t;
 
 
-typedef struct {
+typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
+
+typedef void (*ngx_env_gateway_redis_event_pt)(ngx_env_gateway_redis_t *rc);
+typedef void (*ngx_env_gateway_redis_message_pt)(ngx_env_gateway_redis_t *rc,
+    ngx_str_t *payload);
+
+struct ngx_env_gateway_redis_s {
     ngx_env_gateway_main_conf_t       *gmcf;
+    ngx_array_t                       *servers;   /* failover list */
+    ngx_str_t                          channel;   /* subscribers only */
+    ngx_env_gateway_redis_message_pt   on_message;
+    ngx_env_gateway_redis_event_pt     on_subscribed;
+    ngx_env_gateway_redis_event_pt     on_unsubscribed;
+    const char                        *role;      /* for log lines */
     ngx_uint_t                         current;   /* server index */
     ngx_uint_t                         failures;  /* in a row, this round */
     ngx_uint_t                         state;
@@ -76,7 +93,8 @@ typedef struct {
     unsigned                           subscriber:1;
     unsigned                           subscribed:1;
     unsigned                           ever_subscribed:1;
-} ngx_env_gateway_redis_t;
+    unsigned                           resolving:1; /* asking Sentinels */
+};
 
 
 static void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
@@ -107,8 +125,21 @@ static void ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc,
     redisReply *reply);
 
 
-static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;
-static ngx_env_gateway_redis_t  *ngx_env_gateway_redis_sub;
+static void ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc,
+    ngx_str_t *payload);
+static void ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_sentinel_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
+    ngx_str_t *payload);
+
+
+static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
+static ngx_env_gateway_redis_t  *ngx_env_gateway_redis_sub;  /* invalidate */
+static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel;   /* queries */
+static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel_sub;
+static ngx_uint_t                ngx_env_gateway_sentinel_asking;
 
 
 static uint64_t
@@ -124,7 +155,8 @@ ngx_env_gateway_usec(void)
 
 static ngx_env_gateway_redis_t *
 ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
-    ngx_env_gateway_main_conf_t *gmcf, ngx_uint_t subscriber)
+    ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
+    const char *role)
 {
     ngx_env_gateway_redis_t  *rc;
 
@@ -134,9 +166,10 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     }
 
     rc->gmcf = gmcf;
+    rc->servers = servers;
+    rc->role = role;
     rc->log = cycle->log;
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
-    rc->subscriber = subscriber;
 
     ngx_queue_init(&rc->cmds);
     ngx_queue_init(&rc->free);
@@ -169,7 +202,30 @@ ngx_int_t
 ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf)
 {
-    ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf, 0);
+    ngx_env_gateway_redis_t  *rc;
+
+    static ngx_str_t  switch_master = ngx_string("+switch-master");
+
+    if (gmcf->sentinels) {
+        ngx_env_gateway_sentinel = ngx_env_gateway_redis_create(cycle, gmcf,
+                                       gmcf->sentinels, " (sentinel)");
+        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->sentinels,
+                                          " (sentinel events)");
+        if (ngx_env_gateway_sentinel == NULL || rc == NULL) {
+            return NGX_ERROR;
+        }
+
+        rc->subscriber = 1;
+        rc->channel = switch_master;
+        rc->on_message = ngx_env_gateway_sentinel_switch;
+        ngx_env_gateway_sentinel_sub = rc;
+
+        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel);
+        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel_sub);
+    }
+
+    ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf,
+                                                         gmcf->servers, "");
     if (ngx_env_gateway_redis == NULL) {
         return NGX_ERROR;
     }
@@ -177,13 +233,20 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     ngx_env_gateway_redis_connect(ngx_env_gateway_redis);
 
     if (gmcf->cache_zone) {
-        ngx_env_gateway_redis_sub = ngx_env_gateway_redis_create(cycle, gmcf,
-                                                                 1);
-        if (ngx_env_gateway_redis_sub == NULL) {
+        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
+                                          " (invalidations)");
+        if (rc == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_env_gateway_redis_connect(ngx_env_gateway_redis_sub);
+        rc->subscriber = 1;
+        rc->channel = gmcf->channel;
+        rc->on_message = ngx_env_gateway_inval_message;
+        rc->on_subscribed = ngx_env_gateway_inval_subscribed;
+        rc->on_unsubscribed = ngx_env_gateway_inval_unsubscribed;
+        ngx_env_gateway_redis_sub = rc;
+
+        ngx_env_gateway_redis_connect(rc);
     }
 
     return NGX_OK;
@@ -218,15 +281,23 @@ ngx_env_gateway_redis_exit_worker(void)
 {
     ngx_env_gateway_redis_t  *rc, *sub;
 
+    ngx_env_gateway_redis_t  *sq, *sw;
+
     rc = ngx_env_gateway_redis;
     sub = ngx_env_gateway_redis_sub;
+    sq = ngx_env_gateway_sentinel;
+    sw = ngx_env_gateway_sentinel_sub;
 
     /* "shutdown" for fail(): no reconnects, no error lines */
     ngx_env_gateway_redis = NULL;
     ngx_env_gateway_redis_sub = NULL;
+    ngx_env_gateway_sentinel = NULL;
+    ngx_env_gateway_sentinel_sub = NULL;
 
     ngx_env_gateway_redis_close(rc);
     ngx_env_gateway_redis_close(sub);
+    ngx_env_gateway_redis_close(sq);
+    ngx_env_gateway_redis_close(sw);
 }
 
 
@@ -371,8 +442,16 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     ngx_connection_t          *c;
     ngx_env_gateway_server_t  *srv;
 
-    srv = rc->gmcf->servers->elts;
+    srv = rc->servers->elts;
     srv = &srv[rc->current];
+
+    rc->state = NGX_ENVGW_REDIS_CONNECTING;
+
+    if (srv->sockaddr == NULL || !srv->resolved) {
+        /* the address comes from the Sentinels; commands queue meanwhile */
+        ngx_env_gateway_sentinel_resolve(rc);
+        return;
+    }
 
     ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
     rc->peer.sockaddr = srv->sockaddr;
@@ -432,7 +511,7 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     ngx_env_gateway_cmd_t     *cmd;
     ngx_env_gateway_server_t  *srv;
 
-    srv = rc->gmcf->servers->elts;
+    srv = rc->servers->elts;
     srv = &srv[rc->current];
 
     rc->state = NGX_ENVGW_REDIS_READY;
@@ -441,7 +520,7 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
 
     ngx_log_error(NGX_LOG_INFO, rc->log, 0,
                   "env_gateway: connected to redis %V%s", &srv->name,
-                  rc->subscriber ? " (invalidations)" : "");
+                  rc->role);
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_CONNECTS);
 
@@ -516,8 +595,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     if (rc->subscriber) {
         argv[0] = "SUBSCRIBE";
         argvlen[0] = 9;
-        argv[1] = (const char *) rc->gmcf->channel.data;
-        argvlen[1] = rc->gmcf->channel.len;
+        argv[1] = (const char *) rc->channel.data;
+        argvlen[1] = rc->channel.len;
 
         if (ngx_env_gateway_redis_send(rc, 2, argv, argvlen,
                                        ngx_env_gateway_redis_subscribed, rc)
@@ -543,26 +622,16 @@ ngx_env_gateway_redis_subscribed(void *data, redisReply *reply)
 
     if (reply->type != REDIS_REPLY_ARRAY) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: SUBSCRIBE %V refused",
-                      &rc->gmcf->channel);
+                      "env_gateway: SUBSCRIBE %V refused", &rc->channel);
         ngx_env_gateway_redis_fail(rc, "subscribe failed");
         return;
     }
 
     rc->subscribed = 1;
 
-    /*
-     * A re-subscription follows a gap in which messages may have been
-     * lost: drop everything.  The first one at worker start needs no drop
-     * unless no other process is subscribed (cache zone kept over a gap).
-     */
-    if (rc->ever_subscribed
-        || !ngx_env_gateway_subscriber_overlap(1))
-    {
-        ngx_env_gateway_invalidate(NULL);
+    if (rc->on_subscribed) {
+        rc->on_subscribed(rc);
     }
-
-    rc->ever_subscribed = 1;
 
     if (!rc->ping.timer_set) {
         ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
@@ -603,23 +672,53 @@ ngx_env_gateway_redis_ignore(void *data, redisReply *reply)
 }
 
 
-/* a "message" push on the subscriber connection */
+/* a "message" push on a subscriber connection */
 static void
 ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc, redisReply *reply)
 {
-    ngx_str_t    key;
-    redisReply  *payload;
+    ngx_str_t    payload;
+    redisReply  *p;
 
-    payload = reply->element[2];
+    p = reply->element[2];
 
-    if (payload->type != REDIS_REPLY_STRING) {
+    if (p->type != REDIS_REPLY_STRING) {
         return;
     }
 
-    key.data = (u_char *) payload->str;
-    key.len = payload->len;
+    payload.data = (u_char *) p->str;
+    payload.len = p->len;
 
-    ngx_env_gateway_invalidate(&key);
+    rc->on_message(rc, &payload);
+}
+
+
+static void
+ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc, ngx_str_t *key)
+{
+    ngx_env_gateway_invalidate(key);
+}
+
+
+/*
+ * A re-subscription follows a gap in which messages may have been lost:
+ * drop everything.  The first one at worker start needs no drop unless no
+ * other process is subscribed (the zone may have been kept over a gap).
+ */
+static void
+ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc)
+{
+    if (!ngx_env_gateway_subscriber_overlap(1) || rc->ever_subscribed) {
+        ngx_env_gateway_invalidate(NULL);
+    }
+
+    rc->ever_subscribed = 1;
+}
+
+
+static void
+ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc)
+{
+    (void) ngx_env_gateway_subscriber_overlap(0);
 }
 
 
@@ -659,7 +758,9 @@ ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
 
     if (rc->subscribed) {
         rc->subscribed = 0;
-        ngx_env_gateway_subscriber_overlap(0);
+        if (rc->on_unsubscribed) {
+            rc->on_unsubscribed(rc);
+        }
     }
 
     rc->current = 0;
@@ -807,7 +908,7 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
      * the lookups of requests still in flight.
      */
     if (rc->ncmds && !c->read->timer_set) {
-        srv = rc->gmcf->servers->elts;
+        srv = rc->servers->elts;
         ngx_add_timer(c->read, srv[rc->current].read_timeout);
     }
 }
@@ -909,7 +1010,7 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
     }
 
     if (rc->ncmds) {
-        srv = rc->gmcf->servers->elts;
+        srv = rc->servers->elts;
         ngx_add_timer(rev, srv[rc->current].read_timeout);
     }
 }
@@ -927,9 +1028,11 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
     ngx_env_gateway_cmd_t     *cmd;
     ngx_env_gateway_server_t  *srv;
 
-    srv = rc->gmcf->servers->elts;
-    n = rc->gmcf->servers->nelts;
-    shutdown = (rc != ngx_env_gateway_redis && rc != ngx_env_gateway_redis_sub)
+    srv = rc->servers->elts;
+    n = rc->servers->nelts;
+    shutdown = (rc != ngx_env_gateway_redis && rc != ngx_env_gateway_redis_sub
+                && rc != ngx_env_gateway_sentinel
+                && rc != ngx_env_gateway_sentinel_sub)
                || ngx_exiting || ngx_quit || ngx_terminate;
 
     if (why && !shutdown) {
@@ -958,8 +1061,17 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
 
     if (rc->subscribed) {
         rc->subscribed = 0;
-        ngx_env_gateway_subscriber_overlap(0);
+        if (rc->on_unsubscribed) {
+            rc->on_unsubscribed(rc);
+        }
     }
+
+    /* a Sentinel-given address is asked again after any failure */
+    if (rc->gmcf->sentinels && rc->servers == rc->gmcf->servers) {
+        srv[rc->current].resolved = 0;
+    }
+
+    rc->resolving = 0;
 
     if (rc->c) {
         ngx_close_connection(rc->c);
@@ -1042,5 +1154,196 @@ ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev)
 
     if (rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
         ngx_env_gateway_redis_connect(rc);
+    }
+}
+
+
+/* ------------------------------------------------------------------ */
+/* Sentinel                                                            */
+
+static void
+ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc)
+{
+    ngx_int_t                 rv;
+    const char               *argv[3];
+    size_t                    argvlen[3];
+    ngx_env_gateway_redis_t  *sq;
+
+    sq = ngx_env_gateway_sentinel;
+    rc->resolving = 1;
+
+    if (ngx_env_gateway_sentinel_asking) {
+        return;
+    }
+
+    if (sq == NULL || sq->state == NGX_ENVGW_REDIS_DISCONNECTED) {
+        rc->resolving = 0;
+        ngx_env_gateway_redis_fail(rc, "no Sentinel reachable");
+        return;
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = 8;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = 23;
+    argv[2] = (const char *) rc->gmcf->sentinel_name.data;
+    argvlen[2] = rc->gmcf->sentinel_name.len;
+
+    rv = ngx_env_gateway_redis_send(sq, 3, argv, argvlen,
+                                    ngx_env_gateway_sentinel_reply, NULL);
+    if (rv != NGX_OK) {
+        rc->resolving = 0;
+        ngx_env_gateway_redis_fail(rc, "out of memory");
+        return;
+    }
+
+    ngx_env_gateway_sentinel_asking = 1;
+}
+
+
+/* "ip", "port" -> the one server's address (per worker) */
+static ngx_int_t
+ngx_env_gateway_sentinel_set(ngx_env_gateway_main_conf_t *gmcf,
+    ngx_str_t *ip, ngx_str_t *port)
+{
+    u_char                    *p;
+    ngx_int_t                  n;
+    ngx_addr_t                 addr;
+    ngx_pool_t                *pool;
+    ngx_env_gateway_server_t  *srv;
+
+    n = ngx_atoi(port->data, port->len);
+    if (n < 1 || n > 65535) {
+        return NGX_ERROR;
+    }
+
+    pool = ngx_cycle->pool;
+
+    if (ngx_parse_addr(pool, &addr, ip->data, ip->len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(addr.sockaddr, (in_port_t) n);
+
+    srv = gmcf->servers->elts;
+
+    if (srv->sockaddr && srv->socklen == addr.socklen
+        && ngx_cmp_sockaddr(srv->sockaddr, srv->socklen, addr.sockaddr,
+                            addr.socklen, 1) == NGX_OK)
+    {
+        srv->resolved = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(pool, NGX_SOCKADDR_STRLEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    srv->name.len = ngx_sock_ntop(addr.sockaddr, addr.socklen, p,
+                                  NGX_SOCKADDR_STRLEN, 1);
+    srv->name.data = p;
+    srv->sockaddr = addr.sockaddr;
+    srv->socklen = addr.socklen;
+    srv->resolved = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "env_gateway: Sentinels name %V as master \"%V\"",
+                  &srv->name, &gmcf->sentinel_name);
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_env_gateway_sentinel_reply(void *data, redisReply *reply)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 ip, port;
+    ngx_uint_t                i;
+    ngx_env_gateway_redis_t  *waiting[2];
+
+    ngx_env_gateway_sentinel_asking = 0;
+
+    waiting[0] = ngx_env_gateway_redis;
+    waiting[1] = ngx_env_gateway_redis_sub;
+
+    rc = NGX_ERROR;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING
+        && waiting[0])
+    {
+        ip.data = (u_char *) reply->element[0]->str;
+        ip.len = reply->element[0]->len;
+        port.data = (u_char *) reply->element[1]->str;
+        port.len = reply->element[1]->len;
+
+        rc = ngx_env_gateway_sentinel_set(waiting[0]->gmcf, &ip, &port);
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (waiting[i] == NULL || !waiting[i]->resolving) {
+            continue;
+        }
+
+        waiting[i]->resolving = 0;
+
+        if (rc == NGX_ERROR) {
+            ngx_env_gateway_redis_fail(waiting[i],
+                                       "the Sentinels name no master");
+            continue;
+        }
+
+        ngx_env_gateway_redis_connect(waiting[i]);
+    }
+}
+
+
+/* "+switch-master": <name> <old-ip> <old-port> <new-ip> <new-port> */
+static void
+ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
+    ngx_str_t *payload)
+{
+    u_char      *p, *last, *sp;
+    ngx_str_t    f[5];
+    ngx_uint_t   i;
+
+    p = payload->data;
+    last = p + payload->len;
+
+    for (i = 0; i < 5; i++) {
+        sp = ngx_strlchr(p, last, ' ');
+        f[i].data = p;
+        f[i].len = (sp ? sp : last) - p;
+        p = sp ? sp + 1 : last;
+    }
+
+    if (f[4].len == 0 || ngx_env_gateway_str_ne(&f[0],
+                                                &rc->gmcf->sentinel_name))
+    {
+        return;
+    }
+
+    if (ngx_env_gateway_sentinel_set(rc->gmcf, &f[3], &f[4]) != NGX_DECLINED)
+    {
+        return;
+    }
+
+    /* move the lookup and invalidation connections to the new master */
+    if (ngx_env_gateway_redis
+        && ngx_env_gateway_redis->state != NGX_ENVGW_REDIS_DISCONNECTED
+        && !ngx_env_gateway_redis->resolving)
+    {
+        ngx_env_gateway_redis_fail(ngx_env_gateway_redis, "master switched");
+    }
+
+    if (ngx_env_gateway_redis_sub
+        && ngx_env_gateway_redis_sub->state != NGX_ENVGW_REDIS_DISCONNECTED
+        && !ngx_env_gateway_redis_sub->resolving)
+    {
+        ngx_env_gateway_redis_fail(ngx_env_gateway_redis_sub,
+                                   "master switched");
     }
 }
