@@ -13,7 +13,7 @@ my $t = EnvGwTest->new;
 my $dir = $t->dir;
 
 # primary and replica
-my $p = $t->start_redis;
+my $p = $t->start_redis(args => ['--repl-diskless-sync-delay', '0']);
 my $rport = EnvGwTest::free_port();
 $t->spawn('replica', 'redis-server', '--port', $rport, '--bind', '127.0.0.1',
           '--save', '', '--appendonly', 'no', '--dir', $dir,
@@ -38,7 +38,13 @@ my $good = $t->token('egw_sentinel_good', environment_id => 'env_dev',
                      environment => 'development', team_id => 'team_a');
 my $later = $t->token('egw_sentinel_later', environment_id => 'env_dev',
                       environment => 'development', team_id => 'team_a');
-$t->redis->wait(1, 2000);
+# the replica must hold the records before the primary goes away
+my $acked = 0;
+for (1 .. 50) {
+    $acked = $t->redis->wait(1, 200);
+    last if $acked >= 1;
+}
+is($acked, 1, 'the replica has the records');
 
 $t->start_nginx(<<"EOF2");
     env_gateway_redis sentinel=mymaster 127.0.0.1:$sport
