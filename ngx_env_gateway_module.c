@@ -346,94 +346,25 @@ static ngx_int_t
 ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                      *p, *last, *q, *end, *eq, *dst, *start;
-    size_t                       nlen;
-    ngx_uint_t                   secret;
+    ngx_str_t                    out;
     ngx_env_gateway_loc_conf_t  *glcf;
-
-    static ngx_str_t  access_token = ngx_string("access_token");
-    static ngx_str_t  redacted = ngx_string("[REDACTED]");
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
 
-    p = r->request_line.data;
-    last = p + r->request_line.len;
-
-    if (p == NULL) {
+    if (r->request_line.data == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    /* at most one "[REDACTED]" per argument */
-    nlen = r->request_line.len + redacted.len;
-    for (q = p; q < last; q++) {
-        if (*q == '&') {
-            nlen += redacted.len;
-        }
-    }
-
-    start = ngx_pnalloc(r->pool, nlen);
-    if (start == NULL) {
+    if (ngx_env_gateway_redact(r->pool, &r->request_line, &glcf->token_arg,
+                               &out)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    q = ngx_strlchr(p, last, '?');
-
-    if (q == NULL) {
-        dst = ngx_cpymem(start, p, last - p);
-        goto done;
-    }
-
-    dst = ngx_cpymem(start, p, q + 1 - p);
-    p = q + 1;
-
-    /* the query ends at the space before the protocol, if any */
-    q = last;
-    while (q > p && q[-1] != ' ') {
-        q--;
-    }
-    if (q > p) {
-        last = q - 1;
-    }
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-        nlen = (eq ? eq : end) - p;
-
-        secret = (nlen == access_token.len
-                  && ngx_strncasecmp(p, access_token.data, nlen) == 0)
-                 || (glcf->token_arg.len && nlen == glcf->token_arg.len
-                     && ngx_strncmp(p, glcf->token_arg.data, nlen) == 0);
-
-        if (secret && eq) {
-            dst = ngx_cpymem(dst, p, eq + 1 - p);
-            dst = ngx_cpymem(dst, redacted.data, redacted.len);
-
-        } else {
-            dst = ngx_cpymem(dst, p, end - p);
-        }
-
-        if (end < last) {
-            *dst++ = '&';
-        }
-
-        p = end + 1;
-    }
-
-    if (last < r->request_line.data + r->request_line.len) {
-        dst = ngx_cpymem(dst, last, r->request_line.data
-                                    + r->request_line.len - last);
-    }
-
-done:
-
-    v->len = dst - start;
-    v->data = start;
+    v->len = out.len;
+    v->data = out.data;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
@@ -586,6 +517,7 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->account == NULL) {
         conf->account = prev->account;
         conf->account_arg = prev->account_arg;
+        conf->account_header = prev->account_header;
         conf->account_required = prev->account_required;
     }
 
@@ -703,7 +635,7 @@ ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_env_gateway_loc_conf_t  *glcf = conf;
 
-    ngx_str_t                         *value, header;
+    ngx_str_t                         *value;
     ngx_http_compile_complex_value_t   ccv;
 
     if (glcf->account) {
@@ -739,7 +671,8 @@ ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    ngx_env_gateway_source(cf, &value[1], &header, &glcf->account_arg);
+    ngx_env_gateway_source(cf, &value[1], &glcf->account_header,
+                           &glcf->account_arg);
 
     return NGX_CONF_OK;
 }

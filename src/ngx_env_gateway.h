@@ -60,6 +60,7 @@ typedef struct {
     ngx_str_t                    token_arg;     /* if $arg_X */
     ngx_http_complex_value_t    *account;
     ngx_str_t                    account_arg;   /* if $arg_X */
+    ngx_str_t                    account_header; /* lowcase, if $http_X */
     ngx_flag_t                   account_required;
     ngx_flag_t                   hide_credentials;
     ngx_uint_t                   log_level;
@@ -278,6 +279,11 @@ typedef struct {
 #define ngx_env_gateway_str_ne(a, b)                                       \
     ((a)->len != (b)->len || ngx_strncmp((a)->data, (b)->data, (a)->len) != 0)
 
+/* query argument names match as nginx's $arg_NAME does: any case */
+#define ngx_env_gateway_arg_ne(a, b)                                       \
+    ((a)->len != (b)->len                                                  \
+     || ngx_strncasecmp((a)->data, (b)->data, (a)->len) != 0)
+
 
 extern ngx_module_t  ngx_env_gateway_module;
 
@@ -332,6 +338,8 @@ ngx_int_t ngx_env_gateway_record_load(ngx_pool_t *pool, u_char *blob,
 ngx_int_t ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token);
 ngx_int_t ngx_env_gateway_token_syntax(ngx_str_t *token);
 void ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out);
+ngx_int_t ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *arg, ngx_str_t *out);
 
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,

@@ -186,7 +186,7 @@ ngx_env_gateway_find_arg(ngx_http_request_t *r, ngx_str_t *name,
         nlen = (eq ? eq : end) - p;
 
         if (nlen == name->len
-            && ngx_strncmp(p, name->data, nlen) == 0)
+            && ngx_strncasecmp(p, name->data, nlen) == 0)
         {
             arg->count++;
             arg->value.data = eq ? eq + 1 : end;
@@ -204,7 +204,7 @@ ngx_env_gateway_find_arg(ngx_http_request_t *r, ngx_str_t *name,
             ngx_unescape_uri(&dst, &src, nlen, NGX_UNESCAPE_URI);
 
             if ((size_t) (dst - dec) == name->len
-                && ngx_strncmp(dec, name->data, name->len) == 0)
+                && ngx_strncasecmp(dec, name->data, name->len) == 0)
             {
                 arg->count++;
                 arg->encoded = 1;
@@ -335,6 +335,31 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ctx->state = NGX_ENVGW_ST_WAIT;
 
+    /*
+     * 0. a token in the query must not reach a log line: nginx appends the
+     * request line to every error line of this request, and $request_uri
+     * would carry it into access logs.
+     */
+    if (glcf->token_arg.len) {
+        if (ngx_env_gateway_redact(r->pool, &r->request_line,
+                                   &glcf->token_arg, &r->request_line)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (glcf->hide_credentials) {
+            if (ngx_env_gateway_redact(r->pool, &r->unparsed_uri,
+                                       &glcf->token_arg, &r->unparsed_uri)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            r->valid_unparsed_uri = 0;
+        }
+    }
+
     /* 1. the one credential */
 
     if (glcf->token == NULL) {
@@ -427,6 +452,13 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
 
         ctx->env_req = h->value;
+    }
+
+    if (glcf->account_header.len
+        && ngx_env_gateway_count_headers(r, &glcf->account_header, &h) > 1)
+    {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The integrated account header is given twice.");
     }
 
     if (glcf->account) {
@@ -1139,7 +1171,7 @@ ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
         eq = ngx_strlchr(p, end, '=');
 
         if (!((size_t) ((eq ? eq : end) - p) == name->len
-              && ngx_strncmp(p, name->data, name->len) == 0))
+              && ngx_strncasecmp(p, name->data, name->len) == 0))
         {
             if (dst != start) {
                 *dst++ = '&';

@@ -218,7 +218,7 @@ ngx_env_gateway_arg_value(ngx_pool_t *pool, ngx_str_t *args, ngx_str_t *name,
         eq = ngx_strlchr(p, end, '=');
 
         if (eq && (size_t) (eq - p) == name->len
-            && ngx_strncmp(p, name->data, name->len) == 0)
+            && ngx_strncasecmp(p, name->data, name->len) == 0)
         {
             if (n++) {
                 return NGX_ABORT;
@@ -347,11 +347,11 @@ ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
         skip = (name.len == 0);
 
         for (i = 0; !skip && i < nconsumed; i++) {
-            skip = !ngx_env_gateway_str_ne(&name, &consumed[i]);
+            skip = !ngx_env_gateway_arg_ne(&name, &consumed[i]);
         }
 
         for (i = 0; !skip && i < nused; i++) {
-            skip = !ngx_env_gateway_str_ne(&name, &used[i]);
+            skip = !ngx_env_gateway_arg_ne(&name, &used[i]);
         }
 
         if (!skip) {

@@ -115,3 +115,92 @@ ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out)
 
     ngx_hex_dump(out, md, len);
 }
+
+
+/*
+ * A request line or URI with the values of credential arguments replaced
+ * by "[REDACTED]": the argument named by "env_gateway_token $arg_NAME" and
+ * RFC 6750's access_token (names in any case, as $arg_NAME matches).
+ * Everything else is kept byte for byte, including " HTTP/1.1".
+ */
+ngx_int_t
+ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *arg,
+    ngx_str_t *out)
+{
+    u_char      *p, *last, *q, *end, *eq, *dst, *start, *tail;
+    size_t       nlen;
+    ngx_uint_t   secret;
+
+    static ngx_str_t  access_token = ngx_string("access_token");
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    p = in->data;
+    last = p + in->len;
+
+    q = ngx_strlchr(p, last, '?');
+
+    if (q == NULL) {
+        *out = *in;
+        return NGX_OK;
+    }
+
+    /* at most one "[REDACTED]" per argument */
+    nlen = in->len + redacted.len;
+    for (end = q; end < last; end++) {
+        if (*end == '&') {
+            nlen += redacted.len;
+        }
+    }
+
+    start = ngx_pnalloc(pool, nlen);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = ngx_cpymem(start, p, q + 1 - p);
+    p = q + 1;
+
+    /* a request line's query ends at the space before the protocol */
+    tail = ngx_strlchr(p, last, ' ');
+    if (tail) {
+        last = tail;
+    }
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+        nlen = (eq ? eq : end) - p;
+
+        secret = (nlen == access_token.len
+                  && ngx_strncasecmp(p, access_token.data, nlen) == 0)
+                 || (arg->len && nlen == arg->len
+                     && ngx_strncasecmp(p, arg->data, nlen) == 0);
+
+        if (secret && eq) {
+            dst = ngx_cpymem(dst, p, eq + 1 - p);
+            dst = ngx_cpymem(dst, redacted.data, redacted.len);
+
+        } else {
+            dst = ngx_cpymem(dst, p, end - p);
+        }
+
+        if (end < last) {
+            *dst++ = '&';
+        }
+
+        p = end + 1;
+    }
+
+    if (tail) {
+        dst = ngx_cpymem(dst, tail, in->data + in->len - tail);
+    }
+
+    out->data = start;
+    out->len = dst - start;
+
+    return NGX_OK;
+}

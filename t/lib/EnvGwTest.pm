@@ -207,11 +207,15 @@ sub reload_nginx {
 
 sub worker_pids {
     my ($self) = @_;
-    my $m = $self->{pids}{nginx};
-    my @w = grep { /^\d+$/ && do {
-        open my $f, '<', "/proc/$_/stat" or next;
-        my @f = split / /, scalar <$f>; $f[3] == $m } } 
-        map { m{/proc/(\d+)} ? $1 : () } glob('/proc/[0-9]*');
+    my $m = $self->{pids}{nginx} or return ();
+    my @w;
+    # processes come and go while we scan /proc: skip the ones gone
+    for my $stat (glob('/proc/[0-9]*/stat')) {
+        open my $f, '<', $stat or next;
+        my $line = <$f> // next;
+        my @f = split / /, $line;
+        push @w, $f[0] if ($f[3] // 0) == $m;
+    }
     return @w;
 }
 
