@@ -285,6 +285,41 @@ passes(GET => '/proxy/leads?integrated_account_id=acc_dev_globex_sf', 'dev',
        'acc_dev_globex_sf|globex|salesforce|development|list',
        'explicit account alone, no tenant', uri => '/sf/leads');
 
+# --- an account token and a tenant ---------------------------------------------
+
+$tok{acct} = $t->token('egw_acct_' . substr(sha256_hex('rt-acct'), 0, 24),
+    token_id => 'tok_rt_acct', kind => 'account', team_id => 'team_a',
+    environment_id => 'env_dev', environment => 'development',
+    integrated_account_id => 'acc_dev_acme', expires_at => time + 600);
+
+passes(GET => '/t/x?tenant_id=acme', 'acct',
+       'acc_dev_acme|acme|hubspot|development|',
+       'account token, its own tenant');
+passes(GET => '/proxy/contacts', 'acct',
+       'acc_dev_acme|acme|hubspot|development|list',
+       'account token, no tenant: its own account', uri => '/dev/contacts');
+{
+    # the contract: an account token naming any other account gets the
+    # 404 of a missing account; a tenant that resolves to another account
+    # names another account, and must not tell "exists" (400) from
+    # "does not exist" (404)
+    my $before = nlines();
+    my $r = req(GET => '/ti/x?tenant_id=globex&integration=hubspot', 'acct');
+    {
+        local $TODO = 'account token + tenant of another account answers 400 '
+                    . '(tenant and the request disagree), an existence oracle';
+        is($r->{status}, 404, 'account token, another tenant\'s account: 404');
+        is($r->{json} && $r->{json}{error}, 'integrated_account_not_found',
+           'account token, another tenant\'s account: '
+           . 'integrated_account_not_found');
+    }
+    isnt($r->{status}, 200, 'account token, another tenant\'s account: refused');
+    is(nlines(), $before, 'account token, another tenant\'s account: '
+       . 'nothing reached the backend');
+}
+refused(GET => '/ti/x?tenant_id=nobody&integration=hubspot', 'acct', 404,
+        'integrated_account_not_found', 'account token, unknown tenant');
+
 # --- a changed tenant record is read again (no cache configured) ------------
 
 $t->put('tenant:env_dev:acme', { hubspot => 'acc_dev_globex_hs' });
