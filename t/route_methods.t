@@ -389,7 +389,8 @@ refused(GET => '/proxy/contacts', 'dev', 400,
     # a consumed argument (only the broken consumed[0] entry names it)
     my $r = $t->http(GET => "/hdr/contacts?$A=acc_dev&limit=1",
         [ Authorization => "Bearer $tok{dev}", 'X-Account-Id' => 'acc_dev' ]);
-    is($r->{status}, 200, 'account from a header, also in the query: 200');
+    { local $TODO; is($r->{status}, 200,
+                      'account from a header, also in the query: 200'); }
     like($r->{body}, qr{^kb GET /crm/v3/objects/contacts\?limit=1 }m,
          'account from a header: integrated_account_id not forwarded');
 }
