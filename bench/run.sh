@@ -87,6 +87,7 @@ declare -A METRICS=( [warm]=$MG [route]=$MG [nocache]=$MN )
 metric() {  # port name-with-labels
     curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}' | head -1
 }
+redis_cmds() { rcli info stats | tr -d "\r" | sed -n "s/^total_commands_processed://p"; }
 miss_count() {
     [ -n "${METRICS[$1]:-}" ] || { echo 0; return; }
     local v; v=$(metric "${METRICS[$1]}" 'env_gateway_cache_lookups_total{outcome="miss"}')
@@ -115,16 +116,18 @@ for round in $(seq 1 "$ROUNDS"); do
             run_wrk "${URL[$v]}" 2s 10 "$BENCH_DIR/pairs.txt" "${PATHV[$v]}" > /dev/null
         fi
         m0=$(miss_count "$v")
+        c0=$(redis_cmds)
         t0=$(cpu_ticks "${SPIDS[@]}")
         line=$(run_wrk "${URL[$v]}" "${DUR}s" "$CONNS" "$BENCH_DIR/pairs.txt" "${PATHV[$v]}")
         t1=$(cpu_ticks "${SPIDS[@]}")
         m1=$(miss_count "$v")
+        c1=$(redis_cmds)
         req=$(field requests "$line")
         errs=$(( $(field err_connect "$line") + $(field err_read "$line") + $(field err_write "$line") + $(field err_timeout "$line") ))
         cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$v" "$(field rps "$line")" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$v" "$(field rps "$line")" \
             "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field non2xx "$line")" \
-            "$cpu_us" "$((m1 - m0))" "$errs" >> "$RES"
+            "$cpu_us" "$((m1 - m0))" "$errs" "$(awk -v c=$((c1 - c0)) -v n="$req" 'BEGIN { printf "%.2f", c / n }')" >> "$RES"
         echo "  round $round $v: $line cpu_us_per_req=$cpu_us cache_misses=$((m1 - m0))" >&2
     done
 done

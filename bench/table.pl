@@ -8,9 +8,9 @@ use warnings;
 my (%r, %rounds);
 while (<>) {
     chomp;
-    my ($round, $v, $rps, $p50, $p99, $non2xx, $cpu, $miss, $err) = split /\t/;
+    my ($round, $v, $rps, $p50, $p99, $non2xx, $cpu, $miss, $err, $rcmd) = split /\t/;
     $r{$round}{$v} = { rps => $rps, p50 => $p50, p99 => $p99, non2xx => $non2xx,
-                       cpu => $cpu, miss => $miss, err => $err };
+                       cpu => $cpu, miss => $miss, err => $err, rcmd => $rcmd };
     $rounds{$round} = 1;
 }
 sub median { my @s = sort { $a <=> $b } @_; return undef unless @s;
@@ -21,8 +21,8 @@ my @names = ([plain => 'plain proxy_pass (no module)'],
              [nocache => 'env_gateway, no cache (Redis every request)'],
              [route => 'env_gateway /proxy/ route, warm cache']);
 my @R = sort { $a <=> $b } keys %rounds;
-print "| variant | req/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU µs/req | added µs/req | throughput / plain | CPU ratio plain/variant | cache misses |\n";
-print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+print "| variant | req/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU µs/req | added µs/req | throughput / plain | CPU ratio plain/variant | cache misses | Redis cmds/req |\n";
+print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 for my $n (@names) {
     my ($v, $label) = @$n;
     my @rows = grep { $_ } map { $r{$_}{$v} } @R;
@@ -31,12 +31,13 @@ for my $n (@names) {
     my $thr = median(map { $r{$_}{$v}{rps} / $r{$_}{plain}{rps} } @paired);
     my $cpu = median(map { $r{$_}{plain}{cpu} / $r{$_}{$v}{cpu} } @paired);
     my $add = median(map { $r{$_}{$v}{cpu} - $r{$_}{plain}{cpu} } @paired);
-    printf "| %s | %.0f | %.3f | %.3f | %d | %d | %.2f | %+.2f | %.2f | %.2f | %s |\n",
+    printf "| %s | %.0f | %.3f | %.3f | %d | %d | %.2f | %+.2f | %.2f | %.2f | %s | %.2f |\n",
         $label, median(map { $_->{rps} } @rows),
         median(map { $_->{p50} } @rows) / 1000, median(map { $_->{p99} } @rows) / 1000,
         median(map { $_->{non2xx} } @rows), median(map { $_->{err} } @rows),
         median(map { $_->{cpu} } @rows), $add, $thr, $cpu,
-        $v eq 'plain' ? '–' : median(map { $_->{miss} } @rows);
+        $v eq 'plain' ? '–' : median(map { $_->{miss} } @rows),
+        median(map { $_->{rcmd} } @rows);
 }
 printf "\nmedians of %d interleaved rounds; ratios are per round against plain of the same round, then the median.\n", scalar @R;
 print "\nper round (req/s, server CPU µs/req):\n\n";

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# make bench-callgrind: instructions per request on a warm cache hit.
+#
+# One nginx (master_process off) runs under callgrind with two fronts in the
+# same process: "gw" (env_gateway on, env_gateway_cache) and "plain" (no
+# env_gateway); the backend is another nginx, outside valgrind.  After a
+# warm-up, counters are zeroed, N requests are sent on one keep-alive
+# connection, and a dump is taken (callgrind_control) -- for each front.
+#   run A (all code collected): Ir per request of the whole front, gw and
+#        plain, and the inclusive Ir of ngx_env_gateway_access_handler.
+#   run B (--toggle-collect=ngx_env_gateway_access_handler): only what runs
+#        inside the handler is counted: its Ir per request and the list of
+#        every function it reached -- checked for json_*, malloc & co and
+#        for the shared-memory lock.
+#   BENCH_CG_REQUESTS=2000
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+MODULE=${1:-$BENCH_TOP/build/nginx/objs/ngx_env_gateway_module.so}
+N=${BENCH_CG_REQUESTS:-2000}
+command -v valgrind >/dev/null || { echo "bench: valgrind not installed" >&2; exit 1; }
+bench_init
+export BENCH_START_TIMEOUT=90
+
+start_redis
+seed_redis 1000 "$BENCH_DIR/pairs.txt"
+read -r TOK ACC _ < "$BENCH_DIR/pairs.txt"
+
+BK=$(free_port)
+nginx_conf backend "
+    server { listen 127.0.0.1:$BK;
+             location / { default_type text/plain; return 200 \"ok\n\"; } }"
+start_nginx backend "$BK"
+
+HAMMER="$BENCH_TOP/bench/hammer.pl"
+PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+
+cg_run() {   # NAME VALGRIND-OPTIONS...
+    local name=$1; shift
+    local GW PL
+    GW=$(free_port); PL=$(free_port)
+    nginx_conf "$name" "
+    env_gateway_redis 127.0.0.1:$REDIS_PORT;
+    env_gateway_cache zone=envgw:8m ttl=1h;
+    upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
+    server { listen 127.0.0.1:$GW;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
+                          proxy_pass http://bench_backend; } }
+    server { listen 127.0.0.1:$PL;
+             location / { $PROXY proxy_pass http://bench_backend; } }" \
+        "load_module $MODULE; master_process off;"
+    start_nginx "$name" "$GW" valgrind --tool=callgrind --dump-instr=no \
+        --callgrind-out-file="$BENCH_DIR/$name/cg.out" "$@"
+    local pid=${NGX_PID[$name]}
+    wait_port "$PL" 30
+    # warm: the first request fetches token, account and environment from
+    # Redis and fills the cache; the rest warm nginx's own pools and paths
+    perl "$HAMMER" "$GW" 200 / "$TOK" "$ACC" > /dev/null
+    perl "$HAMMER" "$PL" 200 / "$TOK" "$ACC" > /dev/null
+    callgrind_control -z "$pid" > /dev/null
+    echo "  $name gw:    $(perl "$HAMMER" "$GW" "$N" / "$TOK" "$ACC")" >&2
+    callgrind_control -d gw "$pid" > /dev/null
+    callgrind_control -z "$pid" > /dev/null
+    echo "  $name plain: $(perl "$HAMMER" "$PL" "$N" / "$TOK" "$ACC")" >&2
+    callgrind_control -d plain "$pid" > /dev/null
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+dump_file() { grep -l "^desc: Trigger: dump $2\$" "$BENCH_DIR/$1"/cg.out* | sed -n 1p; }
+total_ir() { sed -n 's/^summary: \([0-9]*\).*/\1/p;s/^totals: \([0-9]*\).*/\1/p' "$1" | sed -n 1p; }
+incl_ir() {  # file function: inclusive Ir of the function (not of inlined pieces)
+    callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$1" 2>/dev/null \
+        | awk -v f="$2" '!d && $0 ~ (":" f "(\\.[a-z]+\\.[0-9]+)? \\[") { g=$1; gsub(",", "", g); print g; d=1 }'
+}
+
+echo "bench: callgrind, $N warm requests per front" >&2
+cg_run cgA
+cg_run cgB --toggle-collect=ngx_env_gateway_access_handler
+
+A_GW=$(dump_file cgA gw); A_PL=$(dump_file cgA plain); B_GW=$(dump_file cgB gw)
+[ -n "$A_GW" ] && [ -n "$A_PL" ] && [ -n "$B_GW" ] || { ls -l "$BENCH_DIR"/cg*/ >&2; echo "bench: dumps missing" >&2; exit 1; }
+
+# the report below cuts listings with head: no pipefail from here
+set +o pipefail
+gw_total=$(total_ir "$A_GW"); pl_total=$(total_ir "$A_PL")
+h_incl=$(incl_ir "$A_GW" ngx_env_gateway_access_handler)
+b_total=$(total_ir "$B_GW")
+per() { awk -v a="$1" -v n="$N" 'BEGIN { printf "%.0f", a / n }'; }
+
+callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$B_GW" > "$BENCH_DIR/handler_functions.txt" 2>/dev/null
+callgrind_annotate --auto=no --inclusive=no --threshold=100 "$A_GW" > "$BENCH_DIR/gw_self.txt" 2>/dev/null
+callgrind_annotate --auto=no --inclusive=no --threshold=100 "$A_PL" > "$BENCH_DIR/plain_self.txt" 2>/dev/null
+# functions (self cost) inside the handler, per request
+fnlist() {  # annotate output -> "Ir/request  file:function", toggle artifacts (100%) dropped
+    awk -v n="$N" '/^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ && !/\(100\.0%\)/ {
+        ir=$1; gsub(",", "", ir); line=$0; sub(/^ *[0-9,]+ +\([^)]*\) +/, "", line);
+        sub(/ \[.*$/, "", line); sub(/^.*\//, "", line); printf "%10.1f  %s\n", ir / n, line }' "$1"
+}
+callgrind_annotate --auto=no --inclusive=no --threshold=100 "$B_GW" 2>/dev/null > "$BENCH_DIR/handler_self.txt"
+
+echo
+echo "### callgrind: warm cache hit ($N requests per front, one keep-alive connection)"
+echo
+echo "| measure | Ir per request |"
+echo "|---|---:|"
+echo "| whole front worker, plain proxy_pass | $(per "$pl_total") |"
+echo "| whole front worker, env_gateway warm hit | $(per "$gw_total") |"
+echo "| added by env_gateway (difference) | $(per $((gw_total - pl_total))) |"
+echo "| ngx_env_gateway_access_handler inclusive (run A) | $(per "${h_incl:-0}") |"
+echo "| ngx_env_gateway_access_handler inclusive (run B, toggle-collect) | $(per "$b_total") |"
+echo
+echo "Functions reached inside the handler on a warm hit (self Ir per request, run B):"
+echo
+echo '```'
+fnlist "$BENCH_DIR/handler_self.txt"
+echo '```'
+bad=$(fnlist "$BENCH_DIR/handler_self.txt" | awk '{ $1=""; print }' \
+      | grep -E '(^| |:)(json_|jansson|malloc|calloc|realloc|posix_memalign|memalign|free|_int_malloc|ngx_alloc|ngx_memalign|ngx_palloc_large|ngx_palloc_block)' || true)
+if [ -n "$bad" ]; then
+    echo "warm hit check: FOUND in the handler: $bad"
+else
+    echo "warm hit check: no json_*, no malloc/calloc/realloc/free/posix_memalign, no pool block/large allocation inside the handler."
+fi
+get=$(incl_ir "$B_GW" ngx_env_gateway_cache_get)
+ld=$(incl_ir "$B_GW" ngx_env_gateway_record_load)
+find=$(incl_ir "$B_GW" ngx_env_gateway_cache_find)
+crc=$(callgrind_annotate --auto=no --inclusive=no --threshold=100 "$B_GW" 2>/dev/null | awk '!d && /ngx_crc32.h:ngx_env_gateway_cache_get/ { g=$1; gsub(",", "", g); print g; d=1 }')
+lookups=$(callgrind_annotate --auto=no --inclusive=yes --tree=calling --threshold=100 "$B_GW" 2>/dev/null | sed -n 's/.*> .*:ngx_env_gateway_cache_get (\([0-9,]*\)x).*/\1/p' | tr -d , | awk '{ s += $1 } END { print s + 0 }')
+selfget=$(callgrind_annotate --auto=no --inclusive=no --threshold=100 "$B_GW" 2>/dev/null | awk '!d && /ngx_env_gateway_cache.c:ngx_env_gateway_cache_get \[/ { g=$1; gsub(",", "", g); print g; d=1 }')
+lk=$(callgrind_annotate --auto=no --inclusive=no --threshold=100 "$B_GW" 2>/dev/null | awk '/:ngx_shmtx_(un)?lock \[/ { g=$1; gsub(",", "", g); s += g } END { print s + 0 }')
+held=$(( ${find:-0} + ${ld:-0} + ${selfget:-0} + ${lk:-0} ))
+echo "shared-memory lock: $(awk -v l="$lookups" -v n="$N" 'BEGIN { printf "%.1f", l / n }') cache lookups per request. The key hash (crc32, $(per "${crc:-0}") Ir/request) is computed before the lock; under ngx_shmtx_lock run cache_find ($(per "${find:-0}")), the LRU touch and cache_get itself ($(per "${selfget:-0}")), record_load, the copy of the blob into the request pool ($(per "${ld:-0}")), and lock+unlock ($(per "${lk:-0}")): about $(awk -v a="$held" -v l="$lookups" 'BEGIN { if (l) printf "%.0f", a / l }') instructions per lookup with the lock held, no I/O, no allocation beyond the pool."
+echo
+echo "Inclusive cost inside the handler (run B, Ir per request, top 20):"
+echo
+echo '```'
+callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$B_GW" 2>/dev/null > "$BENCH_DIR/handler_incl.txt"
+fnlist "$BENCH_DIR/handler_incl.txt" | head -20
+echo '```'
+echo
+echo "Heap allocations inside the handler (callers of malloc/free, run B):"
+echo
+echo '```'
+callgrind_annotate --auto=no --inclusive=yes --tree=caller --threshold=100 "$B_GW" 2>/dev/null \
+    | awk -v RS= '/\* [^\n]*:(malloc|free|calloc|realloc|posix_memalign) \[/ { gsub(/ \[[^\n]*/, ""); print; print "" }'
+echo '```'
+echo
+echo "Top self cost, whole front worker, env_gateway warm (Ir per request):"
+echo
+echo '```'
+fnlist "$BENCH_DIR/gw_self.txt" | head -25
+echo '```'
+echo
+echo "Top self cost, whole front worker, plain (Ir per request):"
+echo
+echo '```'
+fnlist "$BENCH_DIR/plain_self.txt" | head -15
+echo '```'
