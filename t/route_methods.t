@@ -126,6 +126,9 @@ $t->put('integration:env_dev:hubspot', {
             merge  => m_(POST => '/crm/v3/objects/contacts/merge'),
             search => m_(GET  => '/crm/v3/objects/contacts/search'),
         },
+        pairs => {
+            get  => m_(GET => '/crm/v3/pairs/{id}/to/{id}/and/{id}/{id}'),
+        },
         objects => {
             list => m_(GET => '/crm/v3/objects/{object}'),
             get  => m_(GET => '/crm/v3/objects/{object}/{id}'),
@@ -196,11 +199,12 @@ sub routed {
     my $r = req($m, $path, $tk, $body);
     my $ok = is($r->{status}, 200, "$name: 200");
     my ($seen) = $r->{body} =~ /^(?:kb|backend) (\S+ \S+)/;
-    is($seen, "$m $want_uri", "$name: upstream got $m $want_uri");
+    my $short = sub { length $_[0] > 90 ? substr($_[0], 0, 80) . '...' : $_[0] };
+    is($seen, "$m $want_uri", "$name: upstream got $m " . $short->($want_uri));
     my ($vars) = $r->{body} =~ /vars=(.*)$/m;
     my ($gm, $gu) = split /\|/, $vars // '';
     is($gm, $gwmethod, "$name: \$env_gateway_method = $gwmethod");
-    is($gu, $url, "$name: \$env_gateway_upstream_url = $url");
+    is($gu, $url, "$name: \$env_gateway_upstream_url = " . $short->($url));
     diag($r->{raw}) unless $ok;
     return $r;
 }
@@ -579,12 +583,33 @@ unlike($t->slurp('error.log'), qr/no resolver|could not be resolved/,
            'prod: merge once added there too', '{}');
 }
 
+# --- {id} more than once in a template ---------------------------------------
+
+routed(GET => "/proxy/pairs/a%20b?$A=acc_dev", 'dev',
+       '/crm/v3/pairs/a%20b/to/a%20b/and/a%20b/a%20b', 'get',
+       "$KB/crm/v3/pairs/a%20b/to/a%20b/and/a%20b/a%20b",
+       '{id} four times, short rest');
+{
+    # ngx_env_gateway_route_url() sizes its buffer with 3 * rest->len once
+    # (plus 3 * args->len per "{"), but writes the encoded rest for every
+    # {id}: a long rest overflows the pool allocation (glibc abort, SIGABRT)
+    local $TODO = 'route.c ngx_env_gateway_route_url: buffer sized for one '
+                . '{id}, heap overflow when {id} repeats';
+    my $rest = '%20' x 600;
+    my $enc = '%20' x 600;
+    routed(GET => "/proxy/pairs/$rest?$A=acc_dev", 'dev',
+           "/crm/v3/pairs/$enc/to/$enc/and/$enc/$enc", 'get',
+           "$KB/crm/v3/pairs/$enc/to/$enc/and/$enc/$enc",
+           '{id} four times, 600-byte rest');
+}
+
 # a crashed worker is the TODO bug above; every other alert still fails
 {
-    local $TODO = 'worker SIGSEGV from the consumed[] bug (see above)';
+    local $TODO = 'worker SIGSEGV/SIGABRT from the consumed[] and {id} '
+                . 'buffer bugs (see above)';
     ok($t->slurp('error.log') !~ /exited on signal/, 'no worker crashed');
 }
-$t->{allow_log} = qr/exited on signal 11/;
+$t->{allow_log} = qr/exited on signal (?:11|6)\b/;
 
 $t->stop;
 done_testing;
