@@ -768,6 +768,12 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             if (account.len
                 && ngx_env_gateway_str_ne(&account, &ctx->body_account))
             {
+                /* an account token knows only its own account */
+                if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
+                    return ngx_env_gateway_refuse(r, ctx,
+                                               NGX_ENVGW_ACCOUNT_NOT_FOUND);
+                }
+
                 return ngx_env_gateway_invalid(r, ctx,
                            "The body and the request name different "
                            "integrated accounts.");
@@ -814,6 +820,11 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
 
         if (account.len && ngx_env_gateway_str_ne(&account, &pair[1])) {
+            if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
+                return ngx_env_gateway_refuse(r, ctx,
+                                              NGX_ENVGW_ACCOUNT_NOT_FOUND);
+            }
+
             return ngx_env_gateway_invalid(r, ctx,
                        "The tenant and the request name different "
                        "integrated accounts.");
@@ -884,7 +895,7 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     ngx_int_t                  rc;
     ngx_str_t                 *quad, name, bad, consumed[6];
     ngx_uint_t                 refusal, n;
-    ngx_env_gateway_record_t  *rec;
+    ngx_env_gateway_record_t   *rec, none;
     ngx_env_gateway_loc_conf_t *glcf;
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
@@ -912,10 +923,20 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     name = ctx->environment.len ? ctx->environment : ctx->environment_id;
 
     if (rc == NGX_DECLINED) {
+        /* name the method the request meant: select from an empty record */
+        none.flags = 0;
+        none.expires_at = 0;
+        none.nfields = 0;
+        none.fields = NULL;
+
+        (void) ngx_env_gateway_route_select(&none, &ctx->resource,
+                                            &ctx->rest, &r->method_name,
+                                            &quad, &ctx->method);
+
         ngx_sprintf(msg, "Integration %V is not installed in the %V "
-                    "environment, so %V.%V is not defined there.%Z",
-                    &ctx->integration, &name, &ctx->resource,
-                    ctx->rest.len ? &ctx->rest : &r->method_name);
+                    "environment, so method %V of resource %V is not "
+                    "defined there.%Z", &ctx->integration, &name,
+                    &ctx->method, &ctx->resource);
         return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_METHOD_NOT_FOUND,
                                           (char *) msg);
     }
@@ -939,9 +960,10 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
         return ngx_env_gateway_refuse_msg(r, ctx, refusal, (char *) msg);
     }
 
-    n = 0;
-    ngx_str_set(&consumed[n++], "integrated_account_id");
-    ngx_str_set(&consumed[n++], "environment_id");
+    /* ngx_str_set() evaluates its argument twice: no n++ inside it */
+    consumed[0] = ngx_env_gateway_arg_account;
+    consumed[1] = ngx_env_gateway_arg_env;
+    n = 2;
     if (glcf->token_arg.len) {
         consumed[n++] = glcf->token_arg;
     }

@@ -262,12 +262,12 @@ ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
 
     nused = 0;
 
-    /* worst case: every byte of a value encoded */
-    len = upstream->len + tmpl->len + 3 * rest->len + 1 + args->len;
+    /* worst case: every byte of every inserted value encoded */
+    len = upstream->len + tmpl->len + 1 + args->len;
 
     for (p = tmpl->data, last = p + tmpl->len; p < last; p++) {
         if (*p == '{') {
-            len += 3 * args->len;
+            len += 3 * ngx_max(rest->len, args->len);
         }
     }
 

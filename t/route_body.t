@@ -351,8 +351,6 @@ for my $case (@bad) {
         my $r = post(POST => '/proxy/contacts',
                      qq({"integrated_account_id":"$other"}), 'acct');
         {
-            local $TODO = 'account token + another account in the body: 400 '
-                        . 'invalid_request instead of 404';
             is($r->{status}, 404, "account token, body names $other: 404");
         }
         isnt($r->{status}, 200, "account token, body names $other: refused");

@@ -306,8 +306,6 @@ passes(GET => '/proxy/contacts', 'acct',
     my $before = nlines();
     my $r = req(GET => '/ti/x?tenant_id=globex&integration=hubspot', 'acct');
     {
-        local $TODO = 'account token + tenant of another account answers 400 '
-                    . '(tenant and the request disagree), an existence oracle';
         is($r->{status}, 404, 'account token, another tenant\'s account: 404');
         is($r->{json} && $r->{json}{error}, 'integrated_account_not_found',
            'account token, another tenant\'s account: '
