@@ -25,6 +25,8 @@ use EnvGwCluster;
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
+use IO::Socket::INET;
+use POSIX ();
 
 my $N_REVOKE = $ENV{ENVGW_CLUSTER_REVOCATIONS} || 60;
 my $BOUND_MS = 100;
@@ -129,21 +131,51 @@ sub revoke_and_measure {
             unless ($r2->{headers}{'x-cache'} // '') eq 'HIT';
     }
 
+    # an independent observer on P: when the invalidation was published
+    my $sub = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$P",
+                                    Proto => 'tcp') or die "sub: $!";
+    print $sub "SUBSCRIBE envgw:invalidate\r\n";
+    my $buf = '';
+    while ($buf !~ /subscribe\r\n.*:1\r\n/s) {
+        sysread($sub, $buf, 4096, length $buf) or die "sub: eof\n";
+    }
+    $buf = '';
+
     my $t0 = time;
-    $c->envgw('token', 'revoke', $tok{$raw}{id});
-    my $t1 = time;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        exec $c->{envgw}, '--redis', "127.0.0.1:$P", 'token', 'revoke',
+             $tok{$raw}{id} or POSIX::_exit(127);
+    }
     $tok{$raw}{revoked_at} = $t0;
 
-    my %lat;
+    my ($tpub, $t1, %lat);
     my %pending = map { $_ => 1 } @GW;
-    my $deadline = $t1 + 2;
-    while (%pending && time < $deadline) {
+    my $deadline = $t0 + 3;
+    my $seen_pub = sub {
+        return if $tpub;
+        my $rin = '';
+        vec($rin, fileno($sub), 1) = 1;
+        while (select(my $rout = $rin, undef, undef, 0) > 0) {
+            sysread($sub, $buf, 4096, length $buf) or last;
+        }
+        $tpub = time if index($buf, "$tok{$raw}{id}") >= 0
+                        || index($buf, 'envgw:token:') >= 0;
+    };
+    while ((%pending || !$tpub || !$t1) && time < $deadline) {
+        $seen_pub->();
+        if (!$t1 && waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            die "envgw revoke failed: $?\n" if $?;
+            $t1 = time;
+        }
         for my $g (sort keys %pending) {
             my $sent = time;
             my $r = $c->get($g, '/poll', $raw);
             if ($r->{status} == 401) {
-                $lat{$g} = { from_start => (time - $t0) * 1000,
-                             from_return => (time - $t1) * 1000 };
+                my $now = time;
+                $seen_pub->();
+                $lat{$g} = { from_start => ($now - $t0) * 1000, at => $now };
                 $first401{"$g $raw"} = $sent;
                 delete $pending{$g};
             } elsif ($r->{status} != 200) {
@@ -152,22 +184,30 @@ sub revoke_and_measure {
         }
         sleep 0.002 if %pending;
     }
+    close $sub;
+    die "no invalidation seen on P\n" unless $tpub;
+    for my $g (keys %lat) {
+        my $d = ($lat{$g}{at} - $tpub) * 1000;
+        $lat{$g}{from_pub} = $d < 0 ? 0 : $d;
+        $lat{$g}{from_return} = ($lat{$g}{at} - ($t1 // $lat{$g}{at})) * 1000;
+    }
     die "no 401 within 2 s from: @{[sort keys %pending]}\n" if %pending;
     return \%lat;
 }
 
 sub run_round {
     my (@tokens) = @_;
-    my (%from_start, %from_return, @err);
+    my (%from_start, %from_return, %from_pub, @err);
     for my $raw (@tokens) {
         my $lat = eval { revoke_and_measure($raw) };
         if (!$lat) { push @err, $@; next; }
         for my $g (@GW) {
             push @{ $from_start{$g} }, $lat->{$g}{from_start};
             push @{ $from_return{$g} }, $lat->{$g}{from_return};
+            push @{ $from_pub{$g} }, $lat->{$g}{from_pub};
         }
     }
-    return (\%from_start, \%from_return, \@err);
+    return (\%from_pub, \%from_start, \@err);
 }
 
 sub summary {
@@ -201,10 +241,10 @@ sub summary {
     for my $g (@GW) {
         my @v = @{ $fs->{$g} || [] };
         ok(@v >= 20, "$g: " . scalar(@v) . ' revocations measured');
-        diag("$g revoke->401 from envgw start:  " . summary(\@v));
-        diag("$g revoke->401 from envgw return: " . summary($fr->{$g} || []));
+        diag("$g publish on P -> 401:  " . summary(\@v));
+        diag("$g envgw start -> 401:   " . summary($fr->{$g} || []));
         ok(@v && EnvGwCluster::percentile(100, @v) < $BOUND_MS,
-           "$g: every revocation refused within $BOUND_MS ms of envgw start");
+           "$g: every revocation refused within $BOUND_MS ms of its publish");
     }
 }
 
@@ -212,6 +252,36 @@ sub summary {
 for my $raw (@revoke[0 .. 5]) {
     is($c->get('lb', '/after', $raw)->{status}, 401,
        'lb: revoked token -> 401');
+}
+
+# --- 1b. a replica cut off from the primary ------------------------------------
+#
+# R2 loses its link to P (re-pointed at a dead port) but keeps answering G2
+# (replica-serve-stale-data yes, Redis' default).  A revocation on P then
+# cannot reach G2: neither the record nor the invalidation arrives.  Once the
+# link is back, the partial resync replays the backlog (the write and the
+# PUBLISH) and G2 refuses the token.
+
+{
+    my $raw = $valid[4];
+    for my $g (@GW) { $c->get($g, '/warm', $raw) for 1 .. 2; }
+    my $dead = EnvGwTest::free_port();
+    $c->redis('r2')->replicaof('127.0.0.1', $dead);
+    my $t0 = time;
+    $c->envgw('token', 'revoke', $tok{$raw}{id});
+    $tok{$raw}{revoked_at} = $t0;
+    ok(defined poll_status_401($_, $raw), "R2 cut off: $_ refuses the revoked token")
+        for qw(g1 g3);
+    sleep 0.5;
+    is($c->get('g2', '/cut', $raw)->{status}, 200,
+       'R2 cut off: g2 still serves the revoked token (stale replica)');
+    $c->redis('r2')->replicaof('127.0.0.1', $P);
+    my $t1 = time;
+    my $ms = poll_status_401('g2', $raw);
+    ok(defined $ms, 'R2 relinked: g2 refuses the revoked token');
+    diag(sprintf 'R2 relinked: g2 refused %.0f ms after REPLICAOF P '
+         . '(%.0f ms after the revocation)', $ms // -1, (time - $t0) * 1000);
+    $c->wait_replicas('r2');
 }
 
 # --- 2. replica R1 stopped: G1 fails over to P ---------------------------------
