@@ -485,4 +485,36 @@ for my $cache ('', 'zone=envgw:1m ttl=1s negative_ttl=1s') {
     $b->stop;
 }
 
+# --- 5. first server down for long: the cache must survive primary_retry ------------
+
+{
+    my ($t, $b, $F) = failover_pair('zone=envgw:1m ttl=60s negative_ttl=60s');
+    ok(defined wait_status($t, $F, 200, 2),
+       'first down for long: served by the second');
+    ok(wait_subscribed($b, 1, 3), 'first down for long: subscribed on the second');
+    is(cstatus($t->get('/x', $F)), 'HIT', 'first down for long: HIT');
+    my $m0 = metrics($t);
+    # more than one primary_retry (5 s) with the first still down
+    my @cs;
+    for (1 .. 13) {
+        sleep 0.5;
+        push @cs, cstatus($t->get('/x', $F));
+    }
+    my $m1 = metrics($t);
+    my $fl = $m1->{env_gateway_cache_flushes_total}
+             - $m0->{env_gateway_cache_flushes_total};
+    diag("first down for 6.5 s: $fl whole-cache flush(es), statuses @cs");
+    {
+        local $TODO = 'ngx_env_gateway_redis_primary_handler drops the working '
+            . 'subscription to try the (still down) first server, and the '
+            . 'resubscription on the second flushes the whole cache every '
+            . 'primary_retry';
+        is($fl, 0, 'first down for long: no whole-cache flush');
+        is_deeply(\@cs, [ ('HIT') x 13 ],
+                  'first down for long: every request a HIT within ttl');
+    }
+    $t->stop;
+    $b->stop;
+}
+
 done_testing;
