@@ -418,16 +418,32 @@ sub poll_status_401 {
     ok(!$ok, 'P stopped: envgw cannot write (revocations need the primary)');
 }
 
+# --- 3b. a gateway node down: the load balancer moves on -------------------------
+
+{
+    $c->stop('g2');
+    my (%seen, $ok);
+    for (1 .. 6) {
+        my $r = $c->get('lb', '/g2-down', $valid[2]);
+        $ok++ if $r->{status} == 200;
+        $seen{ $r->{headers}{'x-gateway'} // '?' }++;
+    }
+    is($ok, 6, 'g2 down: every request through the lb -> 200');
+    is_deeply([sort keys %seen], [qw(g1 g3)], 'g2 down: g1 and g3 answer');
+    is($c->get('lb', '/g2-down', $revoke[2])->{status}, 401,
+       'g2 down: revoked -> 401 through the lb');
+}
+
 # --- 4. every Redis stopped ------------------------------------------------------
 
 {
-    for my $g (@GW) {
+    for my $g (qw(g1 g3)) {
         is($c->get($g, '/warm', $valid[3])->{status}, 200, "$g warm");
     }
     $c->stop('r1');
     $c->stop('r2');
     sleep 0.2;
-    for my $g (@GW) {
+    for my $g (qw(g1 g3)) {
         my $r = $c->get($g, '/all-down', $valid[3]);
         is($r->{status}, 200, "all Redis down: $g serves a cached token");
         is($r->{headers}{'x-cache'}, 'HIT', "$g: from the cache");
