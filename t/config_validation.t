@@ -1,0 +1,388 @@
+#!/usr/bin/perl
+
+# Issue 9, item 2: every env_gateway directive is validated at `nginx -t`.
+# Each bad configuration must fail with an [emerg] line that names the
+# directive, says what is wrong, and points at the offending line (the line
+# marked "# <-" below).  Gaps the module does not catch yet are TODO tests.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use EnvGwTest;
+use Test::More;
+
+my $t = EnvGwTest->new;
+my $dir = $t->dir;
+my $module = $t->{module};
+
+ok(-f $module, "module built: $module")
+    or BAIL_OUT('build the module first: make module');
+
+my $case = 0;
+
+# a full nginx.conf around an http{} body; returns (rc, output, path, line)
+# where line is the number of the line marked "# <-" (the last one)
+sub check_conf {
+    my ($http) = @_;
+    $case++;
+    my $path = "$dir/case$case.conf";
+    my $conf = <<"CONF";
+load_module $module;
+pid $dir/case$case.pid;
+error_log $dir/case$case-error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$http
+}
+CONF
+    my ($line, $n) = (undef, 0);
+    for (split /\n/, $conf) {
+        $n++;
+        $line = $n if /# <-/;
+    }
+    open my $fh, '>', $path or die;
+    print $fh $conf;
+    close $fh;
+    my ($rc, $out) = $t->nginx_t($path);
+    return ($rc, $out, $path, $line);
+}
+
+my $REDIS = 'env_gateway_redis 127.0.0.1:6379;';
+
+# an http{} body: $top at http level, $loc inside "location /"
+sub server {
+    my ($loc, $top) = @_;
+    $top //= $REDIS;
+    return <<"H";
+    $top
+    server {
+        listen 127.0.0.1:8080;
+        location / {
+            $loc
+            return 200;
+        }
+    }
+H
+}
+
+sub good {
+    my ($name, $http) = @_;
+    my ($rc, $out) = check_conf($http);
+    is($rc, 0, "$name: accepted") or diag($out);
+    return $out;
+}
+
+# bad(name, http, directive, problem_re, todo => { refused|directive|line })
+sub bad {
+    my ($name, $http, $directive, $re, %todo) = @_;
+    my ($rc, $out, $path, $line) = check_conf($http);
+    my ($emerg) = $out =~ /^(.*\[emerg\].*)$/m;
+    $emerg //= '';
+
+    {
+        local $TODO = $todo{refused};
+        isnt($rc, 0, "$name: nginx -t fails") or diag($out);
+        like($emerg, $re, "$name: says what is wrong") or diag($out);
+    }
+    {
+        local $TODO = $todo{directive} // $todo{refused};
+        like($emerg, qr/"?\Q$directive\E\b/, "$name: names $directive")
+            or diag($emerg);
+    }
+    {
+        local $TODO = $todo{line} // $todo{refused};
+        like($emerg, qr/ in \Q$path\E:\Q$line\E$/,
+             "$name: points at the line")
+            or diag($emerg);
+    }
+}
+
+# ngx_conf_log_error() messages of the module (and ngx_conf_set_enum_slot's
+# "invalid value") carry no directive name: nginx adds it only to strings a
+# handler returns ("\"%V\" directive %s")
+my $NONAME = 'the message does not name the directive';
+
+my $R = 'env_gateway_redis';
+my $C = 'env_gateway_cache';
+my $ON = 'env_gateway on;';
+
+# --- accepted ------------------------------------------------------------------
+
+good('every directive, every parameter', <<"H");
+    env_gateway_redis 127.0.0.1:6379 password=s3cret db=2 connect_timeout=200ms read_timeout=1s;
+    env_gateway_redis unix:$dir/redis.sock db=0;
+    env_gateway_key_prefix myapp:;
+    env_gateway_cache zone=envgw:1m ttl=10s negative_ttl=1s stale_if_error=5m;
+    server {
+        listen 127.0.0.1:8080;
+        env_gateway_log_level notice;
+        location / {
+            env_gateway on;
+            env_gateway_token \$http_x_api_key;
+            env_gateway_account \$arg_integrated_account_id required;
+            env_gateway_account_body_field integrated_account_id;
+            env_gateway_hide_credentials off;
+            return 200;
+        }
+        location /t {
+            env_gateway on;
+            env_gateway_tenant \$arg_tenant_id;
+            env_gateway_integration hubspot;
+            return 200;
+        }
+        location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+            env_gateway on;
+            env_gateway_route \$res \$rest;
+            proxy_pass \$env_gateway_upstream_url;
+        }
+        location = /metrics { env_gateway_metrics; }
+    }
+H
+
+{
+    my $out = good('a host name that resolves (localhost:6379)',
+                   server($ON, "$R localhost:6379;"));
+    unlike($out, qr/\[emerg\]/, 'localhost:6379: no error');
+}
+good('port left out: 6379', server($ON, "$R 127.0.0.1;"));
+good('Sentinel block', server($ON, "$R sentinel=mymaster 127.0.0.1:26379 "
+                                    . "127.0.0.1:26380 password=x;"));
+good('env_gateway on at server level reaches env_gateway_route', <<"H");
+    $REDIS
+    server {
+        listen 127.0.0.1:8080;
+        env_gateway on;
+        location ~ ^/p/(?<res>[^/]+)\$ {
+            env_gateway_route \$res;
+            proxy_pass \$env_gateway_upstream_url;
+        }
+    }
+H
+
+# --- env_gateway_redis ---------------------------------------------------------------
+
+bad('env_gateway_redis unknown parameter',
+    server($ON, "$R 127.0.0.1:6379 bogus=1;  # <-"),
+    $R, qr/unknown parameter "bogus=1"/,
+    directive => $NONAME);
+bad('env_gateway_redis read_timeout=xyz',
+    server($ON, "$R 127.0.0.1:6379 read_timeout=xyz;  # <-"),
+    $R, qr/invalid value in "read_timeout=xyz"/,
+    directive => $NONAME);
+bad('env_gateway_redis connect_timeout=0',
+    server($ON, "$R 127.0.0.1:6379 connect_timeout=0;  # <-"),
+    $R, qr/invalid value in "connect_timeout=0"/,
+    directive => $NONAME);
+bad('env_gateway_redis db=x',
+    server($ON, "$R 127.0.0.1:6379 db=x;  # <-"),
+    $R, qr/invalid value in "db=x"/,
+    directive => $NONAME);
+bad('env_gateway_redis db=-1',
+    server($ON, "$R 127.0.0.1:6379 db=-1;  # <-"),
+    $R, qr/invalid value in "db=-1"/,
+    directive => $NONAME);
+bad('env_gateway_redis empty password=',
+    server($ON, "$R 127.0.0.1:6379 password=;  # <-"),
+    $R, qr/invalid value in "password="/,
+    directive => $NONAME);
+bad('env_gateway_redis port out of range',
+    server($ON, "$R 127.0.0.1:99999;  # <-"),
+    $R, qr/invalid redis address "127\.0\.0\.1:99999"/,
+    directive => $NONAME);
+bad('env_gateway_redis host name that does not resolve',
+    server($ON, "$R no-such-host.invalid:6379;  # <-"),
+    $R, qr/no-such-host\.invalid.*(?:host not found|resolve)/,
+    directive => $NONAME);
+bad('env_gateway_redis sentinel= without addresses',
+    server($ON, "$R sentinel=mymaster;  # <-"),
+    $R, qr/sentinel= needs Sentinel addresses/);
+bad('env_gateway_redis sentinel= with only parameters',
+    server($ON, "$R sentinel=mymaster password=x;  # <-"),
+    $R, qr/sentinel= needs Sentinel addresses/);
+bad('env_gateway_redis sentinel= without a master name',
+    server($ON, "$R sentinel= 127.0.0.1:26379;  # <-"),
+    $R, qr/needs a master name/);
+bad('env_gateway_redis plain line after a sentinel= line',
+    server($ON, "$R sentinel=m 127.0.0.1:26379;\n    $R 127.0.0.1:6379;  # <-"),
+    $R, qr/cannot be mixed with a sentinel= line/);
+bad('env_gateway_redis sentinel= line after a plain line',
+    server($ON, "$REDIS\n    $R sentinel=m 127.0.0.1:26379;  # <-"),
+    $R, qr/sentinel= must be the only env_gateway_redis line/);
+bad('env_gateway_redis the same address twice',
+    server($ON, "$REDIS\n    $R 127.0.0.1:6379;  # <-"),
+    $R, qr/duplicate|twice|already/,
+    refused => 'the module accepts the same Redis address twice in the '
+             . 'failover list');
+bad('env_gateway_redis in a server block', <<"H",
+    $REDIS
+    server {
+        listen 127.0.0.1:8080;
+        env_gateway_redis 127.0.0.1:6380;  # <-
+    }
+H
+    $R, qr/not allowed here/);
+bad('env_gateway on without env_gateway_redis',
+    server("$ON  # <-", ''),
+    'env_gateway_redis', qr/"env_gateway on" needs "env_gateway_redis"/,
+    line => 'checked in postconfiguration: the [emerg] line points at the '
+          . 'end of the http block, not at "env_gateway on"');
+
+# --- env_gateway_key_prefix ----------------------------------------------------------
+
+bad('env_gateway_key_prefix with a space',
+    server($ON, "$REDIS\n    env_gateway_key_prefix \"a b:\";  # <-"),
+    'env_gateway_key_prefix', qr/invalid key prefix "a b:"/,
+    directive => $NONAME);
+bad('duplicate env_gateway_key_prefix',
+    server($ON, "$REDIS\n    env_gateway_key_prefix a:;\n"
+              . "    env_gateway_key_prefix b:;  # <-"),
+    'env_gateway_key_prefix', qr/is duplicate/);
+
+# --- env_gateway_cache ------------------------------------------------------------
+
+bad('env_gateway_cache without zone=',
+    server($ON, "$REDIS\n    $C ttl=30s;  # <-"),
+    $C, qr/must have the "zone" parameter/);
+bad('env_gateway_cache zone without a size',
+    server($ON, "$REDIS\n    $C zone=envgw;  # <-"),
+    $C, qr/expected zone=name:size/,
+    directive => $NONAME);
+bad('env_gateway_cache bad size',
+    server($ON, "$REDIS\n    $C zone=envgw:lots;  # <-"),
+    $C, qr/invalid zone size "zone=envgw:lots"/,
+    directive => $NONAME);
+bad('env_gateway_cache zone too small',
+    server($ON, "$REDIS\n    $C zone=envgw:16k;  # <-"),
+    $C, qr/is too small: at least \d+k/,
+    directive => $NONAME);
+bad('env_gateway_cache zone with an empty name',
+    server($ON, "$REDIS\n    $C zone=:1m;  # <-"),
+    $C, qr/zone name|empty|invalid zone/,
+    refused => 'zone=:1m passes the parser and is reported as a missing '
+             . '"zone" parameter');
+bad('env_gateway_cache unknown parameter',
+    server($ON, "$REDIS\n    $C zone=envgw:1m size=1;  # <-"),
+    $C, qr/unknown parameter "size=1"/,
+    directive => $NONAME);
+bad('env_gateway_cache bad ttl',
+    server($ON, "$REDIS\n    $C zone=envgw:1m ttl=soon;  # <-"),
+    $C, qr/invalid time in "ttl=soon"/,
+    directive => $NONAME);
+bad('env_gateway_cache bad negative_ttl',
+    server($ON, "$REDIS\n    $C zone=envgw:1m negative_ttl=-1;  # <-"),
+    $C, qr/invalid time in "negative_ttl=-1"/,
+    directive => $NONAME);
+bad('env_gateway_cache bad stale_if_error',
+    server($ON, "$REDIS\n    $C zone=envgw:1m stale_if_error=x;  # <-"),
+    $C, qr/invalid time in "stale_if_error=x"/,
+    directive => $NONAME);
+bad('env_gateway_cache ttl=0',
+    server($ON, "$REDIS\n    $C zone=envgw:1m ttl=0;  # <-"),
+    $C, qr/"ttl" must be more than 0/);
+bad('duplicate env_gateway_cache',
+    server($ON, "$REDIS\n    $C zone=a:1m;\n    $C zone=b:1m;  # <-"),
+    $C, qr/is duplicate/);
+bad('env_gateway_cache zone name taken by another module',
+    server($ON, "$REDIS\n    limit_req_zone \$binary_remote_addr zone=shared:1m rate=1r/s;\n"
+              . "    $C zone=shared:1m;  # <-"),
+    $C, qr/shared memory zone "shared" is already declared for a different use/,
+    directive => 'nginx core reports the clash; the message does not name '
+               . 'env_gateway_cache');
+bad('env_gateway_cache zone named like the metrics zone',
+    server($ON, "$REDIS\n    $C zone=env_gateway_metrics:32k;  # <-"),
+    $C, qr/env_gateway_metrics/,
+    refused => 'env_gateway_cache zone=env_gateway_metrics:32k is accepted '
+             . 'and shares the metrics zone (same name, same tag)');
+bad('env_gateway_cache in a location',
+    server("$ON $C zone=envgw:1m;  # <-"),
+    $C, qr/not allowed here/);
+
+# --- location directives: duplicates and values ----------------------------------------
+
+for my $d (['env_gateway_token', '$http_x_a', '$arg_b'],
+           ['env_gateway_account', '$arg_a', '$arg_b'],
+           ['env_gateway_account_body_field', 'a', 'b'],
+           ['env_gateway_tenant', '$arg_a', '$arg_b'],
+           ['env_gateway_integration', 'hubspot', 'salesforce'],
+           ['env_gateway_route', '$uri', '$uri'],
+           ['env_gateway', 'on', 'off'],
+           ['env_gateway_hide_credentials', 'on', 'off'],
+           ['env_gateway_log_level', 'warn', 'error'])
+{
+    my ($name, $a, $b) = @$d;
+    my $on = $name eq 'env_gateway' ? '' : $ON;
+    bad("duplicate $name",
+        server("$on $name $a;\n            $name $b;  # <-"),
+        $name, qr/"\Q$name\E" directive is duplicate/);
+}
+
+bad('duplicate env_gateway_metrics',
+    server("env_gateway_metrics;\n            env_gateway_metrics;  # <-"),
+    'env_gateway_metrics', qr/is duplicate/,
+    refused => 'env_gateway_metrics twice in one location is accepted');
+bad('env_gateway_metrics with an argument',
+    server("env_gateway_metrics on;  # <-"),
+    'env_gateway_metrics', qr/invalid number of arguments/);
+bad('env_gateway_metrics at http level',
+    "    $REDIS\n    env_gateway_metrics;  # <-",
+    'env_gateway_metrics', qr/not allowed here/);
+
+bad('env_gateway_route without env_gateway on',
+    server("env_gateway_route \$uri;  # <-"),
+    'env_gateway_route', qr/needs "env_gateway on"/,
+    line => 'checked while merging: the [emerg] line points at the end of '
+          . 'the http block, not at env_gateway_route');
+bad('env_gateway_route with env_gateway off',
+    server("env_gateway off; env_gateway_route \$uri;  # <-"),
+    'env_gateway_route', qr/needs "env_gateway on"/,
+    line => 'checked while merging: the [emerg] line points at the end of '
+          . 'the http block, not at env_gateway_route');
+bad('env_gateway_route at server level', <<"H",
+    $REDIS
+    server {
+        listen 127.0.0.1:8080;
+        env_gateway on;
+        env_gateway_route \$uri;  # <-
+    }
+H
+    'env_gateway_route', qr/not allowed here/);
+bad('env_gateway_route with three arguments',
+    server("$ON env_gateway_route a b c;  # <-"),
+    'env_gateway_route', qr/invalid number of arguments/);
+bad('env_gateway_account_body_field empty',
+    server("$ON env_gateway_account_body_field \"\";  # <-"),
+    'env_gateway_account_body_field', qr/needs a field name/);
+bad('env_gateway_account not required',
+    server("$ON env_gateway_account \$arg_a sometimes;  # <-"),
+    'env_gateway_account', qr/invalid parameter "sometimes", expected "required"/,
+    directive => $NONAME);
+bad('env_gateway maybe',
+    server("env_gateway maybe;  # <-"),
+    'env_gateway', qr/invalid value "maybe"/);
+bad('env_gateway_hide_credentials maybe',
+    server("$ON env_gateway_hide_credentials maybe;  # <-"),
+    'env_gateway_hide_credentials', qr/invalid value "maybe"/);
+bad('env_gateway_log_level bogus',
+    server("$ON env_gateway_log_level bogus;  # <-"),
+    'env_gateway_log_level', qr/invalid value "bogus"/,
+    directive => $NONAME);
+bad('env_gateway_log_level debug (not a refusal level)',
+    server("$ON env_gateway_log_level debug;  # <-"),
+    'env_gateway_log_level', qr/invalid value "debug"/,
+    directive => $NONAME);
+bad('env_gateway_token with an unknown variable',
+    server("$ON env_gateway_token \$no_such_var;  # <-"),
+    'env_gateway_token', qr/unknown "no_such_var" variable/,
+    directive => 'nginx core reports unknown variables without the '
+               . 'directive',
+    line => 'unknown variables are found after parsing, without a line');
+
+$t->stop;
+done_testing;
