@@ -525,7 +525,9 @@ SKIP: {
     # oversized field: nginx's http2_max_field_size refuses it
     $r = $curl->("-H 'Authorization: Bearer " . ('a' x 20000) . "'",
                  "'$u/api/x'");
-    isnt($r->{status}, 200, "h2 20 KB Authorization: refused ($r->{status})");
+    # (nginx 1.22 drops the connection: no response, status 0 here)
+    isnt($r->{status}, 200,
+         "h2 20 KB Authorization: refused (status $r->{status})");
     is(nlines(), $n, 'h2 20 KB Authorization: no pass');
 
     # h2 POST with a JSON body (no content-length: DATA frames)
