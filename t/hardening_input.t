@@ -27,6 +27,7 @@ my $t = EnvGwTest->new;
 $t->start_redis;
 
 my $h2 = EnvGwTest::free_port();
+my $e500 = EnvGwTest::free_port();
 
 $t->start_nginx(<<"CONF");
     env_gateway_redis 127.0.0.1:%%REDIS%% connect_timeout=500ms read_timeout=1s;
@@ -34,9 +35,50 @@ $t->start_nginx(<<"CONF");
     upstream backend     { server 127.0.0.1:%%BACKEND%%; }
     upstream hubspot_dev { server 127.0.0.1:%%BACKEND%%; }
 
+    log_format redact '\$env_gateway_redacted_request|\$request|\$request_uri|\$args|\$status';
+
+    # an upstream that fails, for error_page
+    server {
+        listen 127.0.0.1:$e500;
+        location / { return 500 "boom"; }
+    }
+
     server {
         listen 127.0.0.1:%%PORT%%;
         listen 127.0.0.1:$h2 http2;
+
+        # documented edges (docs/security.md, "Limits and sharp edges")
+        location /satany-deny/ {
+            satisfy any; deny all;
+            env_gateway on;
+            proxy_pass http://backend;
+        }
+        location /satany-allow/ {
+            satisfy any; allow 127.0.0.1; deny all;
+            env_gateway on;
+            proxy_pass http://backend;
+        }
+        location /satall-deny/ {
+            deny all;
+            env_gateway on;
+            proxy_pass http://backend;
+        }
+        location /err/ {
+            env_gateway on;
+            proxy_intercept_errors on;
+            error_page 500 = /gated_error;
+            proxy_pass http://127.0.0.1:$e500;
+        }
+        location = /gated_error {
+            env_gateway on;
+            proxy_pass http://backend;
+        }
+        location /q/ {
+            access_log %%DIR%%/redact.log redact;
+            env_gateway on;
+            env_gateway_token \$arg_api_key;
+            proxy_pass http://backend;
+        }
 
         location /api/ {
             env_gateway on;
@@ -586,6 +628,45 @@ SKIP: {
     unlike($t->backend_log, qr/[?&]i=/, 'no reset request reached the backend');
 
     same_workers('HTTP/2 cases');
+}
+
+# --- documented edges ---------------------------------------------------------
+
+{
+    my $T = auth("Bearer $DEV");
+    my $n = nlines();
+    passes(req(GET => '/satany-deny/x', $T),
+           'satisfy any + deny all: a valid token passes', $n);
+    $n = nlines();
+    refused(req(GET => '/satany-allow/x'), 401, 'missing_token',
+            'satisfy any + allow 127.0.0.1: no token still 401', $n);
+    my $r = req(GET => '/satall-deny/x', $T);
+    is($r->{status}, 403, 'satisfy all + deny all: valid token 403');
+    is(nlines(), $n, 'satisfy all + deny all: no pass');
+
+    # error_page to a gated location: checked again, the credential gone
+    refused(req(GET => '/err/x', $T), 401, 'missing_token',
+            'error_page to a gated location after an allow', $n);
+
+    # a query token: $request and $request_uri are rewritten, $args of a
+    # refused request is not
+    $n = nlines();
+    passes(req(GET => '/q/x?api_key=' . $DEV . '&a=1'), 'query token', $n);
+    $n = nlines();
+    refused(req(GET => '/q/x?api_key=egw_wrongQQQ&a=1'), 401,
+            'invalid_token', 'wrong query token', $n);
+    my $log = '';
+    my $end = time + 3;
+    sleep 0.02 until ($log = $t->slurp('redact.log')) =~ /401\n/ || time > $end;
+    my @l = split /\n/, $log;
+    like($l[0] // '', qr{^GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|/q/x\?api_key=\[REDACTED\]&a=1\|a=1\|200$},
+         'allowed: token in no logged variable');
+    like($l[1] // '', qr{^GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|/q/x\?api_key=\[REDACTED\]&a=1\|api_key=egw_wrongQQQ&a=1\|401$},
+         'refused: only $args still carries the token (documented)');
+    unlike($t->slurp('error.log'), qr/egw_wrongQQQ/,
+           'refused query token: not in error.log');
+
+    same_workers('documented edges');
 }
 
 # --- afterwards ----------------------------------------------------------------
