@@ -414,7 +414,8 @@ sub scenario_kill_worker {
     my @before = sort $t->worker_pids;
     is(scalar @before, 2, "$name: two workers");
 
-    my $w = wrk_start($t, "kill_$label");
+    (my $file = "kill_$label") =~ s/\W/_/g;
+    my $w = wrk_start($t, $file);
     sleep 2;
     my $victim = $before[0];
     kill 'KILL', $victim;
