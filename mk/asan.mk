@@ -19,8 +19,9 @@ ASAN_DIR     ?= $(BUILD)/asan
 ASAN_NGX     := $(ASAN_DIR)/nginx-1.22.1/objs
 ASAN_LINK    ?= $(or $(ENVGW_ASAN_LINK),dynamic)
 ASAN_TESTS   ?= t/
+UBSAN_HALT   ?= 1
 ASAN_ENV     := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:disable_coredump=1:detect_stack_use_after_return=1:strict_string_checks=1 \
-                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=$(UBSAN_HALT) \
                 ENVGW_NGINX=$(ASAN_NGX)/nginx \
                 $(if $(filter static,$(ASAN_LINK)),ENVGW_STATIC=1,ENVGW_MODULE=$(ASAN_NGX)/ngx_env_gateway_module.so)
 

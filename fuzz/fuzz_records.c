@@ -1,0 +1,107 @@
+/*
+ * Record JSON -> blob -> struct for every record kind:
+ * ngx_env_gateway_record_parse(), then ngx_env_gateway_record_load() into a
+ * pool, then a check that every field lies inside the loaded copy.
+ *
+ * Input: the record JSON.  Every input is parsed as each of the five kinds
+ * (token, account, env, tenant, integration), so one corpus serves all.
+ */
+
+#include "fuzz_common.h"
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    u_char                    *blob;
+    size_t                     blob_len, total;
+    ngx_str_t                  json;
+    size_t                     j;
+    ngx_uint_t                 kind, i;
+    static volatile u_char     sum;
+    ngx_pool_t                *pool;
+    ngx_env_gateway_record_t   rec;
+
+    static ngx_str_t  key = ngx_string("envgw:fuzz:key");
+
+    fuzz_init();
+
+    json = fuzz_str(data, size);
+
+    for (kind = 0; kind < NGX_ENVGW_REC_LAST; kind++) {
+        blob = NULL;
+        blob_len = 0;
+
+        if (ngx_env_gateway_record_parse(kind, json.data, json.len, fuzz_log,
+                                         &key, &blob, &blob_len)
+            != NGX_OK)
+        {
+            continue;
+        }
+
+        pool = ngx_create_pool(1024, fuzz_log);
+        if (pool == NULL) {
+            abort();
+        }
+
+        if (ngx_env_gateway_record_load(pool, blob, blob_len, &rec)
+            != NGX_OK)
+        {
+            abort();
+        }
+
+        total = sizeof(ngx_env_gateway_blob_t)
+                + rec.nfields * sizeof(uint32_t);
+
+        for (i = 0; i < rec.nfields; i++) {
+            total += rec.fields[i].len;
+
+            /* touch every byte: ASan checks it lies in the copy */
+            for (j = 0; j < rec.fields[i].len; j++) {
+                sum += rec.fields[i].data[j];
+            }
+        }
+
+        if (total != blob_len) {
+            abort();
+        }
+
+        switch (kind) {
+        case NGX_ENVGW_REC_TOKEN:
+            if (rec.nfields != NGX_ENVGW_TOK_NFIELDS
+                || rec.fields[NGX_ENVGW_TOK_ENV_ID].len == 0)
+            {
+                abort();
+            }
+            break;
+        case NGX_ENVGW_REC_ACCOUNT:
+            if (rec.nfields != NGX_ENVGW_ACC_NFIELDS) {
+                abort();
+            }
+            break;
+        case NGX_ENVGW_REC_ENV:
+            if (rec.nfields != NGX_ENVGW_ENV_NFIELDS) {
+                abort();
+            }
+            break;
+        case NGX_ENVGW_REC_TENANT:
+            if (rec.nfields % 2) {
+                abort();
+            }
+            break;
+        default:
+            if (rec.nfields % 4 != 1
+                || rec.fields[NGX_ENVGW_INT_UPSTREAM].len == 0)
+            {
+                abort();
+            }
+        }
+
+        ngx_destroy_pool(pool);
+        ngx_free(blob);
+    }
+
+    free(json.data);
+
+    return 0;
+}
