@@ -19,17 +19,32 @@ FUZZ_SECONDS  ?= 60
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZ_TARGETS  := token records route resp body
 FUZZ_BINS     := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
-ASAN_SRC      := $(or $(ASAN_DIR),$(BUILD)/asan)/nginx-1.22.1
+FUZZ_ASAN_DIR  = $(or $(ASAN_DIR),$(BUILD)/asan)
+ASAN_SRC       = $(FUZZ_ASAN_DIR)/nginx-1.22.1
 
-FUZZ_INCS     := $(addprefix -I$(ASAN_SRC)/,src/core src/event src/event/modules \
+FUZZ_INCS      = $(addprefix -I$(ASAN_SRC)/,src/core src/event src/event/modules \
                    src/os/unix objs src/http src/http/modules src/http/v2) -I$(CURDIR)/src
-FUZZ_CFLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+FUZZ_CFLAGS    = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -DNGX_DEBUG_PALLOC=1 $(FUZZ_INCS)
 FUZZ_LIBS     := -lhiredis -ljansson -lssl -lcrypto -lpcre2-8 -lz -lcrypt -lpthread
 FUZZ_MOD_SRCS := ngx_env_gateway_module.c $(wildcard src/*.c)
 FUZZ_MOD_OBJS := $(patsubst %.c,$(FUZZ_DIR)/mod/%.o,$(notdir $(FUZZ_MOD_SRCS)))
 
 .PHONY: fuzz fuzz-build fuzz-if-clang
+
+# `make test` (top-level Makefile) also builds the fuzz targets, so that
+# t/fuzz_regressions.t replays the corpora and regression inputs.  Without
+# clang, or when nginx's source cannot be fetched, it says so and goes on
+# (the .t file then skips); a target that fails to compile fails the build.
+test: fuzz-if-clang
+
+fuzz-if-clang:
+	@if [ "$(ENVGW_FUZZ_IN_TEST)" = 0 ]; then exit 0; fi; \
+	if ! command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	    echo "fuzz: $(FUZZ_CC) not found: t/fuzz_regressions.t will skip"; exit 0; fi; \
+	if ! ./scripts/ngx-source.sh $(FUZZ_ASAN_DIR) >/dev/null; then \
+	    echo "fuzz: nginx 1.22.1 source not available: t/fuzz_regressions.t will skip"; exit 0; fi; \
+	$(MAKE) --no-print-directory fuzz-build
 
 fuzz-build: asan-build
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
@@ -62,7 +77,7 @@ fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/logs; \
 	for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(FUZZ_DIR)/work/$$t $(FUZZ_DIR)/crashes/$$t; \
-	    case $$t in resp) o=-max_len=65536;; records|body) o=-max_len=16384;; *) o=-max_len=8192;; esac; \
+	    case $$t in resp) o=-max_len=65536;; records) o=-max_len=32768;; body) o=-max_len=16384;; *) o=-max_len=8192;; esac; \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
