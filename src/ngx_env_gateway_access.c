@@ -44,6 +44,8 @@ static ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_invalid(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_env_gateway_account_syntax(ngx_str_t *id);
+static ngx_int_t ngx_env_gateway_strip_arg(ngx_http_request_t *r,
+    ngx_str_t *name);
 static ngx_int_t ngx_env_gateway_read_body(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx);
 static void ngx_env_gateway_body_handler(ngx_http_request_t *r);
@@ -157,21 +159,28 @@ typedef struct {
     ngx_uint_t   encoded;     /* the name or the value was escaped */
 } ngx_env_gateway_arg_t;
 
+#define NGX_ENVGW_ARG_ACCOUNT      0   /* integrated_account_id */
+#define NGX_ENVGW_ARG_ENV          1   /* environment_id */
+#define NGX_ENVGW_ARG_TOKEN        2   /* env_gateway_token $arg_NAME */
+#define NGX_ENVGW_ARG_ACCOUNT_VAR  3   /* env_gateway_account $arg_NAME */
+
 
 /*
- * Find an argument by name, counting repeats and noticing any escaping in
- * its name or value: "?integrated%5Faccount_id=x" or a "+" or "%" in a
- * value may be read differently by the upstream than by us.
+ * Find arguments by name in one pass over the query, counting repeats and
+ * noticing any escaping in a name or value: "?integrated%5Faccount_id=x"
+ * or a "+" or "%" in a value may be read differently by the upstream than
+ * by us.  Names match in any case, as nginx's $arg_NAME does.
  */
 static void
-ngx_env_gateway_find_arg(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_env_gateway_arg_t *arg)
+ngx_env_gateway_scan_args(ngx_http_request_t *r, ngx_str_t **names,
+    ngx_env_gateway_arg_t *args, ngx_uint_t n)
 {
-    u_char  *p, *last, *end, *eq, *dst, *src;
-    u_char   dec[64];
-    size_t   nlen;
+    u_char      *p, *last, *end, *eq, *dst, *src, *name;
+    u_char       dec[64];
+    size_t       nlen;
+    ngx_uint_t   i, decoded;
 
-    ngx_memzero(arg, sizeof(ngx_env_gateway_arg_t));
+    ngx_memzero(args, n * sizeof(ngx_env_gateway_arg_t));
 
     p = r->args.data;
     last = p + r->args.len;
@@ -184,30 +193,34 @@ ngx_env_gateway_find_arg(ngx_http_request_t *r, ngx_str_t *name,
 
         eq = ngx_strlchr(p, end, '=');
         nlen = (eq ? eq : end) - p;
+        name = p;
+        decoded = 0;
 
-        if (nlen == name->len
-            && ngx_strncasecmp(p, name->data, nlen) == 0)
-        {
-            arg->count++;
-            arg->value.data = eq ? eq + 1 : end;
-            arg->value.len = end - arg->value.data;
-
-            if (ngx_strlchr(arg->value.data, end, '%')
-                || ngx_strlchr(arg->value.data, end, '+'))
-            {
-                arg->encoded = 1;
-            }
-
-        } else if (nlen < sizeof(dec) && ngx_strlchr(p, p + nlen, '%')) {
+        if (nlen < sizeof(dec) && ngx_strlchr(p, p + nlen, '%')) {
             src = p;
             dst = dec;
             ngx_unescape_uri(&dst, &src, nlen, NGX_UNESCAPE_URI);
+            name = dec;
+            nlen = dst - dec;
+            decoded = 1;
+        }
 
-            if ((size_t) (dst - dec) == name->len
-                && ngx_strncasecmp(dec, name->data, name->len) == 0)
+        for (i = 0; i < n; i++) {
+            if (nlen != names[i]->len
+                || ngx_strncasecmp(name, names[i]->data, nlen) != 0)
             {
-                arg->count++;
-                arg->encoded = 1;
+                continue;
+            }
+
+            args[i].count++;
+            args[i].value.data = eq ? eq + 1 : end;
+            args[i].value.len = end - args[i].value.data;
+
+            if (decoded
+                || ngx_strlchr(args[i].value.data, end, '%')
+                || ngx_strlchr(args[i].value.data, end, '+'))
+            {
+                args[i].encoded = 1;
             }
         }
 
@@ -268,10 +281,8 @@ ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 static ngx_int_t
 ngx_env_gateway_check_arg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_str_t *name, ngx_env_gateway_arg_t *arg)
+    ngx_env_gateway_arg_t *arg)
 {
-    ngx_env_gateway_find_arg(r, name, arg);
-
     if (arg->count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
                    "A query argument the gateway reads is given twice.");
@@ -328,10 +339,10 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
     ngx_int_t               rc;
-    ngx_str_t               token, id;
-    ngx_uint_t              n;
+    ngx_str_t               token, id, *names[4];
+    ngx_uint_t              i, n, nargs;
     ngx_table_elt_t        *h;
-    ngx_env_gateway_arg_t   arg;
+    ngx_env_gateway_arg_t   args[4];
 
     ctx->state = NGX_ENVGW_ST_WAIT;
 
@@ -359,6 +370,16 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             r->valid_unparsed_uri = 0;
         }
     }
+
+    /* the query arguments the gateway reads, in one pass */
+
+    names[NGX_ENVGW_ARG_ACCOUNT] = &ngx_env_gateway_arg_account;
+    names[NGX_ENVGW_ARG_ENV] = &ngx_env_gateway_arg_env;
+    names[NGX_ENVGW_ARG_TOKEN] = &glcf->token_arg;
+    names[NGX_ENVGW_ARG_ACCOUNT_VAR] = &glcf->account_arg;
+    nargs = glcf->account_arg.len ? 4 : 3;
+
+    ngx_env_gateway_scan_args(r, names, args, nargs);
 
     /* 1. the one credential */
 
@@ -389,12 +410,9 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                        "The credential header is given twice.");
         }
 
-        if (glcf->token_arg.len) {
-            ngx_env_gateway_find_arg(r, &glcf->token_arg, &arg);
-            if (arg.count > 1) {
-                return ngx_env_gateway_invalid(r, ctx,
-                           "The credential argument is given twice.");
-            }
+        if (glcf->token_arg.len && args[NGX_ENVGW_ARG_TOKEN].count > 1) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The credential argument is given twice.");
         }
 
         if (ngx_http_complex_value(r, glcf->token, &token) != NGX_OK) {
@@ -412,26 +430,27 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ngx_env_gateway_sha256_hex(&token, ctx->token_hash);
 
-    /* 2. what the request names, unambiguously */
-
-    rc = ngx_env_gateway_check_arg(r, ctx, &ngx_env_gateway_arg_account, &arg);
-    if (rc != NGX_OK) {
-        return rc;
+    /* a query token leaves $args at once: refused requests log it too */
+    if (glcf->hide_credentials && glcf->token_arg.len) {
+        if (ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
-    if (glcf->account_arg.len) {
-        rc = ngx_env_gateway_check_arg(r, ctx, &glcf->account_arg, &arg);
+    /* 2. what the request names, unambiguously */
+
+    for (i = 0; i < nargs; i++) {
+        if (i == NGX_ENVGW_ARG_TOKEN) {
+            continue;
+        }
+
+        rc = ngx_env_gateway_check_arg(r, ctx, &args[i]);
         if (rc != NGX_OK) {
             return rc;
         }
     }
 
-    rc = ngx_env_gateway_check_arg(r, ctx, &ngx_env_gateway_arg_env, &arg);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    ctx->env_req = arg.value;
+    ctx->env_req = args[NGX_ENVGW_ARG_ENV].value;
 
     n = ngx_env_gateway_count_headers(r, &ngx_env_gateway_hdr_env, &h);
 
@@ -462,7 +481,11 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     if (glcf->account) {
-        if (ngx_http_complex_value(r, glcf->account, &id) != NGX_OK) {
+        if (glcf->account_arg.len) {
+            /* what $arg_NAME would give, found by the scan above */
+            id = args[NGX_ENVGW_ARG_ACCOUNT_VAR].value;
+
+        } else if (ngx_http_complex_value(r, glcf->account, &id) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -1231,12 +1254,9 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         } else if (glcf->token_header.len) {
             ngx_env_gateway_hide_header(r, &glcf->token_header);
-
-        } else if (glcf->token_arg.len) {
-            if (ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK) {
-                return NGX_ERROR;
-            }
         }
+
+        /* a query token was stripped from the arguments when read */
     }
 
     return NGX_OK;

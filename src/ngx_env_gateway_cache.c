@@ -1,7 +1,7 @@
 /*
  * env_gateway: the shared-memory record cache.
  *
- * One zone for all workers: an rbtree keyed by crc32 of the Redis key (then
+ * One zone for all workers: an rbtree keyed by murmur2 of the Redis key (then
  * the key itself), holding parsed record blobs, so a warm hit is a lookup
  * and a memcpy into the request pool: no JSON, no Redis.
  *
@@ -50,6 +50,14 @@ typedef struct {
 
 #define ngx_env_gateway_cnode_blob(n)                                      \
     ((n)->data + ngx_align((n)->key_len, 8))
+
+#define NGX_ENVGW_ENTRY_MAX(ctx)     ((ctx)->sh->size / 16)
+
+/* evictions one insert may cause before it gives up (slab fragmentation) */
+#define NGX_ENVGW_EVICT_MAX          64
+
+#define ngx_env_gateway_cache_hash(key)                                    \
+    ngx_murmur_hash2((key)->data, (key)->len)
 
 
 static void
@@ -253,7 +261,7 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_env_gateway_cache_ctx_t  *ctx;
 
     ctx = zone->data;
-    hash = ngx_crc32_short(key->data, key->len);
+    hash = ngx_env_gateway_cache_hash(key);
     now = ngx_current_msec;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
@@ -302,7 +310,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
 {
     size_t                        size;
     uint32_t                      hash;
-    ngx_uint_t                    negative;
+    ngx_uint_t                    negative, evicted;
     ngx_env_gateway_cnode_t      *n;
     ngx_env_gateway_cache_ctx_t  *ctx;
 
@@ -311,11 +319,19 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     }
 
     ctx = zone->data;
-    hash = ngx_crc32_short(key->data, key->len);
+    hash = ngx_env_gateway_cache_hash(key);
     negative = (blob == NULL);
 
     size = offsetof(ngx_env_gateway_cnode_t, data) + ngx_align(key->len, 8)
            + blob_len;
+
+    /*
+     * An entry that could only fit by emptying most of the zone is not
+     * worth it: serve it uncached rather than evict everyone else.
+     */
+    if (size > NGX_ENVGW_ENTRY_MAX(ctx)) {
+        return;
+    }
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -333,10 +349,15 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         }
     }
 
-    for ( ;; ) {
+    for (evicted = 0; /* void */; evicted++) {
         n = ngx_slab_alloc_locked(ctx->shpool, size);
         if (n) {
             break;
+        }
+
+        if (evicted == NGX_ENVGW_EVICT_MAX) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return;
         }
 
         /* a negative never evicts a positive entry */
@@ -383,7 +404,7 @@ ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key)
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     n = ngx_env_gateway_cache_find(ctx->sh, key,
-                                   ngx_crc32_short(key->data, key->len));
+                                   ngx_env_gateway_cache_hash(key));
     if (n) {
         ngx_env_gateway_cache_remove(ctx, n);
     }

@@ -24,7 +24,7 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t   node;       /* key: crc32 of the Redis key */
+    ngx_rbtree_node_t   node;       /* key: murmur2 of the Redis key */
     ngx_str_t           key;
     ngx_uint_t          kind;
     ngx_atomic_uint_t   epoch;      /* invalidations seen when sent */
@@ -233,7 +233,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_MISS);
     }
 
-    hash = ngx_crc32_short(key.data, key.len);
+    hash = ngx_murmur_hash2(key.data, key.len);
 
     f = ngx_env_gateway_inflight_find(&key, hash);
 

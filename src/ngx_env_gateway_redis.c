@@ -16,8 +16,12 @@
  * While disconnected, new commands are refused at once instead of queueing.
  * Commands queued while connecting were never sent: when that connect
  * fails they move on to the next server instead of failing.  Connected to
- * a later server, the client returns to the first one every primary_retry
- * (when idle), so a healed primary is used again.
+ * a later server, the lookup connection probes the first one every
+ * primary_retry with a plain TCP connect and moves back (when idle) once it
+ * answers, so a healed primary is used again.  The subscriber stays where
+ * it is while healthy: moving it would open a gap in the invalidations
+ * (and with it a whole-cache drop), and a replica gets the primary's
+ * messages anyway.
  *
  * Each worker also keeps a subscriber connection on <prefix>invalidate:
  * a message names a changed key, which is dropped from the shared cache.
@@ -86,6 +90,7 @@ struct ngx_env_gateway_redis_s {
     ngx_event_t                        flush;
     ngx_event_t                        reconnect;
     ngx_event_t                        primary;   /* return to server 0 */
+    ngx_peer_connection_t              probe;     /* is server 0 back? */
     ngx_event_t                        ping;      /* subscriber health */
     ngx_msec_t                         backoff;
     ngx_log_t                         *log;
@@ -115,6 +120,9 @@ static void ngx_env_gateway_redis_handshake_reply(void *data,
 
 
 static void ngx_env_gateway_redis_primary_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_probe_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_ping_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_subscribed(void *data, redisReply *reply);
 static void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
@@ -129,6 +137,7 @@ static void ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc,
     ngx_str_t *payload);
 static void ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_sentinel_reply(void *data, redisReply *reply);
 static void ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
@@ -524,7 +533,7 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_CONNECTS);
 
-    if (rc->current != 0 && !rc->primary.timer_set) {
+    if (rc->current != 0 && !rc->subscriber && !rc->primary.timer_set) {
         ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
     }
 
@@ -712,6 +721,29 @@ ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc)
     }
 
     rc->ever_subscribed = 1;
+
+    /*
+     * Redis is back: the dropped entries are about to be asked for, so the
+     * lookup connection must not sit out the rest of its backoff.
+     */
+    ngx_env_gateway_redis_nudge(ngx_env_gateway_redis);
+}
+
+
+/* a sibling connection found Redis answering: reconnect now */
+static void
+ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc)
+{
+    if (rc == NULL || rc->state != NGX_ENVGW_REDIS_DISCONNECTED
+        || !rc->reconnect.timer_set)
+    {
+        return;
+    }
+
+    ngx_del_timer(&rc->reconnect);
+    rc->failures = 0;
+    rc->current = 0;
+    ngx_env_gateway_redis_connect(rc);
 }
 
 
@@ -732,36 +764,122 @@ ngx_env_gateway_redis_is_message(redisReply *reply)
 }
 
 
-/* connected to a later server: go back to the first when idle */
+static void
+ngx_env_gateway_redis_probe_close(ngx_env_gateway_redis_t *rc)
+{
+    if (rc->probe.connection) {
+        ngx_close_connection(rc->probe.connection);
+        rc->probe.connection = NULL;
+    }
+}
+
+
+/* connected to a later server: is the first one answering again? */
 static void
 ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
 {
-    ngx_env_gateway_redis_t  *rc = ev->data;
+    ngx_int_t                  rv;
+    ngx_connection_t          *c;
+    ngx_env_gateway_server_t  *srv;
+    ngx_env_gateway_redis_t   *rc = ev->data;
 
-    if (rc->current == 0 || ngx_exiting || ngx_quit || ngx_terminate) {
+    if (rc->current == 0 || rc->state != NGX_ENVGW_REDIS_READY
+        || ngx_exiting || ngx_quit || ngx_terminate)
+    {
         return;
     }
 
-    if (rc->state != NGX_ENVGW_REDIS_READY || rc->ncmds || rc->out_len) {
-        ngx_add_timer(&rc->primary, 100);
+    srv = rc->servers->elts;
+
+    if (srv[0].sockaddr == NULL || rc->probe.connection) {
+        return;
+    }
+
+    ngx_memzero(&rc->probe, sizeof(ngx_peer_connection_t));
+    rc->probe.sockaddr = srv[0].sockaddr;
+    rc->probe.socklen = srv[0].socklen;
+    rc->probe.name = &srv[0].name;
+    rc->probe.get = ngx_event_get_peer;
+    rc->probe.log = rc->log;
+    rc->probe.log_error = NGX_ERROR_INFO;
+
+    rv = ngx_event_connect_peer(&rc->probe);
+
+    if (rv == NGX_ERROR || rv == NGX_DECLINED || rv == NGX_BUSY) {
+        ngx_env_gateway_redis_probe_close(rc);
+        ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
+        return;
+    }
+
+    c = rc->probe.connection;
+    c->data = rc;
+    c->log = rc->log;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+    c->read->handler = ngx_env_gateway_redis_probe_handler;
+    c->write->handler = ngx_env_gateway_redis_probe_handler;
+    c->pool = NULL;
+
+    if (rv == NGX_AGAIN) {
+        ngx_add_timer(c->write, srv[0].connect_timeout);
+        return;
+    }
+
+    ngx_env_gateway_redis_probe_handler(c->write);
+}
+
+
+static void
+ngx_env_gateway_redis_probe_handler(ngx_event_t *ev)
+{
+    int                       err;
+    socklen_t                 len;
+    ngx_connection_t         *c;
+    ngx_env_gateway_redis_t  *rc;
+
+    c = ev->data;
+    rc = c->data;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (ev->timedout
+        || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1
+        || err)
+    {
+        ngx_env_gateway_redis_probe_close(rc);
+        ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
+        return;
+    }
+
+    ngx_env_gateway_redis_probe_close(rc);
+    ngx_env_gateway_redis_switch(rc);
+}
+
+
+/* the first server answers: move there once no command is in flight */
+static void
+ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc)
+{
+    if (rc->current == 0 || rc->state != NGX_ENVGW_REDIS_READY) {
+        return;
+    }
+
+    if (rc->ncmds || rc->out_len) {
+        /* busy: look again shortly, without another probe */
+        rc->primary.handler = ngx_env_gateway_redis_switch_handler;
+        ngx_add_timer(&rc->primary, 10);
         return;
     }
 
     ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                  "env_gateway: trying the first redis server again");
+                  "env_gateway: the first redis server answers again");
 
     ngx_close_connection(rc->c);
     rc->c = NULL;
     rc->peer.connection = NULL;
     redisReaderFree(rc->reader);
     rc->reader = NULL;
-
-    if (rc->subscribed) {
-        rc->subscribed = 0;
-        if (rc->on_unsubscribed) {
-            rc->on_unsubscribed(rc);
-        }
-    }
 
     rc->current = 0;
     rc->failures = 0;
@@ -786,6 +904,21 @@ ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
                       (size_t) reply->len, reply->str);
         ngx_env_gateway_redis_fail(rc, "handshake failed");
     }
+}
+
+
+static void
+ngx_env_gateway_redis_switch_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_redis_t  *rc = ev->data;
+
+    rc->primary.handler = ngx_env_gateway_redis_primary_handler;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_env_gateway_redis_switch(rc);
 }
 
 
@@ -1091,6 +1224,9 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
     if (rc->primary.timer_set) {
         ngx_del_timer(&rc->primary);
     }
+
+    rc->primary.handler = ngx_env_gateway_redis_primary_handler;
+    ngx_env_gateway_redis_probe_close(rc);
 
     if (!keep) {
         rc->out_pos = 0;
