@@ -9,6 +9,8 @@
 #include "ngx_env_gateway.h"
 
 
+static char *ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt,
+    ...);
 static ngx_int_t ngx_env_gateway_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_env_gateway_postconfiguration(ngx_conf_t *cf);
 static void *ngx_env_gateway_create_main_conf(ngx_conf_t *cf);
@@ -24,6 +26,10 @@ static char *ngx_env_gateway_account_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_prefix_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_enable_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_log_level_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_route_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_body_field_directive(ngx_conf_t *cf,
@@ -36,7 +42,7 @@ static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_env_gateway_parse_server(ngx_conf_t *cf,
+static char *ngx_env_gateway_parse_server(ngx_conf_t *cf,
     ngx_str_t *addr, ngx_env_gateway_server_t *srv, in_port_t default_port);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
@@ -85,7 +91,7 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
 
     { ngx_string("env_gateway"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_env_gateway_enable_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_env_gateway_loc_conf_t, enable),
       NULL },
@@ -141,7 +147,7 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
 
     { ngx_string("env_gateway_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_env_gateway_log_level_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_env_gateway_loc_conf_t, log_level),
       &ngx_env_gateway_log_levels },
@@ -238,6 +244,33 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
 
       ngx_http_null_variable
 };
+
+
+/*
+ * A directive's error as nginx prints it: "<directive>" directive <text>,
+ * with the file and line; the text is formatted into the config pool.
+ */
+static char *
+ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_pnalloc(cf->pool, NGX_MAX_CONF_ERRSTR);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = p + NGX_MAX_CONF_ERRSTR - 1;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, last, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    return (char *) p;
+}
 
 
 static ngx_int_t
@@ -387,9 +420,10 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
     }
 
     if (gmcf->servers == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"env_gateway on\" needs \"env_gateway_redis\" "
-                           "in the http block");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"env_gateway on\" needs \"env_gateway_redis\" in "
+                      "the http block in %V:%ui",
+                      &gmcf->used_file, gmcf->used_line);
         return NGX_ERROR;
     }
 
@@ -504,6 +538,11 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_env_gateway_main_conf_t  *gmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+
+    if (conf->enable_file.data == NULL) {
+        conf->enable_file = prev->enable_file;
+        conf->enable_line = prev->enable_line;
+    }
     ngx_conf_merge_value(conf->hide_credentials, prev->hide_credentials, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
@@ -527,15 +566,22 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->body_field, prev->body_field, "");
 
     if (conf->route_resource && !conf->enable) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"env_gateway_route\" needs \"env_gateway on\" "
-                           "in the same location");
+        /* found only now, at the end of http{}: point at the directive */
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"env_gateway_route\" needs \"env_gateway on\" in "
+                      "the same location in %V:%ui",
+                      &conf->route_file, conf->route_line);
         return NGX_CONF_ERROR;
     }
 
     if (conf->enable) {
         gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
-        gmcf->used = 1;
+
+        if (!gmcf->used) {
+            gmcf->used = 1;
+            gmcf->used_file = conf->enable_file;
+            gmcf->used_line = conf->enable_line;
+        }
     }
 
     return NGX_CONF_OK;
@@ -648,10 +694,9 @@ ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (cf->args->nelts == 3) {
         if (ngx_strcmp(value[2].data, "required") != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\", "
-                               "expected \"required\"", &value[2]);
-            return NGX_CONF_ERROR;
+            return ngx_env_gateway_conf_error(cf, "has an invalid parameter "
+                                              "\"%V\": the only one is "
+                                              "\"required\"", &value[2]);
         }
 
         glcf->account_required = 1;
@@ -695,11 +740,9 @@ ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (i = 0; i < value[1].len; i++) {
         if (value[1].data[i] <= ' ' || value[1].data[i] >= 0x7f) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid key prefix \"%V\": spaces and "
-                               "control characters are not allowed",
-                               &value[1]);
-            return NGX_CONF_ERROR;
+            return ngx_env_gateway_conf_error(cf, "has an invalid prefix "
+                                              "\"%V\": no spaces or control "
+                                              "characters", &value[1]);
         }
     }
 
@@ -710,7 +753,7 @@ ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /* "ip:port", "host:port" (resolved now, once) or "unix:/path" */
-static ngx_int_t
+static char *
 ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
     ngx_env_gateway_server_t *srv, in_port_t default_port)
 {
@@ -727,16 +770,23 @@ ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
     u.default_port = default_port;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid redis address \"%V\"%s%s", &u.url,
-                           u.err ? ": " : "", u.err ? u.err : "");
-        return NGX_ERROR;
+        if (u.err && ngx_strcmp(u.err, "host not found") == 0) {
+            return ngx_env_gateway_conf_error(cf,
+                       "cannot resolve \"%V\": a host name is resolved "
+                       "once, when nginx reads its configuration; use an "
+                       "IP address or unix:/path, or make the name "
+                       "resolvable", &u.url);
+        }
+
+        return ngx_env_gateway_conf_error(cf, "has an invalid address "
+                                          "\"%V\"%s%s", &u.url,
+                                          u.err ? ": " : "",
+                                          u.err ? u.err : "");
     }
 
     if (u.naddrs == 0 || u.addrs == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis address \"%V\" has no address", &u.url);
-        return NGX_ERROR;
+        return ngx_env_gateway_conf_error(cf, "address \"%V\" has no "
+                                          "address", &u.url);
     }
 
     if (u.naddrs > 1) {
@@ -750,7 +800,7 @@ ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
     srv->sockaddr = u.addrs[0].sockaddr;
     srv->socklen = u.addrs[0].socklen;
 
-    return NGX_OK;
+    return NGX_CONF_OK;
 }
 
 
@@ -765,9 +815,10 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
+    char                      *rv;
     ngx_str_t                 *value, s;
     ngx_uint_t                 i, first;
-    ngx_env_gateway_server_t  *srv, *sn;
+    ngx_env_gateway_server_t  *srv, *sn, *other;
 
     value = cf->args->elts;
     first = 2;
@@ -802,10 +853,9 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                 return NGX_CONF_ERROR;
             }
 
-            if (ngx_env_gateway_parse_server(cf, &value[first], srv, 26379)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
+            rv = ngx_env_gateway_parse_server(cf, &value[first], srv, 26379);
+            if (rv != NGX_CONF_OK) {
+                return rv;
             }
         }
 
@@ -838,10 +888,23 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         srv->read_timeout = 1000;
         srv->name = gmcf->sentinel_name;
 
-    } else if (ngx_env_gateway_parse_server(cf, &value[1], srv, 6379)
-               != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
+    } else {
+        rv = ngx_env_gateway_parse_server(cf, &value[1], srv, 6379);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+
+        /* the same server twice is a typo, not a failover */
+        other = gmcf->servers->elts;
+        for (i = 0; i + 1 < gmcf->servers->nelts; i++) {
+            if (ngx_cmp_sockaddr(other[i].sockaddr, other[i].socklen,
+                                 srv->sockaddr, srv->socklen, 1)
+                == NGX_OK)
+            {
+                return ngx_env_gateway_conf_error(cf, "lists \"%V\" a "
+                                                  "second time", &value[1]);
+            }
+        }
     }
 
     for (i = first; i < cf->args->nelts; i++) {
@@ -895,9 +958,10 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
+                                          "\"%V\": password=, db=, "
+                                          "connect_timeout=, read_timeout= "
+                                          "are known", &value[i]);
     }
 
     if (gmcf->sentinels) {
@@ -912,9 +976,10 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 invalid:
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid value in \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
+    return ngx_env_gateway_conf_error(cf, "has an invalid value in \"%V\": "
+                                      "a time like 500ms or 1s, a database "
+                                      "number, a non-empty password",
+                                      &value[i]);
 }
 
 
@@ -984,29 +1049,40 @@ ngx_env_gateway_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             p = (u_char *) ngx_strchr(name.data, ':');
 
             if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size in \"%V\": expected "
-                                   "zone=name:size", &value[i]);
-                return NGX_CONF_ERROR;
+                return ngx_env_gateway_conf_error(cf, "has no size in \"%V\": "
+                                                  "zone=name:size", &value[i]);
             }
 
             name.len = p - name.data;
+
+            if (name.len == 0) {
+                return ngx_env_gateway_conf_error(cf, "needs a zone name in "
+                                                  "\"%V\"", &value[i]);
+            }
+
+            if (name.len >= 19
+                && ngx_strncmp(name.data, "env_gateway_metrics", 19) == 0)
+            {
+                return ngx_env_gateway_conf_error(cf, "cannot use the zone "
+                                                  "name \"%V\": the module's "
+                                                  "counters use it", &name);
+            }
+
             s.data = p + 1;
             s.len = value[i].data + value[i].len - s.data;
 
             size = ngx_parse_size(&s);
 
             if (size == (size_t) NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
+                return ngx_env_gateway_conf_error(cf, "has an invalid size in "
+                                                  "\"%V\"", &value[i]);
             }
 
             if (size < 8 * ngx_pagesize) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small: at least "
-                                   "%uzk", &value[i], 8 * ngx_pagesize / 1024);
-                return NGX_CONF_ERROR;
+                return ngx_env_gateway_conf_error(cf, "has a zone too small in "
+                                                  "\"%V\": at least %uzk",
+                                                  &value[i],
+                                                  8 * ngx_pagesize / 1024);
             }
 
             continue;
@@ -1028,32 +1104,28 @@ ngx_env_gateway_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             s.len = value[i].len - 15;
 
         } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "unknown parameter \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
+            return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
+                                              "\"%V\": zone=, ttl=, "
+                                              "negative_ttl=, stale_if_error= "
+                                              "are known", &value[i]);
         }
 
         *t = ngx_parse_time(&s, 0);
 
         if (*t == (ngx_msec_t) NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid time in \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
+            return ngx_env_gateway_conf_error(cf, "has an invalid time in "
+                                              "\"%V\"", &value[i]);
         }
     }
 
     if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have the \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
+        return ngx_env_gateway_conf_error(cf, "needs a zone name in "
+                                          "zone=name:size");
     }
 
     if (gmcf->cache_ttl == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ttl\" must be more than 0: leave out "
-                           "\"%V\" for no cache", &cmd->name);
-        return NGX_CONF_ERROR;
+        return ngx_env_gateway_conf_error(cf, "needs ttl above 0: leave the "
+                                          "directive out for no cache");
     }
 
     if (ngx_env_gateway_cache_create(cf, gmcf, &name, size) != NGX_OK) {
@@ -1071,6 +1143,11 @@ ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_env_gateway_metrics_handler) {
+        return "is duplicate";
+    }
+
     clcf->handler = ngx_env_gateway_metrics_handler;
 
     return NGX_CONF_OK;
@@ -1114,6 +1191,8 @@ ngx_env_gateway_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     glcf->route_resource = cv[0];
+    glcf->route_file = cf->conf_file->file.name;
+    glcf->route_line = cf->conf_file->line;
     glcf->route_rest = (cf->args->nelts == 3) ? cv[1] : NULL;
 
     return NGX_CONF_OK;
@@ -1151,4 +1230,54 @@ ngx_env_gateway_body_field_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     glcf->body_field.data[value[1].len] = '\0';
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_enable_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        glcf->enable_file = cf->conf_file->file.name;
+        glcf->enable_line = cf->conf_file->line;
+    }
+
+    return rv;
+}
+
+
+/* ngx_conf_set_enum_slot's message would not say what is allowed */
+static char *
+ngx_env_gateway_log_level_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (glcf->log_level != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = ngx_env_gateway_log_levels; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strcmp(e->name.data, value[1].data) == 0)
+        {
+            glcf->log_level = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    return ngx_env_gateway_conf_error(cf, "has an invalid level \"%V\": "
+                                      "use info, notice, warn or error",
+                                      &value[1]);
 }

@@ -41,6 +41,8 @@ typedef struct {
     ngx_array_t                 *servers;       /* ngx_env_gateway_server_t */
     ngx_str_t                    prefix;
     ngx_flag_t                   used;          /* some location has "on" */
+    ngx_str_t                    used_file;
+    ngx_uint_t                   used_line;
 
     ngx_shm_zone_t              *cache_zone;    /* NULL: no cache */
     ngx_msec_t                   cache_ttl;
@@ -70,6 +72,12 @@ typedef struct {
     ngx_str_t                    body_field;
     ngx_http_complex_value_t    *tenant;
     ngx_http_complex_value_t    *integration;
+
+    /* where the directives were, for errors found at the end of http{} */
+    ngx_str_t                    route_file;
+    ngx_uint_t                   route_line;
+    ngx_str_t                    enable_file;
+    ngx_uint_t                   enable_line;
 } ngx_env_gateway_loc_conf_t;
 
 

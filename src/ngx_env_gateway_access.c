@@ -665,6 +665,7 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     f = tok->fields;
 
     ctx->token_id = f[NGX_ENVGW_TOK_TOKEN_ID];
+    ctx->environment_id = f[NGX_ENVGW_TOK_ENV_ID];
 
     if ((tok->flags & NGX_ENVGW_TOK_REVOKED)
         || (tok->expires_at && tok->expires_at <= (int64_t) ngx_time()))

@@ -145,24 +145,24 @@ good('no env_gateway at all needs no env_gateway_redis', server('', ''));
 
 bad('unknown env_gateway_redis parameter',
     server('env_gateway on;', 'env_gateway_redis 127.0.0.1:6379 bogus=1;'),
-    qr/unknown parameter "bogus=1"/);
+    qr/"env_gateway_redis" directive has an unknown parameter "bogus=1"/);
 bad('read_timeout=xyz',
     server('env_gateway on;',
            'env_gateway_redis 127.0.0.1:6379 read_timeout=xyz;'),
-    qr/invalid value in "read_timeout=xyz"/);
+    qr/"env_gateway_redis" directive has an invalid value in "read_timeout=xyz"/);
 bad('connect_timeout=0',
     server('env_gateway on;',
            'env_gateway_redis 127.0.0.1:6379 connect_timeout=0;'),
-    qr/invalid value in "connect_timeout=0"/);
+    qr/has an invalid value in "connect_timeout=0"/);
 bad('db=x',
     server('env_gateway on;', 'env_gateway_redis 127.0.0.1:6379 db=x;'),
-    qr/invalid value in "db=x"/);
+    qr/has an invalid value in "db=x"/);
 bad('empty password=',
     server('env_gateway on;', 'env_gateway_redis 127.0.0.1:6379 password=;'),
-    qr/invalid value in "password="/);
+    qr/has an invalid value in "password="/);
 bad('bad redis address',
     server('env_gateway on;', 'env_gateway_redis 127.0.0.1:99999;'),
-    qr/invalid redis address "127\.0\.0\.1:99999"/);
+    qr/has an invalid address "127\.0\.0\.1:99999"/);
 bad('env_gateway_redis without an address',
     server('env_gateway on;', 'env_gateway_redis;'),
     qr/invalid number of arguments in "env_gateway_redis"/);
@@ -178,7 +178,7 @@ bad('env_gateway maybe', server('env_gateway maybe;'),
     qr/invalid value "maybe" in "env_gateway" directive/);
 bad('env_gateway_account $arg_a sometimes',
     server('env_gateway on; env_gateway_account $arg_a sometimes;'),
-    qr/invalid parameter "sometimes", expected "required"/);
+    qr/"env_gateway_account" directive has an invalid parameter "sometimes"/);
 bad('env_gateway_account with three arguments',
     server('env_gateway on; env_gateway_account $arg_a required x;'),
     qr/invalid number of arguments in "env_gateway_account"/);
@@ -206,10 +206,10 @@ bad('env_gateway_hide_credentials maybe',
     qr/invalid value "maybe" in "env_gateway_hide_credentials"/);
 bad('env_gateway_log_level loud',
     server('env_gateway on; env_gateway_log_level loud;'),
-    qr/invalid value "loud"/);
+    qr/"env_gateway_log_level" directive has an invalid level "loud"/);
 bad('key prefix with a space',
     server('env_gateway on;', "$REDIS\n    env_gateway_key_prefix \"a b:\";"),
-    qr/invalid key prefix/);
+    qr/"env_gateway_key_prefix" directive has an invalid prefix/);
 bad('duplicate env_gateway_key_prefix',
     server('env_gateway on;', "$REDIS\n    env_gateway_key_prefix a:;"
            . "\n    env_gateway_key_prefix b:;"),
