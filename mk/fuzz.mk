@@ -86,7 +86,7 @@ fuzz: fuzz-build
 	        $(FUZZ_DIR)/work/$$t fuzz/corpus/$$t $(wildcard fuzz/regressions/$$t) \
 	        > $(FUZZ_DIR)/logs/$$t.log 2>&1; \
 	    rc=$$?; \
-	    done_line=$$(grep -E '^#[0-9]+ +DONE' $(FUZZ_DIR)/logs/$$t.log | tail -1); \
+	    done_line=$$(grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/logs/$$t.log | tail -1); \
 	    execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/logs/$$t.log); \
 	    printf 'fuzz %-8s rc=%s execs=%s  %s\n' $$t $$rc "$${execs:-?}" "$${done_line:-(no DONE line: see $(FUZZ_DIR)/logs/$$t.log)}"; \
 	    [ $$rc = 0 ] || { status=1; grep -A30 -m1 -E 'ERROR: |runtime error' $(FUZZ_DIR)/logs/$$t.log; ls $(FUZZ_DIR)/crashes/$$t; }; \

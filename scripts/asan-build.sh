@@ -37,7 +37,13 @@ CC_OPT="-O1 -g $SAN -fsanitize-ignorelist=$IGNORE -DNGX_DEBUG_PALLOC=1"
 LD_OPT="-fsanitize=address,undefined"
 LINK=${ENVGW_ASAN_LINK:-dynamic}
 case "$LINK" in
-    dynamic) ADD=--add-dynamic-module="$REPO"; TARGETS="binary modules" ;;
+    # -Bsymbolic: the module's .so has its own (auto-generated) global
+    # ngx_modules[]; without it that name binds to nginx's ngx_modules and
+    # ASan, registering the .so's 16-byte global at nginx's address, poisons
+    # nginx's array after 16 bytes: a false global-buffer-overflow in
+    # ngx_cycle_modules() on every reload.
+    dynamic) ADD=--add-dynamic-module="$REPO"; TARGETS="binary modules"
+             LD_OPT="$LD_OPT -Wl,-Bsymbolic" ;;
     static)  ADD=--add-module="$REPO"; TARGETS=binary ;;
     *) echo "asan-build: ENVGW_ASAN_LINK must be dynamic or static" >&2; exit 1 ;;
 esac
