@@ -33,7 +33,7 @@ fi
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
 IGNORE=$REPO/scripts/ubsan-nginx-core.ignore
 CC_OPT="-O1 -g $SAN -fsanitize-ignorelist=$IGNORE -DNGX_DEBUG_PALLOC=1"
-[ "$CC" = gcc ] && CC_OPT="-O1 -g $SAN -fno-sanitize=alignment,nonnull-attribute -DNGX_DEBUG_PALLOC=1"
+[ "$CC" = gcc ] && CC_OPT="-O1 -g $SAN -fno-sanitize=alignment,nonnull-attribute,pointer-overflow -DNGX_DEBUG_PALLOC=1"
 LD_OPT="-fsanitize=address,undefined"
 LINK=${ENVGW_ASAN_LINK:-dynamic}
 case "$LINK" in
