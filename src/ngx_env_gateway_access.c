@@ -182,6 +182,10 @@ ngx_env_gateway_scan_args(ngx_http_request_t *r, ngx_str_t **names,
 
     ngx_memzero(args, n * sizeof(ngx_env_gateway_arg_t));
 
+    if (r->args.len == 0) {
+        return;
+    }
+
     p = r->args.data;
     last = p + r->args.len;
 
@@ -1098,6 +1102,11 @@ ngx_env_gateway_body_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         b = cl->buf;
         size = ngx_buf_size(b);
 
+        if (size == 0) {
+            /* e.g. the empty last_buf; b->pos may be NULL */
+            continue;
+        }
+
         if (b->in_file) {
             n = ngx_read_file(b->file, p, size, b->file_pos);
             if (n != size) {
@@ -1197,6 +1206,10 @@ static ngx_int_t
 ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char  *p, *last, *end, *eq, *dst, *start;
+
+    if (r->args.len == 0) {
+        return NGX_OK;
+    }
 
     p = r->args.data;
     last = p + r->args.len;

@@ -146,6 +146,10 @@ ngx_env_gateway_path_value_ok(ngx_str_t *v)
 {
     u_char  *p, *last;
 
+    if (v->len == 0) {
+        return NGX_OK;
+    }
+
     p = v->data;
     last = p + v->len;
 
@@ -204,6 +208,10 @@ ngx_env_gateway_arg_value(ngx_pool_t *pool, ngx_str_t *args, ngx_str_t *name,
 {
     u_char      *p, *last, *end, *eq, *dst, *src;
     ngx_uint_t   n;
+
+    if (args->len == 0) {
+        return NGX_DECLINED;
+    }
 
     n = 0;
     p = args->data;
@@ -333,7 +341,7 @@ ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     query = dst + 1;
     q = query;
     p = args->data;
-    last = p + args->len;
+    last = args->len ? p + args->len : p;    /* no arithmetic on NULL */
 
     while (p < last) {
         end = ngx_strlchr(p, last, '&');
