@@ -383,7 +383,19 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     names[NGX_ENVGW_ARG_ACCOUNT_VAR] = &glcf->account_arg;
     nargs = glcf->account_arg.len ? 4 : 3;
 
+    /* the usual $arg_integrated_account_id is the fixed name: look once */
+    if (nargs == 4
+        && !ngx_env_gateway_arg_ne(&glcf->account_arg,
+                                   &ngx_env_gateway_arg_account))
+    {
+        nargs = 3;
+    }
+
     ngx_env_gateway_scan_args(r, names, args, nargs);
+
+    if (glcf->account_arg.len && nargs == 3) {
+        args[NGX_ENVGW_ARG_ACCOUNT_VAR] = args[NGX_ENVGW_ARG_ACCOUNT];
+    }
 
     /* 1. the one credential */
 

@@ -79,6 +79,15 @@ ngx_env_gateway_token_syntax(ngx_str_t *token)
 {
     u_char  *p, *last;
 
+    /* b64token characters: ALPHA DIGIT - . _ ~ + / (a bit per byte) */
+    static uint32_t  b64token[] = {
+        0x00000000, /* control characters */
+        0x03ffe800, /* 0-9 / . - + */
+        0x87fffffe, /* _ A-Z */
+        0x47fffffe, /* ~ a-z */
+        0x00000000, 0x00000000, 0x00000000, 0x00000000 /* non-ASCII */
+    };
+
     if (token->len == 0 || token->len > NGX_ENVGW_TOKEN_MAX) {
         return NGX_DECLINED;
     }
@@ -86,15 +95,8 @@ ngx_env_gateway_token_syntax(ngx_str_t *token)
     p = token->data;
     last = p + token->len;
 
-    for ( /* void */ ; p < last; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-            || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
-            || *p == '_' || *p == '~' || *p == '+' || *p == '/')
-        {
-            continue;
-        }
-
-        break;
+    while (p < last && (b64token[*p >> 5] & (1U << (*p & 0x1f)))) {
+        p++;
     }
 
     while (p < last && *p == '=') {
