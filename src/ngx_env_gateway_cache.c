@@ -19,12 +19,11 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t          node;
+    ngx_str_node_t             sn;          /* str: the key, in data */
     ngx_queue_t                queue;
     ngx_msec_t                 expires;
     ngx_msec_t                 stale_until;
     uint32_t                   size;        /* bytes allocated */
-    uint16_t                   key_len;
     uint8_t                    negative;
     uint8_t                    pad;
     uint32_t                   blob_len;
@@ -49,7 +48,7 @@ typedef struct {
 
 
 #define ngx_env_gateway_cnode_blob(n)                                      \
-    ((n)->data + ngx_align((n)->key_len, 8))
+    ((n)->data + ngx_align((n)->sn.str.len, 8))
 
 #define NGX_ENVGW_ENTRY_MAX(ctx)     ((ctx)->sh->size / 16)
 
@@ -58,41 +57,6 @@ typedef struct {
 
 #define ngx_env_gateway_cache_hash(key)                                    \
     ngx_murmur_hash2((key)->data, (key)->len)
-
-
-static void
-ngx_env_gateway_cache_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t        **p;
-    ngx_env_gateway_cnode_t   *n, *t;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            n = (ngx_env_gateway_cnode_t *) node;
-            t = (ngx_env_gateway_cnode_t *) temp;
-
-            p = (ngx_memn2cmp(n->data, t->data, n->key_len, t->key_len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
 
 
 ngx_int_t
@@ -127,7 +91,7 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->data = ctx->sh;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_env_gateway_cache_insert_value);
+                    ngx_str_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru[0]);
     ngx_queue_init(&ctx->sh->lru[1]);
     ctx->sh->size = shm_zone->shm.size;
@@ -182,32 +146,8 @@ static ngx_env_gateway_cnode_t *
 ngx_env_gateway_cache_find(ngx_env_gateway_shcache_t *sh, ngx_str_t *key,
     uint32_t hash)
 {
-    ngx_int_t                 rc;
-    ngx_rbtree_node_t        *node, *sentinel;
-    ngx_env_gateway_cnode_t  *n;
-
-    node = sh->rbtree.root;
-    sentinel = sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        n = (ngx_env_gateway_cnode_t *) node;
-
-        rc = ngx_memn2cmp(key->data, n->data, key->len, n->key_len);
-
-        if (rc == 0) {
-            return n;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
+    return (ngx_env_gateway_cnode_t *) ngx_str_rbtree_lookup(&sh->rbtree, key,
+                                                             hash);
 }
 
 
@@ -215,7 +155,7 @@ static void
 ngx_env_gateway_cache_remove(ngx_env_gateway_cache_ctx_t *ctx,
     ngx_env_gateway_cnode_t *n)
 {
-    ngx_rbtree_delete(&ctx->sh->rbtree, &n->node);
+    ngx_rbtree_delete(&ctx->sh->rbtree, &n->sn.node);
     ngx_queue_remove(&n->queue);
     ctx->sh->count[n->negative]--;
     ctx->sh->bytes[n->negative] -= n->size;
@@ -314,7 +254,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_env_gateway_cnode_t      *n;
     ngx_env_gateway_cache_ctx_t  *ctx;
 
-    if (ttl == 0 || key->len > 0xffff) {
+    if (ttl == 0) {
         return;
     }
 
@@ -371,11 +311,12 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         }
     }
 
-    n->node.key = hash;
+    n->sn.node.key = hash;
     n->expires = ngx_current_msec + ttl;
     n->stale_until = n->expires + stale;
     n->size = size;
-    n->key_len = key->len;
+    n->sn.str.len = key->len;
+    n->sn.str.data = n->data;   /* shared memory: the same address everywhere */
     n->negative = negative;
     n->blob_len = blob_len;
     ngx_memcpy(n->data, key->data, key->len);
@@ -384,7 +325,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         ngx_memcpy(ngx_env_gateway_cnode_blob(n), blob, blob_len);
     }
 
-    ngx_rbtree_insert(&ctx->sh->rbtree, &n->node);
+    ngx_rbtree_insert(&ctx->sh->rbtree, &n->sn.node);
     ngx_queue_insert_head(&ctx->sh->lru[negative], &n->queue);
     ctx->sh->count[negative]++;
     ctx->sh->bytes[negative] += size;

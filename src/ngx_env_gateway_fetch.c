@@ -24,8 +24,7 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t   node;       /* key: murmur2 of the Redis key */
-    ngx_str_t           key;
+    ngx_str_node_t      sn;         /* murmur2 of the key, the key */
     ngx_uint_t          kind;
     ngx_atomic_uint_t   epoch;      /* invalidations seen when sent */
     ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
@@ -33,8 +32,6 @@ typedef struct {
 
 
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
-static void ngx_env_gateway_inflight_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
 static ngx_rbtree_t                  ngx_env_gateway_inflight;
@@ -48,7 +45,7 @@ ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf)
     ngx_env_gateway_gmcf = gmcf;
     ngx_rbtree_init(&ngx_env_gateway_inflight,
                     &ngx_env_gateway_inflight_sentinel,
-                    ngx_env_gateway_inflight_insert);
+                    ngx_str_rbtree_insert_value);
 }
 
 
@@ -100,74 +97,6 @@ ngx_env_gateway_unavailable(ngx_env_gateway_slot_t *slot, ngx_str_t *key)
     }
 
     slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
-}
-
-
-static ngx_env_gateway_inflight_t *
-ngx_env_gateway_inflight_find(ngx_str_t *key, uint32_t hash)
-{
-    ngx_int_t                    rc;
-    ngx_rbtree_node_t           *node, *sentinel;
-    ngx_env_gateway_inflight_t  *f;
-
-    node = ngx_env_gateway_inflight.root;
-    sentinel = ngx_env_gateway_inflight.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        f = (ngx_env_gateway_inflight_t *) node;
-
-        rc = ngx_memn2cmp(key->data, f->key.data, key->len, f->key.len);
-
-        if (rc == 0) {
-            return f;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_env_gateway_inflight_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t          **p;
-    ngx_env_gateway_inflight_t  *n, *t;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            n = (ngx_env_gateway_inflight_t *) node;
-            t = (ngx_env_gateway_inflight_t *) temp;
-
-            p = (ngx_memn2cmp(n->key.data, t->key.data, n->key.len,
-                              t->key.len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }
 
 
@@ -235,7 +164,8 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
 
     hash = ngx_murmur_hash2(key.data, key.len);
 
-    f = ngx_env_gateway_inflight_find(&key, hash);
+    f = (ngx_env_gateway_inflight_t *)
+            ngx_str_rbtree_lookup(&ngx_env_gateway_inflight, &key, hash);
 
     if (f == NULL) {
         f = ngx_alloc(sizeof(ngx_env_gateway_inflight_t) + key.len,
@@ -244,18 +174,18 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
             return NGX_ERROR;
         }
 
-        f->key.data = (u_char *) (f + 1);
-        f->key.len = key.len;
-        ngx_memcpy(f->key.data, key.data, key.len);
+        f->sn.str.data = (u_char *) (f + 1);
+        f->sn.str.len = key.len;
+        ngx_memcpy(f->sn.str.data, key.data, key.len);
         f->kind = kind;
-        f->node.key = hash;
+        f->sn.node.key = hash;
         f->epoch = ngx_env_gateway_epoch();
         ngx_queue_init(&f->waiters);
 
         argv[0] = "GET";
         argvlen[0] = 3;
-        argv[1] = (const char *) f->key.data;
-        argvlen[1] = f->key.len;
+        argv[1] = (const char *) f->sn.str.data;
+        argvlen[1] = f->sn.str.len;
 
         rc = ngx_env_gateway_redis_command(2, argv, argvlen,
                                            ngx_env_gateway_fetch_reply, f);
@@ -272,7 +202,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
             return NGX_OK;
         }
 
-        ngx_rbtree_insert(&ngx_env_gateway_inflight, &f->node);
+        ngx_rbtree_insert(&ngx_env_gateway_inflight, &f->sn.node);
     }
 
     slot->status = NGX_ENVGW_FETCH_PENDING;
@@ -299,7 +229,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     ngx_env_gateway_main_conf_t *gmcf;
     ngx_env_gateway_inflight_t  *f = data;
 
-    ngx_rbtree_delete(&ngx_env_gateway_inflight, &f->node);
+    ngx_rbtree_delete(&ngx_env_gateway_inflight, &f->sn.node);
 
     log = ngx_cycle->log;
     blob = NULL;
@@ -313,7 +243,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
 
     } else if (reply->type == REDIS_REPLY_STRING) {
         rc = ngx_env_gateway_record_parse(f->kind, (u_char *) reply->str,
-                                          reply->len, log, &f->key, &blob,
+                                          reply->len, log, &f->sn.str, &blob,
                                           &blob_len);
         status = (rc == NGX_OK) ? NGX_ENVGW_FETCH_FOUND
                  : (rc == NGX_DECLINED) ? NGX_ENVGW_FETCH_MALFORMED
@@ -324,13 +254,13 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "env_gateway: redis error for \"%V\": %*s",
-                      &f->key, (size_t) reply->len, reply->str);
+                      &f->sn.str, (size_t) reply->len, reply->str);
         status = NGX_ENVGW_FETCH_UNAVAILABLE;
 
     } else {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "env_gateway: malformed record \"%V\": "
-                      "not a string value", &f->key);
+                      "not a string value", &f->sn.str);
         status = NGX_ENVGW_FETCH_MALFORMED;
     }
 
@@ -338,12 +268,12 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
 
     if (gmcf->cache_zone && f->epoch == ngx_env_gateway_epoch()) {
         if (status == NGX_ENVGW_FETCH_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->key, blob,
+            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, blob,
                                       blob_len, gmcf->cache_ttl,
                                       gmcf->cache_stale);
 
         } else if (status == NGX_ENVGW_FETCH_NOT_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->key, NULL, 0,
+            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, NULL, 0,
                                       gmcf->cache_negative_ttl, 0);
         }
     }
@@ -360,7 +290,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         r = w->request;
 
         if (status == NGX_ENVGW_FETCH_UNAVAILABLE) {
-            ngx_env_gateway_unavailable(slot, &f->key);
+            ngx_env_gateway_unavailable(slot, &f->sn.str);
 
         } else if (status == NGX_ENVGW_FETCH_FOUND
             && ngx_env_gateway_record_load(r->pool, blob, blob_len,
