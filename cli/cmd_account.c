@@ -100,14 +100,11 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
 int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
 {
     const char *acc_id, *env_id = NULL, *integ, *tenant;
-    char **pos, *akey;
-    int npos, attempt;
+    char *akey;
+    int attempt;
     json_t *rec = NULL;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    acc_id = pos[0];
-    if (!valid_id(acc_id))
-        usage_error(cmd, "bad account id '%s'", acc_id);
+    acc_id = one_id_arg(cmd, argc, argv, "account");
     akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
 
     for (attempt = 0; ; attempt++) {
@@ -166,15 +163,11 @@ int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
 int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
 {
     const char *env_id;
-    char **pos, **ids;
+    char **ids;
     size_t n, i;
-    int npos;
     json_t *out;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    env_id = pos[0];
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
+    env_id = one_id_arg(cmd, argc, argv, "environment");
     load_env(env_id);
 
     ids = store_smembers(index_key("accounts", env_id), &n);

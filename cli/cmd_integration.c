@@ -173,15 +173,11 @@ int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
 int cmd_integration_list(const cmd_t *cmd, int argc, char **argv)
 {
     const char *env_id;
-    char **pos, **names;
+    char **names;
     size_t n, i;
-    int npos;
     json_t *out;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    env_id = pos[0];
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
+    env_id = one_id_arg(cmd, argc, argv, "environment");
     load_env(env_id);
     names = integration_names(env_id, &n);
 

@@ -228,16 +228,13 @@ int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
         ENVGW_F_EXPIRES_AT, ENVGW_F_REVOKED, "created_at", NULL
     };
     const char *env_id;
-    char **pos, **ids;
+    char **ids;
     size_t n, i;
-    int npos, f;
+    int f;
     long long now = time(NULL);
     json_t *out;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    env_id = pos[0];
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
+    env_id = one_id_arg(cmd, argc, argv, "environment");
     load_env(env_id);
 
     ids = store_smembers(index_key("tokens", env_id), &n);
@@ -290,14 +287,11 @@ int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
 int cmd_token_revoke(const cmd_t *cmd, int argc, char **argv)
 {
     const char *token_id;
-    char **pos, *tkey;
-    int npos, attempt;
+    char *tkey;
+    int attempt;
     json_t *rec;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    token_id = pos[0];
-    if (!valid_id(token_id))
-        usage_error(cmd, "bad token id '%s'", token_id);
+    token_id = one_id_arg(cmd, argc, argv, "token");
 
     for (attempt = 0; ; attempt++) {
         txn_t *t;

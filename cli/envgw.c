@@ -380,3 +380,15 @@ int main(int argc, char **argv)
     }
     return rc;
 }
+
+const char *one_id_arg(const cmd_t *cmd, int argc, char **argv,
+                       const char *what)
+{
+    char **pos;
+    int npos;
+
+    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
+    if (!valid_id(pos[0]))
+        usage_error(cmd, "bad %s id '%s'", what, pos[0]);
+    return pos[0];
+}

@@ -86,6 +86,10 @@ typedef struct {
  * Checks that the positional count is within [min_pos, max_pos]. */
 void parse_args(const cmd_t *cmd, int argc, char **argv, opt_t *opts,
                 char ***pos, int *npos, int min_pos, int max_pos);
+/* A command whose only argument is an id (environment, account, token):
+ * parsed and checked; "what" names it in the usage error. */
+const char *one_id_arg(const cmd_t *cmd, int argc, char **argv,
+                       const char *what);
 void usage_error(const cmd_t *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 const char *cmd_fullname(const cmd_t *cmd);
