@@ -111,22 +111,7 @@ sub send_request {
     return $s;
 }
 
-# the workers of an instance's nginx master; like EnvGwTest::worker_pids, but
-# safe against /proc entries that vanish while we scan (other tests running)
-sub workers {
-    my ($t) = @_;
-    my $m = $t->{pids}{nginx} or return ();
-    my @w;
-    for my $d (glob '/proc/[0-9]*') {
-        my ($pid) = $d =~ m{/proc/(\d+)$} or next;
-        open my $f, '<', "$d/stat" or next;
-        my $stat = <$f>;
-        close $f;
-        next unless defined $stat && $stat =~ /.*\)\s+\S+\s+(\d+)/s;
-        push @w, $pid if $1 == $m;
-    }
-    return sort { $a <=> $b } @w;
-}
+sub workers { $_[0]->worker_pids }
 
 # --- 1. Redis down from the start, then up, down, up ----------------------
 

@@ -60,20 +60,7 @@ sub mk_token {
     return $id;
 }
 
-sub workers {
-    my ($t) = @_;
-    my $m = $t->{pids}{nginx} or return ();
-    my @w;
-    for my $d (glob '/proc/[0-9]*') {
-        my ($pid) = $d =~ m{/proc/(\d+)$} or next;
-        open my $f, '<', "$d/stat" or next;
-        my $stat = <$f>;
-        close $f;
-        next unless defined $stat && $stat =~ /.*\)\s+\S+\s+(\d+)/s;
-        push @w, $pid if $1 == $m;
-    }
-    return sort { $a <=> $b } @w;
-}
+sub workers { $_[0]->worker_pids }
 
 sub numsub {
     my ($t) = @_;

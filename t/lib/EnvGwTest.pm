@@ -205,18 +205,21 @@ sub reload_nginx {
     kill 'HUP', $self->{pids}{nginx};
 }
 
+# the workers of this instance's nginx master, sorted; /proc entries that
+# vanish while we scan (other tests running) are skipped
 sub worker_pids {
     my ($self) = @_;
     my $m = $self->{pids}{nginx} or return ();
     my @w;
-    # processes come and go while we scan /proc: skip the ones gone
-    for my $stat (glob('/proc/[0-9]*/stat')) {
-        open my $f, '<', $stat or next;
-        my $line = <$f> // next;
-        my @f = split / /, $line;
-        push @w, $f[0] if ($f[3] // 0) == $m;
+    for my $d (glob '/proc/[0-9]*') {
+        my ($pid) = $d =~ m{/proc/(\d+)$} or next;
+        open my $f, '<', "$d/stat" or next;
+        my $stat = <$f>;
+        close $f;
+        next unless defined $stat && $stat =~ /.*\)\s+\S+\s+(\d+)/s;
+        push @w, $pid if $1 == $m;
     }
-    return @w;
+    return sort { $a <=> $b } @w;
 }
 
 sub slurp {
