@@ -43,6 +43,8 @@ static ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_invalid(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_env_gateway_refuse_msg(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *why);
 static ngx_int_t ngx_env_gateway_account_syntax(ngx_str_t *id);
 static ngx_int_t ngx_env_gateway_strip_arg(ngx_http_request_t *r,
     ngx_str_t *name);
@@ -273,13 +275,22 @@ ngx_env_gateway_count_headers(ngx_http_request_t *r, ngx_str_t *lowcase,
 
 
 static ngx_int_t
-ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    const char *why)
+ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t refusal, const char *why)
 {
     ctx->detail.data = (u_char *) why;
     ctx->detail.len = ngx_strlen(why);
 
-    return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_REQUEST);
+    return ngx_env_gateway_refuse(r, ctx, refusal);
+}
+
+
+/* a refusal whose message says what was wrong (a NUL-terminated string) */
+static ngx_int_t
+ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    const char *why)
+{
+    return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_INVALID_REQUEST, why);
 }
 
 
@@ -748,17 +759,6 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     return ngx_env_gateway_allow(r, ctx, glcf);
-}
-
-
-static ngx_int_t
-ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_uint_t refusal, const char *why)
-{
-    ctx->detail.data = (u_char *) why;
-    ctx->detail.len = ngx_strlen(why);
-
-    return ngx_env_gateway_refuse(r, ctx, refusal);
 }
 
 
