@@ -274,6 +274,7 @@ ngx_env_gateway_count_headers(ngx_http_request_t *r, ngx_str_t *lowcase,
 }
 
 
+/* a refusal whose message says what was wrong (a NUL-terminated string) */
 static ngx_int_t
 ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_uint_t refusal, const char *why)
@@ -285,7 +286,7 @@ ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
-/* a refusal whose message says what was wrong (a NUL-terminated string) */
+/* 400 invalid_request, saying why */
 static ngx_int_t
 ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     const char *why)
