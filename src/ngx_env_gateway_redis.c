@@ -470,8 +470,6 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->peer.log = rc->log;
     rc->peer.log_error = NGX_ERROR_ERR;
 
-    rc->state = NGX_ENVGW_REDIS_CONNECTING;
-
     rv = ngx_event_connect_peer(&rc->peer);
 
     if (rv == NGX_ERROR || rv == NGX_DECLINED || rv == NGX_BUSY) {
@@ -1168,20 +1166,6 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
                 && rc != ngx_env_gateway_sentinel_sub)
                || ngx_exiting || ngx_quit || ngx_terminate;
 
-    if (why && !shutdown) {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: redis %V: %s, %ui command(s) failed",
-                      &srv[rc->current].name, why,
-                      (rc->state == NGX_ENVGW_REDIS_CONNECTING && n > 1)
-                      ? 0 : rc->ncmds);
-    }
-
-    if (!shutdown) {
-        ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
-                                   ? NGX_ENVGW_M_REDIS_TIMEOUTS
-                                   : NGX_ENVGW_M_REDIS_ERRORS);
-    }
-
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
 
     /*
@@ -1189,6 +1173,19 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
      * server of the list remains to be tried this round, they wait for it.
      */
     keep = (!shutdown && !was_ready && rc->failures + 1 < n);
+
+    if (why && !shutdown) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "env_gateway: redis %V%s: %s, %ui command(s) %s",
+                      &srv[rc->current].name, rc->role, why, rc->ncmds,
+                      keep ? "moved to the next server" : "failed");
+    }
+
+    if (!shutdown) {
+        ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
+                                   ? NGX_ENVGW_M_REDIS_TIMEOUTS
+                                   : NGX_ENVGW_M_REDIS_ERRORS);
+    }
 
     rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
 
