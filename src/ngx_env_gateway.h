@@ -274,6 +274,8 @@ typedef struct {
     ngx_str_t                    method;
     ngx_str_t                    upstream_url;
 
+    ngx_table_elt_t             *credential;    /* header to hide, if any */
+
     ngx_uint_t                   refusal;       /* last refusal, for logs */
     ngx_str_t                    detail;        /* message override */
 

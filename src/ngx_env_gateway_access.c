@@ -167,6 +167,16 @@ typedef struct {
 #define NGX_ENVGW_ARG_ACCOUNT_VAR  3   /* env_gateway_account $arg_NAME */
 
 
+typedef struct {
+    ngx_uint_t        count;
+    ngx_table_elt_t  *first;
+} ngx_env_gateway_hdr_t;
+
+#define NGX_ENVGW_HDR_ENV          0   /* X-Environment-Id */
+#define NGX_ENVGW_HDR_TOKEN        1   /* env_gateway_token $http_NAME */
+#define NGX_ENVGW_HDR_ACCOUNT      2   /* env_gateway_account $http_NAME */
+
+
 /*
  * Find arguments by name in one pass over the query, counting repeats and
  * noticing any escaping in a name or value: "?integrated%5Faccount_id=x"
@@ -235,17 +245,20 @@ ngx_env_gateway_scan_args(ngx_http_request_t *r, ngx_str_t **names,
 }
 
 
-/* count request headers named "lowcase" (length len) */
-static ngx_uint_t
-ngx_env_gateway_count_headers(ngx_http_request_t *r, ngx_str_t *lowcase,
-    ngx_table_elt_t **first)
+/*
+ * Find request headers by lowercase name in one pass over the list,
+ * counting repeats and keeping the first of each.
+ */
+static void
+ngx_env_gateway_scan_headers(ngx_http_request_t *r, ngx_str_t **names,
+    ngx_env_gateway_hdr_t *hdrs, ngx_uint_t n)
 {
-    ngx_uint_t        i, n;
+    ngx_uint_t        i, k;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    n = 0;
-    *first = NULL;
+    ngx_memzero(hdrs, n * sizeof(ngx_env_gateway_hdr_t));
+
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -261,16 +274,16 @@ ngx_env_gateway_count_headers(ngx_http_request_t *r, ngx_str_t *lowcase,
             i = 0;
         }
 
-        if (h[i].key.len == lowcase->len
-            && ngx_strncmp(h[i].lowcase_key, lowcase->data, lowcase->len) == 0)
-        {
-            if (n++ == 0) {
-                *first = &h[i];
+        for (k = 0; k < n; k++) {
+            if (h[i].key.len == names[k]->len
+                && ngx_strncmp(h[i].lowcase_key, names[k]->data,
+                               names[k]->len) == 0
+                && hdrs[k].count++ == 0)
+            {
+                hdrs[k].first = &h[i];
             }
         }
     }
-
-    return n;
 }
 
 
@@ -356,9 +369,10 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     ngx_int_t               rc;
     ngx_str_t               token, id, *names[4];
-    ngx_uint_t              i, n, nargs;
+    ngx_uint_t              i, nargs;
     ngx_table_elt_t        *h;
     ngx_env_gateway_arg_t   args[4];
+    ngx_env_gateway_hdr_t   hdrs[3];
 
     ctx->state = NGX_ENVGW_ST_WAIT;
 
@@ -409,10 +423,19 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         args[NGX_ENVGW_ARG_ACCOUNT_VAR] = args[NGX_ENVGW_ARG_ACCOUNT];
     }
 
+    /* and the request headers it reads, in one pass too */
+
+    names[NGX_ENVGW_HDR_ENV] = &ngx_env_gateway_hdr_env;
+    names[NGX_ENVGW_HDR_TOKEN] = &glcf->token_header;
+    names[NGX_ENVGW_HDR_ACCOUNT] = &glcf->account_header;
+
+    ngx_env_gateway_scan_headers(r, names, hdrs, 3);
+
     /* 1. the one credential */
 
     if (glcf->token == NULL) {
         h = r->headers_in.authorization;
+        ctx->credential = h;
 
         if (h == NULL) {
             return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
@@ -431,12 +454,12 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
 
     } else {
-        if (glcf->token_header.len
-            && ngx_env_gateway_count_headers(r, &glcf->token_header, &h) > 1)
-        {
+        if (hdrs[NGX_ENVGW_HDR_TOKEN].count > 1) {
             return ngx_env_gateway_invalid(r, ctx,
                        "The credential header is given twice.");
         }
+
+        ctx->credential = hdrs[NGX_ENVGW_HDR_TOKEN].first;
 
         if (glcf->token_arg.len && args[NGX_ENVGW_ARG_TOKEN].count > 1) {
             return ngx_env_gateway_invalid(r, ctx,
@@ -480,14 +503,14 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ctx->env_req = args[NGX_ENVGW_ARG_ENV].value;
 
-    n = ngx_env_gateway_count_headers(r, &ngx_env_gateway_hdr_env, &h);
+    h = hdrs[NGX_ENVGW_HDR_ENV].first;
 
-    if (n > 1) {
+    if (hdrs[NGX_ENVGW_HDR_ENV].count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
                    "The X-Environment-Id header is given twice.");
     }
 
-    if (n == 1) {
+    if (h) {
         if (ctx->env_req.len
             && (ctx->env_req.len != h->value.len
                 || ngx_strncmp(ctx->env_req.data, h->value.data,
@@ -501,9 +524,7 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->env_req = h->value;
     }
 
-    if (glcf->account_header.len
-        && ngx_env_gateway_count_headers(r, &glcf->account_header, &h) > 1)
-    {
+    if (hdrs[NGX_ENVGW_HDR_ACCOUNT].count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
                    "The integrated account header is given twice.");
     }
@@ -1172,48 +1193,6 @@ ngx_env_gateway_body_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 /* ------------------------------------------------------------------ */
 /* allow                                                               */
 
-/*
- * Hide a request header from every upstream module without moving list
- * elements (other headers_in pointers refer to them): the element becomes
- * an empty "Keep-Alive", which proxy_pass always replaces with its own.
- */
-static void
-ngx_env_gateway_hide_header(ngx_http_request_t *r, ngx_str_t *lowcase)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    static ngx_str_t  hidden = ngx_string("Keep-Alive");
-    static ngx_str_t  hidden_lc = ngx_string("keep-alive");
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == lowcase->len
-            && ngx_strncmp(h[i].lowcase_key, lowcase->data, lowcase->len) == 0)
-        {
-            h[i].key = hidden;
-            h[i].lowcase_key = hidden_lc.data;
-            h[i].hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
-            ngx_str_null(&h[i].value);
-        }
-    }
-}
-
-
 /* drop "name=..." from the query string forwarded upstream */
 static ngx_int_t
 ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
@@ -1268,22 +1247,33 @@ static ngx_int_t
 ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    static ngx_str_t  authorization = ngx_string("authorization");
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  hidden = ngx_string("Keep-Alive");
+    static ngx_str_t  hidden_lc = ngx_string("keep-alive");
 
     ctx->state = NGX_ENVGW_ST_DONE;
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
 
-    if (glcf->hide_credentials) {
-        if (glcf->token == NULL) {
-            ngx_env_gateway_hide_header(r, &authorization);
+    /*
+     * Hide the credential header (the one element, repeats were refused)
+     * from every upstream module without moving list elements, which other
+     * headers_in pointers refer to: it becomes an empty "Keep-Alive", which
+     * proxy_pass always replaces with its own.  A query token was stripped
+     * from the arguments when read.
+     */
+    h = ctx->credential;
+
+    if (glcf->hide_credentials && h) {
+        h->key = hidden;
+        h->lowcase_key = hidden_lc.data;
+        h->hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
+        ngx_str_null(&h->value);
+
+        if (h == r->headers_in.authorization) {
             r->headers_in.authorization = NULL;
-
-        } else if (glcf->token_header.len) {
-            ngx_env_gateway_hide_header(r, &glcf->token_header);
         }
-
-        /* a query token was stripped from the arguments when read */
     }
 
     return NGX_OK;
