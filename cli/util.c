@@ -91,15 +91,20 @@ void pool_drain(void)
 
 /* ---- errors and output -------------------------------------------------- */
 
+static void say(const char *prefix, const char *fmt, va_list ap)
+{
+    fputs(prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void die(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("envgw: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say("envgw: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL);
 }
 
@@ -107,11 +112,9 @@ void warnx_(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("envgw: warning: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say("envgw: warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 /* Informational lines for humans go to stderr so stdout stays parseable. */
@@ -119,11 +122,9 @@ void note(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("envgw: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say("envgw: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void print_json(json_t *j)
