@@ -59,57 +59,13 @@ SKIP: {
 
 # --- bad directive arguments -------------------------------------------------------
 
-my $case = 0;
-
-# write a full nginx.conf around an http{} body; returns (rc, output, path)
-sub check_conf {
-    my ($http) = @_;
-    $case++;
-    my $path = "$dir/case$case.conf";
-    open my $fh, '>', $path or die;
-    print $fh <<"CONF";
-load_module $module;
-pid $dir/case$case.pid;
-error_log $dir/case$case-error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$http
-}
-CONF
-    close $fh;
-    my ($rc, $out) = $t->nginx_t($path);
-    return ($rc, $out, $path);
-}
+sub check_conf { $t->check_conf(@_) }
 
 my $REDIS = 'env_gateway_redis 127.0.0.1:6379;';
 
-sub server {
-    my ($loc, $top) = @_;
-    $top //= $REDIS;
-    return <<"H";
-    $top
-    server {
-        listen 127.0.0.1:8080;
-        location / {
-            $loc
-            return 200;
-        }
-    }
-H
-}
+sub server { EnvGwTest::location_conf(@_) }
 
-sub good {
-    my ($name, $http) = @_;
-    my ($rc, $out) = check_conf($http);
-    is($rc, 0, "$name: accepted") or diag($out);
-    return $out;
-}
+sub good { $t->conf_ok(@_) }
 
 sub bad {
     my ($name, $http, $re) = @_;

@@ -19,65 +19,13 @@ my $module = $t->{module};
 ok(-f $module, "module built: $module")
     or BAIL_OUT('build the module first: make module');
 
-my $case = 0;
-
-# a full nginx.conf around an http{} body; returns (rc, output, path, line)
-# where line is the number of the line marked "# <-" (the last one)
-sub check_conf {
-    my ($http) = @_;
-    $case++;
-    my $path = "$dir/case$case.conf";
-    my $conf = <<"CONF";
-load_module $module;
-pid $dir/case$case.pid;
-error_log $dir/case$case-error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$http
-}
-CONF
-    my ($line, $n) = (undef, 0);
-    for (split /\n/, $conf) {
-        $n++;
-        $line = $n if /# <-/;
-    }
-    open my $fh, '>', $path or die;
-    print $fh $conf;
-    close $fh;
-    my ($rc, $out) = $t->nginx_t($path);
-    return ($rc, $out, $path, $line);
-}
+sub check_conf { $t->check_conf(@_) }
 
 my $REDIS = 'env_gateway_redis 127.0.0.1:6379;';
 
-# an http{} body: $top at http level, $loc inside "location /"
-sub server {
-    my ($loc, $top) = @_;
-    $top //= $REDIS;
-    return <<"H";
-    $top
-    server {
-        listen 127.0.0.1:8080;
-        location / {
-            $loc
-            return 200;
-        }
-    }
-H
-}
+sub server { EnvGwTest::location_conf(@_) }
 
-sub good {
-    my ($name, $http) = @_;
-    my ($rc, $out) = check_conf($http);
-    is($rc, 0, "$name: accepted") or diag($out);
-    return $out;
-}
+sub good { $t->conf_ok(@_) }
 
 # bad(name, http, directive, problem_re, [refused|message|directive|line
 #     => TODO reason])

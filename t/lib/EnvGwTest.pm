@@ -200,6 +200,66 @@ sub nginx_t {
     return ($? >> 8, $out);
 }
 
+# `nginx -t` on a full nginx.conf written around an http{} body; returns
+# (rc, output, path, line) where line is the number of the last line marked
+# "# <-" (the directive a failure should point at)
+sub check_conf {
+    my ($self, $http) = @_;
+    my $dir = $self->{dir};
+    my $case = ++$self->{conf_case};
+    my $path = "$dir/case$case.conf";
+    my $conf = <<"CONF";
+load_module $self->{module};
+pid $dir/case$case.pid;
+error_log $dir/case$case-error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$http
+}
+CONF
+    my ($line, $n) = (undef, 0);
+    for (split /\n/, $conf) {
+        $n++;
+        $line = $n if /# <-/;
+    }
+    open my $fh, '>', $path or die;
+    print $fh $conf;
+    close $fh;
+    my ($rc, $out) = $self->nginx_t($path);
+    return ($rc, $out, $path, $line);
+}
+
+# an http{} body for check_conf: $top at http level (default: a Redis
+# line), $loc inside "location /"
+sub location_conf {
+    my ($loc, $top) = @_;
+    $top //= 'env_gateway_redis 127.0.0.1:6379;';
+    return <<"H";
+    $top
+    server {
+        listen 127.0.0.1:8080;
+        location / {
+            $loc
+            return 200;
+        }
+    }
+H
+}
+
+# check_conf that must pass
+sub conf_ok {
+    my ($self, $name, $http) = @_;
+    my ($rc, $out) = $self->check_conf($http);
+    is($rc, 0, "$name: accepted") or diag($out);
+    return $out;
+}
+
 sub reload_nginx {
     my ($self) = @_;
     kill 'HUP', $self->{pids}{nginx};
