@@ -14,32 +14,50 @@ typedef struct {
     ngx_uint_t   status;
     const char  *code;
     const char  *message;
+    char        *body;      /* the encoded fixed body, once per process */
 } ngx_env_gateway_refusal_t;
 
 
 static ngx_env_gateway_refusal_t  ngx_env_gateway_refusals[] = {
-    { 200, "ok", "" },
+    { 200, "ok", "", NULL },
     { NGX_HTTP_UNAUTHORIZED, "missing_token",
-      "A bearer token is required." },
+      "A bearer token is required.", NULL },
     { NGX_HTTP_UNAUTHORIZED, "invalid_token",
-      "The token is unknown, revoked or expired." },
+      "The token is unknown, revoked or expired.", NULL },
     { NGX_HTTP_NOT_FOUND, "integrated_account_not_found",
-      "No such integrated account." },
+      "No such integrated account.", NULL },
     { NGX_HTTP_BAD_REQUEST, "missing_integrated_account_id",
-      "This endpoint requires an integrated_account_id." },
+      "This endpoint requires an integrated_account_id.", NULL },
     { NGX_HTTP_FORBIDDEN, "environment_mismatch",
-      "The token may not act in the requested environment." },
+      "The token may not act in the requested environment.", NULL },
     { NGX_HTTP_NOT_FOUND, "method_not_found",
-      "No such method in this environment." },
+      "No such method in this environment.", NULL },
     { NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
-      "The method does not accept this HTTP verb." },
+      "The method does not accept this HTTP verb.", NULL },
     { NGX_HTTP_SERVICE_UNAVAILABLE, "gateway_unavailable",
-      "The gateway cannot verify credentials right now; retry shortly." },
+      "The gateway cannot verify credentials right now; retry shortly.", NULL },
     { NGX_HTTP_BAD_REQUEST, "invalid_request",
-      "The request is ambiguous or malformed." },
+      "The request is ambiguous or malformed.", NULL },
     { NGX_HTTP_INTERNAL_SERVER_ERROR, "gateway_misconfigured",
-      "A gateway record is malformed; see the gateway's error log." },
+      "A gateway record is malformed; see the gateway's error log.", NULL },
 };
+
+
+/* {"status":N,"error":"<code>","message":"<message>"}, malloc'd */
+static char *
+ngx_env_gateway_refusal_body(ngx_env_gateway_refusal_t *rf,
+    const char *message)
+{
+    char    *body;
+    json_t  *obj;
+
+    obj = json_pack("{s:i,s:s,s:s}", "status", (int) rf->status,
+                    "error", rf->code, "message", message);
+    body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+
+    return body;
+}
 
 
 static ngx_str_t  ngx_env_gateway_www_auth =
@@ -76,12 +94,10 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     char                        *body;
     size_t                       len;
-    json_t                      *obj;
     ngx_int_t                    rc;
     ngx_buf_t                   *b;
     ngx_str_t                    v;
     ngx_chain_t                  out;
-    const char                  *message;
     ngx_env_gateway_refusal_t   *rf;
     ngx_env_gateway_loc_conf_t  *glcf;
 
@@ -103,15 +119,21 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         r->keepalive = 0;
     }
 
-    message = rf->message;
+    /*
+     * The fixed bodies are encoded once per process (a flood of bad tokens
+     * costs no JSON encoding); a message naming this request's method or
+     * problem is encoded for it.
+     */
     if (ctx->detail.len) {
-        message = (const char *) ctx->detail.data;
-    }
+        body = ngx_env_gateway_refusal_body(rf, (char *) ctx->detail.data);
 
-    obj = json_pack("{s:i,s:s,s:s}", "status", (int) rf->status,
-                    "error", rf->code, "message", message);
-    body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
+    } else {
+        if (rf->body == NULL) {
+            rf->body = ngx_env_gateway_refusal_body(rf, rf->message);
+        }
+
+        body = rf->body;
+    }
 
     if (body == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -121,15 +143,19 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     len = ngx_strlen(body);
 
     b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
+    if (b != NULL) {
+        b->last = ngx_cpymem(b->last, body, len);
+        *b->last++ = '\n';
+    }
+
+    if (body != rf->body) {
         free(body);
+    }
+
+    if (b == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;
     }
-
-    b->last = ngx_cpymem(b->last, body, len);
-    *b->last++ = '\n';
-    free(body);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
