@@ -351,6 +351,30 @@ void ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out);
 ngx_int_t ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *arg, ngx_str_t *out);
 
+/* _args.c: the query, argument by argument */
+typedef struct {
+    u_char                      *pos;
+    u_char                      *last;
+} ngx_env_gateway_args_t;
+
+typedef struct {
+    ngx_str_t                    raw;       /* name[=value], as sent */
+    ngx_str_t                    name;      /* raw bytes before '=' */
+    ngx_str_t                    value;     /* raw bytes after '=' */
+    unsigned                     has_value:1;
+} ngx_env_gateway_arg_t;
+
+#define NGX_ENVGW_ARG_OTHER          0
+#define NGX_ENVGW_ARG_EXACT          1
+#define NGX_ENVGW_ARG_ALIAS          2
+
+void ngx_env_gateway_args_init(ngx_env_gateway_args_t *it, ngx_str_t *args);
+ngx_int_t ngx_env_gateway_args_next(ngx_env_gateway_args_t *it,
+    ngx_env_gateway_arg_t *arg);
+ngx_uint_t ngx_env_gateway_arg_match(ngx_env_gateway_arg_t *arg,
+    ngx_str_t *name);
+ngx_uint_t ngx_env_gateway_arg_escaped(ngx_str_t *s);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,

@@ -159,7 +159,7 @@ typedef struct {
     ngx_str_t    value;
     ngx_uint_t   count;
     ngx_uint_t   encoded;     /* the name or the value was escaped */
-} ngx_env_gateway_arg_t;
+} ngx_env_gateway_qarg_t;
 
 #define NGX_ENVGW_ARG_ACCOUNT      0   /* integrated_account_id */
 #define NGX_ENVGW_ARG_ENV          1   /* environment_id */
@@ -185,14 +185,14 @@ typedef struct {
  */
 static void
 ngx_env_gateway_scan_args(ngx_http_request_t *r, ngx_str_t **names,
-    ngx_env_gateway_arg_t *args, ngx_uint_t n)
+    ngx_env_gateway_qarg_t *args, ngx_uint_t n)
 {
     u_char      *p, *last, *end, *eq, *dst, *src, *name;
     u_char       dec[64];
     size_t       nlen;
     ngx_uint_t   i, decoded;
 
-    ngx_memzero(args, n * sizeof(ngx_env_gateway_arg_t));
+    ngx_memzero(args, n * sizeof(ngx_env_gateway_qarg_t));
 
     if (r->args.len == 0) {
         return;
@@ -310,7 +310,7 @@ ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 static ngx_int_t
 ngx_env_gateway_check_arg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_env_gateway_arg_t *arg)
+    ngx_env_gateway_qarg_t *arg)
 {
     if (arg->count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
@@ -371,7 +371,7 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_str_t               token, id, *names[4];
     ngx_uint_t              i, nargs;
     ngx_table_elt_t        *h;
-    ngx_env_gateway_arg_t   args[4];
+    ngx_env_gateway_qarg_t   args[4];
     ngx_env_gateway_hdr_t   hdrs[3];
 
     ctx->state = NGX_ENVGW_ST_WAIT;
