@@ -38,6 +38,9 @@ static char *ngx_env_gateway_cache_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_authorize_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_env_gateway_authorize_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
@@ -145,6 +148,20 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       offsetof(ngx_env_gateway_loc_conf_t, hide_credentials),
       NULL },
 
+    { ngx_string("env_gateway_identity_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_env_gateway_loc_conf_t, identity_headers),
+      NULL },
+
+    { ngx_string("env_gateway_authorize"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_env_gateway_authorize_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("env_gateway_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_env_gateway_log_level_directive,
@@ -234,6 +251,11 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
       offsetof(ngx_env_gateway_ctx_t, upstream_url),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("env_gateway_upstream_method"), NULL,
+      ngx_env_gateway_variable,
+      offsetof(ngx_env_gateway_ctx_t, upstream_method),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("env_gateway_redacted_request"), NULL,
       ngx_env_gateway_redacted_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -304,7 +326,7 @@ ngx_env_gateway_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     ngx_str_t              *s;
     ngx_env_gateway_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+    ctx = ngx_env_gateway_get_ctx(r);
 
     if (ctx == NULL || ctx->refusal != NGX_ENVGW_OK) {
         v->not_found = 1;
@@ -344,7 +366,7 @@ ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
         ngx_string("STALE")
     };
 
-    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+    ctx = ngx_env_gateway_get_ctx(r);
     status = NGX_ENVGW_CACHE_NONE;
 
     if (ctx) {
@@ -440,6 +462,14 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_env_gateway_access_handler;
 
+    /* subrequests and "satisfy any" skip the access phase: check there */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_env_gateway_precontent_handler;
+
     return NGX_OK;
 }
 
@@ -523,6 +553,7 @@ ngx_env_gateway_create_loc_conf(ngx_conf_t *cf)
     glcf->enable = NGX_CONF_UNSET;
     glcf->account_required = NGX_CONF_UNSET;
     glcf->hide_credentials = NGX_CONF_UNSET;
+    glcf->identity_headers = NGX_CONF_UNSET;
     glcf->log_level = NGX_CONF_UNSET_UINT;
 
     return glcf;
@@ -544,6 +575,7 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->enable_line = prev->enable_line;
     }
     ngx_conf_merge_value(conf->hide_credentials, prev->hide_credentials, 1);
+    ngx_conf_merge_value(conf->identity_headers, prev->identity_headers, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
 
@@ -551,6 +583,7 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->token = prev->token;
         conf->token_header = prev->token_header;
         conf->token_arg = prev->token_arg;
+        conf->token_cookie = prev->token_cookie;
     }
 
     if (conf->account == NULL) {
@@ -574,6 +607,17 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->route_resource && conf->account == NULL
+        && conf->tenant == NULL && conf->body_field.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"env_gateway_route\" needs an account source "
+                      "(\"env_gateway_account\", \"env_gateway_tenant\" or "
+                      "\"env_gateway_account_body_field\") in %V:%ui",
+                      &conf->route_file, conf->route_line);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->enable) {
         gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
 
@@ -591,13 +635,17 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 /* "$http_x_api_key" -> "x-api-key", "$arg_key" -> "key" */
 static void
 ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
-    ngx_str_t *arg)
+    ngx_str_t *arg, ngx_str_t *cookie)
 {
     u_char      *p;
     ngx_uint_t   i;
 
     ngx_str_null(header);
     ngx_str_null(arg);
+
+    if (cookie) {
+        ngx_str_null(cookie);
+    }
 
     for (i = 1; i < value->len; i++) {
         if (!((value->data[i] >= 'a' && value->data[i] <= 'z')
@@ -627,6 +675,14 @@ ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
     if (value->len > 5 && ngx_strncmp(value->data, "$arg_", 5) == 0) {
         arg->data = value->data + 5;
         arg->len = value->len - 5;
+        return;
+    }
+
+    if (cookie && value->len > 8
+        && ngx_strncmp(value->data, "$cookie_", 8) == 0)
+    {
+        cookie->data = value->data + 8;
+        cookie->len = value->len - 8;
     }
 }
 
@@ -661,12 +717,15 @@ ngx_env_gateway_token_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     ngx_env_gateway_source(cf, &value[1], &glcf->token_header,
-                           &glcf->token_arg);
+                           &glcf->token_arg, &glcf->token_cookie);
 
-    if (glcf->token_header.len == 0 && glcf->token_arg.len == 0) {
+    if (glcf->token_header.len == 0 && glcf->token_arg.len == 0
+        && glcf->token_cookie.len == 0)
+    {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "env_gateway_token \"%V\" is neither $http_NAME "
-                           "nor $arg_NAME: env_gateway_hide_credentials "
+                           "nor $arg_NAME nor $cookie_NAME: "
+                           "env_gateway_hide_credentials "
                            "cannot remove it from upstream requests",
                            &value[1]);
     }
@@ -717,7 +776,7 @@ ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     ngx_env_gateway_source(cf, &value[1], &glcf->account_header,
-                           &glcf->account_arg);
+                           &glcf->account_arg, NULL);
 
     return NGX_CONF_OK;
 }
@@ -1280,4 +1339,52 @@ ngx_env_gateway_log_level_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     return ngx_env_gateway_conf_error(cf, "has an invalid level \"%V\": "
                                       "use info, notice, warn or error",
                                       &value[1]);
+}
+
+
+/*
+ * env_gateway_authorize: the content of a location whose requests the
+ * gateway checked.  A request that gets here passed (refusals answered
+ * earlier): 204 No Content.  For auth_request endpoints, where "return"
+ * would answer in the rewrite phase, before any check.
+ */
+static char *
+ngx_env_gateway_authorize_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_env_gateway_authorize_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_authorize_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_env_gateway_ctx_t       *ctx;
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+    ctx = ngx_env_gateway_get_ctx(r);
+
+    /* fail closed: only a request this location's check passed */
+    if (!glcf->enable || ctx == NULL || ctx->refusal != NGX_ENVGW_OK
+        || ctx->checked != glcf)
+    {
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
 }

@@ -60,11 +60,13 @@ typedef struct {
     ngx_http_complex_value_t    *token;         /* NULL: Authorization */
     ngx_str_t                    token_header;  /* lowcase, if $http_X */
     ngx_str_t                    token_arg;     /* if $arg_X */
+    ngx_str_t                    token_cookie;  /* if $cookie_X */
     ngx_http_complex_value_t    *account;
     ngx_str_t                    account_arg;   /* if $arg_X */
     ngx_str_t                    account_header; /* lowcase, if $http_X */
     ngx_flag_t                   account_required;
     ngx_flag_t                   hide_credentials;
+    ngx_flag_t                   identity_headers;
     ngx_uint_t                   log_level;
 
     ngx_http_complex_value_t    *route_resource;    /* env_gateway_route */
@@ -249,8 +251,12 @@ enum {
 /* ------------------------------------------------------------------ */
 /* per-request context                                                 */
 
+/* identity headers set upstream, in this order (_boundary.c) */
+#define NGX_ENVGW_ID_ENVIRONMENT_ID  0
+#define NGX_ENVGW_NIDENTITY          6
+
 typedef struct {
-    ngx_uint_t                   state;
+    ngx_uint_t                   state;         /* NGX_ENVGW_ST_* */
     ngx_env_gateway_waiter_t     waiter;
 
     u_char                       token_hash[ENVGW_SHA256_HEX_LEN];
@@ -274,12 +280,19 @@ typedef struct {
     ngx_str_t                    method;
     ngx_str_t                    upstream_url;
 
-    ngx_table_elt_t             *credential;    /* header to hide, if any */
+    ngx_table_elt_t             *credential;    /* the credential header */
+    ngx_array_t                 *hide;          /* client headers to hide */
+    ngx_table_elt_t             *cookie;        /* Cookie with the token */
+    ngx_table_elt_t             *identity[NGX_ENVGW_NIDENTITY];
+    ngx_str_t                    upstream_method;
+    void                        *checked;       /* loc conf it passed in */
 
     ngx_uint_t                   refusal;       /* last refusal, for logs */
     ngx_str_t                    detail;        /* message override */
 
     unsigned                     account_bad:1; /* syntactically unusable */
+    unsigned                     have_token:1;  /* token_hash is set */
+    unsigned                     own_headers:1; /* a subrequest's copy */
     unsigned                     body_reading:1;
     unsigned                     body_read:1;
     unsigned                     body_parsed:1;
@@ -375,6 +388,36 @@ ngx_uint_t ngx_env_gateway_arg_match(ngx_env_gateway_arg_t *arg,
     ngx_str_t *name);
 ngx_uint_t ngx_env_gateway_arg_escaped(ngx_str_t *s);
 
+/* _boundary.c: reading the request once, and what goes upstream */
+typedef struct {
+    ngx_uint_t                   count;
+    ngx_table_elt_t             *first;
+} ngx_env_gateway_hdr_t;
+
+typedef struct {
+    ngx_env_gateway_hdr_t        authorization;
+    ngx_env_gateway_hdr_t        token;         /* env_gateway_token $http_ */
+    ngx_env_gateway_hdr_t        account;       /* env_gateway_account $http_ */
+    ngx_env_gateway_hdr_t        environment;   /* X-Environment-Id */
+    ngx_env_gateway_hdr_t        cookie;        /* env_gateway_token $cookie_ */
+    ngx_str_t                    cookie_value;
+} ngx_env_gateway_headers_t;
+
+typedef struct {
+    ngx_str_t                    value;         /* raw, of the first */
+    ngx_uint_t                   count;         /* EXACT occurrences */
+    ngx_uint_t                   escaped;       /* '%' or '+' in the value */
+} ngx_env_gateway_qarg_t;
+
+ngx_int_t ngx_env_gateway_path_check(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_read_headers(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_env_gateway_headers_t *hdrs);
+ngx_int_t ngx_env_gateway_read_args(ngx_str_t *args, ngx_str_t *names,
+    ngx_env_gateway_qarg_t *found, ngx_uint_t n, ngx_str_t **bad);
+ngx_int_t ngx_env_gateway_identity(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,
@@ -390,5 +433,7 @@ ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
 
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
+ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);
 
 #endif /* NGX_ENV_GATEWAY_H */

@@ -1,15 +1,27 @@
 /*
- * env_gateway: the access-phase handler, readable top to bottom.
+ * env_gateway: the phase handlers, readable top to bottom.
  *
- *   start:     credentials -> request sanity -> first fetches (token, and
- *              the named account and environment in the same round trip)
+ *   start:     the request boundary (path, headers, query: _boundary.c)
+ *              -> the one credential -> what the request names -> first
+ *              fetches (token, and the named account and environment in
+ *              the same round trip)
  *   evaluate:  token (401) -> environment (403) -> account (400/404);
  *              a check that needs a record not fetched yet fetches it and
  *              suspends; evaluate is re-run from the top on resume, so it
  *              is a function of the slots' states.
  *              -> route (404/405): the environment's integration record
- *              names the method and the upstream URL.
- *   allow:     variables are set, credentials hidden from the upstream.
+ *              names the method, its verb and the upstream URL.
+ *   allow:     variables are set, credentials and client headers named
+ *              like identity headers hidden, identity headers added.
+ *
+ * The check runs in the access phase for main requests, and again in the
+ * precontent phase for whatever the access phase did not check: nginx
+ * skips the access phase for subrequests (auth_request, SSI, mirror,
+ * slice), and "satisfy any" skips the handlers after the first that
+ * allows.  The context survives internal redirects (index, try_files,
+ * error_page, rewrite ... last, named locations) through its pool cleanup,
+ * as ngx_http_realip_module's does: a request checked once keeps its
+ * identity and is checked again only for a location with other settings.
  *
  * Any outcome that is not a positive answer is a refusal: fail closed.
  */
@@ -27,8 +39,19 @@
 #define NGX_ENVGW_ST_DONE      2
 
 
+static ngx_int_t ngx_env_gateway_check(ngx_http_request_t *r,
+    ngx_env_gateway_loc_conf_t *glcf);
+static ngx_env_gateway_ctx_t *ngx_env_gateway_create_ctx(
+    ngx_http_request_t *r);
+static void ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx);
 static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_credential(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_env_gateway_headers_t *hdrs, ngx_env_gateway_qarg_t *args);
+static ngx_int_t ngx_env_gateway_named(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_env_gateway_headers_t *hdrs, ngx_env_gateway_qarg_t *args);
 static ngx_int_t ngx_env_gateway_evaluate(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
@@ -52,6 +75,7 @@ static ngx_int_t ngx_env_gateway_read_body(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx);
 static void ngx_env_gateway_body_handler(ngx_http_request_t *r);
 static void ngx_env_gateway_cleanup(void *data);
+static ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
 
 
 static ngx_str_t  ngx_env_gateway_family[] = {
@@ -65,14 +89,45 @@ static ngx_str_t  ngx_env_gateway_family[] = {
 static ngx_str_t  ngx_env_gateway_arg_account =
     ngx_string("integrated_account_id");
 static ngx_str_t  ngx_env_gateway_arg_env = ngx_string("environment_id");
-static ngx_str_t  ngx_env_gateway_hdr_env = ngx_string("x-environment-id");
+static ngx_str_t  ngx_env_gateway_arg_access_token =
+    ngx_string("access_token");
 
 
+/* the query arguments the gateway reads, in ngx_env_gateway_start() */
+#define NGX_ENVGW_QA_ACCOUNT       0   /* integrated_account_id */
+#define NGX_ENVGW_QA_ENV           1   /* environment_id */
+#define NGX_ENVGW_QA_ACCESS_TOKEN  2   /* RFC 6750 access_token */
+#define NGX_ENVGW_QA_TOKEN         3   /* env_gateway_token $arg_NAME */
+#define NGX_ENVGW_QA_ACCOUNT_VAR   4   /* env_gateway_account $arg_NAME */
+#define NGX_ENVGW_QA_N             5
+
+
+/* ACCESS phase: main requests (nginx skips this phase for subrequests) */
 ngx_int_t
 ngx_env_gateway_access_handler(ngx_http_request_t *r)
 {
+    ngx_env_gateway_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+
+    if (!glcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_env_gateway_check(r, glcf);
+}
+
+
+/*
+ * PRECONTENT phase: subrequests into a gated location, and main requests
+ * the access phase let through without this module ("satisfy any").  A
+ * request that passed for this location goes on to the next handler
+ * (try_files, mirror), so NGX_OK becomes NGX_DECLINED here.
+ */
+ngx_int_t
+ngx_env_gateway_precontent_handler(ngx_http_request_t *r)
+{
     ngx_int_t                    rc;
-    ngx_pool_cleanup_t          *cln;
     ngx_env_gateway_ctx_t       *ctx;
     ngx_env_gateway_loc_conf_t  *glcf;
 
@@ -82,48 +137,195 @@ ngx_env_gateway_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    ctx = ngx_env_gateway_get_ctx(r);
+
+    if (ctx && ctx->state == NGX_ENVGW_ST_DONE
+        && ctx->refusal == NGX_ENVGW_OK && ctx->checked == glcf)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: precontent check, subrequest:%d",
+                   r != r->main);
+
+    rc = ngx_env_gateway_check(r, glcf);
+
+    return (rc == NGX_OK) ? NGX_DECLINED : rc;
+}
+
+
+/*
+ * The request's context, also after an internal redirect, which clears
+ * every module's context: it is found again through its pool cleanup.  A
+ * subrequest shares its parent's pool, so the waiter's request tells whose
+ * context it is.
+ */
+ngx_env_gateway_ctx_t *
+ngx_env_gateway_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_env_gateway_ctx_t     *ctx;
+    ngx_env_gateway_waiter_t  *w;
+
     ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
 
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_env_gateway_cleanup) {
+            continue;
+        }
+
+        w = cln->data;
+
+        if (w->request == r) {
+            ctx = (ngx_env_gateway_ctx_t *)
+                      ((u_char *) w - offsetof(ngx_env_gateway_ctx_t, waiter));
+            ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
+{
+    ngx_int_t               rc;
+    ngx_env_gateway_ctx_t  *ctx;
+
+    ctx = ngx_env_gateway_get_ctx(r);
+
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_env_gateway_ctx_t));
+        ctx = ngx_env_gateway_create_ctx(r);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
+    }
 
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
+    if (ctx->refusal != NGX_ENVGW_OK) {
+        /* a refused request stays refused, wherever it goes next */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: refused before, refused again");
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    switch (ctx->state) {
+
+    case NGX_ENVGW_ST_WAIT:
+        if (ctx->waiter.pending || (ctx->body_reading && !ctx->body_read)) {
+            return NGX_AGAIN;
         }
 
-        cln->handler = ngx_env_gateway_cleanup;
-        cln->data = &ctx->waiter;
+        return ngx_env_gateway_evaluate(r, ctx, glcf);
 
-        ctx->waiter.request = r;
-        ctx->waiter.resume.handler = ngx_env_gateway_resume;
-        ctx->waiter.resume.data = &ctx->waiter;
-        ctx->waiter.resume.log = r->connection->log;
+    case NGX_ENVGW_ST_DONE:
 
-        for (rc = 0; rc < NGX_ENVGW_NSLOTS; rc++) {
-            ctx->waiter.slots[rc].waiter = &ctx->waiter;
+        if (ctx->checked == glcf) {
+            /* re-entered after an allow: "satisfy", a redirect in place */
+            return NGX_OK;
         }
 
-        ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
+        /* an internal redirect into a location with other settings */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: checked request in another location");
 
+        ngx_env_gateway_recheck(ctx);
+
+        /* fall through */
+
+    default: /* NGX_ENVGW_ST_NEW */
         rc = ngx_env_gateway_start(r, ctx, glcf);
 
         if (rc != NGX_OK) {
             return rc;
         }
 
-    } else if (ctx->waiter.pending || (ctx->body_reading && !ctx->body_read)) {
-        return NGX_AGAIN;
+        return ngx_env_gateway_evaluate(r, ctx, glcf);
+    }
+}
 
-    } else if (ctx->state == NGX_ENVGW_ST_DONE) {
-        /* re-entered after an allow (e.g. "satisfy any" re-runs) */
-        return NGX_OK;
+
+static ngx_env_gateway_ctx_t *
+ngx_env_gateway_create_ctx(ngx_http_request_t *r)
+{
+    ngx_uint_t              i;
+    ngx_pool_cleanup_t     *cln;
+    ngx_env_gateway_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_env_gateway_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
     }
 
-    return ngx_env_gateway_evaluate(r, ctx, glcf);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_env_gateway_cleanup;
+    cln->data = &ctx->waiter;
+
+    ctx->waiter.request = r;
+    ctx->waiter.resume.handler = ngx_env_gateway_resume;
+    ctx->waiter.resume.data = &ctx->waiter;
+    ctx->waiter.resume.log = r->connection->log;
+
+    for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
+        ctx->waiter.slots[i].waiter = &ctx->waiter;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
+
+    return ctx;
+}
+
+
+/*
+ * Check a request that passed once again, for the settings of the
+ * location an internal redirect took it to: the credential was read (and
+ * hidden) before, so its token record is kept; everything else is read
+ * again from the request and fetched again (from the cache, usually).
+ */
+static void
+ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_uint_t               i;
+    ngx_env_gateway_slot_t  *slot;
+
+    for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
+        if (i == NGX_ENVGW_SLOT_TOKEN) {
+            continue;
+        }
+
+        slot = &ctx->waiter.slots[i];
+        slot->status = NGX_ENVGW_FETCH_NONE;
+        slot->cache = NGX_ENVGW_CACHE_NONE;
+        slot->stale = 0;
+        ngx_memzero(&slot->rec, sizeof(ngx_env_gateway_record_t));
+    }
+
+    ngx_str_null(&ctx->account_req);
+    ngx_str_null(&ctx->env_req);
+    ngx_str_null(&ctx->account_id);
+    ngx_str_null(&ctx->integration);
+    ngx_str_null(&ctx->tenant_id);
+    ngx_str_null(&ctx->tenant_req);
+    ngx_str_null(&ctx->integration_req);
+    ngx_str_null(&ctx->resource);
+    ngx_str_null(&ctx->rest);
+    ngx_str_null(&ctx->method);
+    ngx_str_null(&ctx->upstream_url);
+    ngx_str_null(&ctx->upstream_method);
+    ngx_str_null(&ctx->detail);
+
+    ctx->account_bad = 0;
+    ctx->state = NGX_ENVGW_ST_NEW;
 }
 
 
@@ -147,145 +349,16 @@ ngx_env_gateway_resume(ngx_event_t *ev)
 
     ngx_http_set_log_request(c->log, r);
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "env_gateway: records here, resuming");
+
     ngx_http_core_run_phases(r);
     ngx_http_run_posted_requests(c);
 }
 
 
 /* ------------------------------------------------------------------ */
-/* request sanity                                                      */
-
-typedef struct {
-    ngx_str_t    value;
-    ngx_uint_t   count;
-    ngx_uint_t   encoded;     /* the name or the value was escaped */
-} ngx_env_gateway_qarg_t;
-
-#define NGX_ENVGW_ARG_ACCOUNT      0   /* integrated_account_id */
-#define NGX_ENVGW_ARG_ENV          1   /* environment_id */
-#define NGX_ENVGW_ARG_TOKEN        2   /* env_gateway_token $arg_NAME */
-#define NGX_ENVGW_ARG_ACCOUNT_VAR  3   /* env_gateway_account $arg_NAME */
-
-
-typedef struct {
-    ngx_uint_t        count;
-    ngx_table_elt_t  *first;
-} ngx_env_gateway_hdr_t;
-
-#define NGX_ENVGW_HDR_ENV          0   /* X-Environment-Id */
-#define NGX_ENVGW_HDR_TOKEN        1   /* env_gateway_token $http_NAME */
-#define NGX_ENVGW_HDR_ACCOUNT      2   /* env_gateway_account $http_NAME */
-
-
-/*
- * Find arguments by name in one pass over the query, counting repeats and
- * noticing any escaping in a name or value: "?integrated%5Faccount_id=x"
- * or a "+" or "%" in a value may be read differently by the upstream than
- * by us.  Names match in any case, as nginx's $arg_NAME does.
- */
-static void
-ngx_env_gateway_scan_args(ngx_http_request_t *r, ngx_str_t **names,
-    ngx_env_gateway_qarg_t *args, ngx_uint_t n)
-{
-    u_char      *p, *last, *end, *eq, *dst, *src, *name;
-    u_char       dec[64];
-    size_t       nlen;
-    ngx_uint_t   i, decoded;
-
-    ngx_memzero(args, n * sizeof(ngx_env_gateway_qarg_t));
-
-    if (r->args.len == 0) {
-        return;
-    }
-
-    p = r->args.data;
-    last = p + r->args.len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-        nlen = (eq ? eq : end) - p;
-        name = p;
-        decoded = 0;
-
-        if (nlen < sizeof(dec) && ngx_strlchr(p, p + nlen, '%')) {
-            src = p;
-            dst = dec;
-            ngx_unescape_uri(&dst, &src, nlen, NGX_UNESCAPE_URI);
-            name = dec;
-            nlen = dst - dec;
-            decoded = 1;
-        }
-
-        for (i = 0; i < n; i++) {
-            if (nlen != names[i]->len
-                || ngx_strncasecmp(name, names[i]->data, nlen) != 0)
-            {
-                continue;
-            }
-
-            args[i].count++;
-            args[i].value.data = eq ? eq + 1 : end;
-            args[i].value.len = end - args[i].value.data;
-
-            if (decoded
-                || ngx_strlchr(args[i].value.data, end, '%')
-                || ngx_strlchr(args[i].value.data, end, '+'))
-            {
-                args[i].encoded = 1;
-            }
-        }
-
-        p = end + 1;
-    }
-}
-
-
-/*
- * Find request headers by lowercase name in one pass over the list,
- * counting repeats and keeping the first of each.
- */
-static void
-ngx_env_gateway_scan_headers(ngx_http_request_t *r, ngx_str_t **names,
-    ngx_env_gateway_hdr_t *hdrs, ngx_uint_t n)
-{
-    ngx_uint_t        i, k;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    ngx_memzero(hdrs, n * sizeof(ngx_env_gateway_hdr_t));
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        for (k = 0; k < n; k++) {
-            if (h[i].key.len == names[k]->len
-                && ngx_strncmp(h[i].lowcase_key, names[k]->data,
-                               names[k]->len) == 0
-                && hdrs[k].count++ == 0)
-            {
-                hdrs[k].first = &h[i];
-            }
-        }
-    }
-}
-
+/* refusals                                                            */
 
 /* a refusal whose message says what was wrong (a NUL-terminated string) */
 static ngx_int_t
@@ -305,24 +378,6 @@ ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     const char *why)
 {
     return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_INVALID_REQUEST, why);
-}
-
-
-static ngx_int_t
-ngx_env_gateway_check_arg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_env_gateway_qarg_t *arg)
-{
-    if (arg->count > 1) {
-        return ngx_env_gateway_invalid(r, ctx,
-                   "A query argument the gateway reads is given twice.");
-    }
-
-    if (arg->encoded) {
-        return ngx_env_gateway_invalid(r, ctx,
-                   "A query argument the gateway reads is percent-encoded.");
-    }
-
-    return NGX_OK;
 }
 
 
@@ -363,25 +418,27 @@ ngx_env_gateway_account_syntax(ngx_str_t *id)
 }
 
 
+/* ------------------------------------------------------------------ */
+/* start                                                               */
+
 static ngx_int_t
 ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    ngx_int_t               rc;
-    ngx_str_t               token, id, *names[4];
-    ngx_uint_t              i, nargs;
-    ngx_table_elt_t        *h;
-    ngx_env_gateway_qarg_t   args[4];
-    ngx_env_gateway_hdr_t   hdrs[3];
+    ngx_int_t                   rc;
+    ngx_str_t                   names[NGX_ENVGW_QA_N], *bad;
+    ngx_env_gateway_qarg_t      args[NGX_ENVGW_QA_N];
+    ngx_env_gateway_headers_t   hdrs;
 
     ctx->state = NGX_ENVGW_ST_WAIT;
+    ctx->checked = glcf;
 
     /*
-     * 0. a token in the query must not reach a log line: nginx appends the
-     * request line to every error line of this request, and $request_uri
-     * would carry it into access logs.
+     * A credential in the query must not reach a log line: nginx appends
+     * the request line to every error line of this request, and
+     * $request_uri would carry it into access logs.
      */
-    if (glcf->token_arg.len) {
+    if (r == r->main && r->args.len) {
         if (ngx_env_gateway_redact(r->pool, &r->request_line,
                                    &glcf->token_arg, &r->request_line)
             != NGX_OK)
@@ -401,78 +458,239 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
     }
 
-    /* the query arguments the gateway reads, in one pass */
+    /* 1. the request boundary: one reading of path, headers and query */
 
-    names[NGX_ENVGW_ARG_ACCOUNT] = &ngx_env_gateway_arg_account;
-    names[NGX_ENVGW_ARG_ENV] = &ngx_env_gateway_arg_env;
-    names[NGX_ENVGW_ARG_TOKEN] = &glcf->token_arg;
-    names[NGX_ENVGW_ARG_ACCOUNT_VAR] = &glcf->account_arg;
-    nargs = glcf->account_arg.len ? 4 : 3;
+    if (ngx_env_gateway_path_check(r) != NGX_OK) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The path has a dot segment, an encoded slash or "
+                   "backslash, a backslash or a NUL byte.");
+    }
 
-    /* the usual $arg_integrated_account_id is the fixed name: look once */
-    if (nargs == 4
-        && !ngx_env_gateway_arg_ne(&glcf->account_arg,
-                                   &ngx_env_gateway_arg_account))
+    if (ngx_env_gateway_read_headers(r, ctx, glcf, &hdrs) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    names[NGX_ENVGW_QA_ACCOUNT] = ngx_env_gateway_arg_account;
+    names[NGX_ENVGW_QA_ENV] = ngx_env_gateway_arg_env;
+    names[NGX_ENVGW_QA_ACCESS_TOKEN] = ngx_env_gateway_arg_access_token;
+    names[NGX_ENVGW_QA_TOKEN] = glcf->token_arg;
+    names[NGX_ENVGW_QA_ACCOUNT_VAR] = glcf->account_arg;
+
+    /* a configured name equal to a fixed one is read once, as the fixed */
+    if (!ngx_env_gateway_str_ne(&glcf->token_arg,
+                                &ngx_env_gateway_arg_access_token))
     {
-        nargs = 3;
+        ngx_str_null(&names[NGX_ENVGW_QA_TOKEN]);
     }
 
-    ngx_env_gateway_scan_args(r, names, args, nargs);
-
-    if (glcf->account_arg.len && nargs == 3) {
-        args[NGX_ENVGW_ARG_ACCOUNT_VAR] = args[NGX_ENVGW_ARG_ACCOUNT];
+    if (!ngx_env_gateway_str_ne(&glcf->account_arg,
+                                &ngx_env_gateway_arg_account))
+    {
+        ngx_str_null(&names[NGX_ENVGW_QA_ACCOUNT_VAR]);
     }
 
-    /* and the request headers it reads, in one pass too */
+    if (ngx_env_gateway_read_args(&r->args, names, args, NGX_ENVGW_QA_N,
+                                  &bad)
+        != NGX_OK)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: query argument spelled like \"%V\"",
+                       bad);
 
-    names[NGX_ENVGW_HDR_ENV] = &ngx_env_gateway_hdr_env;
-    names[NGX_ENVGW_HDR_TOKEN] = &glcf->token_header;
-    names[NGX_ENVGW_HDR_ACCOUNT] = &glcf->account_header;
+        return ngx_env_gateway_invalid(r, ctx,
+                   "A query argument is spelled so that a backend could "
+                   "read it as one the gateway reads (an account, an "
+                   "environment or a credential).");
+    }
 
-    ngx_env_gateway_scan_headers(r, names, hdrs, 3);
+    if (names[NGX_ENVGW_QA_TOKEN].len == 0 && glcf->token_arg.len) {
+        args[NGX_ENVGW_QA_TOKEN] = args[NGX_ENVGW_QA_ACCESS_TOKEN];
+    }
 
-    /* 1. the one credential */
+    if (names[NGX_ENVGW_QA_ACCOUNT_VAR].len == 0 && glcf->account_arg.len) {
+        args[NGX_ENVGW_QA_ACCOUNT_VAR] = args[NGX_ENVGW_QA_ACCOUNT];
+    }
 
-    if (glcf->token == NULL) {
-        h = r->headers_in.authorization;
-        ctx->credential = h;
+    /* 2. the one credential */
 
-        if (h == NULL) {
-            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
-        }
+    rc = ngx_env_gateway_credential(r, ctx, glcf, &hdrs, args);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
-        rc = ngx_env_gateway_bearer(&h->value, &token);
+    /* 3. what the request names, unambiguously */
 
-        if (rc == NGX_ABORT) {
-            return ngx_env_gateway_invalid(r, ctx,
-                       "The Authorization header carries several "
-                       "credentials.");
-        }
+    rc = ngx_env_gateway_named(r, ctx, glcf, &hdrs, args);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
-        if (rc == NGX_DECLINED) {
-            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
-        }
+    /* 4. one round trip for everything known now */
 
-    } else {
-        if (hdrs[NGX_ENVGW_HDR_TOKEN].count > 1) {
-            return ngx_env_gateway_invalid(r, ctx,
-                       "The credential header is given twice.");
-        }
-
-        ctx->credential = hdrs[NGX_ENVGW_HDR_TOKEN].first;
-
-        if (glcf->token_arg.len && args[NGX_ENVGW_ARG_TOKEN].count > 1) {
-            return ngx_env_gateway_invalid(r, ctx,
-                       "The credential argument is given twice.");
-        }
-
-        if (ngx_http_complex_value(r, glcf->token, &token) != NGX_OK) {
+    if (ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].status
+        == NGX_ENVGW_FETCH_NONE)
+    {
+        rc = ngx_env_gateway_fetch(r,
+                 &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN],
+                 NGX_ENVGW_REC_TOKEN,
+                 &ngx_env_gateway_family[NGX_ENVGW_REC_TOKEN],
+                 &(ngx_str_t) { ENVGW_SHA256_HEX_LEN, ctx->token_hash },
+                 NULL);
+        if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
-        if (token.len == 0) {
-            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
+        if (rc == NGX_OK) {
+            /* Redis is down: the token cannot be checked */
+            return NGX_OK;
         }
+    }
+
+    if (ctx->account_req.len && !ctx->account_bad) {
+        rc = ngx_env_gateway_fetch(r,
+                 &ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT],
+                 NGX_ENVGW_REC_ACCOUNT,
+                 &ngx_env_gateway_family[NGX_ENVGW_REC_ACCOUNT],
+                 &ctx->account_req, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->env_req.len) {
+        rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV],
+                                   NGX_ENVGW_REC_ENV,
+                                   &ngx_env_gateway_family[NGX_ENVGW_REC_ENV],
+                                   &ctx->env_req, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Exactly one credential: the configured place, plus the places RFC 6750
+ * defines (Authorization, an access_token query argument), each in every
+ * spelling.  Two of them, or one given twice, are refused; a credential
+ * only in a place this location does not read is no credential (401).
+ * After an internal redirect the credential read before (and hidden) is
+ * kept; a subrequest without a credential of its own reuses its main
+ * request's token when the main request passed the gateway.
+ */
+static ngx_int_t
+ngx_env_gateway_credential(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_env_gateway_headers_t *hdrs,
+    ngx_env_gateway_qarg_t *args)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    token;
+    ngx_uint_t                   places, level;
+    ngx_env_gateway_ctx_t       *mctx;
+    ngx_env_gateway_qarg_t      *qt;
+
+    if (ctx->have_token) {
+        return NGX_OK;
+    }
+
+    if (hdrs->authorization.count > 1 || hdrs->token.count > 1
+        || hdrs->cookie.count > 1 || args[NGX_ENVGW_QA_ACCESS_TOKEN].count > 1
+        || args[NGX_ENVGW_QA_TOKEN].count > 1)
+    {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The credential is given twice.");
+    }
+
+    qt = &args[NGX_ENVGW_QA_TOKEN];
+
+    places = (hdrs->authorization.count > 0)
+             + (hdrs->token.count > 0 && hdrs->token.first
+                != hdrs->authorization.first)
+             + (hdrs->cookie.count > 0)
+             + (args[NGX_ENVGW_QA_ACCESS_TOKEN].count > 0)
+             + (glcf->token_arg.len && qt->count > 0
+                && qt->value.data
+                   != args[NGX_ENVGW_QA_ACCESS_TOKEN].value.data);
+
+    if (places > 1) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The request carries more than one credential.");
+    }
+
+    ngx_str_null(&token);
+
+    if (glcf->token == NULL) {
+        ctx->credential = hdrs->authorization.first;
+
+        if (ctx->credential) {
+            rc = ngx_env_gateway_bearer(&ctx->credential->value, &token);
+
+            if (rc == NGX_ABORT) {
+                return ngx_env_gateway_invalid(r, ctx,
+                           "The Authorization header carries several "
+                           "credentials.");
+            }
+        }
+
+    } else if (glcf->token_header.len) {
+        ctx->credential = hdrs->token.first;
+
+        if (ctx->credential) {
+            token = ctx->credential->value;
+        }
+
+    } else if (glcf->token_arg.len) {
+        token = qt->value;
+
+    } else if (glcf->token_cookie.len) {
+        ctx->cookie = hdrs->cookie.first;
+        token = hdrs->cookie_value;
+
+    } else {
+        /*
+         * Any other complex value: evaluating variables logs their values
+         * at debug level, and this one is a credential.
+         */
+        level = r->connection->log->log_level;
+        r->connection->log->log_level &= ~NGX_LOG_DEBUG_ALL;
+
+        rc = ngx_http_complex_value(r, glcf->token, &token);
+
+        r->connection->log->log_level = level;
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (token.len == 0) {
+        mctx = (r != r->main) ? ngx_env_gateway_get_ctx(r->main) : NULL;
+
+        if (places == 0 && mctx && mctx->have_token
+            && mctx->state == NGX_ENVGW_ST_DONE
+            && mctx->refusal == NGX_ENVGW_OK)
+        {
+            /* a subrequest of a request that passed with its credential */
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: subrequest reuses the main "
+                           "request's token");
+
+            ngx_memcpy(ctx->token_hash, mctx->token_hash,
+                       ENVGW_SHA256_HEX_LEN);
+            ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].status =
+                NGX_ENVGW_FETCH_FOUND;
+            ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].rec =
+                mctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].rec;
+            ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].cache =
+                mctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].cache;
+            ctx->have_token = 1;
+
+            return NGX_OK;
+        }
+
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISSING_TOKEN);
     }
 
     if (ngx_env_gateway_token_syntax(&token) != NGX_OK) {
@@ -480,41 +698,74 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     ngx_env_gateway_sha256_hex(&token, ctx->token_hash);
+    ctx->have_token = 1;
 
-    /* a query token leaves $args at once: refused requests log it too */
-    if (glcf->hide_credentials && glcf->token_arg.len) {
-        if (ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK) {
+    /* a query credential leaves $args at once: refused requests log it */
+    if (glcf->hide_credentials) {
+        if (ngx_env_gateway_strip_arg(r, &ngx_env_gateway_arg_access_token)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (glcf->token_arg.len
+            && ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
 
-    /* 2. what the request names, unambiguously */
+    return NGX_OK;
+}
 
-    for (i = 0; i < nargs; i++) {
-        if (i == NGX_ENVGW_ARG_TOKEN) {
-            continue;
+
+/*
+ * The environment and the account the request names.  The standard
+ * integrated_account_id argument is read whatever env_gateway_account
+ * says (a typo there must not open the gate); two places naming
+ * different accounts are refused.
+ */
+static ngx_int_t
+ngx_env_gateway_named(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_env_gateway_headers_t *hdrs,
+    ngx_env_gateway_qarg_t *args)
+{
+    ngx_int_t         rc;
+    ngx_str_t         id, *standard;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    static ngx_uint_t  consumed[] = {
+        NGX_ENVGW_QA_ACCOUNT, NGX_ENVGW_QA_ENV, NGX_ENVGW_QA_ACCOUNT_VAR
+    };
+
+    for (i = 0; i < sizeof(consumed) / sizeof(consumed[0]); i++) {
+        if (args[consumed[i]].count > 1) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "A query argument the gateway reads is given twice.");
         }
 
-        rc = ngx_env_gateway_check_arg(r, ctx, &args[i]);
-        if (rc != NGX_OK) {
-            return rc;
+        if (args[consumed[i]].escaped) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "A query argument the gateway reads is "
+                       "percent-encoded.");
         }
     }
 
-    ctx->env_req = args[NGX_ENVGW_ARG_ENV].value;
+    /* the environment: environment_id and X-Environment-Id */
 
-    h = hdrs[NGX_ENVGW_HDR_ENV].first;
+    ctx->env_req = args[NGX_ENVGW_QA_ENV].value;
 
-    if (hdrs[NGX_ENVGW_HDR_ENV].count > 1) {
+    if (hdrs->environment.count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
                    "The X-Environment-Id header is given twice.");
     }
 
+    h = hdrs->environment.first;
+
     if (h) {
-        if (ctx->env_req.len
-            && (ctx->env_req.len != h->value.len
-                || ngx_strncmp(ctx->env_req.data, h->value.data,
-                               h->value.len) != 0))
+        if (ctx->env_req.len && ngx_env_gateway_str_ne(&ctx->env_req,
+                                                       &h->value))
         {
             return ngx_env_gateway_invalid(r, ctx,
                        "The environment_id argument and the "
@@ -524,33 +775,47 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->env_req = h->value;
     }
 
-    if (hdrs[NGX_ENVGW_HDR_ACCOUNT].count > 1) {
+    /* the account */
+
+    if (hdrs->account.count > 1) {
         return ngx_env_gateway_invalid(r, ctx,
                    "The integrated account header is given twice.");
     }
 
+    standard = &args[NGX_ENVGW_QA_ACCOUNT].value;
+    ngx_str_null(&id);
+
     if (glcf->account) {
         if (glcf->account_arg.len) {
-            /* what $arg_NAME would give, found by the scan above */
-            id = args[NGX_ENVGW_ARG_ACCOUNT_VAR].value;
+            id = args[NGX_ENVGW_QA_ACCOUNT_VAR].value;
+
+        } else if (glcf->account_header.len) {
+            if (hdrs->account.first) {
+                id = hdrs->account.first->value;
+            }
 
         } else if (ngx_http_complex_value(r, glcf->account, &id) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
 
-        ctx->account_req = id;
+    if (id.len && standard->len && ngx_env_gateway_str_ne(&id, standard)) {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The request names two different integrated accounts.");
+    }
 
-        if (id.len) {
-            rc = ngx_env_gateway_account_syntax(&id);
+    ctx->account_req = id.len ? id : *standard;
 
-            if (rc == NGX_ABORT) {
-                return ngx_env_gateway_invalid(r, ctx,
-                           "The integrated_account_id has characters "
-                           "that are not allowed.");
-            }
+    if (ctx->account_req.len) {
+        rc = ngx_env_gateway_account_syntax(&ctx->account_req);
 
-            ctx->account_bad = (rc != NGX_OK);
+        if (rc == NGX_ABORT) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The integrated_account_id has characters "
+                       "that are not allowed.");
         }
+
+        ctx->account_bad = (rc != NGX_OK);
     }
 
     if (glcf->tenant) {
@@ -600,44 +865,6 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             return ngx_env_gateway_invalid(r, ctx,
                        "A path value has '/', '..', '?', '#', '%' or "
                        "control characters.");
-        }
-    }
-
-    /* 3. one round trip for everything known now */
-
-    rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN],
-                               NGX_ENVGW_REC_TOKEN,
-                               &ngx_env_gateway_family[NGX_ENVGW_REC_TOKEN],
-                               &(ngx_str_t) { ENVGW_SHA256_HEX_LEN,
-                                              ctx->token_hash },
-                               NULL);
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_OK) {
-        /* Redis is down: the token cannot be checked */
-        return NGX_OK;
-    }
-
-    if (ctx->account_req.len && !ctx->account_bad) {
-        rc = ngx_env_gateway_fetch(r,
-                 &ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT],
-                 NGX_ENVGW_REC_ACCOUNT,
-                 &ngx_env_gateway_family[NGX_ENVGW_REC_ACCOUNT],
-                 &ctx->account_req, NULL);
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ctx->env_req.len) {
-        rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV],
-                                   NGX_ENVGW_REC_ENV,
-                                   &ngx_env_gateway_family[NGX_ENVGW_REC_ENV],
-                                   &ctx->env_req, NULL);
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
         }
     }
 
@@ -812,11 +1039,19 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         account = f[NGX_ENVGW_TOK_ACCOUNT_ID];
     }
 
+    /* every request with a body, whatever its verb (GET, DELETE, MERGE) */
     if (glcf->body_field.len
-        && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)))
+        && (r != r->main || r->headers_in.content_length_n > 0
+            || r->headers_in.chunked))
     {
         if (!ctx->body_read) {
-            return ngx_env_gateway_read_body(r, ctx);
+            if (r != r->main) {
+                /* a subrequest has its main request's body, if read */
+                ctx->body_read = 1;
+
+            } else {
+                return ngx_env_gateway_read_body(r, ctx);
+            }
         }
 
         if (!ctx->body_parsed) {
@@ -1050,6 +1285,9 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
                                           (char *) msg);
     }
 
+    /* the upstream is called with the method's declared verb */
+    ctx->upstream_method = quad[2];
+
     return NGX_OK;
 }
 
@@ -1193,18 +1431,21 @@ ngx_env_gateway_body_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 /* ------------------------------------------------------------------ */
 /* allow                                                               */
 
-/* drop "name=..." from the query string forwarded upstream */
+/*
+ * Drop the arguments named "name" (byte for byte, as the boundary allows
+ * no other spelling) from the query forwarded upstream.  The new query is
+ * never longer than the old one: every kept argument is copied once.
+ */
 static ngx_int_t
 ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char  *p, *last, *end, *eq, *dst, *start;
+    u_char                  *start, *dst, *end;
+    ngx_env_gateway_arg_t    arg;
+    ngx_env_gateway_args_t   it;
 
     if (r->args.len == 0) {
         return NGX_OK;
     }
-
-    p = r->args.data;
-    last = p + r->args.len;
 
     start = ngx_pnalloc(r->pool, r->args.len);
     if (start == NULL) {
@@ -1212,25 +1453,24 @@ ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
     }
 
     dst = start;
+    end = start + r->args.len;
 
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
+    ngx_env_gateway_args_init(&it, &r->args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+        if (ngx_env_gateway_arg_match(&arg, name) == NGX_ENVGW_ARG_EXACT) {
+            continue;
         }
 
-        eq = ngx_strlchr(p, end, '=');
-
-        if (!((size_t) ((eq ? eq : end) - p) == name->len
-              && ngx_strncasecmp(p, name->data, name->len) == 0))
-        {
-            if (dst != start) {
-                *dst++ = '&';
-            }
-            dst = ngx_cpymem(dst, p, end - p);
+        if ((size_t) (end - dst) < arg.raw.len + (dst != start)) {
+            return NGX_ERROR;
         }
 
-        p = end + 1;
+        if (dst != start) {
+            *dst++ = '&';
+        }
+
+        dst = ngx_cpymem(dst, arg.raw.data, arg.raw.len);
     }
 
     if ((size_t) (dst - start) != r->args.len) {
@@ -1243,38 +1483,59 @@ ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
+/* nginx's method flag of a verb, as ngx_http_parse_request_line sets it */
+static ngx_uint_t
+ngx_env_gateway_method_flag(ngx_str_t *verb)
+{
+    ngx_uint_t  i;
+
+    static struct {
+        ngx_str_t   name;
+        ngx_uint_t  flag;
+    } methods[] = {
+        { ngx_string("GET"), NGX_HTTP_GET },
+        { ngx_string("HEAD"), NGX_HTTP_HEAD },
+        { ngx_string("POST"), NGX_HTTP_POST },
+        { ngx_string("PUT"), NGX_HTTP_PUT },
+        { ngx_string("DELETE"), NGX_HTTP_DELETE },
+        { ngx_string("PATCH"), NGX_HTTP_PATCH },
+        { ngx_string("OPTIONS"), NGX_HTTP_OPTIONS }
+    };
+
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (!ngx_env_gateway_str_ne(&methods[i].name, verb)) {
+            return methods[i].flag;
+        }
+    }
+
+    return NGX_HTTP_UNKNOWN;
+}
+
+
 static ngx_int_t
 ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    ngx_table_elt_t  *h;
-
-    static ngx_str_t  hidden = ngx_string("Keep-Alive");
-    static ngx_str_t  hidden_lc = ngx_string("keep-alive");
-
     ctx->state = NGX_ENVGW_ST_DONE;
+    ctx->refusal = NGX_ENVGW_OK;
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: allowed, environment \"%V\", "
+                   "account \"%V\", method \"%V\"",
+                   &ctx->environment_id, &ctx->account_id, &ctx->method);
+
     /*
-     * Hide the credential header (the one element, repeats were refused)
-     * from every upstream module without moving list elements, which other
-     * headers_in pointers refer to: it becomes an empty "Keep-Alive", which
-     * proxy_pass always replaces with its own.  A query token was stripped
-     * from the arguments when read.
+     * On a route the upstream request uses the method's declared verb:
+     * what the backend acts on is what the gateway chose.
      */
-    h = ctx->credential;
-
-    if (glcf->hide_credentials && h) {
-        h->key = hidden;
-        h->lowcase_key = hidden_lc.data;
-        h->hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
-        ngx_str_null(&h->value);
-
-        if (h == r->headers_in.authorization) {
-            r->headers_in.authorization = NULL;
-        }
+    if (ctx->upstream_method.len
+        && ngx_env_gateway_str_ne(&ctx->upstream_method, &r->method_name))
+    {
+        r->method_name = ctx->upstream_method;
+        r->method = ngx_env_gateway_method_flag(&ctx->upstream_method);
     }
 
-    return NGX_OK;
+    return ngx_env_gateway_identity(r, ctx, glcf);
 }

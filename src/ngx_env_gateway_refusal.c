@@ -115,6 +115,12 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                   rf->status, rf->code, &ctx->token_id, &ctx->environment_id,
                   ctx->account_id.len ? &ctx->account_id : &ctx->account_req);
 
+    /*
+     * No "100 Continue" for a refused request: the body is not invited
+     * (nginx's own special responses do the same).
+     */
+    r->expect_tested = 1;
+
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }

@@ -126,21 +126,37 @@ ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out)
 }
 
 
+/* a credential argument: access_token or the configured name, any spelling */
+static ngx_uint_t
+ngx_env_gateway_secret_arg(ngx_env_gateway_arg_t *arg, ngx_str_t *name)
+{
+    static ngx_str_t  access_token = ngx_string("access_token");
+
+    return ngx_env_gateway_arg_match(arg, &access_token) != NGX_ENVGW_ARG_OTHER
+           || ngx_env_gateway_arg_match(arg, name) != NGX_ENVGW_ARG_OTHER;
+}
+
+
 /*
- * A request line or URI with the values of credential arguments replaced
- * by "[REDACTED]": the argument named by "env_gateway_token $arg_NAME" and
- * RFC 6750's access_token (names in any case, as $arg_NAME matches).
- * Everything else is kept byte for byte, including " HTTP/1.1".
+ * A request line or URI with the value of every credential argument
+ * replaced by "[REDACTED]": RFC 6750's access_token and the argument named
+ * by "env_gateway_token $arg_NAME", in every spelling the boundary knows
+ * (percent-encoded, case variants, PHP's and qs' forms, ';' parts: _args.c).
+ * An argument with no '=' is redacted whole.  Everything else is kept byte
+ * for byte, including " HTTP/1.1".  The length comes from a measuring pass
+ * over the same arguments as the writing pass, and every write is bounded.
  */
 ngx_int_t
 ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *arg,
     ngx_str_t *out)
 {
-    u_char      *p, *last, *q, *end, *eq, *dst, *start, *tail;
-    size_t       nlen;
-    ngx_uint_t   secret;
+    u_char                  *p, *last, *q, *tail, *dst, *start, *end;
+    size_t                   len, keep;
+    ngx_str_t                query;
+    ngx_uint_t               pass, first, secrets;
+    ngx_env_gateway_arg_t    a;
+    ngx_env_gateway_args_t   it;
 
-    static ngx_str_t  access_token = ngx_string("access_token");
     static ngx_str_t  redacted = ngx_string("[REDACTED]");
 
     p = in->data;
@@ -153,59 +169,83 @@ ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *arg,
         return NGX_OK;
     }
 
-    /* at most one "[REDACTED]" per argument */
-    nlen = in->len + redacted.len;
-    for (end = q; end < last; end++) {
-        if (*end == '&') {
-            nlen += redacted.len;
-        }
-    }
-
-    start = ngx_pnalloc(pool, nlen);
-    if (start == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = ngx_cpymem(start, p, q + 1 - p);
-    p = q + 1;
-
     /* a request line's query ends at the space before the protocol */
-    tail = ngx_strlchr(p, last, ' ');
-    if (tail) {
-        last = tail;
+    tail = ngx_strlchr(q + 1, last, ' ');
+
+    query.data = q + 1;
+    query.len = (tail ? tail : last) - query.data;
+
+    start = NULL;
+    dst = NULL;
+    end = NULL;
+    len = 0;
+    secrets = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+
+        if (pass == 1) {
+            if (secrets == 0) {
+                /* nothing to redact: the input as it is */
+                *out = *in;
+                return NGX_OK;
+            }
+
+            start = ngx_pnalloc(pool, len);
+            if (start == NULL) {
+                return NGX_ERROR;
+            }
+
+            dst = start;
+            end = start + len;
+        }
+
+        len = (q + 1 - p) + (tail ? (size_t) (last - tail) : 0);
+
+        if (dst) {
+            dst = ngx_cpymem(dst, p, q + 1 - p);
+        }
+
+        first = 1;
+        ngx_env_gateway_args_init(&it, &query);
+
+        while (ngx_env_gateway_args_next(&it, &a) == NGX_OK) {
+
+            if (ngx_env_gateway_secret_arg(&a, arg)) {
+                keep = a.has_value ? (size_t) (a.value.data - a.raw.data) : 0;
+                secrets++;
+
+            } else {
+                keep = a.raw.len;
+            }
+
+            len += !first + keep + (keep < a.raw.len ? redacted.len : 0);
+
+            if (dst) {
+                if ((size_t) (end - dst) < len - (dst - start)) {
+                    return NGX_ERROR;
+                }
+
+                if (!first) {
+                    *dst++ = '&';
+                }
+
+                dst = ngx_cpymem(dst, a.raw.data, keep);
+
+                if (keep < a.raw.len) {
+                    dst = ngx_cpymem(dst, redacted.data, redacted.len);
+                }
+            }
+
+            first = 0;
+        }
     }
 
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-        nlen = (eq ? eq : end) - p;
-
-        secret = (nlen == access_token.len
-                  && ngx_strncasecmp(p, access_token.data, nlen) == 0)
-                 || (arg->len && nlen == arg->len
-                     && ngx_strncasecmp(p, arg->data, nlen) == 0);
-
-        if (secret && eq) {
-            dst = ngx_cpymem(dst, p, eq + 1 - p);
-            dst = ngx_cpymem(dst, redacted.data, redacted.len);
-
-        } else {
-            dst = ngx_cpymem(dst, p, end - p);
-        }
-
-        if (end < last) {
-            *dst++ = '&';
-        }
-
-        p = end + 1;
-    }
-
     if (tail) {
-        dst = ngx_cpymem(dst, tail, in->data + in->len - tail);
+        if ((size_t) (end - dst) != (size_t) (last - tail)) {
+            return NGX_ERROR;
+        }
+
+        dst = ngx_cpymem(dst, tail, last - tail);
     }
 
     out->data = start;

@@ -92,9 +92,12 @@ good('env_gateway off needs no env_gateway_redis',
      server('env_gateway off;', ''));
 good('no env_gateway at all needs no env_gateway_redis', server('', ''));
 {
-    my $out = good('env_gateway_token from a variable that is not '
-                   . '$http_/$arg_', server('env_gateway on; '
-                   . 'env_gateway_token $cookie_tok;'));
+    my $out = good('env_gateway_token $cookie_NAME',
+                   server('env_gateway on; env_gateway_token $cookie_tok;'));
+    unlike($out, qr/\[warn\]/, 'a cookie credential can be hidden: no warning');
+    $out = good('env_gateway_token from a variable that is not '
+                . '$http_/$arg_/$cookie_', server('env_gateway on; '
+                . 'env_gateway_token $remote_user;'));
     like($out, qr/\[warn\].*env_gateway_token.*hide_credentials/,
          'warns that hide_credentials cannot remove it');
 }

@@ -91,8 +91,14 @@ good('every directive, every parameter', <<"H");
         }
         location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
             env_gateway on;
+            env_gateway_account \$arg_integrated_account_id;
             env_gateway_route \$res \$rest;
             proxy_pass \$env_gateway_upstream_url;
+        }
+        location = /auth {
+            env_gateway on;
+            env_gateway_identity_headers off;
+            env_gateway_authorize;
         }
         location = /metrics { env_gateway_metrics; }
     }
@@ -112,6 +118,7 @@ good('env_gateway on at server level reaches env_gateway_route', <<"H");
         listen 127.0.0.1:8080;
         env_gateway on;
         location ~ ^/p/(?<res>[^/]+)\$ {
+            env_gateway_account \$arg_integrated_account_id;
             env_gateway_route \$res;
             proxy_pass \$env_gateway_upstream_url;
         }
@@ -261,6 +268,9 @@ bad('env_gateway_metrics at http level',
     "    $REDIS\n    env_gateway_metrics;  # <-",
     'env_gateway_metrics', qr/not allowed here/);
 
+bad('env_gateway_route without an account source',
+    server("$ON env_gateway_route \$uri;  # <-"),
+    'env_gateway_route', qr/needs an account source/);
 bad('env_gateway_route without env_gateway on',
     server("env_gateway_route \$uri;  # <-"),
     'env_gateway_route', qr/needs "env_gateway on"/);

@@ -328,12 +328,17 @@ for my $case (@bad) {
             'missing_integrated_account_id', 'GET id, no body, no account',
             $before);
 
-    # DELETE bodies are not read for the account
+    # every request with a body is read for the account, whatever its verb
+    $before = nlines();
+    refused(post(DELETE => '/proxy/contacts/5?integrated_account_id=acc_dev',
+                 '{"integrated_account_id":"acc_prod"}'),
+            400, 'invalid_request',
+            'DELETE: a body account that disagrees with the query', $before);
     $before = nlines();
     refused(post(DELETE => '/proxy/contacts/5',
-                 '{"integrated_account_id":"acc_dev"}'),
-            400, 'missing_integrated_account_id',
-            'DELETE: the body is not an account source', $before);
+                 '{"integrated_account_id":"acc_prod"}'),
+            404, 'integrated_account_not_found',
+            'DELETE: the body names another environment\'s account', $before);
 }
 
 # --- an account token and a body account -----------------------------------

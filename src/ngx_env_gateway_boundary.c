@@ -1,0 +1,635 @@
+/*
+ * env_gateway: the request boundary.  What the backend acts on is what the
+ * gateway checked, so every part of a request that nginx and a backend
+ * could read differently is read here once, and ambiguity is refused:
+ *
+ *   path       dot segments (literal or percent-encoded, also "..;"),
+ *              encoded '/' or '\', a backslash or a NUL: refused;
+ *   headers    names compared in any case with '_' and '-' taken as equal
+ *              (nginx's $http_NAME and "underscores_in_headers on" do so,
+ *              PHP's $_SERVER and CGI do so): the credential header, the
+ *              X-Environment-Id input and the account header are found in
+ *              every spelling, repeats refused; every client header named
+ *              like an identity header or a credential never goes upstream;
+ *   query      one pass with the arguments iterator: consumed and
+ *              credential names byte-identical or refused (_args.c);
+ *   cookies    a credential cookie given twice is refused.
+ *
+ * The identity headers the gateway owns are added to the upstream request
+ * from what it checked (ngx_env_gateway_identity()).
+ */
+
+#include "ngx_env_gateway.h"
+
+
+/* the identity headers, in the order of NGX_ENVGW_ID_* */
+static ngx_str_t  ngx_env_gateway_identity_names[] = {
+    ngx_string("X-Environment-Id"),
+    ngx_string("X-Environment"),
+    ngx_string("X-Team-Id"),
+    ngx_string("X-Token-Id"),
+    ngx_string("X-Integrated-Account-Id"),
+    ngx_string("X-Tenant-Id")
+};
+
+static ngx_str_t  ngx_env_gateway_identity_lc[] = {
+    ngx_string("x-environment-id"),
+    ngx_string("x-environment"),
+    ngx_string("x-team-id"),
+    ngx_string("x-token-id"),
+    ngx_string("x-integrated-account-id"),
+    ngx_string("x-tenant-id")
+};
+
+static size_t  ngx_env_gateway_identity_field[] = {
+    offsetof(ngx_env_gateway_ctx_t, environment_id),
+    offsetof(ngx_env_gateway_ctx_t, environment),
+    offsetof(ngx_env_gateway_ctx_t, team_id),
+    offsetof(ngx_env_gateway_ctx_t, token_id),
+    offsetof(ngx_env_gateway_ctx_t, account_id),
+    offsetof(ngx_env_gateway_ctx_t, tenant_id)
+};
+
+static ngx_str_t  ngx_env_gateway_authorization = ngx_string("authorization");
+static ngx_str_t  ngx_env_gateway_cookie = ngx_string("cookie");
+
+
+/*
+ * Header names compare in any case with '_' and '-' equal.  "name" is
+ * lowercase with '-' (as ngx_env_gateway_source() stores it).
+ */
+static ngx_uint_t
+ngx_env_gateway_header_is(ngx_table_elt_t *h, ngx_str_t *name)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (h->key.len != name->len || name->len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = ngx_tolower(h->key.data[i]);
+
+        if (c == '_') {
+            c = '-';
+        }
+
+        if (c != ngx_tolower(name->data[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* path                                                                */
+
+/*
+ * A raw path segment that some server resolves as "." or "..": literal,
+ * percent-encoded in any mix ("%2e.", ".%2E"), or with a ";" parameter
+ * ("..;" is ".." for Java servlet containers).
+ */
+static ngx_uint_t
+ngx_env_gateway_dot_segment(u_char *p, u_char *last)
+{
+    ngx_uint_t  dots;
+
+    dots = 0;
+
+    while (p < last && *p != ';') {
+        if (*p == '.') {
+            p++;
+
+        } else if (last - p >= 3 && p[0] == '%' && p[1] == '2'
+                   && (p[2] == 'e' || p[2] == 'E'))
+        {
+            p += 3;
+
+        } else {
+            return 0;
+        }
+
+        if (++dots > 2) {
+            return 0;
+        }
+    }
+
+    return dots > 0;
+}
+
+
+/*
+ * NGX_OK: the raw path means one thing; NGX_DECLINED: nginx and a backend
+ * may resolve it to different resources (the caller refuses it).
+ */
+ngx_int_t
+ngx_env_gateway_path_check(ngx_http_request_t *r)
+{
+    u_char  *p, *last, *seg;
+
+    if (r->unparsed_uri.len == 0) {
+        return NGX_OK;
+    }
+
+    p = r->unparsed_uri.data;
+    last = p + r->unparsed_uri.len;
+
+    /* the path ends at the query */
+    seg = ngx_strlchr(p, last, '?');
+    if (seg) {
+        last = seg;
+    }
+
+    seg = p;
+
+    for ( /* void */ ; p < last; p++) {
+
+        switch (*p) {
+
+        case '\0':
+        case '\\':
+            return NGX_DECLINED;
+
+        case '%':
+            if (last - p >= 3) {
+                if ((p[1] == '2' && (p[2] == 'f' || p[2] == 'F'))
+                    || (p[1] == '5' && (p[2] == 'c' || p[2] == 'C'))
+                    || (p[1] == '0' && p[2] == '0'))
+                {
+                    return NGX_DECLINED;
+                }
+            }
+            break;
+
+        case '/':
+            if (ngx_env_gateway_dot_segment(seg, p)) {
+                return NGX_DECLINED;
+            }
+
+            seg = p + 1;
+            break;
+
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    if (ngx_env_gateway_dot_segment(seg, last)) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* headers                                                             */
+
+/* a client header that must never reach the upstream */
+static ngx_int_t
+ngx_env_gateway_hide_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_table_elt_t *h)
+{
+    ngx_table_elt_t  **p;
+
+    if (ctx->hide == NULL) {
+        ctx->hide = ngx_array_create(r->pool, 4, sizeof(ngx_table_elt_t *));
+        if (ctx->hide == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_array_push(ctx->hide);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *p = h;
+
+    return NGX_OK;
+}
+
+
+/* the cookie "name" in one Cookie header: how many times, and the first */
+static ngx_uint_t
+ngx_env_gateway_cookie_count(ngx_str_t *header, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char      *p, *last, *end, *eq, *start;
+    ngx_uint_t   n;
+
+    n = 0;
+    p = header->data;
+    last = p + header->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ';');
+        if (end == NULL) {
+            end = last;
+        }
+
+        start = p;
+
+        while (start < end && (*start == ' ' || *start == '\t')) {
+            start++;
+        }
+
+        eq = ngx_strlchr(start, end, '=');
+
+        if (eq && (size_t) (eq - start) == name->len
+            && ngx_strncasecmp(start, name->data, name->len) == 0)
+        {
+            if (n++ == 0) {
+                value->data = eq + 1;
+                value->len = end - value->data;
+            }
+        }
+
+        p = end + 1;
+    }
+
+    return n;
+}
+
+
+/*
+ * One pass over the request headers.  Fills "hdrs" with what the gateway
+ * reads (each found in every spelling, counted) and marks for hiding every
+ * header that is a credential or named like an identity header.
+ */
+ngx_int_t
+ngx_env_gateway_read_headers(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_env_gateway_headers_t *hdrs)
+{
+    ngx_str_t         cookie;
+    ngx_uint_t        i, k, n, hide;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ngx_memzero(hdrs, sizeof(ngx_env_gateway_headers_t));
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0) {
+            continue;
+        }
+
+        hide = 0;
+
+        /* a credential header goes upstream only with hide_credentials off */
+        if (ngx_env_gateway_header_is(&h[i], &ngx_env_gateway_authorization)) {
+            if (hdrs->authorization.count++ == 0) {
+                hdrs->authorization.first = &h[i];
+            }
+
+            hide = glcf->hide_credentials;
+        }
+
+        if (glcf->token_header.len
+            && ngx_env_gateway_header_is(&h[i], &glcf->token_header))
+        {
+            if (hdrs->token.count++ == 0) {
+                hdrs->token.first = &h[i];
+            }
+
+            hide = glcf->hide_credentials;
+        }
+
+        if (glcf->account_header.len
+            && ngx_env_gateway_header_is(&h[i], &glcf->account_header))
+        {
+            if (hdrs->account.count++ == 0) {
+                hdrs->account.first = &h[i];
+            }
+        }
+
+        for (k = 0; k < NGX_ENVGW_NIDENTITY; k++) {
+            if (ngx_env_gateway_header_is(&h[i],
+                                          &ngx_env_gateway_identity_lc[k]))
+            {
+                if (k == NGX_ENVGW_ID_ENVIRONMENT_ID
+                    && hdrs->environment.count++ == 0)
+                {
+                    hdrs->environment.first = &h[i];
+                }
+
+                hide = 1;
+            }
+        }
+
+        if (glcf->token_cookie.len
+            && ngx_env_gateway_header_is(&h[i], &ngx_env_gateway_cookie))
+        {
+            n = ngx_env_gateway_cookie_count(&h[i].value, &glcf->token_cookie,
+                                             &cookie);
+            if (n) {
+                if (hdrs->cookie.count == 0) {
+                    hdrs->cookie.first = &h[i];
+                    hdrs->cookie_value = cookie;
+                }
+
+                hdrs->cookie.count += n;
+            }
+        }
+
+        if (hide && ngx_env_gateway_hide_later(r, ctx, &h[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* query                                                               */
+
+/*
+ * One pass over the query with the arguments iterator.  For each name the
+ * gateway reads (names[i], empty when unused) it counts EXACT occurrences
+ * and keeps the first; any ALIAS spelling makes the request ambiguous
+ * (NGX_DECLINED, *bad names the argument the gateway reads).
+ */
+ngx_int_t
+ngx_env_gateway_read_args(ngx_str_t *args, ngx_str_t *names,
+    ngx_env_gateway_qarg_t *found, ngx_uint_t n, ngx_str_t **bad)
+{
+    ngx_uint_t              i, m;
+    ngx_env_gateway_arg_t   arg;
+    ngx_env_gateway_args_t  it;
+
+    ngx_memzero(found, n * sizeof(ngx_env_gateway_qarg_t));
+
+    ngx_env_gateway_args_init(&it, args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+
+        for (i = 0; i < n; i++) {
+            m = ngx_env_gateway_arg_match(&arg, &names[i]);
+
+            if (m == NGX_ENVGW_ARG_OTHER) {
+                continue;
+            }
+
+            if (m == NGX_ENVGW_ARG_ALIAS) {
+                *bad = &names[i];
+                return NGX_DECLINED;
+            }
+
+            if (found[i].count++ == 0) {
+                found[i].value = arg.value;
+                found[i].escaped = ngx_env_gateway_arg_escaped(&arg.value);
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* upstream                                                            */
+
+/*
+ * Hide a request header from every upstream module without moving list
+ * elements (headers_in pointers refer to them): it becomes an empty
+ * "Keep-Alive", which proxy_pass always replaces with its own and the
+ * other upstream modules pass as an empty HTTP_KEEP_ALIVE.
+ */
+static void
+ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h)
+{
+    static ngx_str_t  hidden = ngx_string("Keep-Alive");
+    static ngx_str_t  hidden_lc = ngx_string("keep-alive");
+
+    h->key = hidden;
+    h->lowcase_key = hidden_lc.data;
+    h->hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
+    ngx_str_null(&h->value);
+
+    if (h == r->headers_in.authorization) {
+        r->headers_in.authorization = NULL;
+    }
+}
+
+
+/*
+ * The Cookie header without the credential cookie: the kept parts are
+ * copied as they were, joined by ';', so the result is never longer than
+ * the header (each write is checked against the end all the same).
+ */
+static ngx_int_t
+ngx_env_gateway_drop_cookie(ngx_http_request_t *r, ngx_table_elt_t *h,
+    ngx_str_t *name)
+{
+    u_char  *p, *last, *end, *start, *eq, *dst, *out, *out_end;
+
+    out = ngx_pnalloc(r->pool, h->value.len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = out;
+    out_end = out + h->value.len;
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ';');
+        if (end == NULL) {
+            end = last;
+        }
+
+        start = p;
+
+        while (start < end && (*start == ' ' || *start == '\t')) {
+            start++;
+        }
+
+        eq = ngx_strlchr(start, end, '=');
+
+        if (start < end
+            && !(eq && (size_t) (eq - start) == name->len
+                 && ngx_strncasecmp(start, name->data, name->len) == 0))
+        {
+            if ((size_t) (out_end - dst) < (size_t) (end - p) + 1) {
+                return NGX_ERROR;
+            }
+
+            if (dst != out) {
+                *dst++ = ';';
+            }
+
+            dst = ngx_cpymem(dst, (dst == out) ? start : p,
+                             end - ((dst == out) ? start : p));
+        }
+
+        p = end + 1;
+    }
+
+    h->value.data = out;
+    h->value.len = dst - out;
+
+    if (h->value.len == 0) {
+        ngx_env_gateway_hide(r, h);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A subrequest shares its parent's header list: give it a list of its own
+ * (element copies) before changing anything, so that hiding or adding a
+ * header in the subrequest leaves the parent's request as it was.
+ */
+static ngx_int_t
+ngx_env_gateway_own_headers(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_uint_t        i, k;
+    ngx_list_t        list;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy, **hide;
+
+    if (r == r->main || ctx->own_headers) {
+        return NGX_OK;
+    }
+
+    if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    hide = ctx->hide ? ctx->hide->elts : NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        copy = ngx_list_push(&list);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
+
+        *copy = h[i];
+
+        for (k = 0; hide && k < ctx->hide->nelts; k++) {
+            if (hide[k] == &h[i]) {
+                hide[k] = copy;
+            }
+        }
+    }
+
+    r->headers_in.headers = list;
+    r->headers_in.authorization = NULL;
+    ctx->own_headers = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Before the request goes upstream: every client credential and every
+ * client header named like an identity header is hidden, the credential
+ * cookie is dropped from Cookie, and (with env_gateway_identity_headers
+ * on) the identity headers are set from what was checked.  Called again
+ * after an internal redirect, it updates the headers it added.
+ */
+ngx_int_t
+ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    ngx_str_t         *v;
+    ngx_uint_t         i;
+    ngx_table_elt_t   *h, **hide;
+
+    if (ngx_env_gateway_own_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->hide) {
+        hide = ctx->hide->elts;
+
+        for (i = 0; i < ctx->hide->nelts; i++) {
+            ngx_env_gateway_hide(r, hide[i]);
+        }
+
+        ctx->hide->nelts = 0;
+    }
+
+    if (ctx->cookie && glcf->hide_credentials) {
+        if (ngx_env_gateway_drop_cookie(r, ctx->cookie, &glcf->token_cookie)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->cookie = NULL;
+    }
+
+    if (!glcf->identity_headers) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < NGX_ENVGW_NIDENTITY; i++) {
+        v = (ngx_str_t *) ((char *) ctx + ngx_env_gateway_identity_field[i]);
+        h = ctx->identity[i];
+
+        if (v->len == 0) {
+            if (h) {
+                ngx_env_gateway_hide(r, h);
+                ctx->identity[i] = NULL;
+            }
+
+            continue;
+        }
+
+        if (h == NULL) {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->identity[i] = h;
+        }
+
+        h->key = ngx_env_gateway_identity_names[i];
+        h->lowcase_key = ngx_env_gateway_identity_lc[i].data;
+        h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+        h->value = *v;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+    }
+
+    return NGX_OK;
+}
