@@ -418,6 +418,15 @@ ngx_int_t ngx_env_gateway_read_args(ngx_str_t *args, ngx_str_t *names,
 ngx_int_t ngx_env_gateway_identity(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 
+/* _body.c */
+ngx_uint_t ngx_env_gateway_body_wanted(ngx_http_request_t *r,
+    ngx_env_gateway_loc_conf_t *glcf);
+ngx_int_t ngx_env_gateway_body_read(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
+ngx_int_t ngx_env_gateway_body_parse(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    const char **why);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,

@@ -28,11 +28,8 @@
 
 #include "ngx_env_gateway.h"
 
-#include <jansson.h>
-
 
 #define NGX_ENVGW_ACCOUNT_MAX  256
-#define NGX_ENVGW_BODY_MAX     (1024 * 1024)
 
 #define NGX_ENVGW_ST_NEW       0
 #define NGX_ENVGW_ST_WAIT      1
@@ -62,8 +59,6 @@ static ngx_int_t ngx_env_gateway_account(ngx_http_request_t *r,
     ngx_env_gateway_record_t *tok);
 static ngx_int_t ngx_env_gateway_route(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx);
-static ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_invalid(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_env_gateway_refuse_msg(ngx_http_request_t *r,
@@ -71,9 +66,6 @@ static ngx_int_t ngx_env_gateway_refuse_msg(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_account_syntax(ngx_str_t *id);
 static ngx_int_t ngx_env_gateway_strip_arg(ngx_http_request_t *r,
     ngx_str_t *name);
-static ngx_int_t ngx_env_gateway_read_body(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx);
-static void ngx_env_gateway_body_handler(ngx_http_request_t *r);
 static void ngx_env_gateway_cleanup(void *data);
 static ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
 
@@ -1023,6 +1015,7 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_int_t                  rc;
     ngx_str_t                 *f, account, *pair;
     ngx_uint_t                 i;
+    const char                *why;
     ngx_env_gateway_record_t  *rec;
 
     f = tok->fields;
@@ -1039,25 +1032,28 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         account = f[NGX_ENVGW_TOK_ACCOUNT_ID];
     }
 
-    /* every request with a body, whatever its verb (GET, DELETE, MERGE) */
-    if (glcf->body_field.len
-        && (r != r->main || r->headers_in.content_length_n > 0
-            || r->headers_in.chunked))
-    {
+    /*
+     * A body the backend could read an identity from: with a body field,
+     * every request with a body, whatever its verb (GET, DELETE, MERGE);
+     * any form body (_body.c).
+     */
+    if (ngx_env_gateway_body_wanted(r, glcf)) {
         if (!ctx->body_read) {
-            if (r != r->main) {
-                /* a subrequest has its main request's body, if read */
-                ctx->body_read = 1;
-
-            } else {
-                return ngx_env_gateway_read_body(r, ctx);
+            rc = ngx_env_gateway_body_read(r, ctx);
+            if (rc != NGX_OK) {
+                return rc;
             }
         }
 
         if (!ctx->body_parsed) {
-            rc = ngx_env_gateway_body_account(r, ctx, glcf);
+            rc = ngx_env_gateway_body_parse(r, ctx, glcf, &why);
+
+            if (rc == NGX_DECLINED) {
+                return ngx_env_gateway_invalid(r, ctx, why);
+            }
+
             if (rc != NGX_OK) {
-                return rc;
+                return NGX_ERROR;
             }
         }
 
@@ -1287,142 +1283,6 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
 
     /* the upstream is called with the method's declared verb */
     ctx->upstream_method = quad[2];
-
-    return NGX_OK;
-}
-
-
-/* ------------------------------------------------------------------ */
-/* JSON body                                                           */
-
-static ngx_int_t
-ngx_env_gateway_read_body(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
-{
-    ngx_int_t  rc;
-
-    ctx->body_reading = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_env_gateway_body_handler);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    ngx_http_finalize_request(r, NGX_DONE);
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_env_gateway_body_handler(ngx_http_request_t *r)
-{
-    ngx_env_gateway_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
-    ctx->body_read = 1;
-
-    /* the upstream gets the body we read */
-    r->preserve_body = 1;
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_core_run_phases(r);
-}
-
-
-static ngx_int_t
-ngx_env_gateway_body_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_env_gateway_loc_conf_t *glcf)
-{
-    u_char        *data, *p;
-    off_t          len, size;
-    json_t        *root, *v;
-    ssize_t        n;
-    ngx_buf_t     *b;
-    ngx_chain_t   *cl;
-    json_error_t   err;
-
-    ctx->body_parsed = 1;
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    if (len > NGX_ENVGW_BODY_MAX) {
-        return ngx_env_gateway_invalid(r, ctx,
-                   "The request body is too large to read the integrated "
-                   "account from.");
-    }
-
-    data = ngx_pnalloc(r->pool, len);
-    if (data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = data;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        size = ngx_buf_size(b);
-
-        if (size == 0) {
-            /* e.g. the empty last_buf; b->pos may be NULL */
-            continue;
-        }
-
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, size, b->file_pos);
-            if (n != size) {
-                return NGX_ERROR;
-            }
-
-        } else {
-            ngx_memcpy(p, b->pos, size);
-        }
-
-        p += size;
-    }
-
-    /* duplicate keys are ambiguous: which one would the upstream read? */
-    root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &err);
-
-    if (root == NULL || !json_is_object(root)) {
-        json_decref(root);
-        return ngx_env_gateway_invalid(r, ctx,
-                   "The request body is not a JSON object.");
-    }
-
-    v = json_object_get(root, (const char *) glcf->body_field.data);
-
-    if (v && !json_is_null(v)) {
-        if (!json_is_string(v) || json_string_length(v) == 0) {
-            json_decref(root);
-            return ngx_env_gateway_invalid(r, ctx,
-                       "The integrated account in the body is not a "
-                       "non-empty string.");
-        }
-
-        ctx->body_account.len = json_string_length(v);
-        ctx->body_account.data = ngx_pnalloc(r->pool, ctx->body_account.len);
-        if (ctx->body_account.data == NULL) {
-            json_decref(root);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ctx->body_account.data, json_string_value(v),
-                   ctx->body_account.len);
-    }
-
-    json_decref(root);
 
     return NGX_OK;
 }

@@ -165,6 +165,8 @@ http {
                        'auth=\$http_authorization key=\$http_x_api_key';
     server {
         listen 127.0.0.1:%%BACKEND%%;
+        # identity headers carry record values of any length
+        large_client_header_buffers 4 128k;
         access_log $dir/backend.log backend;
         location / {
             default_type text/plain;
