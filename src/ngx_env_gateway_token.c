@@ -169,8 +169,16 @@ ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *arg,
         return NGX_OK;
     }
 
-    /* a request line's query ends at the space before the protocol */
-    tail = ngx_strlchr(q + 1, last, ' ');
+    /*
+     * A request line's query ends at the space before the protocol: the
+     * last space, so that a line nginx refused for a space inside the URI
+     * has its whole query redacted.
+     */
+    for (tail = last; tail > q + 1 && tail[-1] != ' '; tail--) {
+        /* void */
+    }
+
+    tail = (tail > q + 1) ? tail - 1 : NULL;
 
     query.data = q + 1;
     query.len = (tail ? tail : last) - query.data;
