@@ -113,6 +113,9 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		"account_header":     opt(r.Header.Get("X-Integrated-Account-Id"), aok),
 		"form_value":         r.FormValue(name),
 		"cookies":            cookies,
+		"query":              query,
+		"form":               r.PostForm,
+		"json":               data,
 		"credentials":        creds,
 	})
 

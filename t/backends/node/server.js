@@ -53,6 +53,8 @@ function echo(req, res) {
         account_header: req.get('x-integrated-account-id') === undefined
             ? null : req.get('x-integrated-account-id'),
         cookies: cookies,
+        query: req.query,
+        body: req.body === undefined ? null : req.body,
         credentials: credentials,
     });
 }

@@ -74,5 +74,8 @@ echo json_encode([
     'environment_header' => $_SERVER['HTTP_X_ENVIRONMENT_ID'] ?? null,
     'account_header' => $_SERVER['HTTP_X_INTEGRATED_ACCOUNT_ID'] ?? null,
     'cookies' => (object) $_COOKIE,
+    'query' => (object) $_GET,
+    'form' => is_array($form) ? (object) $form : $form,
+    'json' => $json,
     'credentials' => $credentials,
 ], JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE), "\n";

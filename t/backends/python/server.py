@@ -100,6 +100,9 @@ class Echo(BaseHTTPRequestHandler):
             'environment_header': self.headers.get('X-Environment-Id'),
             'account_header': self.headers.get('X-Integrated-Account-Id'),
             'cookies': cookies,
+            'query': query,
+            'form': form,
+            'json': data,
             'credentials': credentials,
         }).encode()
 
