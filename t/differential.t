@@ -16,6 +16,9 @@
 # account, {TD} the development token, {TP} the production token (each
 # backend has accounts of its own: the route location reaches it through
 # its own integration); {D%} and {P%} are the accounts percent-encoded.
+# Every variant carries "Authorization: Bearer {TD}" unless its name ends
+# in "(no default Authorization)"; [std] is a server with nginx's defaults,
+# [us] one with underscores_in_headers on.
 # ENVGW_DIFF_BACKENDS=php,go limits the backends, ENVGW_DIFF_ONLY=REGEX the
 # variants.
 
@@ -118,7 +121,7 @@ sub variant {
     while (my ($k, $v) = splice @hh, 0, 2) {
         $name .= " <$k: $v>";
     }
-    $name .= ' (no Authorization)' unless $opt{auth} // 1;
+    $name .= ' (no default Authorization)' unless $opt{auth} // 1;
     $name .= " body '$body'" if defined $body;
     push @V, { name => $name, srv => $srv, method => $method, path => $path,
                headers => \@h, body => $body, control => $opt{control} };
@@ -534,12 +537,20 @@ if (%kinds) {
     }
 }
 if (@bad) {
-    diag('  failing variants (besides a missing environment header):');
+    # one line per variant and reason, naming the backends that agree
+    my (%line, @order);
     for my $x (@bad) {
         my ($name, $b, $why) = @$x;
-        diag("    [$b] $name: " . join('; ', grep {
-            $_ ne 'no environment header' } @$why));
+        my $w = join '; ', grep { $_ ne 'no environment header' } @$why;
+        $w =~ s/\bacc_dev2_$b\b/{D2}/g;
+        $w =~ s/\bacc_dev_$b\b/{D}/g;
+        $w =~ s/\bacc_prod_$b\b/{P}/g;
+        my $key = "$name: $w";
+        push @order, $key unless $line{$key};
+        push @{ $line{$key} }, $b;
     }
+    diag('  failing variants (besides a missing environment header):');
+    diag('    [' . join(',', @{ $line{$_} }) . "] $_") for @order;
 }
 
 $t->stop;

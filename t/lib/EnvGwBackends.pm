@@ -69,6 +69,10 @@ sub start {
     my (%port, %skip);
 
     for my $b (@names) {
+        if (!exists $why{$b}) {
+            $skip{$b} = 'no such backend (one of: ' . join(' ', @ALL) . ')';
+            next;
+        }
         if (defined $why{$b}) {
             $skip{$b} = $why{$b};
             next;
