@@ -184,14 +184,17 @@ for my $q (
     'integrated_account_id=+{D}',
     'integrated_account_id={D}%20',
     'integrated_account_id[]={D}&integrated_account_id[]={P}',
-    'integrated_account_id={D}&integrated_account_id[]={P}',
-    'integrated_account_id[]={P}&integrated_account_id={D}',
     'integrated_account_id[a]={D}&integrated_account_id[b]={P}',
     'environment_id=env_prod&integrated_account_id={D}',
     'environment.id=env_prod&integrated_account_id={D}',
 )
 {
     variant('query', 'std', 'GET', "/q/x?$q");
+    variant('query', 'std', 'GET', "/proxy/contacts/42?$q");
+}
+for my $q ('integrated_account_id={D}&integrated_account_id[]={P}',
+           'integrated_account_id[]={P}&integrated_account_id={D}')
+{
     variant('query', 'std', 'GET', "/proxy/contacts/42?$q");
 }
 
@@ -448,6 +451,67 @@ sub fill {
     ($r{'P%'} = $r{P}) =~ s/_/%5F/g;
     $s =~ s/\{(D2|D%|P%|D|P|TD|TP)\}/$r{$1}/g;
     return $s;
+}
+
+my %oracle = (dev => \%dev, prod => \%prod, env => $ENV_DEV,
+              tokens => [ $TD, $TP ], token_names => [ '{TD}', '{TP}' ]);
+
+# --- the oracle's own checks, through a location without the gateway: the
+# backends and the judge see a leak for what it is, and a clean request
+# passes ------------------------------------------------------------------------
+
+for my $b (@B) {
+    my $port = $gw{$b}{std};
+    my $D = "acc_dev_$b";
+    my $P = "acc_prod_$b";
+    my @case = (
+        [ 'a clean request passes', 'GET', "/open/x?integrated_account_id=$D",
+          [ 'X-Environment-Id' => $ENV_DEV ], undef, qr/^$/ ],
+        [ 'a production account in the query', 'GET',
+          "/open/x?integrated_account_id=$P",
+          [ 'X-Environment-Id' => $ENV_DEV ], undef, qr/prod account in query/ ],
+        [ 'a production account in a JSON body', 'POST', '/open/x',
+          [ 'X-Environment-Id' => $ENV_DEV,
+            'Content-Type' => 'application/json' ],
+          qq({"integrated_account_id":"$P"}), qr/prod account in body/ ],
+        [ 'a production account in a form body', 'POST', '/open/x',
+          [ 'X-Environment-Id' => $ENV_DEV,
+            'Content-Type' => 'application/x-www-form-urlencoded' ],
+          "integrated_account_id=$P", qr/prod account in body/ ],
+        [ 'another development account in the header', 'GET',
+          "/open/x?integrated_account_id=$D",
+          [ 'X-Environment-Id' => $ENV_DEV,
+            'X-Integrated-Account-Id' => "acc_dev2_$b" ], undef,
+          qr/is not the X-Integrated-Account-Id/ ],
+        [ 'a production environment header', 'GET', '/open/x',
+          [ 'X-Environment-Id' => 'env_prod' ], undef,
+          qr/environment header: env_prod/ ],
+        [ 'no environment header', 'GET', '/open/x', [], undef,
+          qr/no environment header/ ],
+        [ 'a token in Authorization', 'GET', '/open/x',
+          [ 'X-Environment-Id' => $ENV_DEV, Authorization => "Bearer $TD" ],
+          undef, qr/credential \{TD\} reached the backend in headers\./i ],
+        [ 'a token in a cookie', 'GET', '/open/x',
+          [ 'X-Environment-Id' => $ENV_DEV, Cookie => "access_token=$TP" ],
+          undef, qr/credential \{TP\} reached the backend in .*cookies\./ ],
+        [ 'a token in a form field', 'POST', '/open/x',
+          [ 'X-Environment-Id' => $ENV_DEV,
+            'Content-Type' => 'application/x-www-form-urlencoded' ],
+          "access_token=$TD", qr/credential \{TD\} reached the backend/ ],
+    );
+    push @case, [ 'the production account of a /cap/ path', 'GET',
+                  "/open/cap/$P/x", [ 'X-Environment-Id' => $ENV_DEV ],
+                  undef, qr/prod account in path/ ];
+
+    for my $c (@case) {
+        my ($what, $m, $path, $h, $body, $expect) = @$c;
+        my $r = $t->http($m, $path, $h, $body, port => $port);
+        my ($kind, $detail) = EnvGwBackends::judge($b, $r, %oracle);
+        my $why = ref $detail ? join('; ', @$detail) : ($detail // '');
+        my $good = $why eq '' ? ($kind eq 'pass' && $why =~ $expect)
+                              : ($kind eq 'violation' && $why =~ $expect);
+        ok($good, "oracle: $what -> $b") or diag("  $kind: $why");
+    }
 }
 
 for my $b (sort keys %$skip) {

@@ -123,6 +123,11 @@ sub locations {
         proxy_connect_timeout 2s;
         proxy_read_timeout 10s;
         location / { return 404; }
+        # no gateway: the oracle's own checks (/open/X reaches the backend
+        # as /X)
+        location /open/ {
+            proxy_pass http://127.0.0.1:$bport/;
+        }
         location /q/ {
             env_gateway on;
             env_gateway_account \$arg_integrated_account_id;
@@ -219,17 +224,6 @@ sub found {
     return index("$v", $needle) >= 0 ? ($p) : ();
 }
 
-# judge one response of backend $b; %o: dev => {id => 1} (the token's
-# environment's accounts), env => its id, tokens => [raw tokens],
-# token_names => [how to print each].
-# Returns (kind, detail): kind is
-#   refused   the module's JSON refusal (detail: its error code)
-#   nginx     nginx's own 4xx page (detail: the status)
-#   backend   the backend's own refusal (Express: a body it cannot parse)
-#   pass      the backend answered and everything it read was checked
-#   violation the backend answered and acted on something else (detail:
-#             a list of reasons)
-#   error     anything else: no answer, a 5xx that is not the module's
 # the harness's response with a chunked body decoded (and its JSON read)
 sub dechunk {
     my ($r) = @_;
@@ -248,6 +242,18 @@ sub dechunk {
     return $r;
 }
 
+# judge one response of backend $b; %o: dev => {id => 1} (the accounts of
+# the token's environment), prod => {id => 1} (another's, named as such),
+# env => the token's environment id, tokens => [raw tokens], token_names =>
+# [how to print each].
+# Returns (kind, detail): kind is
+#   refused   the module's JSON refusal (detail: its error code)
+#   nginx     nginx's own 4xx page (detail: the status)
+#   backend   the backend's own refusal (Express: a body it cannot parse)
+#   pass      the backend answered and everything it read was checked
+#   violation the backend answered and acted on something else (detail:
+#             a list of reasons)
+#   error     anything else: no answer, a 5xx that is not the module's
 sub judge {
     my ($b, $r, %o) = @_;
     $r = dechunk($r);
