@@ -527,8 +527,6 @@ my $tb = Test::More->builder;
 my $stderr = $tb->failure_output;
 my $notes = '';
 $tb->failure_output(\$notes);
-my %oracle = (dev => \%dev, prod => \%prod, env => $ENV_DEV,
-              tokens => [ $TD, $TP ], token_names => [ '{TD}', '{TP}' ]);
 
 for my $v (@V) {
     for my $b (@B) {
