@@ -13,16 +13,24 @@ MODULE_SRCS := config ngx_env_gateway_module.c $(wildcard src/*.c src/*.h)
 
 DEB_PKGS := nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
             redis-server redis-tools gcc make perl libredis-perl \
-            libjson-pp-perl wrk curl
+            libjson-pp-perl wrk curl php-cli golang-go nodejs npm
 
-.PHONY: all module cli test demo demo-stop deps check-deps clean install bench
+.PHONY: all module cli test demo demo-stop deps check-deps clean install bench \
+        backends-deps
+
+# is Debian package $$p installed, or provided by an installed package
+# (nodejs from another repository provides npm and conflicts with Debian's)
+PKG_INSTALLED = { dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+                      | grep -q 'ok installed' \
+                  || dpkg-query -W -f='$${Status}|$${Provides},\n' 2>/dev/null \
+                      | grep 'ok installed|' \
+                      | grep -Eq "[|, ]$$p( \([^)]*\))?,"; }
 
 all: module cli
 
 check-deps:
 	@missing=""; for p in $(DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
-	        || missing="$$missing $$p"; \
+	    $(PKG_INSTALLED) || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    echo "env_gateway: missing Debian packages:$$missing" >&2; \
@@ -32,8 +40,7 @@ check-deps:
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
-	        || missing="$$missing $$p"; \
+	    $(PKG_INSTALLED) || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
@@ -41,6 +48,25 @@ deps:
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	        --no-install-recommends $$missing; \
+	fi
+	@$(MAKE) --no-print-directory backends-deps
+
+# Express 4 for the Node echo backend of t/differential.t, from the npm
+# registry as locked in t/backends/node/package-lock.json.  Without npm, or
+# when the registry cannot be reached, say so: the test skips that backend.
+NODE_BACKEND := t/backends/node
+NODE_STAMP   := $(NODE_BACKEND)/node_modules/.envgw-installed
+
+backends-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_BACKEND)/package.json $(NODE_BACKEND)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	    echo "env_gateway: npm not found: t/differential.t will skip the Node backend" >&2; \
+	elif (cd $(NODE_BACKEND) && npm ci --no-audit --no-fund --loglevel=error \
+	          --cache $(BUILD)/npm-cache); then \
+	    touch $@; \
+	else \
+	    echo "env_gateway: npm ci failed in $(NODE_BACKEND): t/differential.t will skip the Node backend" >&2; \
 	fi
 
 $(MODULE): config $(MODULE_SRCS) scripts/build-module.sh
@@ -51,7 +77,7 @@ module: $(MODULE)
 cli:
 	$(MAKE) -C cli
 
-test: all
+test: all backends-deps
 	ENVGW_MODULE=$(MODULE) ENVGW_BIN=$(ENVGW) prove -r t/
 
 demo: deps all
