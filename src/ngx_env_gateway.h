@@ -283,6 +283,7 @@ typedef struct {
     ngx_table_elt_t             *credential;    /* the credential header */
     ngx_array_t                 *hide;          /* client headers to hide */
     ngx_table_elt_t             *cookie;        /* Cookie with the token */
+    ngx_array_t                 *cookies;       /* with credential cookies */
     ngx_table_elt_t             *identity[NGX_ENVGW_NIDENTITY];
     ngx_str_t                    upstream_method;
     void                        *checked;       /* loc conf it passed in */
@@ -401,6 +402,7 @@ typedef struct {
     ngx_env_gateway_hdr_t        environment;   /* X-Environment-Id */
     ngx_env_gateway_hdr_t        cookie;        /* env_gateway_token $cookie_ */
     ngx_str_t                    cookie_value;
+    ngx_uint_t                   other_cookies; /* named like a credential */
 } ngx_env_gateway_headers_t;
 
 typedef struct {
@@ -417,6 +419,12 @@ ngx_int_t ngx_env_gateway_read_args(ngx_str_t *args, ngx_str_t *names,
     ngx_env_gateway_qarg_t *found, ngx_uint_t n, ngx_str_t **bad);
 ngx_int_t ngx_env_gateway_identity(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+
+#define NGX_ENVGW_TOKEN_SEARCH_MIN   16
+
+ngx_uint_t ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
+    ngx_uint_t in_headers);
 
 /* _body.c */
 ngx_uint_t ngx_env_gateway_body_wanted(ngx_http_request_t *r,

@@ -601,6 +601,7 @@ ngx_env_gateway_credential(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
              + (hdrs->token.count > 0 && hdrs->token.first
                 != hdrs->authorization.first)
              + (hdrs->cookie.count > 0)
+             + hdrs->other_cookies
              + (args[NGX_ENVGW_QA_ACCESS_TOKEN].count > 0)
              + (glcf->token_arg.len && qt->count > 0
                 && qt->value.data
@@ -687,6 +688,17 @@ ngx_env_gateway_credential(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (ngx_env_gateway_token_syntax(&token) != NGX_OK) {
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
+    }
+
+    /* the same credential again, under a name the gateway does not know */
+    if ((glcf->token == NULL || glcf->token_header.len || glcf->token_arg.len
+         || glcf->token_cookie.len)
+        && ngx_env_gateway_token_elsewhere(r, ctx, &token,
+                                           glcf->token_arg.len ? 1 : 0,
+                                           glcf->token_cookie.len ? 1 : 0))
+    {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The credential appears more than once in the request.");
     }
 
     ngx_env_gateway_sha256_hex(&token, ctx->token_hash);

@@ -51,6 +51,7 @@ static size_t  ngx_env_gateway_identity_field[] = {
 };
 
 static ngx_str_t  ngx_env_gateway_authorization = ngx_string("authorization");
+static ngx_str_t  ngx_env_gateway_access_token = ngx_string("access_token");
 static ngx_str_t  ngx_env_gateway_cookie = ngx_string("cookie");
 
 
@@ -137,6 +138,14 @@ ngx_env_gateway_path_check(ngx_http_request_t *r)
     p = r->unparsed_uri.data;
     last = p + r->unparsed_uri.len;
 
+    /*
+     * A request target has no fragment (RFC 9112, 3.2): nginx ends the
+     * path at '#', other servers read on past it.
+     */
+    if (ngx_strlchr(p, last, '#')) {
+        return NGX_DECLINED;
+    }
+
     /* the path ends at the query */
     seg = ngx_strlchr(p, last, '?');
     if (seg) {
@@ -215,6 +224,31 @@ ngx_env_gateway_hide_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
+/* a Cookie header whose credential cookies must be dropped upstream */
+static ngx_int_t
+ngx_env_gateway_cookie_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_table_elt_t *h)
+{
+    ngx_table_elt_t  **p;
+
+    if (ctx->cookies == NULL) {
+        ctx->cookies = ngx_array_create(r->pool, 2, sizeof(ngx_table_elt_t *));
+        if (ctx->cookies == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_array_push(ctx->cookies);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *p = h;
+
+    return NGX_OK;
+}
+
+
 /* the cookie "name" in one Cookie header: how many times, and the first */
 static ngx_uint_t
 ngx_env_gateway_cookie_count(ngx_str_t *header, ngx_str_t *name,
@@ -222,6 +256,10 @@ ngx_env_gateway_cookie_count(ngx_str_t *header, ngx_str_t *name,
 {
     u_char      *p, *last, *end, *eq, *start;
     ngx_uint_t   n;
+
+    if (name->len == 0) {
+        return 0;
+    }
 
     n = 0;
     p = header->data;
@@ -336,9 +374,9 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             }
         }
 
-        if (glcf->token_cookie.len
-            && ngx_env_gateway_header_is(&h[i], &ngx_env_gateway_cookie))
-        {
+        if (ngx_env_gateway_header_is(&h[i], &ngx_env_gateway_cookie)) {
+
+            /* the configured credential cookie */
             n = ngx_env_gateway_cookie_count(&h[i].value, &glcf->token_cookie,
                                              &cookie);
             if (n) {
@@ -348,6 +386,22 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
                 }
 
                 hdrs->cookie.count += n;
+            }
+
+            /* cookies named like a credential argument are credentials */
+            n = ngx_env_gateway_cookie_count(&h[i].value,
+                                             &ngx_env_gateway_access_token,
+                                             &cookie)
+                + ngx_env_gateway_cookie_count(&h[i].value, &glcf->token_arg,
+                                               &cookie);
+            if (n) {
+                hdrs->other_cookies += n;
+
+                if (glcf->hide_credentials
+                    && ngx_env_gateway_cookie_later(r, ctx, &h[i]) != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
             }
         }
 
@@ -439,9 +493,11 @@ ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h)
  */
 static ngx_int_t
 ngx_env_gateway_drop_cookie(ngx_http_request_t *r, ngx_table_elt_t *h,
-    ngx_str_t *name)
+    ngx_str_t *names, ngx_uint_t n)
 {
-    u_char  *p, *last, *end, *start, *eq, *dst, *out, *out_end;
+    u_char      *p, *last, *end, *start, *eq, *dst, *out, *out_end;
+    size_t       len;
+    ngx_uint_t   i, drop;
 
     out = ngx_pnalloc(r->pool, h->value.len);
     if (out == NULL) {
@@ -466,11 +522,18 @@ ngx_env_gateway_drop_cookie(ngx_http_request_t *r, ngx_table_elt_t *h,
         }
 
         eq = ngx_strlchr(start, end, '=');
+        len = eq ? (size_t) (eq - start) : 0;
+        drop = 0;
 
-        if (start < end
-            && !(eq && (size_t) (eq - start) == name->len
-                 && ngx_strncasecmp(start, name->data, name->len) == 0))
-        {
+        for (i = 0; eq && i < n; i++) {
+            if (names[i].len && len == names[i].len
+                && ngx_strncasecmp(start, names[i].data, len) == 0)
+            {
+                drop = 1;
+            }
+        }
+
+        if (start < end && !drop) {
             if ((size_t) (out_end - dst) < (size_t) (end - p) + 1) {
                 return NGX_ERROR;
             }
@@ -508,7 +571,7 @@ ngx_env_gateway_own_headers(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     ngx_uint_t        i, k;
     ngx_list_t        list;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy, **hide;
+    ngx_table_elt_t  *h, *copy, **hide, **cookies;
 
     if (r == r->main || ctx->own_headers) {
         return NGX_OK;
@@ -519,6 +582,7 @@ ngx_env_gateway_own_headers(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     }
 
     hide = ctx->hide ? ctx->hide->elts : NULL;
+    cookies = ctx->cookies ? ctx->cookies->elts : NULL;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -547,6 +611,16 @@ ngx_env_gateway_own_headers(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
                 hide[k] = copy;
             }
         }
+
+        for (k = 0; cookies && k < ctx->cookies->nelts; k++) {
+            if (cookies[k] == &h[i]) {
+                cookies[k] = copy;
+            }
+        }
+
+        if (ctx->cookie == &h[i]) {
+            ctx->cookie = copy;
+        }
     }
 
     r->headers_in.headers = list;
@@ -568,7 +642,7 @@ ngx_int_t
 ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    ngx_str_t         *v;
+    ngx_str_t         *v, names[3];
     ngx_uint_t         i;
     ngx_table_elt_t   *h, **hide;
 
@@ -586,14 +660,31 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->hide->nelts = 0;
     }
 
-    if (ctx->cookie && glcf->hide_credentials) {
-        if (ngx_env_gateway_drop_cookie(r, ctx->cookie, &glcf->token_cookie)
-            != NGX_OK)
+    if (glcf->hide_credentials && (ctx->cookie || ctx->cookies)) {
+        names[0] = glcf->token_cookie;
+        names[1] = ngx_env_gateway_access_token;
+        names[2] = glcf->token_arg;
+
+        if (ctx->cookie
+            && ngx_env_gateway_drop_cookie(r, ctx->cookie, names, 3)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
 
+        hide = ctx->cookies ? ctx->cookies->elts : NULL;
+
+        for (i = 0; hide && i < ctx->cookies->nelts; i++) {
+            if (hide[i] != ctx->cookie
+                && ngx_env_gateway_drop_cookie(r, hide[i], names, 3)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
         ctx->cookie = NULL;
+        ctx->cookies = NULL;
     }
 
     if (!glcf->identity_headers) {
@@ -632,4 +723,80 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+/* occurrences of "s" in "in" */
+static ngx_uint_t
+ngx_env_gateway_occurrences(ngx_str_t *in, ngx_str_t *s)
+{
+    u_char      *p, *last, *f;
+    ngx_uint_t   n;
+
+    n = 0;
+    p = in->data;
+    last = p + in->len;
+
+    while ((size_t) (last - p) >= s->len) {
+        f = memmem(p, last - p, s->data, s->len);
+        if (f == NULL) {
+            break;
+        }
+
+        n++;
+        p = f + s->len;
+    }
+
+    return n;
+}
+
+
+/*
+ * The credential's bytes anywhere else in the request line's query or in
+ * another header, under whatever name: a second copy the backend may read
+ * (and that hiding the known places would not remove).  "in_query" and
+ * "in_headers" are the copies the configured place itself accounts for.
+ * Tokens shorter than NGX_ENVGW_TOKEN_SEARCH_MIN are not searched for.
+ */
+ngx_uint_t
+ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
+    ngx_uint_t in_headers)
+{
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (token->len < NGX_ENVGW_TOKEN_SEARCH_MIN) {
+        return 0;
+    }
+
+    if (ngx_env_gateway_occurrences(&r->args, token) > in_query) {
+        return 1;
+    }
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (&h[i] == ctx->credential || h[i].hash == 0) {
+            continue;
+        }
+
+        n += ngx_env_gateway_occurrences(&h[i].value, token);
+    }
+
+    return n > in_headers;
 }
