@@ -417,11 +417,13 @@ ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
 ngx_int_t ngx_env_gateway_path_value_ok(ngx_str_t *v);
 ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
-    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad);
+    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal);
+ngx_int_t ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *fmt, ...);
 
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);

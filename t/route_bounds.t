@@ -198,5 +198,5 @@ for my $c ([long => $P200, $A], [longer => $P2000, $A],
           $j->{message}, "takes $VERB, not POST.");
 }
 
-done_testing();
 $t->stop;
+done_testing;
