@@ -284,14 +284,19 @@ ngx_env_gateway_segment_feed(ngx_env_gateway_segment_t *seg, u_char c)
 }
 
 
-/* the segment ends: did a template value make it "." or ".."? */
+/*
+ * The segment ends: did a template value make it "." or ".."?  If so,
+ * *name is the placeholder that did.
+ */
 static ngx_uint_t
-ngx_env_gateway_segment_end(ngx_env_gateway_segment_t *seg)
+ngx_env_gateway_segment_end(ngx_env_gateway_segment_t *seg, ngx_str_t *name)
 {
     ngx_uint_t  bad;
 
     bad = seg->name.data && !seg->other && !seg->pct
           && (seg->dots == 1 || seg->dots == 2);
+
+    *name = seg->name;
 
     ngx_memzero(seg, sizeof(ngx_env_gateway_segment_t));
 
@@ -330,8 +335,7 @@ ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
     for ( ;; ) {
 
         if (p == last || *p == '/') {
-            if (ngx_env_gateway_segment_end(&seg)) {
-                *bad = seg.name;
+            if (ngx_env_gateway_segment_end(&seg, bad)) {
                 *why = "Method %V of resource %V: the value of {%V} would "
                        "be a \".\" or \"..\" path segment.";
                 return NGX_DECLINED;
@@ -340,6 +344,9 @@ ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
             if (p == last) {
                 return NGX_OK;
             }
+
+            p++;
+            continue;
         }
 
         close = (*p == '{') ? ngx_strlchr(p, last, '}') : NULL;
@@ -352,6 +359,14 @@ ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
         name.data = p + 1;
         name.len = close - p - 1;
         p = close + 1;
+
+        if (seg.pct) {
+            /* "%2{id}": the value would finish the template's escape */
+            *bad = name;
+            *why = "Method %V of resource %V: the value of {%V} would "
+                   "complete a percent-escape of the path template.";
+            return NGX_DECLINED;
+        }
 
         if (ngx_env_gateway_is_id(&name)) {
             value = rest;
@@ -389,13 +404,15 @@ ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
         ph->name = name;
         ph->value = value;
 
-        /* bytes escaped as %XX are never a dot; '.' is written as is */
+        /*
+         * bytes escaped as %XX are never a dot; '.' is written as is, and
+         * no value has a '%' (path_value_ok) to start an escape with
+         */
         seg.name = name;
 
         for (v = value->data, vlast = v + value->len; v < vlast; v++) {
             if (ngx_escape_uri(NULL, v, 1, NGX_ESCAPE_URI_COMPONENT)) {
                 seg.other = 1;
-                seg.pct = 0;
 
             } else {
                 ngx_env_gateway_segment_feed(&seg, *v);
