@@ -243,7 +243,8 @@ typedef struct {
 typedef struct {
     ngx_uint_t   dots;
     ngx_uint_t   other;         /* a byte that is not part of a dot */
-    ngx_uint_t   pct;           /* 1: after '%', 2: after "%2" */
+    ngx_uint_t   esc;           /* bytes of a "%XX" still to come */
+    u_char       hi;            /* the first of them */
     ngx_str_t    name;          /* the last placeholder in it, if any */
 } ngx_env_gateway_segment_t;
 
@@ -251,17 +252,17 @@ typedef struct {
 static void
 ngx_env_gateway_segment_feed(ngx_env_gateway_segment_t *seg, u_char c)
 {
-    switch (seg->pct) {
-
-    case 1:
-        seg->pct = (c == '2') ? 2 : 0;
-        seg->other |= (c != '2');
-        return;
+    switch (seg->esc) {
 
     case 2:
-        seg->pct = 0;
+        seg->hi = c;
+        seg->esc = 1;
+        return;
 
-        if ((c | 0x20) == 'e') {
+    case 1:
+        seg->esc = 0;
+
+        if (seg->hi == '2' && (c | 0x20) == 'e') {
             seg->dots++;
 
         } else {
@@ -272,7 +273,7 @@ ngx_env_gateway_segment_feed(ngx_env_gateway_segment_t *seg, u_char c)
 
     default:
         if (c == '%') {
-            seg->pct = 1;
+            seg->esc = 2;
 
         } else if (c == '.') {
             seg->dots++;
@@ -293,7 +294,7 @@ ngx_env_gateway_segment_end(ngx_env_gateway_segment_t *seg, ngx_str_t *name)
 {
     ngx_uint_t  bad;
 
-    bad = seg->name.data && !seg->other && !seg->pct
+    bad = seg->name.data && !seg->other && !seg->esc
           && (seg->dots == 1 || seg->dots == 2);
 
     *name = seg->name;
@@ -360,7 +361,7 @@ ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
         name.len = close - p - 1;
         p = close + 1;
 
-        if (seg.pct) {
+        if (seg.esc) {
             /* "%2{id}": the value would finish the template's escape */
             *bad = name;
             *why = "Method %V of resource %V: the value of {%V} would "

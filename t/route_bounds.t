@@ -147,7 +147,9 @@ $t->put('integration:env_dev:odd', {
             get => m_(GET => '/v1/{id}.json'),
         },
         pct => {
-            get => m_(GET => '/v1/%2{id}'),
+            get    => m_(GET => '/v1/%2{id}'),
+            update => m_(PATCH => '/v1/%5{id}'),
+            delete => m_(DELETE => '/v1/a%{id}'),
         },
     },
 });
@@ -457,11 +459,16 @@ for my $c (["/proxy/objects/7?object=..", '{object} ".."'],
     refusal("$what is refused", req(GET => "$path&$A"), 400,
             'invalid_request');
 }
+for my $c ([GET => 'f', '"%2"'], [PATCH => 'c', '"%5"'],
+           [DELETE => '2f', '"%"'])
 {
-    my $j = refusal('{id} completing the template\'s "%2"',
-                    req(GET => "/proxy/pct/f?$ODD"), 400, 'invalid_request');
-    names('{id} completing an escape: the message names {id}',
-          $j->{message}, '{id}');
+    my ($m, $id, $what) = @$c;
+    my $j = refusal("{id} completing the template's $what",
+                    req($m => "/proxy/pct/$id?$ODD",
+                        $m eq 'PATCH' ? '{}' : undef),
+                    400, 'invalid_request');
+    names("{id} completing the template's $what: the message names {id}",
+          $j->{message}, '{id} would complete a percent-escape');
 }
 routed('{a}{b} "." and "x" is ".x"', req(GET => "/proxy/adj?a=.&b=x&$A"),
        GET => '/v1/.x');
