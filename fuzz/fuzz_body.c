@@ -4,8 +4,9 @@
  * function is fuzzed).  The body arrives as an nginx chain of memory
  * buffers, split where the input says, as a request body read in pieces;
  * the field read is "integrated_account_id" (env_gateway_account_body_field).
- * ngx_env_gateway_refuse() is replaced by a stub that records the refusal:
- * sending the 400 needs a live connection.
+ * ngx_env_gateway_refuse() and ngx_env_gateway_refuse_detail() are
+ * replaced by stubs that record the refusal: sending the 400 needs a live
+ * connection.
  *
  * Input: 1 byte giving the number of chain buffers (1..4), then the body.
  */
@@ -25,6 +26,14 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ctx->refusal = refusal;
 
     return NGX_HTTP_BAD_REQUEST;
+}
+
+
+ngx_int_t
+ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *fmt, ...)
+{
+    return ngx_env_gateway_refuse(r, ctx, refusal);
 }
 
 
