@@ -1,31 +1,16 @@
 /*
- * The JSON body field reader: ngx_env_gateway_body_account() from
- * src/ngx_env_gateway_access.c (static; the file is #included so the real
- * function is fuzzed).  The body arrives as an nginx chain of memory
- * buffers, split where the input says, as a request body read in pieces;
- * the field read is "integrated_account_id" (env_gateway_account_body_field).
- * ngx_env_gateway_refuse() is replaced by a stub that records the refusal:
- * sending the 400 needs a live connection.
+ * Request bodies: ngx_env_gateway_body_parse() from
+ * src/ngx_env_gateway_body.c, the JSON body field reader and the form body
+ * reader.  The body arrives as an nginx chain of memory buffers, split
+ * where the input says, as a request body read in pieces; the field read
+ * is "integrated_account_id" (env_gateway_account_body_field).
  *
- * Input: 1 byte giving the number of chain buffers (1..4), then the body.
+ * Input: 1 byte: the number of chain buffers (1..4) in its low bits, a
+ * form body (application/x-www-form-urlencoded) when bit 0x80 is set; then
+ * the body.
  */
 
 #include "fuzz_common.h"
-#include "../src/ngx_env_gateway_access.c"
-
-
-static ngx_uint_t  fuzz_refusal;
-
-
-ngx_int_t
-ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_uint_t refusal)
-{
-    fuzz_refusal = refusal;
-    ctx->refusal = refusal;
-
-    return NGX_HTTP_BAD_REQUEST;
-}
 
 
 int
@@ -34,6 +19,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t                       pos, piece;
     ngx_int_t                    rc;
     ngx_str_t                    body;
+    const char                  *why;
+    ngx_connection_t            *c;
+    ngx_table_elt_t             *type;
     ngx_buf_t                   *b;
     ngx_uint_t                   nbufs, i;
     ngx_pool_t                  *pool;
@@ -65,8 +53,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
+    c = ngx_pcalloc(pool, sizeof(ngx_connection_t));
+    type = ngx_pcalloc(pool, sizeof(ngx_table_elt_t));
+    if (c == NULL || type == NULL) {
+        abort();
+    }
+
+    c->log = fuzz_log;
     r->pool = pool;
-    r->connection = NULL;
+    r->connection = c;
+    r->main = r;
+
+    if (data[0] & 0x80) {
+        ngx_str_set(&type->key, "Content-Type");
+        ngx_str_set(&type->value, "application/x-www-form-urlencoded");
+        r->headers_in.content_type = type;
+    }
     glcf->body_field.data = field;
     glcf->body_field.len = sizeof(field) - 1;
 
@@ -101,24 +103,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pos += piece;
     }
 
-    fuzz_refusal = 0;
+    why = NULL;
 
-    rc = ngx_env_gateway_body_account(r, ctx, glcf);
+    rc = ngx_env_gateway_body_parse(r, ctx, glcf, &why);
 
     if (rc == NGX_OK) {
-        if (fuzz_refusal) {
+        if (why != NULL) {
             abort();
         }
 
-        if (ctx->body_account.len
-            && memchr(ctx->body_account.data, 0, 0) != NULL)
-        {
+        /* an account read is never empty */
+        if (ctx->body_account.data && ctx->body_account.len == 0) {
             abort();
         }
 
-    } else if (rc != NGX_HTTP_BAD_REQUEST
-               || fuzz_refusal != NGX_ENVGW_INVALID_REQUEST)
-    {
+    } else if (rc != NGX_DECLINED || why == NULL) {
         abort();
     }
 

@@ -435,6 +435,41 @@ ngx_int_t ngx_env_gateway_body_parse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     const char **why);
 
+/* _text.c: bounded output, measured then written by the same code */
+typedef struct {
+    u_char                      *start;     /* NULL while measuring */
+    u_char                      *pos;
+    u_char                      *end;
+    size_t                       len;       /* measured */
+    ngx_uint_t                   failed;    /* a write did not fit */
+} ngx_env_gateway_text_t;
+
+#define NGX_ENVGW_ESCAPE_LOG         0      /* \xNN: controls, quotes, 8bit */
+#define NGX_ENVGW_ESCAPE_PATH        1      /* %XX: all but unreserved */
+
+#define ngx_env_gateway_text_literal(t, s)                                 \
+    ngx_env_gateway_text_bytes(t, (u_char *) s, sizeof(s) - 1)
+
+struct json_t;
+
+void ngx_env_gateway_text_init(ngx_env_gateway_text_t *t);
+ngx_int_t ngx_env_gateway_text_next(ngx_env_gateway_text_t *t,
+    ngx_pool_t *pool);
+void ngx_env_gateway_text_string(ngx_env_gateway_text_t *t, ngx_str_t *s);
+void ngx_env_gateway_text_bytes(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len);
+void ngx_env_gateway_text_str(ngx_env_gateway_text_t *t, ngx_str_t *s);
+void ngx_env_gateway_text_escape(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len, ngx_uint_t type);
+void ngx_env_gateway_text_uint(ngx_env_gateway_text_t *t, uint64_t n,
+    size_t width);
+void ngx_env_gateway_text_json(ngx_env_gateway_text_t *t,
+    struct json_t *json, size_t flags);
+ngx_int_t ngx_env_gateway_text_format(ngx_pool_t *pool, ngx_str_t *out,
+    const char *fmt, va_list args);
+ngx_int_t ngx_env_gateway_text_escaped(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_uint_t type, ngx_str_t *out);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,
@@ -442,11 +477,13 @@ ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
 ngx_int_t ngx_env_gateway_path_value_ok(ngx_str_t *v);
 ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
-    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad);
+    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal);
+ngx_int_t ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *fmt, ...);
 
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);

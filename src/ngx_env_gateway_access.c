@@ -1196,12 +1196,12 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 static ngx_int_t
 ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
 {
-    u_char                    *msg;
-    ngx_int_t                  rc;
-    ngx_str_t                 *quad, name, bad, consumed[6];
-    ngx_uint_t                 refusal, n;
-    ngx_env_gateway_record_t   *rec, none;
-    ngx_env_gateway_loc_conf_t *glcf;
+    ngx_int_t                    rc;
+    ngx_str_t                   *quad, name, bad, consumed[6];
+    ngx_uint_t                   refusal, n;
+    const char                  *why;
+    ngx_env_gateway_record_t    *rec, none;
+    ngx_env_gateway_loc_conf_t  *glcf;
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
 
@@ -1217,15 +1217,9 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
         return rc;
     }
 
-    msg = ngx_pnalloc(r->pool, 256 + ctx->integration.len
-                               + ctx->resource.len + ctx->rest.len
-                               + r->method_name.len + ctx->environment.len
-                               + ctx->environment_id.len);
-    if (msg == NULL) {
-        return NGX_ERROR;
-    }
-
     name = ctx->environment.len ? ctx->environment : ctx->environment_id;
+
+    /* messages name request and record values: refuse_detail escapes them */
 
     if (rc == NGX_DECLINED) {
         /* name the method the request meant: select from an empty record */
@@ -1238,12 +1232,11 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
                                             &ctx->rest, &r->method_name,
                                             &quad, &ctx->method);
 
-        ngx_sprintf(msg, "Integration %V is not installed in the %V "
-                    "environment, so method %V of resource %V is not "
-                    "defined there.%Z", &ctx->integration, &name,
-                    &ctx->method, &ctx->resource);
-        return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_METHOD_NOT_FOUND,
-                                          (char *) msg);
+        return ngx_env_gateway_refuse_detail(r, ctx,
+                   NGX_ENVGW_METHOD_NOT_FOUND,
+                   "Integration %V is not installed in the %V environment, "
+                   "so method %V of resource %V is not defined there.",
+                   &ctx->integration, &name, &ctx->method, &ctx->resource);
     }
 
     rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_INTEGRATION].rec;
@@ -1253,16 +1246,16 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
                                            &ctx->method);
 
     if (refusal == NGX_ENVGW_METHOD_NOT_FOUND) {
-        ngx_sprintf(msg, "Method %V of resource %V is not defined for "
-                    "integration %V in the %V environment.%Z",
-                    &ctx->method, &ctx->resource, &ctx->integration, &name);
-        return ngx_env_gateway_refuse_msg(r, ctx, refusal, (char *) msg);
+        return ngx_env_gateway_refuse_detail(r, ctx, refusal,
+                   "Method %V of resource %V is not defined for "
+                   "integration %V in the %V environment.",
+                   &ctx->method, &ctx->resource, &ctx->integration, &name);
     }
 
     if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED) {
-        ngx_sprintf(msg, "Method %V of resource %V takes %V, not %V.%Z",
-                    &ctx->method, &ctx->resource, &quad[2], &r->method_name);
-        return ngx_env_gateway_refuse_msg(r, ctx, refusal, (char *) msg);
+        return ngx_env_gateway_refuse_detail(r, ctx, refusal,
+                   "Method %V of resource %V takes %V, not %V.",
+                   &ctx->method, &ctx->resource, &quad[2], &r->method_name);
     }
 
     /* ngx_str_set() evaluates its argument twice: no n++ inside it */
@@ -1279,22 +1272,26 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     rc = ngx_env_gateway_route_url(r->pool,
                                    &rec->fields[NGX_ENVGW_INT_UPSTREAM],
                                    &quad[3], &ctx->rest, &r->args, consumed,
-                                   n, &ctx->upstream_url, &bad);
+                                   n, &ctx->upstream_url, &bad, &why);
 
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        ngx_sprintf(msg, "Method %V of resource %V needs one query argument "
-                    "\"%V\" without path characters.%Z",
-                    &ctx->method, &ctx->resource, &bad);
-        return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_INVALID_REQUEST,
-                                          (char *) msg);
+        return ngx_env_gateway_refuse_detail(r, ctx,
+                                             NGX_ENVGW_INVALID_REQUEST, why,
+                                             &ctx->method, &ctx->resource,
+                                             &bad);
     }
 
     /* the upstream is called with the method's declared verb */
     ctx->upstream_method = quad[2];
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: routed, method of %uz bytes, "
+                   "upstream URL of %uz bytes",
+                   ctx->method.len, ctx->upstream_url.len);
 
     return NGX_OK;
 }

@@ -174,18 +174,173 @@ ngx_env_gateway_metric_rtt(ngx_uint_t usec)
 }
 
 
-#define NGX_ENVGW_LINE  256
+/* "<name> <value>\n"; name is a C string (labels included) */
+static void
+ngx_env_gateway_metric_line(ngx_env_gateway_text_t *t, const char *name,
+    uint64_t value)
+{
+    ngx_env_gateway_text_bytes(t, (u_char *) name, ngx_strlen(name));
+    ngx_env_gateway_text_literal(t, " ");
+    ngx_env_gateway_text_uint(t, value, 0);
+    ngx_env_gateway_text_literal(t, "\n");
+}
+
+
+/* microseconds as seconds: "1.000250" */
+static void
+ngx_env_gateway_metric_seconds(ngx_env_gateway_text_t *t, uint64_t usec)
+{
+    ngx_env_gateway_text_uint(t, usec / 1000000, 0);
+    ngx_env_gateway_text_literal(t, ".");
+    ngx_env_gateway_text_uint(t, usec % 1000000, 6);
+}
+
+
+/*
+ * The exposition, from a snapshot of the counters (so that the measuring
+ * and the writing pass see the same numbers while workers count on).
+ */
+static void
+ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
+    ngx_uint_t *entries, size_t *bytes)
+{
+    ngx_uint_t  i, cum;
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_requests_total Requests checked, by result.\n"
+        "# TYPE env_gateway_requests_total counter\n");
+
+    for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
+        ngx_env_gateway_text_literal(t,
+                                     "env_gateway_requests_total{result=\"");
+        ngx_env_gateway_text_bytes(t,
+            (u_char *) ngx_env_gateway_result_names[i],
+            ngx_strlen(ngx_env_gateway_result_names[i]));
+        ngx_env_gateway_text_literal(t, "\"} ");
+        ngx_env_gateway_text_uint(t, c[NGX_ENVGW_M_REQUESTS + i], 0);
+        ngx_env_gateway_text_literal(t, "\n");
+    }
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_lookups_total Cache lookups, by outcome.\n"
+        "# TYPE env_gateway_cache_lookups_total counter\n");
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_lookups_total{outcome=\"hit\"}",
+        c[NGX_ENVGW_M_CACHE_HIT]);
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_lookups_total{outcome=\"negative_hit\"}",
+        c[NGX_ENVGW_M_CACHE_NEG_HIT]);
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_lookups_total{outcome=\"miss\"}",
+        c[NGX_ENVGW_M_CACHE_MISS]);
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_lookups_total{outcome=\"stale\"}",
+        c[NGX_ENVGW_M_CACHE_STALE]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_evictions_total Entries evicted to make "
+        "room.\n# TYPE env_gateway_cache_evictions_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_cache_evictions_total",
+                                c[NGX_ENVGW_M_CACHE_EVICTIONS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_invalidations_total Invalidation "
+        "messages handled, once per subscribed worker.\n"
+        "# TYPE env_gateway_cache_invalidations_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_cache_invalidations_total",
+                                c[NGX_ENVGW_M_INVALIDATIONS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_flushes_total Whole-cache drops after "
+        "a gap in invalidations.\n"
+        "# TYPE env_gateway_cache_flushes_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_cache_flushes_total",
+                                c[NGX_ENVGW_M_CACHE_FLUSHES]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_entries Entries in the cache zone.\n"
+        "# TYPE env_gateway_cache_entries gauge\n");
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_entries{type=\"positive\"}", entries[0]);
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_entries{type=\"negative\"}", entries[1]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_cache_bytes Bytes of entries in the cache "
+        "zone.\n# TYPE env_gateway_cache_bytes gauge\n");
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_bytes{type=\"positive\"}", bytes[0]);
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_cache_bytes{type=\"negative\"}", bytes[1]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_commands_total Redis commands sent.\n"
+        "# TYPE env_gateway_redis_commands_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_commands_total",
+                                c[NGX_ENVGW_M_REDIS_COMMANDS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_errors_total Redis failures (refused, "
+        "closed, error replies).\n"
+        "# TYPE env_gateway_redis_errors_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_errors_total",
+                                c[NGX_ENVGW_M_REDIS_ERRORS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_timeouts_total Redis connect or read "
+        "timeouts.\n# TYPE env_gateway_redis_timeouts_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_timeouts_total",
+                                c[NGX_ENVGW_M_REDIS_TIMEOUTS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_reconnects_total Redis connections "
+        "established.\n"
+        "# TYPE env_gateway_redis_reconnects_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_reconnects_total",
+                                c[NGX_ENVGW_M_REDIS_CONNECTS]);
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_rtt_seconds Redis round-trip time.\n"
+        "# TYPE env_gateway_redis_rtt_seconds histogram\n");
+
+    cum = 0;
+
+    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
+        cum += c[NGX_ENVGW_M_RTT_BUCKET + i];
+
+        ngx_env_gateway_text_literal(t,
+            "env_gateway_redis_rtt_seconds_bucket{le=\"");
+        ngx_env_gateway_metric_seconds(t, ngx_env_gateway_rtt_le[i]);
+        ngx_env_gateway_text_literal(t, "\"} ");
+        ngx_env_gateway_text_uint(t, cum, 0);
+        ngx_env_gateway_text_literal(t, "\n");
+    }
+
+    cum += c[NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS];
+
+    ngx_env_gateway_metric_line(t,
+        "env_gateway_redis_rtt_seconds_bucket{le=\"+Inf\"}", cum);
+
+    ngx_env_gateway_text_literal(t, "env_gateway_redis_rtt_seconds_sum ");
+    ngx_env_gateway_metric_seconds(t, c[NGX_ENVGW_M_RTT_SUM_US]);
+    ngx_env_gateway_text_literal(t, "\n");
+
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_rtt_seconds_count",
+                                cum);
+}
+
 
 ngx_int_t
 ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
 {
-    size_t                        size, bytes[2];
-    u_char                       *p;
+    size_t                        bytes[2];
     ngx_int_t                     rc;
+    ngx_str_t                     text;
     ngx_buf_t                    *b;
-    ngx_uint_t                    i, cum, entries[2];
+    ngx_uint_t                    i, entries[2];
     ngx_chain_t                   out;
-    ngx_atomic_t                 *c;
+    ngx_atomic_uint_t             c[NGX_ENVGW_M_LAST];
+    ngx_env_gateway_text_t        t;
     ngx_env_gateway_main_conf_t  *gmcf;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
@@ -202,7 +357,10 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
     }
 
     gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
-    c = ngx_env_gateway_metrics->c;
+
+    for (i = 0; i < NGX_ENVGW_M_LAST; i++) {
+        c[i] = ngx_env_gateway_metrics->c[i];
+    }
 
     entries[0] = entries[1] = 0;
     bytes[0] = bytes[1] = 0;
@@ -211,103 +369,33 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
         ngx_env_gateway_cache_stats(gmcf->cache_zone, entries, bytes);
     }
 
-    size = (NGX_ENVGW_M_LAST + 40) * NGX_ENVGW_LINE;
+    ngx_env_gateway_text_init(&t);
 
-    b = ngx_create_temp_buf(r->pool, size);
+    do {
+        ngx_env_gateway_metrics_text(&t, c, entries, bytes);
+    } while ((rc = ngx_env_gateway_text_next(&t, r->pool)) == NGX_AGAIN);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_env_gateway_text_string(&t, &text);
+
+    b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = b->last;
-
-    p = ngx_sprintf(p,
-            "# HELP env_gateway_requests_total Requests checked, by result.\n"
-            "# TYPE env_gateway_requests_total counter\n");
-
-    for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
-        p = ngx_sprintf(p, "env_gateway_requests_total{result=\"%s\"} %uA\n",
-                        ngx_env_gateway_result_names[i],
-                        c[NGX_ENVGW_M_REQUESTS + i]);
-    }
-
-    p = ngx_sprintf(p,
-            "# HELP env_gateway_cache_lookups_total Cache lookups, by outcome."
-            "\n# TYPE env_gateway_cache_lookups_total counter\n"
-            "env_gateway_cache_lookups_total{outcome=\"hit\"} %uA\n"
-            "env_gateway_cache_lookups_total{outcome=\"negative_hit\"} %uA\n"
-            "env_gateway_cache_lookups_total{outcome=\"miss\"} %uA\n"
-            "env_gateway_cache_lookups_total{outcome=\"stale\"} %uA\n"
-            "# HELP env_gateway_cache_evictions_total Entries evicted to make "
-            "room.\n# TYPE env_gateway_cache_evictions_total counter\n"
-            "env_gateway_cache_evictions_total %uA\n"
-            "# HELP env_gateway_cache_invalidations_total Invalidation "
-            "messages handled, once per subscribed worker.\n"
-            "# TYPE env_gateway_cache_invalidations_total counter\n"
-            "env_gateway_cache_invalidations_total %uA\n"
-            "# HELP env_gateway_cache_flushes_total Whole-cache drops after "
-            "a gap in invalidations.\n"
-            "# TYPE env_gateway_cache_flushes_total counter\n"
-            "env_gateway_cache_flushes_total %uA\n"
-            "# HELP env_gateway_cache_entries Entries in the cache zone.\n"
-            "# TYPE env_gateway_cache_entries gauge\n"
-            "env_gateway_cache_entries{type=\"positive\"} %ui\n"
-            "env_gateway_cache_entries{type=\"negative\"} %ui\n"
-            "# HELP env_gateway_cache_bytes Bytes of entries in the cache "
-            "zone.\n# TYPE env_gateway_cache_bytes gauge\n"
-            "env_gateway_cache_bytes{type=\"positive\"} %uz\n"
-            "env_gateway_cache_bytes{type=\"negative\"} %uz\n",
-            c[NGX_ENVGW_M_CACHE_HIT], c[NGX_ENVGW_M_CACHE_NEG_HIT],
-            c[NGX_ENVGW_M_CACHE_MISS], c[NGX_ENVGW_M_CACHE_STALE],
-            c[NGX_ENVGW_M_CACHE_EVICTIONS],
-            c[NGX_ENVGW_M_INVALIDATIONS], c[NGX_ENVGW_M_CACHE_FLUSHES],
-            entries[0], entries[1], bytes[0], bytes[1]);
-
-    p = ngx_sprintf(p,
-            "# HELP env_gateway_redis_commands_total Redis commands sent.\n"
-            "# TYPE env_gateway_redis_commands_total counter\n"
-            "env_gateway_redis_commands_total %uA\n"
-            "# HELP env_gateway_redis_errors_total Redis failures (refused, "
-            "closed, error replies).\n"
-            "# TYPE env_gateway_redis_errors_total counter\n"
-            "env_gateway_redis_errors_total %uA\n"
-            "# HELP env_gateway_redis_timeouts_total Redis connect or read "
-            "timeouts.\n# TYPE env_gateway_redis_timeouts_total counter\n"
-            "env_gateway_redis_timeouts_total %uA\n"
-            "# HELP env_gateway_redis_reconnects_total Redis connections "
-            "established.\n"
-            "# TYPE env_gateway_redis_reconnects_total counter\n"
-            "env_gateway_redis_reconnects_total %uA\n"
-            "# HELP env_gateway_redis_rtt_seconds Redis round-trip time.\n"
-            "# TYPE env_gateway_redis_rtt_seconds histogram\n",
-            c[NGX_ENVGW_M_REDIS_COMMANDS], c[NGX_ENVGW_M_REDIS_ERRORS],
-            c[NGX_ENVGW_M_REDIS_TIMEOUTS], c[NGX_ENVGW_M_REDIS_CONNECTS]);
-
-    cum = 0;
-
-    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
-        cum += c[NGX_ENVGW_M_RTT_BUCKET + i];
-        p = ngx_sprintf(p,
-                        "env_gateway_redis_rtt_seconds_bucket{le=\"%ui.%06ui\"}"
-                        " %ui\n",
-                        ngx_env_gateway_rtt_le[i] / 1000000,
-                        ngx_env_gateway_rtt_le[i] % 1000000, cum);
-    }
-
-    cum += c[NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS];
-
-    p = ngx_sprintf(p,
-                    "env_gateway_redis_rtt_seconds_bucket{le=\"+Inf\"} %ui\n"
-                    "env_gateway_redis_rtt_seconds_sum %uA.%06uA\n"
-                    "env_gateway_redis_rtt_seconds_count %ui\n",
-                    cum, c[NGX_ENVGW_M_RTT_SUM_US] / 1000000,
-                    c[NGX_ENVGW_M_RTT_SUM_US] % 1000000, cum);
-
-    b->last = p;
+    b->start = text.data;
+    b->pos = text.data;
+    b->last = text.data + text.len;
+    b->end = b->last;
+    b->temporary = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = text.len;
     ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
 
     rc = ngx_http_send_header(r);

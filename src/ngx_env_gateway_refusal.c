@@ -14,49 +14,79 @@ typedef struct {
     ngx_uint_t   status;
     const char  *code;
     const char  *message;
-    char        *body;      /* the encoded fixed body, once per process */
+    ngx_str_t    body;      /* the fixed body, encoded once per process */
 } ngx_env_gateway_refusal_t;
 
 
 static ngx_env_gateway_refusal_t  ngx_env_gateway_refusals[] = {
-    { 200, "ok", "", NULL },
+    { 200, "ok", "", ngx_null_string },
     { NGX_HTTP_UNAUTHORIZED, "missing_token",
-      "A bearer token is required.", NULL },
+      "A bearer token is required.", ngx_null_string },
     { NGX_HTTP_UNAUTHORIZED, "invalid_token",
-      "The token is unknown, revoked or expired.", NULL },
+      "The token is unknown, revoked or expired.", ngx_null_string },
     { NGX_HTTP_NOT_FOUND, "integrated_account_not_found",
-      "No such integrated account.", NULL },
+      "No such integrated account.", ngx_null_string },
     { NGX_HTTP_BAD_REQUEST, "missing_integrated_account_id",
-      "This endpoint requires an integrated_account_id.", NULL },
+      "This endpoint requires an integrated_account_id.", ngx_null_string },
     { NGX_HTTP_FORBIDDEN, "environment_mismatch",
-      "The token may not act in the requested environment.", NULL },
+      "The token may not act in the requested environment.",
+      ngx_null_string },
     { NGX_HTTP_NOT_FOUND, "method_not_found",
-      "No such method in this environment.", NULL },
+      "No such method in this environment.", ngx_null_string },
     { NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
-      "The method does not accept this HTTP verb.", NULL },
+      "The method does not accept this HTTP verb.", ngx_null_string },
     { NGX_HTTP_SERVICE_UNAVAILABLE, "gateway_unavailable",
-      "The gateway cannot verify credentials right now; retry shortly.", NULL },
+      "The gateway cannot verify credentials right now; retry shortly.",
+      ngx_null_string },
     { NGX_HTTP_BAD_REQUEST, "invalid_request",
-      "The request is ambiguous or malformed.", NULL },
+      "The request is ambiguous or malformed.", ngx_null_string },
     { NGX_HTTP_INTERNAL_SERVER_ERROR, "gateway_misconfigured",
-      "A gateway record is malformed; see the gateway's error log.", NULL },
+      "A gateway record is malformed; see the gateway's error log.",
+      ngx_null_string },
 };
 
 
-/* {"status":N,"error":"<code>","message":"<message>"}, malloc'd */
-static char *
+/*
+ * {"status":N,"error":"<code>","message":"<message>"} and a newline, in
+ * "pool", or in process memory when pool is NULL.  jansson escapes the
+ * message and refuses one that is not UTF-8: the module's messages are
+ * printable ASCII, their values escaped (ngx_env_gateway_refuse_detail).
+ */
+static ngx_int_t
 ngx_env_gateway_refusal_body(ngx_env_gateway_refusal_t *rf,
-    const char *message)
+    ngx_str_t *message, ngx_pool_t *pool, ngx_str_t *body)
 {
-    char    *body;
-    json_t  *obj;
+    json_t                  *obj;
+    ngx_int_t                rc;
+    ngx_env_gateway_text_t   t;
 
-    obj = json_pack("{s:i,s:s,s:s}", "status", (int) rf->status,
-                    "error", rf->code, "message", message);
-    body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    obj = json_pack("{s:i,s:s,s:s%}", "status", (int) rf->status,
+                    "error", rf->code, "message",
+                    (const char *) message->data, message->len);
+    if (obj == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_text_init(&t);
+
+    do {
+        ngx_env_gateway_text_json(&t, obj, JSON_COMPACT);
+        ngx_env_gateway_text_literal(&t, "\n");
+    } while ((rc = ngx_env_gateway_text_next(&t, pool)) == NGX_AGAIN);
+
     json_decref(obj);
 
-    return body;
+    if (rc != NGX_OK) {
+        if (pool == NULL && t.start) {
+            ngx_free(t.start);
+        }
+
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_text_string(&t, body);
+
+    return NGX_OK;
 }
 
 
@@ -84,6 +114,18 @@ ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
 }
 
 
+/* a request or record value for the refusal log line: escaped */
+static void
+ngx_env_gateway_log_value(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out)
+{
+    if (ngx_env_gateway_text_escaped(pool, in, NGX_ENVGW_ESCAPE_LOG, out)
+        != NGX_OK)
+    {
+        ngx_str_set(out, "-");
+    }
+}
+
+
 /*
  * Send the refusal and finalize the request ourselves: the access phase
  * would read NGX_OK as "allowed", so the handler returns NGX_DONE after this.
@@ -92,11 +134,9 @@ ngx_int_t
 ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_uint_t refusal)
 {
-    char                        *body;
-    size_t                       len;
     ngx_int_t                    rc;
     ngx_buf_t                   *b;
-    ngx_str_t                    v;
+    ngx_str_t                    v, body, token_id, env_id, account;
     ngx_chain_t                  out;
     ngx_env_gateway_refusal_t   *rf;
     ngx_env_gateway_loc_conf_t  *glcf;
@@ -109,11 +149,19 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + refusal);
 
-    ngx_log_error(glcf->log_level, r->connection->log, 0,
-                  "env_gateway: refused %ui %s token_id=\"%V\" "
-                  "environment_id=\"%V\" account=\"%V\"",
-                  rf->status, rf->code, &ctx->token_id, &ctx->environment_id,
-                  ctx->account_id.len ? &ctx->account_id : &ctx->account_req);
+    if (r->connection->log->log_level >= glcf->log_level) {
+        ngx_env_gateway_log_value(r->pool, &ctx->token_id, &token_id);
+        ngx_env_gateway_log_value(r->pool, &ctx->environment_id, &env_id);
+        ngx_env_gateway_log_value(r->pool, ctx->account_id.len
+                                           ? &ctx->account_id
+                                           : &ctx->account_req,
+                                  &account);
+
+        ngx_log_error(glcf->log_level, r->connection->log, 0,
+                      "env_gateway: refused %ui %s token_id=\"%V\" "
+                      "environment_id=\"%V\" account=\"%V\"",
+                      rf->status, rf->code, &token_id, &env_id, &account);
+    }
 
     /*
      * No "100 Continue" for a refused request: the body is not invited
@@ -127,47 +175,56 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     /*
      * The fixed bodies are encoded once per process (a flood of bad tokens
-     * costs no JSON encoding); a message naming this request's method or
-     * problem is encoded for it.
+     * costs no JSON encoding) and sent from there; a message naming this
+     * request's method or problem is encoded for it, and if that fails the
+     * fixed body of the same refusal is sent instead.
      */
-    if (ctx->detail.len) {
-        body = ngx_env_gateway_refusal_body(rf, (char *) ctx->detail.data);
+    ngx_str_null(&body);
 
-    } else {
-        if (rf->body == NULL) {
-            rf->body = ngx_env_gateway_refusal_body(rf, rf->message);
+    if (ctx->detail.len) {
+        if (ngx_env_gateway_refusal_body(rf, &ctx->detail, r->pool, &body)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "env_gateway: the refusal message could not be "
+                          "encoded, sending the fixed one");
+            ngx_str_null(&body);
+        }
+    }
+
+    if (body.len == 0) {
+        if (rf->body.len == 0) {
+            v.data = (u_char *) rf->message;
+            v.len = ngx_strlen(rf->message);
+
+            if (ngx_env_gateway_refusal_body(rf, &v, NULL, &rf->body)
+                != NGX_OK)
+            {
+                ngx_str_null(&rf->body);
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return NGX_DONE;
+            }
         }
 
         body = rf->body;
     }
 
-    if (body == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return NGX_DONE;
-    }
-
-    len = ngx_strlen(body);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b != NULL) {
-        b->last = ngx_cpymem(b->last, body, len);
-        *b->last++ = '\n';
-    }
-
-    if (body != rf->body) {
-        free(body);
-    }
-
+    b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;
     }
 
+    b->pos = body.data;
+    b->last = body.data + body.len;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     r->headers_out.status = rf->status;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = body.len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
@@ -203,4 +260,35 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
 
     return NGX_DONE;
+}
+
+
+/*
+ * A refusal whose message names request or record values: "fmt" with a
+ * "%V" (ngx_str_t *) for each value, which is escaped (\xNN for control
+ * bytes, quotes, backslashes and bytes >= 0x7f), whatever its length.
+ * The body stays the module's own valid JSON whatever bytes the values
+ * carry; if the message cannot be built, the refusal's fixed one is sent.
+ */
+ngx_int_t
+ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+
+    if (ngx_env_gateway_text_format(r->pool, &ctx->detail, fmt, args)
+        != NGX_OK)
+    {
+        ngx_str_null(&ctx->detail);
+    }
+
+    va_end(args);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: refusal %ui, message of %uz bytes",
+                   refusal, ctx->detail.len);
+
+    return ngx_env_gateway_refuse(r, ctx, refusal);
 }

@@ -169,142 +169,191 @@ ngx_env_gateway_path_value_ok(ngx_str_t *v)
 }
 
 
-/* RFC 3986 unreserved characters stay, everything else is %XX */
-static u_char *
-ngx_env_gateway_encode(u_char *dst, ngx_str_t *v)
-{
-    u_char   c;
-    size_t   i;
-
-    static u_char  hex[] = "0123456789ABCDEF";
-
-    for (i = 0; i < v->len; i++) {
-        c = v->data[i];
-
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-            || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
-            || c == '~')
-        {
-            *dst++ = c;
-            continue;
-        }
-
-        *dst++ = '%';
-        *dst++ = hex[c >> 4];
-        *dst++ = hex[c & 0xf];
-    }
-
-    return dst;
-}
-
-
 /*
- * The value of query argument "name", unescaped.  NGX_DECLINED: absent;
- * NGX_ABORT: given twice.
+ * The value of the query argument that fills the placeholder {name}: the
+ * one argument whose name is byte-identical to it, percent-decoded.
+ * NGX_DECLINED when there is none, two, or one a backend parser could
+ * read as that name (NGX_ENVGW_ARG_ALIAS): the value would be a guess.
  */
 static ngx_int_t
-ngx_env_gateway_arg_value(ngx_pool_t *pool, ngx_str_t *args, ngx_str_t *name,
-    ngx_str_t *value)
+ngx_env_gateway_template_arg(ngx_pool_t *pool, ngx_str_t *args,
+    ngx_str_t *name, ngx_str_t *value)
 {
-    u_char      *p, *last, *end, *eq, *dst, *src;
-    ngx_uint_t   n;
+    u_char                  *dst, *src;
+    ngx_uint_t               n;
+    ngx_env_gateway_arg_t    arg, found;
+    ngx_env_gateway_args_t   it;
 
-    if (args->len == 0) {
+    n = 0;
+    ngx_memzero(&found, sizeof(ngx_env_gateway_arg_t));
+
+    ngx_env_gateway_args_init(&it, args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+
+        switch (ngx_env_gateway_arg_match(&arg, name)) {
+
+        case NGX_ENVGW_ARG_EXACT:
+            if (n++) {
+                return NGX_DECLINED;
+            }
+
+            found = arg;
+            break;
+
+        case NGX_ENVGW_ARG_ALIAS:
+            return NGX_DECLINED;
+
+        default: /* NGX_ENVGW_ARG_OTHER */
+            break;
+        }
+    }
+
+    if (n == 0 || found.value.len == 0) {
         return NGX_DECLINED;
     }
 
-    n = 0;
-    p = args->data;
-    last = p + args->len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-
-        if (eq && (size_t) (eq - p) == name->len
-            && ngx_strncasecmp(p, name->data, name->len) == 0)
-        {
-            if (n++) {
-                return NGX_ABORT;
-            }
-
-            value->data = ngx_pnalloc(pool, end - eq);
-            if (value->data == NULL) {
-                return NGX_ERROR;
-            }
-
-            src = eq + 1;
-            dst = value->data;
-            ngx_unescape_uri(&dst, &src, end - eq - 1, NGX_UNESCAPE_URI);
-            value->len = dst - value->data;
-        }
-
-        p = end + 1;
+    /* decoding never lengthens: the value's own length is enough */
+    value->data = ngx_pnalloc(pool, found.value.len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
     }
 
-    return n ? NGX_OK : NGX_DECLINED;
+    src = found.value.data;
+    dst = value->data;
+    ngx_unescape_uri(&dst, &src, found.value.len, NGX_UNESCAPE_URI);
+    value->len = dst - value->data;
+
+    return NGX_OK;
+}
+
+
+/* a placeholder of the template and the value it expands to */
+typedef struct {
+    ngx_str_t    name;
+    ngx_str_t   *value;
+} ngx_env_gateway_ph_t;
+
+
+/*
+ * Is the path segment being expanded "." or ".." once decoded ("%2e"
+ * included), and did a template value take part in it?  Fed the bytes of
+ * the template and the values' bytes as they will be written.
+ */
+typedef struct {
+    ngx_uint_t   dots;
+    ngx_uint_t   other;         /* a byte that is not part of a dot */
+    ngx_uint_t   esc;           /* bytes of a "%XX" still to come */
+    u_char       hi;            /* the first of them */
+    ngx_str_t    name;          /* the last placeholder in it, if any */
+} ngx_env_gateway_segment_t;
+
+
+static void
+ngx_env_gateway_segment_feed(ngx_env_gateway_segment_t *seg, u_char c)
+{
+    switch (seg->esc) {
+
+    case 2:
+        seg->hi = c;
+        seg->esc = 1;
+        return;
+
+    case 1:
+        seg->esc = 0;
+
+        if (seg->hi == '2' && (c | 0x20) == 'e') {
+            seg->dots++;
+
+        } else {
+            seg->other = 1;
+        }
+
+        return;
+
+    default:
+        if (c == '%') {
+            seg->esc = 2;
+
+        } else if (c == '.') {
+            seg->dots++;
+
+        } else {
+            seg->other = 1;
+        }
+    }
 }
 
 
 /*
- * upstream + template (with {id} = rest and {name} = query argument, each
- * percent-encoded) + the query minus the arguments the gateway consumed
- * (the fixed ones, and those put into the path).
- * NGX_DECLINED: a template argument is missing, ambiguous or has path
- * syntax; *bad names it.
+ * The segment ends: did a template value make it "." or ".."?  If so,
+ * *name is the placeholder that did.
  */
-ngx_int_t
-ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
-    ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
-    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad)
+static ngx_uint_t
+ngx_env_gateway_segment_end(ngx_env_gateway_segment_t *seg, ngx_str_t *name)
 {
-    u_char      *p, *last, *start, *close, *dst, *end, *eq, *q, *query;
-    size_t       len;
-    ngx_int_t    rc;
-    ngx_str_t    name, value, used[16];
-    ngx_uint_t   i, nused, skip;
+    ngx_uint_t  bad;
 
-    nused = 0;
+    bad = seg->name.data && !seg->other && !seg->esc
+          && (seg->dots == 1 || seg->dots == 2);
 
-    /* worst case: every byte of every inserted value encoded */
-    len = upstream->len + tmpl->len + 1 + args->len;
+    *name = seg->name;
 
-    for (p = tmpl->data, last = p + tmpl->len; p < last; p++) {
-        if (*p == '{') {
-            len += 3 * ngx_max(rest->len, args->len);
-        }
-    }
+    ngx_memzero(seg, sizeof(ngx_env_gateway_segment_t));
 
-    start = ngx_pnalloc(pool, len);
-    if (start == NULL) {
-        return NGX_ERROR;
-    }
+    return bad;
+}
 
-    dst = ngx_cpymem(start, upstream->data, upstream->len);
 
-    /* "http://up/" + "/path": no double slash */
-    if (upstream->len && upstream->data[upstream->len - 1] == '/'
-        && tmpl->len && tmpl->data[0] == '/')
-    {
-        dst--;
-    }
+static ngx_uint_t
+ngx_env_gateway_is_id(ngx_str_t *name)
+{
+    return name->len == 2 && ngx_strncmp(name->data, "id", 2) == 0;
+}
+
+
+/*
+ * The placeholders of the template, in order, with their values: rest for
+ * {id}, the query argument for {name}; none may have path syntax or make
+ * a "." or ".." segment.  NGX_DECLINED: *bad and *why say which and why.
+ */
+static ngx_int_t
+ngx_env_gateway_template_values(ngx_pool_t *pool, ngx_str_t *tmpl,
+    ngx_str_t *rest, ngx_str_t *args, ngx_array_t *phs, ngx_str_t *bad,
+    const char **why)
+{
+    u_char                     *p, *last, *close, *v, *vlast;
+    ngx_int_t                   rc;
+    ngx_str_t                   name, *value;
+    ngx_env_gateway_ph_t       *ph;
+    ngx_env_gateway_segment_t   seg;
+
+    ngx_memzero(&seg, sizeof(ngx_env_gateway_segment_t));
 
     p = tmpl->data;
     last = p + tmpl->len;
 
-    while (p < last) {
-        if (*p != '{') {
-            *dst++ = *p++;
+    for ( ;; ) {
+
+        if (p == last || *p == '/') {
+            if (ngx_env_gateway_segment_end(&seg, bad)) {
+                *why = "Method %V of resource %V: the value of {%V} would "
+                       "be a \".\" or \"..\" path segment.";
+                return NGX_DECLINED;
+            }
+
+            if (p == last) {
+                return NGX_OK;
+            }
+
+            p++;
             continue;
         }
 
-        close = ngx_strlchr(p, last, '}');
+        close = (*p == '{') ? ngx_strlchr(p, last, '}') : NULL;
+
         if (close == NULL) {
-            *dst++ = *p++;
+            ngx_env_gateway_segment_feed(&seg, *p++);
             continue;
         }
 
@@ -312,73 +361,257 @@ ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
         name.len = close - p - 1;
         p = close + 1;
 
-        if (name.len == 2 && ngx_strncmp(name.data, "id", 2) == 0) {
-            dst = ngx_env_gateway_encode(dst, rest);
-            continue;
-        }
-
-        rc = ngx_env_gateway_arg_value(pool, args, &name, &value);
-
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (rc != NGX_OK || value.len == 0
-            || ngx_env_gateway_path_value_ok(&value) != NGX_OK)
-        {
+        if (seg.esc) {
+            /* "%2{id}": the value would finish the template's escape */
             *bad = name;
+            *why = "Method %V of resource %V: the value of {%V} would "
+                   "complete a percent-escape of the path template.";
             return NGX_DECLINED;
         }
 
-        dst = ngx_env_gateway_encode(dst, &value);
+        if (ngx_env_gateway_is_id(&name)) {
+            value = rest;
 
-        if (nused < 16) {
-            used[nused++] = name;
+        } else {
+            value = ngx_palloc(pool, sizeof(ngx_str_t));
+            if (value == NULL) {
+                return NGX_ERROR;
+            }
+
+            rc = ngx_env_gateway_template_arg(pool, args, &name, value);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc != NGX_OK) {
+                value = NULL;
+            }
+        }
+
+        if (value == NULL || ngx_env_gateway_path_value_ok(value) != NGX_OK)
+        {
+            *bad = name;
+            *why = "Method %V of resource %V needs one query argument "
+                   "\"%V\" without path characters.";
+            return NGX_DECLINED;
+        }
+
+        ph = ngx_array_push(phs);
+        if (ph == NULL) {
+            return NGX_ERROR;
+        }
+
+        ph->name = name;
+        ph->value = value;
+
+        /*
+         * bytes escaped as %XX are never a dot; '.' is written as is, and
+         * no value has a '%' (path_value_ok) to start an escape with
+         */
+        seg.name = name;
+
+        for (v = value->data, vlast = v + value->len; v < vlast; v++) {
+            if (ngx_escape_uri(NULL, v, 1, NGX_ESCAPE_URI_COMPONENT)) {
+                seg.other = 1;
+
+            } else {
+                ngx_env_gateway_segment_feed(&seg, *v);
+            }
         }
     }
+}
 
-    /* the query, minus what was consumed */
-    query = dst + 1;
-    q = query;
-    p = args->data;
-    last = args->len ? p + args->len : p;    /* no arithmetic on NULL */
+
+/*
+ * One pass of ngx_env_gateway_route_url(), measuring or writing: the same
+ * statements over the same data (see _text.c).
+ */
+static void
+ngx_env_gateway_url_write(ngx_env_gateway_text_t *t, ngx_str_t *upstream,
+    ngx_str_t *tmpl, ngx_str_t *args, ngx_array_t *phs, ngx_array_t *drop)
+{
+    u_char                  *p, *last, *close;
+    ngx_str_t                up, *names;
+    ngx_uint_t               i, k, first, skip;
+    ngx_env_gateway_ph_t    *ph;
+    ngx_env_gateway_arg_t    arg;
+    ngx_env_gateway_args_t   it;
+
+    /* "http://up/" + "/path": no double slash */
+    up = *upstream;
+
+    if (up.len && up.data[up.len - 1] == '/'
+        && tmpl->len && tmpl->data[0] == '/')
+    {
+        up.len--;
+    }
+
+    ngx_env_gateway_text_str(t, &up);
+
+    /* the template, its placeholders replaced by their encoded values */
+
+    ph = phs->elts;
+    k = 0;
+
+    p = tmpl->data;
+    last = p + tmpl->len;
 
     while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
+        close = (*p == '{') ? ngx_strlchr(p, last, '}') : NULL;
 
-        eq = ngx_strlchr(p, end, '=');
-        name.data = p;
-        name.len = (eq ? eq : end) - p;
-        skip = (name.len == 0);
-
-        for (i = 0; !skip && i < nconsumed; i++) {
-            skip = !ngx_env_gateway_arg_ne(&name, &consumed[i]);
-        }
-
-        for (i = 0; !skip && i < nused; i++) {
-            skip = !ngx_env_gateway_arg_ne(&name, &used[i]);
-        }
-
-        if (!skip) {
-            if (q != query) {
-                *q++ = '&';
+        if (close == NULL) {
+            for (close = p + 1; close < last && *close != '{'; close++) {
+                /* void */
             }
-            q = ngx_cpymem(q, p, end - p);
+
+            ngx_env_gateway_text_bytes(t, p, close - p);
+            p = close;
+            continue;
         }
 
-        p = end + 1;
+        p = close + 1;
+
+        if (k == phs->nelts) {
+            /* cannot be: the same template was walked for the values */
+            t->failed = 1;
+            return;
+        }
+
+        ngx_env_gateway_text_escape(t, ph[k].value->data, ph[k].value->len,
+                                    NGX_ENVGW_ESCAPE_PATH);
+        k++;
     }
 
-    if (q != query) {
-        *dst = '?';
-        dst = q;
+    /* the query, argument by argument as sent, minus those dropped */
+
+    names = drop->elts;
+    first = 1;
+
+    ngx_env_gateway_args_init(&it, args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+        skip = 0;
+
+        for (i = 0; !skip && i < drop->nelts; i++) {
+            skip = (ngx_env_gateway_arg_match(&arg, &names[i])
+                    == NGX_ENVGW_ARG_EXACT);
+        }
+
+        if (skip) {
+            continue;
+        }
+
+        if (first) {
+            ngx_env_gateway_text_literal(t, "?");
+            first = 0;
+
+        } else {
+            ngx_env_gateway_text_literal(t, "&");
+        }
+
+        ngx_env_gateway_text_str(t, &arg.raw);
+    }
+}
+
+
+/*
+ * upstream + template (with {id} = rest and {name} = the query argument
+ * "name", each percent-encoded) + the query minus the arguments the
+ * gateway consumed (the fixed ones, and those put into the path).
+ * NGX_DECLINED: a template argument is missing, ambiguous or has path
+ * syntax, a value would be a "." or ".." segment, or a consumed argument
+ * is spelled as a backend parser could read as it (the access code
+ * refuses those first); *why is the refusal message, a format for the
+ * method, the resource and *bad.  The URL is measured, then written.
+ */
+ngx_int_t
+ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
+    ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
+    ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why)
+{
+    ngx_int_t                rc;
+    ngx_str_t               *name;
+    ngx_uint_t               i;
+    ngx_array_t              phs, drop;
+    ngx_env_gateway_ph_t    *ph;
+    ngx_env_gateway_arg_t    arg;
+    ngx_env_gateway_args_t   it;
+    ngx_env_gateway_text_t   t;
+
+    if (ngx_array_init(&phs, pool, 4, sizeof(ngx_env_gateway_ph_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    url->data = start;
-    url->len = dst - start;
+    rc = ngx_env_gateway_template_values(pool, tmpl, rest, args, &phs, bad,
+                                         why);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_array_init(&drop, pool, nconsumed + phs.nelts, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the names not forwarded: consumed ones, those put into the path */
+
+    ngx_env_gateway_args_init(&it, args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+        for (i = 0; i < nconsumed; i++) {
+            if (ngx_env_gateway_arg_match(&arg, &consumed[i])
+                == NGX_ENVGW_ARG_ALIAS)
+            {
+                *bad = consumed[i];
+                *why = "Method %V of resource %V: the query argument "
+                       "\"%V\" is spelled in a way another parser would "
+                       "read differently.";
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    for (i = 0; i < nconsumed; i++) {
+        name = ngx_array_push(&drop);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        *name = consumed[i];
+    }
+
+    ph = phs.elts;
+
+    for (i = 0; i < phs.nelts; i++) {
+        if (ngx_env_gateway_is_id(&ph[i].name)) {
+            continue;
+        }
+
+        name = ngx_array_push(&drop);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        *name = ph[i].name;
+    }
+
+    /* measured, then written */
+
+    ngx_env_gateway_text_init(&t);
+
+    do {
+        ngx_env_gateway_url_write(&t, upstream, tmpl, args, &phs, &drop);
+    } while ((rc = ngx_env_gateway_text_next(&t, pool)) == NGX_AGAIN);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_text_string(&t, url);
 
     return NGX_OK;
 }
