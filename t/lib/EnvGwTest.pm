@@ -532,4 +532,28 @@ sub is_refusal {
     return $ok;
 }
 
+
+# send bytes as they are (a request line, headers and a body written by the
+# test) and read the answer until the server closes: parsed as http() does
+sub raw_http {
+    my ($self, $bytes, %opt) = @_;
+    my $port = $opt{port} || $self->{port};
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Proto => 'tcp', Timeout => 10)
+        or die "connect: $!";
+    binmode $s;
+    print $s $bytes;
+    local $/;
+    my $raw = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm($opt{timeout} || 10);
+        $raw = <$s> // '';
+        alarm 0;
+    };
+    alarm 0;
+    close $s;
+    return parse_response($raw);
+}
+
 1;
