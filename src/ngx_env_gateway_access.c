@@ -226,14 +226,14 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 
     case NGX_ENVGW_ST_DONE:
 
-        if (ctx->checked == glcf) {
-            /* re-entered after an allow: "satisfy", a redirect in place */
-            return NGX_OK;
-        }
-
-        /* an internal redirect into a location with other settings */
+        /*
+         * Only an internal redirect runs a checked request's phases again
+         * (index, try_files, error_page, named locations), and it may name
+         * other arguments even into the same location: check again, with
+         * the credential read before.
+         */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "env_gateway: checked request in another location");
+                       "env_gateway: checked request redirected");
 
         ngx_env_gateway_recheck(ctx);
 
