@@ -61,6 +61,22 @@ my $locations = <<"L";
             env_gateway_token \$arg_api_key;
             proxy_pass http://127.0.0.1:$echo/a?\$args;
         }
+        # the same places written as \${name}
+        location /apikey-braces/ {
+            env_gateway on;
+            env_gateway_token \${http_x_api_key};
+            proxy_pass http://127.0.0.1:$echo;
+        }
+        location /argtok-braces/ {
+            env_gateway on;
+            env_gateway_token \${arg_api_key};
+            proxy_pass http://127.0.0.1:$echo;
+        }
+        location /cookie-braces/ {
+            env_gateway on;
+            env_gateway_token \${cookie_sid};
+            proxy_pass http://127.0.0.1:$echo;
+        }
 L
 
 $t->start_nginx(<<"CONF");
@@ -269,6 +285,25 @@ refused(req('GET', "/argtok/a?Api_Key=$dev"),
         400, 'invalid_request', 'Api_Key spelling');
 refused(req('GET', "/argtok/a?api%5Fkey=$dev"),
         400, 'invalid_request', 'api%5Fkey spelling');
+
+# --- \${name} is the same place as \$name --------------------------------------
+
+$r = req('GET', '/apikey-braces/a', [ 'X-Api-Key' => $dev ]);
+is($r->{status}, 200, '${http_x_api_key}: 200');
+$u = upstream('${http_x_api_key}');
+refused(req('GET', '/apikey-braces/a', [ 'X-Api-Key' => $dev,
+                                         Authorization => $bearer ]),
+        400, 'invalid_request', '${http_x_api_key} and Authorization');
+
+$r = req('GET', "/argtok-braces/a?api_key=$dev&x=1");
+is($r->{status}, 200, '${arg_api_key}: 200');
+$u = upstream('${arg_api_key}');
+
+$r = req('GET', '/cookie-braces/a', [ Cookie => "a=1; sid=$dev" ]);
+is($r->{status}, 200, '${cookie_sid}: 200');
+$u = upstream('${cookie_sid}');
+refused(req('GET', '/cookie-braces/a', [ Cookie => "sid=$dev; sid=x" ]),
+        400, 'invalid_request', '${cookie_sid} twice');
 
 $t->stop;
 done_testing;
