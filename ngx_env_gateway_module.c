@@ -632,12 +632,17 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* "$http_x_api_key" -> "x-api-key", "$arg_key" -> "key" */
+/*
+ * "$http_x_api_key" -> "x-api-key", "$arg_key" -> "key", "$cookie_sid" ->
+ * "sid".  "${name}" and any case of the name are the same variable for
+ * nginx, so they are the same place here.
+ */
 static void
 ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
     ngx_str_t *arg, ngx_str_t *cookie)
 {
     u_char      *p;
+    ngx_str_t    name;
     ngx_uint_t   i;
 
     ngx_str_null(header);
@@ -647,42 +652,62 @@ ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
         ngx_str_null(cookie);
     }
 
-    for (i = 1; i < value->len; i++) {
-        if (!((value->data[i] >= 'a' && value->data[i] <= 'z')
-              || (value->data[i] >= '0' && value->data[i] <= '9')
-              || value->data[i] == '_'))
+    if (value->len < 2 || value->data[0] != '$') {
+        return;
+    }
+
+    name.data = value->data + 1;
+    name.len = value->len - 1;
+
+    if (name.data[0] == '{') {
+        if (name.len < 3 || name.data[name.len - 1] != '}') {
+            return;
+        }
+
+        name.data++;
+        name.len -= 2;
+    }
+
+    p = ngx_pnalloc(cf->pool, name.len);
+    if (p == NULL) {
+        return;
+    }
+
+    for (i = 0; i < name.len; i++) {
+        p[i] = ngx_tolower(name.data[i]);
+
+        if (!((p[i] >= 'a' && p[i] <= 'z')
+              || (p[i] >= '0' && p[i] <= '9')
+              || p[i] == '_'))
         {
             return;
         }
     }
 
-    if (value->len > 6 && ngx_strncmp(value->data, "$http_", 6) == 0) {
-        header->len = value->len - 6;
-        header->data = ngx_pnalloc(cf->pool, header->len);
-        if (header->data == NULL) {
-            header->len = 0;
-            return;
-        }
+    name.data = p;
 
-        p = value->data + 6;
+    if (name.len > 5 && ngx_strncmp(name.data, "http_", 5) == 0) {
+        header->data = name.data + 5;
+        header->len = name.len - 5;
+
         for (i = 0; i < header->len; i++) {
-            header->data[i] = (p[i] == '_') ? '-' : p[i];
+            if (header->data[i] == '_') {
+                header->data[i] = '-';
+            }
         }
 
         return;
     }
 
-    if (value->len > 5 && ngx_strncmp(value->data, "$arg_", 5) == 0) {
-        arg->data = value->data + 5;
-        arg->len = value->len - 5;
+    if (name.len > 4 && ngx_strncmp(name.data, "arg_", 4) == 0) {
+        arg->data = name.data + 4;
+        arg->len = name.len - 4;
         return;
     }
 
-    if (cookie && value->len > 8
-        && ngx_strncmp(value->data, "$cookie_", 8) == 0)
-    {
-        cookie->data = value->data + 8;
-        cookie->len = value->len - 8;
+    if (cookie && name.len > 7 && ngx_strncmp(name.data, "cookie_", 7) == 0) {
+        cookie->data = name.data + 7;
+        cookie->len = name.len - 7;
     }
 }
 

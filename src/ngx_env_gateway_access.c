@@ -218,14 +218,14 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 
     case NGX_ENVGW_ST_DONE:
 
-        if (ctx->checked == glcf) {
-            /* re-entered after an allow: "satisfy", a redirect in place */
-            return NGX_OK;
-        }
-
-        /* an internal redirect into a location with other settings */
+        /*
+         * Only an internal redirect runs a checked request's phases again
+         * (index, try_files, error_page, named locations), and it may name
+         * other arguments even into the same location: check again, with
+         * the credential read before.
+         */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "env_gateway: checked request in another location");
+                       "env_gateway: checked request redirected");
 
         ngx_env_gateway_recheck(ctx);
 
@@ -290,6 +290,14 @@ ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx)
     ngx_uint_t               i;
     ngx_env_gateway_slot_t  *slot;
 
+    /*
+     * A record fetched ahead and not needed by the first check (the
+     * environment a request names with its token's own) may still be in
+     * flight: unlink it before its slot is reused, or the slot would be
+     * queued twice.
+     */
+    ngx_env_gateway_waiter_detach(&ctx->waiter);
+
     for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
         if (i == NGX_ENVGW_SLOT_TOKEN) {
             continue;
@@ -333,13 +341,26 @@ ngx_env_gateway_resume(ngx_event_t *ev)
 {
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
+    ngx_env_gateway_ctx_t     *ctx;
     ngx_env_gateway_waiter_t  *w;
 
     w = ev->data;
     r = w->request;
     c = r->connection;
+    ctx = (ngx_env_gateway_ctx_t *)
+              ((u_char *) w - offsetof(ngx_env_gateway_ctx_t, waiter));
 
     ngx_http_set_log_request(c->log, r);
+
+    /*
+     * A record fetched ahead may arrive after the check ended (allowed or
+     * refused): the request has moved on, its phases must not run again.
+     */
+    if (ctx->state != NGX_ENVGW_ST_WAIT || ctx->refusal != NGX_ENVGW_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "env_gateway: records here after the check");
+        return;
+    }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "env_gateway: records here, resuming");

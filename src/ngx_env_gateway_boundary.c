@@ -624,6 +624,12 @@ ngx_env_gateway_own_headers(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     }
 
     r->headers_in.headers = list;
+
+    /* "last" must point into the request's list, not at the local copy */
+    if (list.last == &list.part) {
+        r->headers_in.headers.last = &r->headers_in.headers.part;
+    }
+
     r->headers_in.authorization = NULL;
     ctx->own_headers = 1;
 

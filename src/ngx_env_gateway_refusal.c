@@ -94,7 +94,7 @@ static ngx_str_t  ngx_env_gateway_www_auth =
     ngx_string("Bearer realm=\"env_gateway\"");
 
 
-static ngx_int_t
+static ngx_table_elt_t *
 ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
     ngx_str_t *value)
 {
@@ -102,7 +102,7 @@ ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     h->hash = 1;
@@ -110,7 +110,7 @@ ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
     h->key.len = ngx_strlen(name);
     h->value = *value;
 
-    return NGX_OK;
+    return h;
 }
 
 
@@ -230,10 +230,12 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     r->headers_out.content_type_lowcase = NULL;
 
     if (rf->status == NGX_HTTP_UNAUTHORIZED) {
-        if (ngx_env_gateway_add_header(r, "WWW-Authenticate",
-                                       &ngx_env_gateway_www_auth)
-            != NGX_OK)
-        {
+        /* auth_request passes on a subrequest's headers_out.www_authenticate */
+        r->headers_out.www_authenticate =
+            ngx_env_gateway_add_header(r, "WWW-Authenticate",
+                                       &ngx_env_gateway_www_auth);
+
+        if (r->headers_out.www_authenticate == NULL) {
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return NGX_DONE;
         }
@@ -241,7 +243,7 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (rf->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
         v = retry_after;
-        if (ngx_env_gateway_add_header(r, "Retry-After", &v) != NGX_OK) {
+        if (ngx_env_gateway_add_header(r, "Retry-After", &v) == NULL) {
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return NGX_DONE;
         }

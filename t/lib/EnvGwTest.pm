@@ -397,4 +397,165 @@ sub DESTROY {
     }
 }
 
+
+# --- an upstream that echoes everything (boundary and lifecycle tests) -----
+
+# A one-connection-at-a-time HTTP server on a free port that answers 200
+# with the raw request (request line, every header as sent, body) as its
+# body, and appends each request to echo.log.  Returns its port.
+sub start_echo {
+    my ($self) = @_;
+    my $port = $self->{echo_port} ||= free_port();
+    my $script = "$self->{dir}/echo.pl";
+    open my $fh, '>', $script or die "$script: $!";
+    print $fh <<'ECHO';
+use strict;
+use warnings;
+use IO::Socket::INET;
+my ($port, $log) = @ARGV;
+$SIG{PIPE} = 'IGNORE';
+my $srv = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port", Listen => 128,
+                                Proto => 'tcp', ReuseAddr => 1)
+    or die "listen $port: $!";
+while (my $c = $srv->accept) {
+    binmode $c;
+    my $buf = '';
+    while ($buf !~ /\r\n\r\n/) {
+        my $n = sysread($c, $buf, 65536, length $buf);
+        last unless $n;
+    }
+    # a connection that sent nothing (a port probe) is no request
+    if ($buf eq '') {
+        close $c;
+        next;
+    }
+    my ($head, $body) = split /\r\n\r\n/, $buf, 2;
+    $body //= '';
+    if (defined $head && $head =~ /^transfer-encoding:\s*chunked/mi) {
+        while ($body !~ /(?:^|\r\n)0\r\n\r\n\z/) {
+            my $n = sysread($c, $body, 65536, length $body);
+            last unless $n;
+        }
+    } elsif (defined $head && $head =~ /^content-length:\s*(\d+)/mi) {
+        my $len = $1;
+        while (length $body < $len) {
+            my $n = sysread($c, $body, $len - length $body, length $body);
+            last unless $n;
+        }
+    }
+    my $req = ($head // '') . "\r\n\r\n" . $body;
+    if (open my $l, '>>', $log) {
+        binmode $l;
+        print $l 'REQ ' . length($req) . "\n" . $req . "\n";
+        close $l;
+    }
+    print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+           . "Content-Length: " . length($req) . "\r\n"
+           . "Connection: close\r\n\r\n" . $req;
+    close $c;
+}
+ECHO
+    close $fh;
+    $self->spawn('echo', $^X, $script, $port, "$self->{dir}/echo.log");
+    wait_port($port) or die "echo server did not start on $port";
+    return $port;
+}
+
+sub echo_port { $_[0]{echo_port} }
+
+# every request the echo server received, in order: hashrefs with method,
+# uri, headers (a list of [name, value] as sent) and body
+sub echo_requests {
+    my ($self) = @_;
+    my $log = $self->slurp('echo.log');
+    my @r;
+    while ($log =~ /\GREQ (\d+)\n/gc) {
+        my $req = substr($log, pos($log), $1);
+        pos($log) += $1 + 1;
+        my ($head, $body) = split /\r\n\r\n/, $req, 2;
+        my @lines = split /\r\n/, $head;
+        my ($method, $uri) = split / /, shift(@lines) // '';
+        my @h = map { [ split /:[ \t]*/, $_, 2 ] } @lines;
+        push @r, { method => $method, uri => $uri, headers => \@h,
+                   body => $body // '', raw => $req };
+    }
+    return @r;
+}
+
+sub echo_count { scalar(my @r = $_[0]->echo_requests) }
+
+# values of the headers of an echoed request whose name reads as $name when
+# compared as backends do: any case, '_' and '-' taken as equal
+sub echo_header {
+    my ($req, $name) = @_;
+    (my $want = lc $name) =~ tr/_/-/;
+    return map { $_->[1] } grep {
+        (my $n = lc $_->[0]) =~ tr/_/-/;
+        $n eq $want;
+    } @{ $req->{headers} };
+}
+
+# the same, with the names as sent
+sub echo_header_names {
+    my ($req, $name) = @_;
+    (my $want = lc $name) =~ tr/_/-/;
+    return map { $_->[0] } grep {
+        (my $n = lc $_->[0]) =~ tr/_/-/;
+        $n eq $want;
+    } @{ $req->{headers} };
+}
+
+# two environments of one team, a data token in each, an account in each:
+# returns { dev => raw token, prod => raw token }
+sub seed_two_envs {
+    my ($self) = @_;
+    $self->env('env_dev', 'team_a', 'development');
+    $self->env('env_prod', 'team_a', 'production');
+    my %tok;
+    for my $e (qw(dev prod)) {
+        $tok{$e} = $self->token('egw_' . $e . '_' . substr(sha256_hex("lc-$e"),
+                                                          0, 24),
+            token_id => "tok_$e", team_id => 'team_a',
+            environment_id => "env_$e",
+            environment => $e eq 'dev' ? 'development' : 'production');
+        $self->account("acc_$e", "env_$e", tenant_id => "tenant_$e");
+    }
+    return \%tok;
+}
+
+# a JSON refusal: status, error code, Content-Type; returns true when all hold
+sub is_refusal {
+    my ($r, $status, $code, $name) = @_;
+    my $ok = is($r->{status}, $status, "$name: status $status");
+    $ok &= like($r->{headers}{'content-type'} // '', qr{^application/json},
+                "$name: JSON refusal");
+    $ok &= is(($r->{json} || {})->{error}, $code, "$name: error $code");
+    diag($r->{raw}) unless $ok;
+    return $ok;
+}
+
+
+# send bytes as they are (a request line, headers and a body written by the
+# test) and read the answer until the server closes: parsed as http() does
+sub raw_http {
+    my ($self, $bytes, %opt) = @_;
+    my $port = $opt{port} || $self->{port};
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Proto => 'tcp', Timeout => 10)
+        or die "connect: $!";
+    binmode $s;
+    print $s $bytes;
+    local $/;
+    my $raw = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm($opt{timeout} || 10);
+        $raw = <$s> // '';
+        alarm 0;
+    };
+    alarm 0;
+    close $s;
+    return parse_response($raw);
+}
+
 1;
