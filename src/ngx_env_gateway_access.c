@@ -43,6 +43,9 @@ static ngx_env_gateway_ctx_t *ngx_env_gateway_create_ctx(
 static void ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx);
 static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_main_args(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *names,
+    ngx_env_gateway_qarg_t *args);
 static ngx_int_t ngx_env_gateway_credential(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_env_gateway_headers_t *hdrs, ngx_env_gateway_qarg_t *args);
@@ -516,6 +519,20 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                    "environment or a credential).");
     }
 
+    /*
+     * A subrequest (auth_request) checks for a request whose query goes
+     * upstream with the main request: that query is read too, and must
+     * not disagree with the subrequest's own.
+     */
+    if (r != r->main && r->main->args.len
+        && r->main->args.data != r->args.data)
+    {
+        rc = ngx_env_gateway_main_args(r, ctx, names, args);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     if (names[NGX_ENVGW_QA_TOKEN].len == 0 && glcf->token_arg.len) {
         args[NGX_ENVGW_QA_TOKEN] = args[NGX_ENVGW_QA_ACCESS_TOKEN];
     }
@@ -577,6 +594,47 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                                    &ctx->env_req, NULL);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a subrequest: the main request's query, merged into "args" */
+static ngx_int_t
+ngx_env_gateway_main_args(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_str_t *names, ngx_env_gateway_qarg_t *args)
+{
+    ngx_str_t               *bad;
+    ngx_uint_t               i;
+    ngx_env_gateway_qarg_t   margs[NGX_ENVGW_QA_N];
+
+    if (ngx_env_gateway_read_args(&r->main->args, names, margs,
+                                  NGX_ENVGW_QA_N, &bad)
+        != NGX_OK)
+    {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "A query argument is spelled so that a backend could "
+                   "read it as one the gateway reads (an account, an "
+                   "environment or a credential).");
+    }
+
+    for (i = 0; i < NGX_ENVGW_QA_N; i++) {
+        if (margs[i].count == 0) {
+            continue;
+        }
+
+        if (args[i].count
+            && ngx_env_gateway_str_ne(&args[i].value, &margs[i].value))
+        {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The subrequest and its main request name different "
+                       "values for an argument the gateway reads.");
+        }
+
+        if (args[i].count == 0) {
+            args[i] = margs[i];
         }
     }
 
@@ -735,6 +793,18 @@ ngx_env_gateway_credential(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         if (glcf->token_arg.len
             && ngx_env_gateway_strip_arg(r, &glcf->token_arg) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        /* auth_request: the main request's query goes upstream */
+        if (r != r->main
+            && (ngx_env_gateway_strip_arg(r->main,
+                                          &ngx_env_gateway_arg_access_token)
+                != NGX_OK
+                || (glcf->token_arg.len
+                    && ngx_env_gateway_strip_arg(r->main, &glcf->token_arg)
+                       != NGX_OK)))
         {
             return NGX_ERROR;
         }
@@ -1073,6 +1143,13 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     if (ngx_env_gateway_body_wanted(r, glcf)) {
         if (!ctx->body_read) {
             rc = ngx_env_gateway_body_read(r, ctx);
+
+            if (rc == NGX_DECLINED) {
+                return ngx_env_gateway_invalid(r, ctx,
+                           "The request has a body the gateway must read, "
+                           "and a subrequest cannot read it first.");
+            }
+
             if (rc != NGX_OK) {
                 return rc;
             }

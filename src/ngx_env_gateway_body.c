@@ -54,11 +54,7 @@ ngx_uint_t
 ngx_env_gateway_body_wanted(ngx_http_request_t *r,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    if (r != r->main) {
-        /* a subrequest carries its main request's body, if read */
-        return r->request_body != NULL;
-    }
-
+    /* a subrequest has its main request's headers, and body */
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return 0;
     }
@@ -84,14 +80,27 @@ ngx_env_gateway_body_handler(ngx_http_request_t *r)
 
 /*
  * Start reading the body; the phase handler is run again when it is here.
- * Returns what the access handler returns: NGX_DONE, or an HTTP status.
+ * Returns what the access handler returns: NGX_DONE, or an HTTP status;
+ * for a subrequest NGX_OK (its main request's body is here) or
+ * NGX_DECLINED (it is not, and cannot be read first).
  */
 ngx_int_t
 ngx_env_gateway_body_read(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t                 rc;
+    ngx_http_request_body_t  *rb;
 
     if (r != r->main) {
+        rb = r->main->request_body;
+
+        if (rb == NULL || rb->rest != 0) {
+            /*
+             * An auth_request subrequest runs before its main request's
+             * body is read: the body cannot be checked, fail closed.
+             */
+            return NGX_DECLINED;
+        }
+
         ctx->body_read = 1;
         return NGX_OK;
     }
@@ -117,21 +126,25 @@ ngx_env_gateway_body_read(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
 static ngx_int_t
 ngx_env_gateway_body_data(ngx_http_request_t *r, ngx_str_t *body)
 {
-    u_char       *p;
-    off_t         len, size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    u_char                   *p;
+    off_t                     len, size;
+    ssize_t                   n;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_http_request_body_t  *rb;
 
     ngx_str_null(body);
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+    /* what the upstream gets: the main request's body */
+    rb = r->main->request_body;
+
+    if (rb == NULL || rb->bufs == NULL) {
         return NGX_OK;
     }
 
     len = 0;
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = rb->bufs; cl; cl = cl->next) {
         len += ngx_buf_size(cl->buf);
     }
 
@@ -150,7 +163,7 @@ ngx_env_gateway_body_data(ngx_http_request_t *r, ngx_str_t *body)
 
     p = body->data;
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = rb->bufs; cl; cl = cl->next) {
         b = cl->buf;
         size = ngx_buf_size(b);
 

@@ -331,6 +331,17 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             continue;
         }
 
+        /* after an internal redirect: the identity headers the gateway set */
+        for (k = 0; k < NGX_ENVGW_NIDENTITY; k++) {
+            if (&h[i] == ctx->identity[k]) {
+                break;
+            }
+        }
+
+        if (k < NGX_ENVGW_NIDENTITY) {
+            continue;
+        }
+
         hide = 0;
 
         /* a credential header goes upstream only with hide_credentials off */
