@@ -296,6 +296,7 @@ typedef struct {
     unsigned                     own_headers:1; /* a subrequest's copy */
     unsigned                     body_reading:1;
     unsigned                     body_read:1;
+    unsigned                     body_failed:1; /* nginx gave up on it */
     unsigned                     body_parsed:1;
 } ngx_env_gateway_ctx_t;
 

@@ -180,6 +180,16 @@ ngx_env_gateway_get_ctx(ngx_http_request_t *r)
             ctx = (ngx_env_gateway_ctx_t *)
                       ((u_char *) w - offsetof(ngx_env_gateway_ctx_t, waiter));
             ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
+
+            /*
+             * Redirected while its body was being read: nginx gave up on
+             * the body (413, 400, a timeout) and sent the request to an
+             * error_page.  The body will never be here.
+             */
+            if (ctx->body_reading && !ctx->body_read) {
+                ctx->body_failed = 1;
+            }
+
             return ctx;
         }
     }
@@ -201,6 +211,13 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
         if (ctx == NULL) {
             return NGX_ERROR;
         }
+    }
+
+    if (ctx->body_failed) {
+        /* the body the check needs could not be read: refused */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: the body was not read, refused");
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     if (ctx->refusal != NGX_ENVGW_OK) {

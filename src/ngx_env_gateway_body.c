@@ -113,6 +113,8 @@ ngx_env_gateway_body_read(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
     rc = ngx_http_read_client_request_body(r, ngx_env_gateway_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        /* nginx answers (413, 400); an error_page redirect stays refused */
+        ctx->body_failed = 1;
         return rc;
     }
 
