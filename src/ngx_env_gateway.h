@@ -404,6 +404,7 @@ typedef struct {
     ngx_env_gateway_hdr_t        cookie;        /* env_gateway_token $cookie_ */
     ngx_str_t                    cookie_value;
     ngx_uint_t                   other_cookies; /* named like a credential */
+    ngx_uint_t                   method_override; /* X-HTTP-Method-Override */
 } ngx_env_gateway_headers_t;
 
 typedef struct {

@@ -94,7 +94,8 @@ static ngx_str_t  ngx_env_gateway_arg_access_token =
 #define NGX_ENVGW_QA_ACCESS_TOKEN  2   /* RFC 6750 access_token */
 #define NGX_ENVGW_QA_TOKEN         3   /* env_gateway_token $arg_NAME */
 #define NGX_ENVGW_QA_ACCOUNT_VAR   4   /* env_gateway_account $arg_NAME */
-#define NGX_ENVGW_QA_N             5
+#define NGX_ENVGW_QA_METHOD        5   /* _method, on routes */
+#define NGX_ENVGW_QA_N             6
 
 
 /* ACCESS phase: main requests (nginx skips this phase for subrequests) */
@@ -508,6 +509,11 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     names[NGX_ENVGW_QA_ACCESS_TOKEN] = ngx_env_gateway_arg_access_token;
     names[NGX_ENVGW_QA_TOKEN] = glcf->token_arg;
     names[NGX_ENVGW_QA_ACCOUNT_VAR] = glcf->account_arg;
+    ngx_str_null(&names[NGX_ENVGW_QA_METHOD]);
+
+    if (glcf->route_resource) {
+        ngx_str_set(&names[NGX_ENVGW_QA_METHOD], "_method");
+    }
 
     /* a configured name equal to a fixed one is read once, as the fixed */
     if (!ngx_env_gateway_str_ne(&glcf->token_arg,
@@ -556,6 +562,19 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (names[NGX_ENVGW_QA_ACCOUNT_VAR].len == 0 && glcf->account_arg.len) {
         args[NGX_ENVGW_QA_ACCOUNT_VAR] = args[NGX_ENVGW_QA_ACCOUNT];
+    }
+
+    /*
+     * On a route the gateway picks the verb: a verb named elsewhere
+     * (X-HTTP-Method-Override, _method) would be a second one, which
+     * Rails, Express's method-override and Laravel act on.
+     */
+    if (glcf->route_resource
+        && (hdrs.method_override || args[NGX_ENVGW_QA_METHOD].count))
+    {
+        return ngx_env_gateway_invalid(r, ctx,
+                   "The request names its HTTP method a second time "
+                   "(X-HTTP-Method-Override or _method).");
     }
 
     /* 2. the one credential */

@@ -9,9 +9,10 @@
  *
  *   PHP ($_GET):     percent-decoding and '+' before matching; leading
  *                    spaces dropped; '.', ' ' and an unmatched '[' become
- *                    '_'; "name[...]" is an array "name"; a NUL ends it.
- *   Express (qs):    percent-decoding; "name[]", "name[0]", "name[x]" are
- *                    "name".
+ *                    '_'; "name[...]" is an array "name"; a NUL ends it;
+ *                    its built-in server skips a '?' that starts the query.
+ *   Express (qs):    percent-decoding; "name[]", "name[0]", "name[x]" and
+ *                    "[name]" are "name".
  *   Python < 3.9.2, Perl CGI, some Java servlets: ';' separates arguments
  *                    as '&' does.
  *   Go, Python, PHP, Rails: names are case-sensitive, nginx's $arg_ is not.
@@ -155,13 +156,19 @@ ngx_env_gateway_name_reads_as(ngx_str_t *raw, ngx_str_t *name,
             break;
         }
 
-        if (c == ' ' && leading) {
+        /*
+         * PHP drops leading spaces (and its built-in server a second '?'
+         * that starts the query); qs reads "[name]" as "name"
+         */
+        if (leading
+            && (c == ' ' || c == '?' || (c == '[' && bracket_ends)))
+        {
             continue;
         }
 
         leading = 0;
 
-        if (c == '[') {
+        if (c == '[' || (c == ']' && bracket_ends)) {
             if (bracket_ends) {
                 break;
             }

@@ -248,14 +248,20 @@ static ngx_int_t
 ngx_env_gateway_body_form(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf, ngx_str_t *body, const char **why)
 {
-    ngx_str_t                names[4], *bad;
+    ngx_str_t                names[6], *bad;
     ngx_uint_t               i;
-    ngx_env_gateway_qarg_t   found[4];
+    ngx_env_gateway_qarg_t   found[6];
 
     ngx_str_set(&names[0], "access_token");
     names[1] = glcf->token_arg;
     ngx_str_set(&names[2], "integrated_account_id");
     names[3] = glcf->body_field;
+    ngx_str_set(&names[4], "environment_id");
+    ngx_str_null(&names[5]);
+
+    if (glcf->route_resource) {
+        ngx_str_set(&names[5], "_method");
+    }
 
     if (!ngx_env_gateway_str_ne(&names[1], &names[0])) {
         ngx_str_null(&names[1]);
@@ -265,7 +271,7 @@ ngx_env_gateway_body_form(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ngx_str_null(&names[3]);
     }
 
-    if (ngx_env_gateway_read_args(body, names, found, 4, &bad) != NGX_OK) {
+    if (ngx_env_gateway_read_args(body, names, found, 6, &bad) != NGX_OK) {
         *why = "A form field is spelled so that a backend could read it as "
                "one the gateway reads (an account or a credential).";
         return NGX_DECLINED;
@@ -273,6 +279,21 @@ ngx_env_gateway_body_form(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (found[0].count || found[1].count) {
         *why = "The request body carries a credential.";
+        return NGX_DECLINED;
+    }
+
+    /* PHP's $_REQUEST and Go's FormValue read the form's environment */
+    if (found[4].count
+        && (found[4].count > 1
+            || ngx_env_gateway_str_ne(&found[4].value, &ctx->environment_id)))
+    {
+        *why = "The body names another environment.";
+        return NGX_DECLINED;
+    }
+
+    if (found[5].count) {
+        *why = "The request names its HTTP method a second time "
+               "(_method).";
         return NGX_DECLINED;
     }
 

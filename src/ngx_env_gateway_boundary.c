@@ -50,6 +50,13 @@ static size_t  ngx_env_gateway_identity_field[] = {
     offsetof(ngx_env_gateway_ctx_t, tenant_id)
 };
 
+/* headers that name another verb to frameworks (Rails, Express, Laravel) */
+static ngx_str_t  ngx_env_gateway_method_override[] = {
+    ngx_string("x-http-method-override"),
+    ngx_string("x-http-method"),
+    ngx_string("x-method-override")
+};
+
 static ngx_str_t  ngx_env_gateway_authorization = ngx_string("authorization");
 static ngx_str_t  ngx_env_gateway_access_token = ngx_string("access_token");
 static ngx_str_t  ngx_env_gateway_cookie = ngx_string("cookie");
@@ -361,6 +368,16 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             }
 
             hide = glcf->hide_credentials;
+        }
+
+        for (k = 0; k < sizeof(ngx_env_gateway_method_override)
+                        / sizeof(ngx_str_t); k++)
+        {
+            if (ngx_env_gateway_header_is(&h[i],
+                                          &ngx_env_gateway_method_override[k]))
+            {
+                hdrs->method_override++;
+            }
         }
 
         if (glcf->account_header.len
