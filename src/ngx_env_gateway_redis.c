@@ -591,10 +591,18 @@ ngx_env_gateway_redis_cmd_free(ngx_env_gateway_redis_t *rc,
 static void *
 ngx_env_gateway_redis_create_array(const redisReadTask *task, int elements)
 {
-    ngx_env_gateway_redis_t  *rc = task->privdata;
+    size_t                    limit;
+    ngx_env_gateway_redis_t  *rc;
 
-    if ((size_t) elements > rc->max_record / NGX_ENVGW_RESP_MIN_ELEMENT) {
-        rc->refused = elements;
+    /* hiredis 0.14 hands every task the reader's privdata */
+    rc = task->privdata;
+    limit = rc ? rc->max_record : NGX_ENVGW_MAX_RECORD;
+
+    if ((size_t) elements > limit / NGX_ENVGW_RESP_MIN_ELEMENT) {
+        if (rc) {
+            rc->refused = elements;
+        }
+
         return NULL;
     }
 
