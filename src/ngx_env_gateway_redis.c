@@ -1345,6 +1345,12 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
     srv = rc->servers->elts;
     generation = rc->generation;
 
+    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
+        /* a refused connect shows on both events: the write handler tells */
+        ngx_env_gateway_redis_write_handler(c->write);
+        return;
+    }
+
     if (rev->timedout) {
         rev->timedout = 0;
 
@@ -1633,8 +1639,9 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
     }
 
     if (why && !shutdown) {
-        level = nfailed ? NGX_LOG_ERR : nretried ? NGX_LOG_WARN
-                                                 : NGX_LOG_INFO;
+        /* a connection closed when idle, and reopened, is no error */
+        level = (nfailed || !was_ready) ? NGX_LOG_ERR
+                : nretried ? NGX_LOG_WARN : NGX_LOG_INFO;
 
         if (keep) {
             ngx_log_error(level, rc->log, err,
