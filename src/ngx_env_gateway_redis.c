@@ -1317,8 +1317,8 @@ ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc)
     left = (ngx_msec_int_t) (cmd->deadline - ngx_current_msec);
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: oldest command due in %M ms",
-                   rc->role, left);
+                   "env_gateway: redis%s: oldest command due in %i ms",
+                   rc->role, (ngx_int_t) left);
 
     ngx_add_timer(rev, left > 0 ? (ngx_msec_t) left : 1);
 }
