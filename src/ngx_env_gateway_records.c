@@ -22,8 +22,10 @@
 #define NGX_ENVGW_FIELDS_INLINE  8
 
 /*
- * expires_at written as a real (1767225600.0) is taken when it is a whole
- * number that a double holds exactly; anything else is malformed.
+ * expires_at written as a real (1767225600.0, or a writer's float clock
+ * 1767225600.25) is taken in whole seconds, the fraction dropped (the token
+ * expires early rather than late), when it lies in 1..2^53, where a double
+ * still counts whole seconds exactly; anything else is malformed.
  */
 #define NGX_ENVGW_REAL_INT_MAX   9007199254740992.0     /* 2^53 */
 
@@ -199,10 +201,10 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     }
 
     /*
-     * expires_at: seconds since the epoch, a positive whole number.  An
-     * integer beyond 64 bits never gets here (jansson refuses the JSON); a
-     * real is converted only once it is known to be in range and whole,
-     * so no value makes the conversion undefined.
+     * expires_at: seconds since the epoch, a positive number.  An integer
+     * beyond 64 bits never gets here (jansson refuses the JSON); a real is
+     * converted only once it is known to be in range (NaN and infinities
+     * fail the comparisons), so no value makes the conversion undefined.
      */
     v = json_object_get(root, ENVGW_F_EXPIRES_AT);
 
@@ -211,10 +213,9 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
             *expires_at = json_integer_value(v);
 
         } else if (json_is_real(v) && json_real_value(v) >= 1
-                   && json_real_value(v) <= NGX_ENVGW_REAL_INT_MAX
-                   && (double) (int64_t) json_real_value(v)
-                      == json_real_value(v))
+                   && json_real_value(v) <= NGX_ENVGW_REAL_INT_MAX)
         {
+            /* truncation: a positive real is rounded down */
             *expires_at = (int64_t) json_real_value(v);
 
         } else {

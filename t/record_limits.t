@@ -5,8 +5,9 @@
 # and last method; fields of 200 KB work; with max_record=64k a record just
 # under the limit works and one just over is a 500 gateway_misconfigured
 # whose log line names the key and the limit.  Numeric fields out of range
-# (expires_at 1e300, -1, 1e19, fractions, integers beyond 64 bits, NaN) are
-# malformed records (500), never an undefined conversion.
+# (expires_at 1e300, -1, 1e19, reals above 2^53, integers beyond 64 bits,
+# NaN) are malformed records (500), never an undefined conversion; a real
+# in range is taken in whole seconds, its fraction dropped.
 
 use strict;
 use warnings;
@@ -190,8 +191,7 @@ is(get($s, '/proxy/things?integrated_account_id=acc_under')->{status}, 200,
         '0'                      => 500,
         '1e19'                   => 500,
         '-1e19'                  => 500,
-        '1.5'                    => 500,
-        '4102444800.5'           => 500,
+        '9007199254740994.0'     => 500,    # above 2^53
         '1e400'                  => 500,    # not representable: bad JSON
         '99999999999999999999'   => 500,    # beyond 64 bits: bad JSON
         '-9223372036854775808'   => 500,
@@ -203,10 +203,13 @@ is(get($s, '/proxy/things?integrated_account_id=acc_under')->{status}, 200,
         '4102444800'             => 200,    # 2100-01-01
         '4102444800.0'           => 200,    # a whole real
         '4.1024448e9'            => 200,
+        '4102444800.75'          => 200,    # a fraction is dropped
         '9007199254740992.0'     => 200,    # 2^53, the largest whole real
         '9223372036854775807'    => 200,    # the largest integer
         '1000000000'             => 401,    # 2001: expired
         '1.0'                    => 401,
+        '1.5'                    => 401,    # second 1: expired
+        '1000000000.999'         => 401,
         'null'                   => 200,
     );
     for my $v (sort keys %case) {
