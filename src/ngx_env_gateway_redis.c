@@ -8,16 +8,17 @@
  * the lookups of all requests that arrived in one event-loop iteration leave
  * in a single write.  Replies match commands in FIFO order.
  *
- * Deadlines: every command has its own, read_timeout after it was written.
- * The connection's read timer is armed for the oldest command's deadline,
- * whatever bytes trickle in meanwhile; when it fires, the commands past
- * their deadline fail and the connection is closed (the replies still due
- * on it would no longer match the FIFO).
+ * Deadlines: every command has its own, read_timeout after it was first
+ * written, kept when it is sent again.  The connection's read timer is
+ * armed for the earliest deadline, whatever bytes trickle in meanwhile;
+ * when it fires, the commands past their deadline fail and the connection
+ * is closed (the replies still due on it would no longer match the FIFO).
  *
  * Failure policy (fail closed, fail fast): on a connect error, a timeout, a
  * closed socket or a protocol error the connection is dropped.  Lookups
  * that were written on it and are within their deadline are re-sent once,
- * on a new connection (a GET is safe to repeat): a connection that Redis or
+ * on a new connection, within that same deadline (a GET is safe to
+ * repeat): a connection that Redis or
  * a load balancer closed (idle timeout, CLIENT KILL, a reset) costs a
  * reconnect, not an answer.  Every other outstanding command is answered
  * with a NULL reply (the caller turns that into 503).  A connection that
@@ -87,8 +88,9 @@ typedef struct {
     char                              *raw;       /* as formatted, to re-send;
                                                      NULL: never re-sent */
     size_t                             raw_len;
-    uint64_t                           sent;      /* usec, for the RTT */
-    ngx_msec_t                         deadline;  /* 0: not written yet */
+    uint64_t                           sent;      /* usec, for the RTT;
+                                                     0: not written on c */
+    ngx_msec_t                         deadline;  /* 0: never written */
     unsigned                           retried:1;
 } ngx_env_gateway_cmd_t;
 
@@ -120,6 +122,8 @@ struct ngx_env_gateway_redis_s {
     off_t                              mark;      /* where the reply being
                                                      read starts */
     int                                refused;   /* elements announced */
+    ngx_msec_t                         resend_deadline; /* the earliest of
+                                                      the commands re-sent */
 
     u_char                            *out;       /* outbound buffer */
     size_t                             out_pos;
@@ -1249,8 +1253,9 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
     }
 
     /*
-     * Stamp the commands written now (newest last: walk back): each one's
-     * deadline is read_timeout from now, whatever comes before it.
+     * Stamp the commands written now (newest last: walk back): a deadline
+     * is read_timeout from the first write, whatever comes before it; a
+     * command sent again keeps the one it had.
      */
     now = 0;
     srv = rc->servers->elts;
@@ -1261,7 +1266,7 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
          q = ngx_queue_prev(q))
     {
         cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-        if (cmd->deadline) {
+        if (cmd->sent) {
             break;
         }
 
@@ -1270,7 +1275,10 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
         }
 
         cmd->sent = now;
-        cmd->deadline = deadline;
+
+        if (cmd->deadline == 0) {
+            cmd->deadline = deadline;
+        }
     }
 
     ngx_env_gateway_redis_arm(rc);
@@ -1278,26 +1286,42 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 
 
 /*
- * The read timer fires at the oldest outstanding command's deadline.  It is
- * not cancelable, so a graceful shutdown waits for (or times out) the
- * lookups of requests still in flight.
+ * The read timer fires at the earliest deadline of the commands written:
+ * the first one's (deadlines grow along the FIFO), or that of a command
+ * sent again after a drop, which kept its own.  It is not cancelable, so a
+ * graceful shutdown waits for (or times out) the lookups of requests still
+ * in flight.
  */
 static void
 ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc)
 {
+    ngx_msec_t              deadline;
     ngx_event_t            *rev;
     ngx_msec_int_t          left;
     ngx_env_gateway_cmd_t  *cmd;
 
     rev = rc->c->read;
-    cmd = NULL;
+    deadline = 0;
 
-    if (!ngx_queue_empty(&rc->cmds)) {
+    if (ngx_queue_empty(&rc->cmds)) {
+        rc->resend_deadline = 0;
+
+    } else {
         cmd = ngx_queue_data(ngx_queue_head(&rc->cmds),
                              ngx_env_gateway_cmd_t, queue);
+
+        if (cmd->sent) {
+            deadline = cmd->deadline;
+
+            if (rc->resend_deadline
+                && (ngx_msec_int_t) (rc->resend_deadline - deadline) < 0)
+            {
+                deadline = rc->resend_deadline;
+            }
+        }
     }
 
-    if (cmd == NULL || cmd->deadline == 0) {
+    if (deadline == 0) {
         /* nothing written is waiting: flush() arms the timer */
         if (rev->timer_set) {
             ngx_del_timer(rev);
@@ -1307,14 +1331,14 @@ ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc)
     }
 
     if (rev->timer_set) {
-        if (rev->timer.key == cmd->deadline) {
+        if (rev->timer.key == deadline) {
             return;
         }
 
         ngx_del_timer(rev);
     }
 
-    left = (ngx_msec_int_t) (cmd->deadline - ngx_current_msec);
+    left = (ngx_msec_int_t) (deadline - ngx_current_msec);
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "env_gateway: redis%s: oldest command due in %i ms",
@@ -1353,17 +1377,30 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 
     if (rev->timedout) {
         rev->timedout = 0;
+        rc->resend_deadline = 0;
 
-        if (!ngx_queue_empty(&rc->cmds)) {
-            q = ngx_queue_head(&rc->cmds);
+        for (q = ngx_queue_head(&rc->cmds);
+             q != ngx_queue_sentinel(&rc->cmds);
+             q = ngx_queue_next(q))
+        {
             cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
 
-            if (cmd->deadline
-                && (ngx_msec_int_t) (cmd->deadline - ngx_current_msec) <= 0)
-            {
+            if (cmd->deadline == 0) {
+                continue;
+            }
+
+            if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) <= 0) {
                 ngx_env_gateway_redis_drop(rc, 0, "command timed out",
                                            NGX_ENVGW_HEAD_RETRY);
                 return;
+            }
+
+            if (cmd->retried
+                && (rc->resend_deadline == 0
+                    || (ngx_msec_int_t)
+                           (cmd->deadline - rc->resend_deadline) < 0))
+            {
+                rc->resend_deadline = cmd->deadline;
             }
         }
 
@@ -1530,8 +1567,8 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
 
 /*
  * Drop the connection.  Lookups written on it and still within their
- * deadline are kept, to be re-sent once on the next connection; so are
- * lookups not written yet.  The other outstanding commands (past their
+ * deadline are kept, to be re-sent once on the next connection within that
+ * deadline; so are lookups not written yet.  The other outstanding commands (past their
  * deadline, re-sent already, internal ones such as AUTH or PING, all of
  * them at shutdown, and with head != NGX_ENVGW_HEAD_RETRY the one whose
  * reply was being read) are answered with NULL, or with
@@ -1575,6 +1612,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
     nfailed = 0;
     nretried = 0;
     oversize = NULL;
+    rc->resend_deadline = 0;
 
     if (!keep) {
         first = 1;
@@ -1586,19 +1624,22 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
             next = ngx_queue_next(q);
             cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
 
+            /*
+             * Kept: a lookup not written on this connection, or written
+             * once; either way still within its deadline, which it keeps.
+             */
             if (!shutdown && was_ready && cmd->raw
                 && !(first && head != NGX_ENVGW_HEAD_RETRY)
+                && (cmd->sent == 0 || !cmd->retried)
                 && (cmd->deadline == 0
-                    || (!cmd->retried
-                        && (ngx_msec_int_t)
-                               (cmd->deadline - ngx_current_msec) > 0)))
+                    || (ngx_msec_int_t)
+                           (cmd->deadline - ngx_current_msec) > 0))
             {
-                if (cmd->deadline) {
+                if (cmd->sent) {
                     cmd->retried = 1;
                     nretried++;
                 }
 
-                cmd->deadline = 0;
                 cmd->sent = 0;
                 first = 0;
                 continue;
@@ -1636,6 +1677,22 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
         }
 
         rc->ncmds -= nfailed;
+    }
+
+    /* the earliest deadline the commands going again keep */
+    for (q = ngx_queue_head(&rc->cmds);
+         q != ngx_queue_sentinel(&rc->cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+        if (cmd->deadline
+            && (rc->resend_deadline == 0
+                || (ngx_msec_int_t) (cmd->deadline - rc->resend_deadline)
+                   < 0))
+        {
+            rc->resend_deadline = cmd->deadline;
+        }
     }
 
     if (why && !shutdown) {
