@@ -890,8 +890,10 @@ ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
 
 /*
  * env_gateway_redis 127.0.0.1:6379 | unix:/path [password=..] [db=N]
- *     [connect_timeout=500ms] [read_timeout=1s];
+ *     [connect_timeout=500ms] [read_timeout=1s] [max_record=1m];
  * repeated: an ordered failover list.  A host name is resolved here, once.
+ * max_record is one limit for the whole gateway: lines may repeat it, not
+ * contradict it.
  */
 static char *
 ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -900,6 +902,7 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
     char                      *rv;
+    ssize_t                    size;
     ngx_str_t                 *value, s;
     ngx_uint_t                 i, first;
     ngx_env_gateway_server_t  *srv, *sn, *other;
@@ -1042,10 +1045,39 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "max_record=", 11) == 0) {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR || size < NGX_ENVGW_MAX_RECORD_MIN
+                || size > NGX_ENVGW_MAX_RECORD_MAX)
+            {
+                return ngx_env_gateway_conf_error(cf, "has an invalid value "
+                                                  "in \"%V\": a size from "
+                                                  "1k to 512m, like 1m",
+                                                  &value[i]);
+            }
+
+            if (gmcf->max_record && gmcf->max_record != (size_t) size) {
+                return ngx_env_gateway_conf_error(cf, "has \"%V\" where an "
+                                                  "earlier line has "
+                                                  "max_record=%uz: one "
+                                                  "limit for all servers",
+                                                  &value[i],
+                                                  gmcf->max_record);
+            }
+
+            gmcf->max_record = size;
+            continue;
+        }
+
         return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
                                           "\"%V\": password=, db=, "
-                                          "connect_timeout=, read_timeout= "
-                                          "are known", &value[i]);
+                                          "connect_timeout=, read_timeout=, "
+                                          "max_record= are known",
+                                          &value[i]);
     }
 
     if (gmcf->sentinels) {

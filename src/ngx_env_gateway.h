@@ -52,7 +52,17 @@ typedef struct {
     ngx_str_t                    channel;       /* <prefix>invalidate */
     ngx_str_t                    sentinel_name; /* sentinel=NAME */
     ngx_array_t                 *sentinels;     /* ngx_env_gateway_server_t */
+    size_t                       max_record;    /* 0: the default */
 } ngx_env_gateway_main_conf_t;
+
+
+/* env_gateway_redis max_record=: the largest reply (record) accepted */
+#define NGX_ENVGW_MAX_RECORD         (1024 * 1024)
+#define NGX_ENVGW_MAX_RECORD_MIN     1024
+#define NGX_ENVGW_MAX_RECORD_MAX     (512 * 1024 * 1024)
+
+#define ngx_env_gateway_max_record(gmcf)                                   \
+    ((gmcf)->max_record ? (gmcf)->max_record : NGX_ENVGW_MAX_RECORD)
 
 
 typedef struct {
@@ -316,6 +326,9 @@ extern ngx_module_t  ngx_env_gateway_module;
 /* _redis.c */
 typedef void (*ngx_env_gateway_redis_handler_pt)(void *data,
     redisReply *reply);
+
+/* a handler's reply when Redis' was a string above max_record */
+extern redisReply  ngx_env_gateway_redis_oversize;
 
 ngx_int_t ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf);

@@ -267,9 +267,14 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
 
     /*
      * An entry that could only fit by emptying most of the zone is not
-     * worth it: serve it uncached rather than evict everyone else.
+     * worth it: serve it uncached rather than evict everyone else.  (The
+     * only size limit here; sizes are kept in 32 bits, far above any
+     * max_record.)
      */
-    if (size > NGX_ENVGW_ENTRY_MAX(ctx)) {
+    if (size > NGX_ENVGW_ENTRY_MAX(ctx) || size > NGX_MAX_UINT32_VALUE) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: an entry of %uz bytes is above "
+                       "1/16 of the zone, not stored (\"%V\")", size, key);
         return;
     }
 

@@ -16,6 +16,9 @@
  * entry within stale_if_error is kept aside and served, marked STALE, only
  * if Redis then fails.  An answer that was in flight while an invalidation
  * arrived is served but not stored: it may predate the change.
+ *
+ * A reply above max_record (ngx_env_gateway_redis_oversize) is a record
+ * nobody can use: its waiters get MALFORMED (500), and it is never cached.
  */
 
 #include "ngx_env_gateway.h"
@@ -237,6 +240,14 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
 
     if (reply == NULL) {
         status = NGX_ENVGW_FETCH_UNAVAILABLE;
+
+    } else if (reply == &ngx_env_gateway_redis_oversize) {
+        /* a misconfiguration (of the record or the limit), not an outage */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "env_gateway: record \"%V\" is above max_record "
+                      "(%uz bytes)", &f->sn.str,
+                      ngx_env_gateway_max_record(ngx_env_gateway_gmcf));
+        status = NGX_ENVGW_FETCH_MALFORMED;
 
     } else if (reply->type == REDIS_REPLY_NIL) {
         status = NGX_ENVGW_FETCH_NOT_FOUND;

@@ -7,6 +7,10 @@
  * and never parses JSON twice.  A record that is not valid JSON or lacks a
  * required field is refused (NGX_DECLINED) and logged with its key; unknown
  * fields are ignored however large.
+ *
+ * No fixed cap: the field table is sized from the record (jansson's counts
+ * of its objects), and a field may be as long as the record.  What bounds
+ * a record is max_record, enforced on the Redis reply before it gets here.
  */
 
 #include "ngx_env_gateway.h"
@@ -14,14 +18,62 @@
 #include <jansson.h>
 
 
-#define NGX_ENVGW_MAX_FIELDS  4096
+/* token, account and environment records fit without an allocation */
+#define NGX_ENVGW_FIELDS_INLINE  8
+
+/*
+ * expires_at written as a real (1767225600.0, or a writer's float clock
+ * 1767225600.25) is taken in whole seconds, the fraction dropped (the token
+ * expires early rather than late), when it lies in 1..2^53, where a double
+ * still counts whole seconds exactly; anything else is malformed.
+ */
+#define NGX_ENVGW_REAL_INT_MAX   9007199254740992.0     /* 2^53 */
 
 
 typedef struct {
     ngx_uint_t          n;
-    const char         *str[NGX_ENVGW_MAX_FIELDS];
-    size_t              len[NGX_ENVGW_MAX_FIELDS];
+    ngx_uint_t          nalloc;
+    const char        **str;
+    size_t             *len;
+    const char         *str0[NGX_ENVGW_FIELDS_INLINE];
+    size_t              len0[NGX_ENVGW_FIELDS_INLINE];
 } ngx_env_gateway_fields_t;
+
+
+static ngx_int_t
+ngx_env_gateway_fields_alloc(ngx_env_gateway_fields_t *f, size_t n,
+    ngx_log_t *log)
+{
+    f->n = 0;
+
+    if (n <= NGX_ENVGW_FIELDS_INLINE) {
+        f->str = f->str0;
+        f->len = f->len0;
+        f->nalloc = NGX_ENVGW_FIELDS_INLINE;
+        return NGX_OK;
+    }
+
+    f->str = ngx_alloc(n * (sizeof(const char *) + sizeof(size_t)), log);
+    if (f->str == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->len = (size_t *) (f->str + n);
+    f->nalloc = n;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_env_gateway_fields_free(ngx_env_gateway_fields_t *f)
+{
+    if (f->str && f->str != f->str0) {
+        ngx_free(f->str);
+    }
+
+    f->str = NULL;
+}
 
 
 static ngx_int_t
@@ -69,8 +121,9 @@ static ngx_int_t
 ngx_env_gateway_push(ngx_env_gateway_fields_t *f, const char *s, size_t len,
     const char **err)
 {
-    if (f->n == NGX_ENVGW_MAX_FIELDS) {
-        *err = "too many entries";
+    /* the table was sized by counting the same objects: never full */
+    if (f->n == f->nalloc) {
+        *err = "entries (counted differently)";
         return NGX_DECLINED;
     }
 
@@ -147,13 +200,22 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
         return NGX_DECLINED;
     }
 
+    /*
+     * expires_at: seconds since the epoch, a positive number.  An integer
+     * beyond 64 bits never gets here (jansson refuses the JSON); a real is
+     * converted only once it is known to be in range (NaN and infinities
+     * fail the comparisons), so no value makes the conversion undefined.
+     */
     v = json_object_get(root, ENVGW_F_EXPIRES_AT);
 
     if (v && !json_is_null(v)) {
         if (json_is_integer(v) && json_integer_value(v) > 0) {
             *expires_at = json_integer_value(v);
 
-        } else if (json_is_real(v) && json_real_value(v) >= 1) {
+        } else if (json_is_real(v) && json_real_value(v) >= 1
+                   && json_real_value(v) <= NGX_ENVGW_REAL_INT_MAX)
+        {
+            /* truncation: a positive real is rounded down */
             *expires_at = (int64_t) json_real_value(v);
 
         } else {
@@ -244,12 +306,17 @@ ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
 
 static ngx_int_t
 ngx_env_gateway_parse_tenant(json_t *root, ngx_env_gateway_fields_t *f,
-    const char **err)
+    ngx_log_t *log, const char **err)
 {
     json_t      *v;
     const char  *name;
 
-    f->n = 0;
+    /* pairs (integration, account id) */
+    if (ngx_env_gateway_fields_alloc(f, 2 * json_object_size(root), log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     json_object_foreach(root, name, v) {
         if (!json_is_string(v)) {
@@ -272,15 +339,14 @@ ngx_env_gateway_parse_tenant(json_t *root, ngx_env_gateway_fields_t *f,
 
 static ngx_int_t
 ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
-    const char **err)
+    ngx_log_t *log, const char **err)
 {
+    size_t       n, upstream_len;
     json_t      *resources, *methods, *m, *verb, *path;
-    const char  *rname, *mname;
+    const char  *rname, *mname, *upstream;
 
-    f->n = 1;
-
-    if (ngx_env_gateway_req_string(root, ENVGW_F_UPSTREAM, &f->str[0],
-                                   &f->len[0], err)
+    if (ngx_env_gateway_req_string(root, ENVGW_F_UPSTREAM, &upstream,
+                                   &upstream_len, err)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -288,21 +354,43 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
 
     resources = json_object_get(root, ENVGW_F_RESOURCES);
 
-    if (resources == NULL || json_is_null(resources)) {
-        return NGX_OK;
+    if (resources != NULL && json_is_null(resources)) {
+        resources = NULL;
     }
 
-    if (!json_is_object(resources)) {
+    if (resources != NULL && !json_is_object(resources)) {
         *err = ENVGW_F_RESOURCES;
         return NGX_DECLINED;
     }
 
-    json_object_foreach(resources, rname, methods) {
-        if (!json_is_object(methods)) {
-            *err = rname;
-            return NGX_DECLINED;
-        }
+    /* the upstream, then a quad (resource, method, verb, path) a method */
 
+    n = 1;
+
+    if (resources) {
+        json_object_foreach(resources, rname, methods) {
+            if (!json_is_object(methods)) {
+                *err = rname;
+                return NGX_DECLINED;
+            }
+
+            n += 4 * json_object_size(methods);
+        }
+    }
+
+    if (ngx_env_gateway_fields_alloc(f, n, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    f->str[0] = upstream;
+    f->len[0] = upstream_len;
+    f->n = 1;
+
+    if (resources == NULL) {
+        return NGX_OK;
+    }
+
+    json_object_foreach(resources, rname, methods) {
         json_object_foreach(methods, mname, m) {
             verb = json_object_get(m, ENVGW_F_METHOD);
             path = json_object_get(m, ENVGW_F_PATH);
@@ -349,12 +437,10 @@ ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json, size_t len,
     const char                *err;
     json_error_t               jerr;
     ngx_env_gateway_blob_t    *b;
-    ngx_env_gateway_fields_t  *f;
-
-    /* the field table is big: keep it off the worker's stack */
-    static ngx_env_gateway_fields_t  fields;
+    ngx_env_gateway_fields_t   fields, *f;
 
     f = &fields;
+    f->str = NULL;
     flags = 0;
     expires_at = 0;
     err = "not a JSON object";
@@ -373,6 +459,14 @@ ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json, size_t len,
     rc = NGX_DECLINED;
 
     if (json_is_object(root)) {
+
+        if (kind != NGX_ENVGW_REC_TENANT && kind != NGX_ENVGW_REC_INTEGRATION)
+        {
+            /* a fixed handful of fields */
+            (void) ngx_env_gateway_fields_alloc(f, NGX_ENVGW_FIELDS_INLINE,
+                                                log);
+        }
+
         switch (kind) {
 
         case NGX_ENVGW_REC_TOKEN:
@@ -389,30 +483,48 @@ ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json, size_t len,
             break;
 
         case NGX_ENVGW_REC_TENANT:
-            rc = ngx_env_gateway_parse_tenant(root, f, &err);
+            rc = ngx_env_gateway_parse_tenant(root, f, log, &err);
             break;
 
         default: /* NGX_ENVGW_REC_INTEGRATION */
-            rc = ngx_env_gateway_parse_integration(root, f, &err);
+            rc = ngx_env_gateway_parse_integration(root, f, log, &err);
             break;
         }
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_env_gateway_fields_free(f);
+        json_decref(root);
+        return NGX_ERROR;
     }
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "env_gateway: malformed record \"%V\": "
                       "bad or missing \"%s\"", key, err);
+        ngx_env_gateway_fields_free(f);
         json_decref(root);
         return NGX_DECLINED;
     }
 
+    /* the blob keeps 32-bit lengths: more than any max_record allows */
     size = sizeof(ngx_env_gateway_blob_t) + f->n * sizeof(uint32_t);
     for (i = 0; i < f->n; i++) {
+        if (f->len[i] > NGX_MAX_UINT32_VALUE) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "env_gateway: malformed record \"%V\": "
+                          "a field of %uz bytes", key, f->len[i]);
+            ngx_env_gateway_fields_free(f);
+            json_decref(root);
+            return NGX_DECLINED;
+        }
+
         size += f->len[i];
     }
 
     p = ngx_alloc(size, log);
     if (p == NULL) {
+        ngx_env_gateway_fields_free(f);
         json_decref(root);
         return NGX_ERROR;
     }
@@ -426,10 +538,11 @@ ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json, size_t len,
     p = (u_char *) (lens + f->n);
 
     for (i = 0; i < f->n; i++) {
-        lens[i] = f->len[i];
+        lens[i] = (uint32_t) f->len[i];
         p = ngx_cpymem(p, f->str[i], f->len[i]);
     }
 
+    ngx_env_gateway_fields_free(f);
     json_decref(root);
 
     *blob = (u_char *) b;

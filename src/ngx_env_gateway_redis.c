@@ -8,20 +8,38 @@
  * the lookups of all requests that arrived in one event-loop iteration leave
  * in a single write.  Replies match commands in FIFO order.
  *
- * Failure policy (fail closed, fail fast): on a connect error, a read
- * timeout, a closed socket or a protocol error the connection is dropped,
- * every outstanding command is answered with a NULL reply (the caller turns
- * that into 503), and the next server of the failover list is tried; when
- * the whole list failed, a reconnect timer backs off from 50ms to 500ms.
- * While disconnected, new commands are refused at once instead of queueing.
- * Commands queued while connecting were never sent: when that connect
- * fails they move on to the next server instead of failing.  Connected to
- * a later server, the lookup connection probes the first one every
- * primary_retry with a plain TCP connect and moves back (when idle) once it
- * answers, so a healed primary is used again.  The subscriber stays where
- * it is while healthy: moving it would open a gap in the invalidations
- * (and with it a whole-cache drop), and a replica gets the primary's
- * messages anyway.
+ * Deadlines: every command has its own, read_timeout after it was first
+ * written, kept when it is sent again.  The connection's read timer is
+ * armed for the earliest deadline, whatever bytes trickle in meanwhile;
+ * when it fires, the commands past their deadline fail and the connection
+ * is closed (the replies still due on it would no longer match the FIFO).
+ *
+ * Failure policy (fail closed, fail fast): on a connect error, a timeout, a
+ * closed socket or a protocol error the connection is dropped.  Lookups
+ * that were written on it and are within their deadline are re-sent once,
+ * on a new connection, within that same deadline (a GET is safe to
+ * repeat): a connection that Redis or
+ * a load balancer closed (idle timeout, CLIENT KILL, a reset) costs a
+ * reconnect, not an answer.  Every other outstanding command is answered
+ * with a NULL reply (the caller turns that into 503).  A connection that
+ * answered is reopened at once to the same server; otherwise the next server
+ * of the failover list is tried, and when the whole list failed, a
+ * reconnect timer backs off from 50ms to 500ms.  While disconnected, new
+ * commands are refused at once instead of queueing.  Commands queued while
+ * connecting were never sent: when that connect fails they move on to the
+ * next server instead of failing.  Connected to a later server, the lookup
+ * connection probes the first one every primary_retry with a plain TCP
+ * connect and moves back (when idle) once it answers, so a healed primary
+ * is used again.  The subscriber stays where it is while healthy: moving it
+ * would open a gap in the invalidations (and with it a whole-cache drop),
+ * and a replica gets the primary's messages anyway.
+ *
+ * Sizes: no reply may exceed max_record.  The reader's object functions are
+ * wrapped so that an aggregate announcing more elements than max_record
+ * could hold is refused before hiredis allocates it, and the bytes of the
+ * reply being read are counted after each read, so a reply above the limit
+ * closes the connection without being buffered whole.  A GET whose reply
+ * is a string above the limit gets ngx_env_gateway_redis_oversize instead.
  *
  * Each worker also keeps a subscriber connection on <prefix>invalidate:
  * a message names a changed key, which is dropped from the shared cache.
@@ -48,12 +66,32 @@
 #define NGX_ENVGW_OUT_MIN             16384
 #define NGX_ENVGW_PING_INTERVAL       5000
 
+/*
+ * The bytes around a bulk string's data: "$", up to 20 digits, two CRLFs.
+ * A reply still incomplete after max_record plus this is above the limit.
+ */
+#define NGX_ENVGW_RESP_SLACK          32
+
+/* the shortest RESP element ("+\r\n"): bounds an aggregate's count */
+#define NGX_ENVGW_RESP_MIN_ELEMENT    3
+
+/* how drop() treats the first outstanding command */
+#define NGX_ENVGW_HEAD_RETRY          0   /* like the others */
+#define NGX_ENVGW_HEAD_FAIL           1   /* its reply was unusable */
+#define NGX_ENVGW_HEAD_OVERSIZE       2   /* its reply was above max_record */
+
 
 typedef struct {
     ngx_queue_t                        queue;
     ngx_env_gateway_redis_handler_pt   handler;
     void                              *data;
-    uint64_t                           sent;      /* usec, for the RTT */
+    char                              *raw;       /* as formatted, to re-send;
+                                                     NULL: never re-sent */
+    size_t                             raw_len;
+    uint64_t                           sent;      /* usec, for the RTT;
+                                                     0: not written on c */
+    ngx_msec_t                         deadline;  /* 0: never written */
+    unsigned                           retried:1;
 } ngx_env_gateway_cmd_t;
 
 
@@ -76,7 +114,16 @@ struct ngx_env_gateway_redis_s {
     ngx_uint_t                         state;
     ngx_peer_connection_t              peer;
     ngx_connection_t                  *c;
+    ngx_uint_t                         generation; /* of c: a handler may
+                                                      replace it */
     redisReader                       *reader;
+    size_t                             max_record;
+    off_t                              fed;       /* bytes read on c */
+    off_t                              mark;      /* where the reply being
+                                                     read starts */
+    int                                refused;   /* elements announced */
+    ngx_msec_t                         resend_deadline; /* the earliest of
+                                                      the commands re-sent */
 
     u_char                            *out;       /* outbound buffer */
     size_t                             out_pos;
@@ -99,6 +146,7 @@ struct ngx_env_gateway_redis_s {
     unsigned                           subscribed:1;
     unsigned                           ever_subscribed:1;
     unsigned                           resolving:1; /* asking Sentinels */
+    unsigned                           healthy:1; /* c gave a good reply */
 };
 
 
@@ -106,13 +154,19 @@ static void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc,
     const char *why);
+static void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
+    ngx_err_t err, const char *why, ngx_uint_t head);
+static void ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
 static void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
 static void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
 static ngx_int_t ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc,
-    int argc, const char **argv, const size_t *argvlen);
+    int argc, const char **argv, const size_t *argvlen, char **raw,
+    size_t *raw_len);
+static ngx_int_t ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc,
+    char *raw, size_t len);
 static ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
     ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_handshake_reply(void *data,
@@ -128,7 +182,7 @@ static void ngx_env_gateway_redis_subscribed(void *data, redisReply *reply);
 static void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
 static ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc,
     int argc, const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data);
+    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
 static void ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc,
     redisReply *reply);
 
@@ -150,6 +204,18 @@ static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel;   /* queries */
 static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel_sub;
 static ngx_uint_t                ngx_env_gateway_sentinel_asking;
 
+/* hiredis' reply functions, with createArray bounded by max_record */
+static redisReplyObjectFunctions   ngx_env_gateway_reply_fn;
+static void                     *(*ngx_env_gateway_create_array)(
+                                     const redisReadTask *task, int elements);
+
+
+/* what a command's handler gets for a string reply above max_record */
+redisReply  ngx_env_gateway_redis_oversize = {
+    REDIS_REPLY_ERROR, 0, sizeof("ERR reply above max_record") - 1,
+    (char *) "ERR reply above max_record", 0, NULL
+};
+
 
 static uint64_t
 ngx_env_gateway_usec(void)
@@ -159,6 +225,20 @@ ngx_env_gateway_usec(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+/* nginx's own lines about a connect (connect() failed ...) name the role */
+static u_char *
+ngx_env_gateway_redis_log_handler(ngx_log_t *log, u_char *buf, size_t len)
+{
+    ngx_env_gateway_redis_t  *rc = log->data;
+
+    if (rc->state != NGX_ENVGW_REDIS_CONNECTING) {
+        return buf;
+    }
+
+    return ngx_snprintf(buf, len, " while connecting to redis%s", rc->role);
 }
 
 
@@ -174,10 +254,19 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
         return NULL;
     }
 
+    rc->log = ngx_palloc(cycle->pool, sizeof(ngx_log_t));
+    if (rc->log == NULL) {
+        return NULL;
+    }
+
+    *rc->log = *cycle->log;
+    rc->log->handler = ngx_env_gateway_redis_log_handler;
+    rc->log->data = rc;
+
     rc->gmcf = gmcf;
     rc->servers = servers;
     rc->role = role;
-    rc->log = cycle->log;
+    rc->max_record = ngx_env_gateway_max_record(gmcf);
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
 
     ngx_queue_init(&rc->cmds);
@@ -185,22 +274,22 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
 
     rc->flush.handler = ngx_env_gateway_redis_flush_handler;
     rc->flush.data = rc;
-    rc->flush.log = cycle->log;
+    rc->flush.log = rc->log;
 
     /* background timers must not hold up a graceful shutdown */
     rc->reconnect.handler = ngx_env_gateway_redis_reconnect_handler;
     rc->reconnect.data = rc;
-    rc->reconnect.log = cycle->log;
+    rc->reconnect.log = rc->log;
     rc->reconnect.cancelable = 1;
 
     rc->primary.handler = ngx_env_gateway_redis_primary_handler;
     rc->primary.data = rc;
-    rc->primary.log = cycle->log;
+    rc->primary.log = rc->log;
     rc->primary.cancelable = 1;
 
     rc->ping.handler = ngx_env_gateway_redis_ping_handler;
     rc->ping.data = rc;
-    rc->ping.log = cycle->log;
+    rc->ping.log = rc->log;
     rc->ping.cancelable = 1;
 
     return rc;
@@ -234,7 +323,8 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     }
 
     ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf,
-                                                         gmcf->servers, "");
+                                                         gmcf->servers,
+                                                         " (lookups)");
     if (ngx_env_gateway_redis == NULL) {
         return NGX_ERROR;
     }
@@ -323,14 +413,16 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
         return NGX_DECLINED;
     }
 
-    return ngx_env_gateway_redis_send(rc, argc, argv, argvlen, handler, data);
+    /* lookups are GETs: safe to send again on a new connection */
+    return ngx_env_gateway_redis_send(rc, argc, argv, argvlen, handler, data,
+                                      1);
 }
 
 
 static ngx_int_t
 ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
     const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data)
+    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry)
 {
     ngx_env_gateway_cmd_t  *cmd;
 
@@ -339,7 +431,13 @@ ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
         return NGX_ERROR;
     }
 
-    if (ngx_env_gateway_redis_append(rc, argc, argv, argvlen) != NGX_OK) {
+    cmd->raw = NULL;
+
+    if (ngx_env_gateway_redis_append(rc, argc, argv, argvlen,
+                                     retry ? &cmd->raw : NULL,
+                                     &cmd->raw_len)
+        != NGX_OK)
+    {
         ngx_queue_insert_head(&rc->free, &cmd->queue);
         return NGX_ERROR;
     }
@@ -347,8 +445,14 @@ ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
     cmd->handler = handler;
     cmd->data = data;
     cmd->sent = 0;
+    cmd->deadline = 0;
+    cmd->retried = 0;
     ngx_queue_insert_tail(&rc->cmds, &cmd->queue);
     rc->ncmds++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: command queued, %ui outstanding, "
+                   "state %ui", rc->role, rc->ncmds, rc->state);
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_COMMANDS);
 
@@ -418,9 +522,14 @@ ngx_env_gateway_redis_reserve(ngx_env_gateway_redis_t *rc, size_t len)
 }
 
 
+/*
+ * Format a command onto the outbound buffer.  With raw != NULL the
+ * formatted bytes are also handed back (to be re-sent after a drop; the
+ * caller frees them), otherwise they are freed here.
+ */
 static ngx_int_t
 ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
-    const char **argv, const size_t *argvlen)
+    const char **argv, const size_t *argvlen, char **raw, size_t *raw_len)
 {
     int    len;
     char  *cmd;
@@ -431,16 +540,105 @@ ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
         return NGX_ERROR;
     }
 
-    if (ngx_env_gateway_redis_reserve(rc, len) != NGX_OK) {
+    if (ngx_env_gateway_redis_copy(rc, cmd, len) != NGX_OK) {
         free(cmd);
         return NGX_ERROR;
     }
 
-    ngx_memcpy(rc->out + rc->out_len, cmd, len);
-    rc->out_len += len;
-    free(cmd);
+    if (raw) {
+        *raw = cmd;
+        *raw_len = len;
+
+    } else {
+        free(cmd);
+    }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc, char *raw,
+    size_t len)
+{
+    if (ngx_env_gateway_redis_reserve(rc, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rc->out + rc->out_len, raw, len);
+    rc->out_len += len;
+
+    return NGX_OK;
+}
+
+
+/* a command is done with: its struct goes back to the free list */
+static void
+ngx_env_gateway_redis_cmd_free(ngx_env_gateway_redis_t *rc,
+    ngx_env_gateway_cmd_t *cmd)
+{
+    if (cmd->raw) {
+        free(cmd->raw);
+        cmd->raw = NULL;
+    }
+
+    ngx_queue_insert_head(&rc->free, &cmd->queue);
+}
+
+
+/*
+ * hiredis' createArray, refusing a count that max_record could not hold
+ * (every element takes at least NGX_ENVGW_RESP_MIN_ELEMENT bytes): a rogue
+ * "*2147483647" must not make the worker calloc 16 GB.  NULL makes the
+ * reader fail (as out of memory); rc->refused tells the two apart.
+ */
+static void *
+ngx_env_gateway_redis_create_array(const redisReadTask *task, int elements)
+{
+    size_t                    limit;
+    ngx_env_gateway_redis_t  *rc;
+
+    /* hiredis 0.14 hands every task the reader's privdata */
+    rc = task->privdata;
+    limit = rc ? rc->max_record : NGX_ENVGW_MAX_RECORD;
+
+    if ((size_t) elements > limit / NGX_ENVGW_RESP_MIN_ELEMENT) {
+        if (rc) {
+            rc->refused = elements;
+        }
+
+        return NULL;
+    }
+
+    return ngx_env_gateway_create_array(task, elements);
+}
+
+
+static redisReader *
+ngx_env_gateway_redis_reader(ngx_env_gateway_redis_t *rc)
+{
+    redisReader  *r;
+
+    r = redisReaderCreate();
+    if (r == NULL) {
+        return NULL;
+    }
+
+    if (ngx_env_gateway_create_array == NULL) {
+        ngx_env_gateway_reply_fn = *r->fn;
+        ngx_env_gateway_create_array = r->fn->createArray;
+        ngx_env_gateway_reply_fn.createArray =
+                                            ngx_env_gateway_redis_create_array;
+    }
+
+    r->fn = &ngx_env_gateway_reply_fn;
+    r->privdata = rc;
+
+    rc->fed = 0;
+    rc->mark = 0;
+    rc->refused = 0;
+
+    return r;
 }
 
 
@@ -468,7 +666,16 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->peer.name = &srv->name;
     rc->peer.get = ngx_event_get_peer;
     rc->peer.log = rc->log;
-    rc->peer.log_error = NGX_ERROR_ERR;
+
+    /* recv() and send() errors are logged once, by drop(), with errno */
+    rc->peer.log_error = NGX_ERROR_INFO;
+
+    rc->healthy = 0;
+    rc->generation++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: connecting, %ui command(s) queued",
+                   rc->role, rc->ncmds);
 
     rv = ngx_event_connect_peer(&rc->peer);
 
@@ -477,7 +684,9 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
             ngx_close_connection(rc->peer.connection);
             rc->peer.connection = NULL;
         }
-        ngx_env_gateway_redis_fail(rc, "connect() failed");
+
+        /* ngx_event_connect_peer() logged why, with errno and the role */
+        ngx_env_gateway_redis_fail(rc, NULL);
         return;
     }
 
@@ -491,7 +700,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     c->pool = NULL;
     rc->c = c;
 
-    rc->reader = redisReaderCreate();
+    rc->reader = ngx_env_gateway_redis_reader(rc);
     if (rc->reader == NULL) {
         ngx_env_gateway_redis_fail(rc, "redisReaderCreate() failed");
         return;
@@ -565,25 +774,32 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         }
 
         cmd = ngx_env_gateway_redis_cmd_alloc(rc);
-        if (cmd == NULL
-            || ngx_env_gateway_redis_append(rc, 2, argv, argvlen) != NGX_OK)
-        {
-            ngx_env_gateway_redis_fail(rc, "out of memory");
-            return;
+        if (cmd == NULL) {
+            goto nomem;
         }
 
+        /* the handshake is sent anew on every connection, never re-sent */
         cmd->handler = ngx_env_gateway_redis_handshake_reply;
         cmd->data = rc;
+        cmd->raw = NULL;
+        cmd->sent = 0;
+        cmd->deadline = 0;
+        cmd->retried = 0;
         ngx_queue_insert_tail(&handshake, &cmd->queue);
         rc->ncmds++;
+
+        if (ngx_env_gateway_redis_append(rc, 2, argv, argvlen, NULL, NULL)
+            != NGX_OK)
+        {
+            goto nomem;
+        }
     }
 
     if (!ngx_queue_empty(&handshake)) {
         if (old > rc->out_pos) {
             tmp = ngx_alloc(old - rc->out_pos, rc->log);
             if (tmp == NULL) {
-                ngx_env_gateway_redis_fail(rc, "out of memory");
-                return;
+                goto nomem;
             }
 
             ngx_memcpy(tmp, rc->out + rc->out_pos, old - rc->out_pos);
@@ -606,7 +822,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         argvlen[1] = rc->channel.len;
 
         if (ngx_env_gateway_redis_send(rc, 2, argv, argvlen,
-                                       ngx_env_gateway_redis_subscribed, rc)
+                                       ngx_env_gateway_redis_subscribed, rc,
+                                       0)
             != NGX_OK)
         {
             ngx_env_gateway_redis_fail(rc, "out of memory");
@@ -615,6 +832,17 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     }
 
     ngx_env_gateway_redis_flush(rc);
+
+    return;
+
+nomem:
+
+    /* the handshake commands join the queue so that drop() answers them */
+    ngx_queue_add(&handshake, &rc->cmds);
+    ngx_queue_init(&rc->cmds);
+    ngx_queue_add(&rc->cmds, &handshake);
+
+    ngx_env_gateway_redis_fail(rc, "out of memory");
 }
 
 
@@ -662,7 +890,7 @@ ngx_env_gateway_redis_ping_handler(ngx_event_t *ev)
     argvlen[0] = 4;
 
     if (ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
-                                   ngx_env_gateway_redis_ignore, rc)
+                                   ngx_env_gateway_redis_ignore, rc, 0)
         != NGX_OK)
     {
         ngx_env_gateway_redis_fail(rc, "out of memory");
@@ -983,6 +1211,8 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 {
     ssize_t                    n;
     uint64_t                   now;
+    ngx_err_t                  err;
+    ngx_msec_t                 deadline;
     ngx_queue_t               *q;
     ngx_env_gateway_cmd_t     *cmd;
     ngx_connection_t          *c;
@@ -997,25 +1227,39 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
         if (n == NGX_AGAIN) {
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
                 ngx_env_gateway_redis_fail(rc, "write event failed");
+                return;
             }
+
             break;
         }
 
         if (n == NGX_ERROR) {
-            ngx_env_gateway_redis_fail(rc, "send() failed");
+            err = ngx_socket_errno;
+            ngx_env_gateway_redis_drop(rc, err, "send() failed",
+                                       NGX_ENVGW_HEAD_RETRY);
             return;
         }
 
         rc->out_pos += n;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: written, %uz byte(s) left",
+                   rc->role, rc->out_len - rc->out_pos);
+
     if (rc->out_pos == rc->out_len) {
         rc->out_pos = 0;
         rc->out_len = 0;
     }
 
-    /* stamp the commands written now (newest last: walk back) */
+    /*
+     * Stamp the commands written now (newest last: walk back): a deadline
+     * is read_timeout from the first write, whatever comes before it; a
+     * command sent again keeps the one it had.
+     */
     now = 0;
+    srv = rc->servers->elts;
+    deadline = ngx_current_msec + srv[rc->current].read_timeout;
 
     for (q = ngx_queue_last(&rc->cmds);
          q != ngx_queue_sentinel(&rc->cmds);
@@ -1031,17 +1275,76 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
         }
 
         cmd->sent = now;
+
+        if (cmd->deadline == 0) {
+            cmd->deadline = deadline;
+        }
     }
 
-    /*
-     * The read timer bounds how long a command may wait for its reply; it
-     * is not cancelable, so a graceful shutdown waits for (or times out)
-     * the lookups of requests still in flight.
-     */
-    if (rc->ncmds && !c->read->timer_set) {
-        srv = rc->servers->elts;
-        ngx_add_timer(c->read, srv[rc->current].read_timeout);
+    ngx_env_gateway_redis_arm(rc);
+}
+
+
+/*
+ * The read timer fires at the earliest deadline of the commands written:
+ * the first one's (deadlines grow along the FIFO), or that of a command
+ * sent again after a drop, which kept its own.  It is not cancelable, so a
+ * graceful shutdown waits for (or times out) the lookups of requests still
+ * in flight.
+ */
+static void
+ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc)
+{
+    ngx_msec_t              deadline;
+    ngx_event_t            *rev;
+    ngx_msec_int_t          left;
+    ngx_env_gateway_cmd_t  *cmd;
+
+    rev = rc->c->read;
+    deadline = 0;
+
+    if (ngx_queue_empty(&rc->cmds)) {
+        rc->resend_deadline = 0;
+
+    } else {
+        cmd = ngx_queue_data(ngx_queue_head(&rc->cmds),
+                             ngx_env_gateway_cmd_t, queue);
+
+        if (cmd->sent) {
+            deadline = cmd->deadline;
+
+            if (rc->resend_deadline
+                && (ngx_msec_int_t) (rc->resend_deadline - deadline) < 0)
+            {
+                deadline = rc->resend_deadline;
+            }
+        }
     }
+
+    if (deadline == 0) {
+        /* nothing written is waiting: flush() arms the timer */
+        if (rev->timer_set) {
+            ngx_del_timer(rev);
+        }
+
+        return;
+    }
+
+    if (rev->timer_set) {
+        if (rev->timer.key == deadline) {
+            return;
+        }
+
+        ngx_del_timer(rev);
+    }
+
+    left = (ngx_msec_int_t) (deadline - ngx_current_msec);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: oldest command due in %i ms",
+                   rc->role, (ngx_int_t) left);
+
+    ngx_add_timer(rev, left > 0 ? (ngx_msec_t) left : 1);
 }
 
 
@@ -1050,7 +1353,11 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 {
     void                      *reply;
     ssize_t                    n;
+    ngx_err_t                  err;
+    ngx_uint_t                 generation, head, level;
     ngx_queue_t               *q;
+    redisReply                *r;
+    redisReader               *reader;
     ngx_connection_t          *c;
     ngx_env_gateway_cmd_t     *cmd;
     ngx_env_gateway_server_t  *srv;
@@ -1059,9 +1366,46 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 
     c = rev->data;
     rc = c->data;
+    srv = rc->servers->elts;
+    generation = rc->generation;
+
+    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
+        /* a refused connect shows on both events: the write handler tells */
+        ngx_env_gateway_redis_write_handler(c->write);
+        return;
+    }
 
     if (rev->timedout) {
-        ngx_env_gateway_redis_fail(rc, "read timed out");
+        rev->timedout = 0;
+        rc->resend_deadline = 0;
+
+        for (q = ngx_queue_head(&rc->cmds);
+             q != ngx_queue_sentinel(&rc->cmds);
+             q = ngx_queue_next(q))
+        {
+            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+            if (cmd->deadline == 0) {
+                continue;
+            }
+
+            if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) <= 0) {
+                ngx_env_gateway_redis_drop(rc, 0, "command timed out",
+                                           NGX_ENVGW_HEAD_RETRY);
+                return;
+            }
+
+            if (cmd->retried
+                && (rc->resend_deadline == 0
+                    || (ngx_msec_int_t)
+                           (cmd->deadline - rc->resend_deadline) < 0))
+            {
+                rc->resend_deadline = cmd->deadline;
+            }
+        }
+
+        /* nothing is due yet */
+        ngx_env_gateway_redis_arm(rc);
         return;
     }
 
@@ -1073,21 +1417,48 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
             break;
         }
 
-        if (n == 0 || n == NGX_ERROR) {
-            ngx_env_gateway_redis_fail(rc, "connection closed");
+        if (n == 0) {
+            ngx_env_gateway_redis_drop(rc, 0, "connection closed by redis",
+                                       NGX_ENVGW_HEAD_RETRY);
             return;
         }
 
-        if (redisReaderFeed(rc->reader, (const char *) buf, n) != REDIS_OK) {
+        if (n == NGX_ERROR) {
+            err = ngx_socket_errno;
+            ngx_env_gateway_redis_drop(rc, err, "recv() failed",
+                                       NGX_ENVGW_HEAD_RETRY);
+            return;
+        }
+
+        reader = rc->reader;
+
+        if (redisReaderFeed(reader, (const char *) buf, n) != REDIS_OK) {
             ngx_env_gateway_redis_fail(rc, "reader out of memory");
             return;
         }
 
+        rc->fed += n;
+
         for ( ;; ) {
             reply = NULL;
 
-            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
-                ngx_env_gateway_redis_fail(rc, "protocol error");
+            if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
+
+                if (rc->refused) {
+                    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                                  "env_gateway: redis %V%s: a reply announces "
+                                  "%d elements, more than max_record "
+                                  "(%uz bytes) can hold; closing the "
+                                  "connection", &srv[rc->current].name,
+                                  rc->role, rc->refused, rc->max_record);
+                } else {
+                    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                                  "env_gateway: redis %V%s: protocol error: "
+                                  "%s", &srv[rc->current].name, rc->role,
+                                  reader->errstr);
+                }
+
+                ngx_env_gateway_redis_drop(rc, 0, NULL, NGX_ENVGW_HEAD_FAIL);
                 return;
             }
 
@@ -1095,16 +1466,21 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
+            /* the next reply starts after the bytes this one left unread */
+            rc->mark = rc->fed - (off_t) (reader->len - reader->pos);
+
+            r = reply;
+
             if (rc->subscriber && rc->subscribed
-                && ngx_env_gateway_redis_is_message(reply))
+                && ngx_env_gateway_redis_is_message(r))
             {
-                ngx_env_gateway_redis_message(rc, reply);
-                freeReplyObject(reply);
+                ngx_env_gateway_redis_message(rc, r);
+                freeReplyObject(r);
                 continue;
             }
 
             if (ngx_queue_empty(&rc->cmds)) {
-                freeReplyObject(reply);
+                freeReplyObject(r);
                 ngx_env_gateway_redis_fail(rc, "unexpected reply");
                 return;
             }
@@ -1119,15 +1495,57 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
                                            - cmd->sent);
             }
 
-            cmd->handler(cmd->data, reply);
+            if (r->type != REDIS_REPLY_ERROR) {
+                rc->healthy = 1;
+            }
 
-            freeReplyObject(reply);
-            ngx_queue_insert_head(&rc->free, &cmd->queue);
+            if (r->type == REDIS_REPLY_STRING && r->len > rc->max_record) {
+                ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                               "env_gateway: redis%s: a string reply of %uz "
+                               "bytes, above max_record %uz", rc->role,
+                               r->len, rc->max_record);
+                cmd->handler(cmd->data, &ngx_env_gateway_redis_oversize);
 
-            if (rc->c != c) {
+            } else {
+                cmd->handler(cmd->data, r);
+            }
+
+            freeReplyObject(r);
+            ngx_env_gateway_redis_cmd_free(rc, cmd);
+
+            if (rc->c != c || rc->generation != generation) {
                 /* the handler dropped the connection */
                 return;
             }
+        }
+
+        /*
+         * The reply being read, counted from its first byte (the elements
+         * of an aggregate already parsed included): above max_record, it
+         * is not waited for, let alone buffered whole.
+         */
+        if (rc->fed - rc->mark
+            > (off_t) (rc->max_record + NGX_ENVGW_RESP_SLACK))
+        {
+            head = NGX_ENVGW_HEAD_FAIL;
+
+            if (!rc->subscriber && reader->ridx == 0
+                && reader->rstack[0].type == REDIS_REPLY_STRING)
+            {
+                /* a GET's value: the record is too big, not Redis down */
+                head = NGX_ENVGW_HEAD_OVERSIZE;
+            }
+
+            level = (head == NGX_ENVGW_HEAD_OVERSIZE) ? NGX_LOG_INFO
+                                                      : NGX_LOG_ERR;
+
+            ngx_log_error(level, rc->log, 0,
+                          "env_gateway: redis %V%s: a reply is above "
+                          "max_record (%uz bytes); closing the connection",
+                          &srv[rc->current].name, rc->role, rc->max_record);
+
+            ngx_env_gateway_redis_drop(rc, 0, NULL, head);
+            return;
         }
     }
 
@@ -1136,27 +1554,37 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
         return;
     }
 
-    if (rev->timer_set) {
-        ngx_del_timer(rev);
-    }
+    ngx_env_gateway_redis_arm(rc);
+}
 
-    if (rc->ncmds) {
-        srv = rc->servers->elts;
-        ngx_add_timer(rev, srv[rc->current].read_timeout);
-    }
+
+static void
+ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
+{
+    ngx_env_gateway_redis_drop(rc, 0, why, NGX_ENVGW_HEAD_RETRY);
 }
 
 
 /*
- * Drop the connection and answer every outstanding command with NULL.
+ * Drop the connection.  Lookups written on it and still within their
+ * deadline are kept, to be re-sent once on the next connection within that
+ * deadline; so are lookups not written yet.  The other outstanding commands (past their
+ * deadline, re-sent already, internal ones such as AUTH or PING, all of
+ * them at shutdown, and with head != NGX_ENVGW_HEAD_RETRY the one whose
+ * reply was being read) are answered with NULL, or with
+ * ngx_env_gateway_redis_oversize for NGX_ENVGW_HEAD_OVERSIZE.
+ *
  * why == NULL: the cause was logged already (or this is shutdown).
  */
 static void
-ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
+ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
+    const char *why, ngx_uint_t head)
 {
-    ngx_uint_t                 n, was_ready, keep, shutdown;
-    ngx_queue_t               *q, failed;
-    ngx_env_gateway_cmd_t     *cmd;
+    ngx_uint_t                 n, was_ready, keep, shutdown, healthy,
+                               nfailed, nretried, first, level;
+    ngx_queue_t               *q, *next, failed;
+    redisReply                *reply;
+    ngx_env_gateway_cmd_t     *cmd, *oversize;
     ngx_env_gateway_server_t  *srv;
 
     srv = rc->servers->elts;
@@ -1167,6 +1595,8 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
                || ngx_exiting || ngx_quit || ngx_terminate;
 
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
+    healthy = rc->healthy;
+    rc->healthy = 0;
 
     /*
      * Commands queued while connecting were never sent: while another
@@ -1174,20 +1604,126 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
      */
     keep = (!shutdown && !was_ready && rc->failures + 1 < n);
 
-    if (why && !shutdown) {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: redis %V%s: %s, %ui command(s) %s",
-                      &srv[rc->current].name, rc->role, why, rc->ncmds,
-                      keep ? "moved to the next server" : "failed");
+    rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
+
+    /* which commands go again, which fail */
+
+    ngx_queue_init(&failed);
+    nfailed = 0;
+    nretried = 0;
+    oversize = NULL;
+    rc->resend_deadline = 0;
+
+    if (!keep) {
+        first = 1;
+
+        for (q = ngx_queue_head(&rc->cmds);
+             q != ngx_queue_sentinel(&rc->cmds);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+            /*
+             * Kept: a lookup not written on this connection, or written
+             * once; either way still within its deadline, which it keeps.
+             */
+            if (!shutdown && was_ready && cmd->raw
+                && !(first && head != NGX_ENVGW_HEAD_RETRY)
+                && (cmd->sent == 0 || !cmd->retried)
+                && (cmd->deadline == 0
+                    || (ngx_msec_int_t)
+                           (cmd->deadline - ngx_current_msec) > 0))
+            {
+                if (cmd->sent) {
+                    cmd->retried = 1;
+                    nretried++;
+                }
+
+                cmd->sent = 0;
+                first = 0;
+                continue;
+            }
+
+            if (first && head == NGX_ENVGW_HEAD_OVERSIZE) {
+                oversize = cmd;
+            }
+
+            first = 0;
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&failed, q);
+            nfailed++;
+        }
+
+        /* the outbound buffer: the kept commands, in their order */
+        rc->out_pos = 0;
+        rc->out_len = 0;
+
+        for (q = ngx_queue_head(&rc->cmds);
+             q != ngx_queue_sentinel(&rc->cmds);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+            if (ngx_env_gateway_redis_copy(rc, cmd->raw, cmd->raw_len)
+                != NGX_OK)
+            {
+                ngx_queue_remove(q);
+                ngx_queue_insert_tail(&failed, q);
+                nfailed++;
+                nretried -= cmd->retried;
+            }
+        }
+
+        rc->ncmds -= nfailed;
     }
+
+    /* the earliest deadline the commands going again keep */
+    for (q = ngx_queue_head(&rc->cmds);
+         q != ngx_queue_sentinel(&rc->cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+        if (cmd->deadline
+            && (rc->resend_deadline == 0
+                || (ngx_msec_int_t) (cmd->deadline - rc->resend_deadline)
+                   < 0))
+        {
+            rc->resend_deadline = cmd->deadline;
+        }
+    }
+
+    if (why && !shutdown) {
+        /* a connection closed when idle, and reopened, is no error */
+        level = (nfailed || !was_ready) ? NGX_LOG_ERR
+                : nretried ? NGX_LOG_WARN : NGX_LOG_INFO;
+
+        if (keep) {
+            ngx_log_error(level, rc->log, err,
+                          "env_gateway: redis %V%s: %s, %ui command(s) "
+                          "moved to the next server",
+                          &srv[rc->current].name, rc->role, why, rc->ncmds);
+
+        } else {
+            ngx_log_error(level, rc->log, err,
+                          "env_gateway: redis %V%s: %s, %ui command(s) "
+                          "failed, %ui sent again on a new connection",
+                          &srv[rc->current].name, rc->role, why, nfailed,
+                          nretried);
+        }
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: dropped, %ui failed, %ui kept, "
+                   "%ui re-sent", rc->role, nfailed, rc->ncmds, nretried);
 
     if (!shutdown) {
         ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
                                    ? NGX_ENVGW_M_REDIS_TIMEOUTS
                                    : NGX_ENVGW_M_REDIS_ERRORS);
     }
-
-    rc->state = NGX_ENVGW_REDIS_DISCONNECTED;
 
     if (rc->subscribed) {
         rc->subscribed = 0;
@@ -1225,28 +1761,29 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
     rc->primary.handler = ngx_env_gateway_redis_primary_handler;
     ngx_env_gateway_redis_probe_close(rc);
 
-    if (!keep) {
-        rc->out_pos = 0;
-        rc->out_len = 0;
-
-        /* handlers may queue new commands: they are refused meanwhile */
-        ngx_queue_init(&failed);
-        if (!ngx_queue_empty(&rc->cmds)) {
-            ngx_queue_add(&failed, &rc->cmds);
-            ngx_queue_init(&rc->cmds);
-        }
-        rc->ncmds = 0;
-
-        while (!ngx_queue_empty(&failed)) {
-            q = ngx_queue_head(&failed);
-            ngx_queue_remove(q);
-            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-            cmd->handler(cmd->data, NULL);
-            ngx_queue_insert_head(&rc->free, &cmd->queue);
-        }
+    /* handlers may queue new commands: they are refused meanwhile */
+    while (!ngx_queue_empty(&failed)) {
+        q = ngx_queue_head(&failed);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+        reply = (cmd == oversize) ? &ngx_env_gateway_redis_oversize : NULL;
+        cmd->handler(cmd->data, reply);
+        ngx_env_gateway_redis_cmd_free(rc, cmd);
     }
 
-    if (shutdown || rc->reconnect.timer_set) {
+    if (shutdown || rc->reconnect.timer_set
+        || rc->state != NGX_ENVGW_REDIS_DISCONNECTED)
+    {
+        return;
+    }
+
+    if (was_ready && (healthy || !ngx_queue_empty(&rc->cmds))) {
+        /*
+         * A connection that worked, or that lookups are waiting on, was
+         * dropped rather than refused: the same server again, at once.
+         */
+        rc->failures = 0;
+        ngx_env_gateway_redis_connect(rc);
         return;
     }
 
@@ -1323,7 +1860,7 @@ ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc)
     argvlen[2] = rc->gmcf->sentinel_name.len;
 
     rv = ngx_env_gateway_redis_send(sq, 3, argv, argvlen,
-                                    ngx_env_gateway_sentinel_reply, NULL);
+                                    ngx_env_gateway_sentinel_reply, NULL, 0);
     if (rv != NGX_OK) {
         rc->resolving = 0;
         ngx_env_gateway_redis_fail(rc, "out of memory");
