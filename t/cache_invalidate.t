@@ -187,11 +187,20 @@ sleep 0.2;
     my $m0 = metrics($t);
     my $lost;
     for my $try (1 .. 20) {
+        # kill, revoke and publish in one transaction: the gateway
+        # reconnects at once, but not inside it, so the message reaches no
+        # subscriber
+        my $rev = JSON::PP->new->encode({ token_id => 'tok_' . substr(sha256_hex($T), 0, 10),
+            team_id => 'team_a', environment_id => 'env_dev',
+            environment => 'development', kind => 'data',
+            revoked => JSON::PP::true, expires_at => undef });
+        $t->redis->multi;
         $t->redis->client_kill('TYPE', 'pubsub');
-        # revoke while nobody listens: the message reaches no subscriber
-        mk_token($t, $T, revoked => JSON::PP::true);
-        my $n = $t->redis->publish($CHANNEL, token_key($T));
-        if ($n == 0) { $lost = 1; last }
+        $t->redis->set(token_key($T), $rev);
+        $t->redis->publish($CHANNEL, token_key($T));
+        my @res = $t->redis->exec;
+        my $n = $res[-1];
+        if (defined $n && $n == 0) { $lost = 1; last }
         mk_token($t, $T);
         ok(wait_subscribed($t, 2), "retry $try: resubscribed");
         $t->get('/x', $T) for 1 .. 2;

@@ -166,7 +166,7 @@ http {
     server {
         listen 127.0.0.1:%%BACKEND%%;
         # identity headers carry record values of any length
-        large_client_header_buffers 4 128k;
+        large_client_header_buffers 4 1m;
         access_log $dir/backend.log backend;
         location / {
             default_type text/plain;
