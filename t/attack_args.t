@@ -3,6 +3,10 @@
 # Argument names that a backend parser reads as integrated_account_id or
 # access_token and the gateway reads as some other name.
 #
+# PHP's built-in server (its http_parser skips every '?' that starts the
+# query) reads "??integrated_account_id=X" as integrated_account_id=X; the
+# gateway reads an argument named "?integrated_account_id".
+#
 # Express (qs, also express.urlencoded({extended: true})) reads a name that
 # starts with a bracket, "[integrated_account_id]=X" (or its encoded
 # "%5Bintegrated_account_id%5D"), as integrated_account_id: qs takes a
@@ -123,6 +127,11 @@ my @cases = (
       '/req/x?integrated_account_id={D}&[integrated_account_id]={P}' ],
     [ 'a bracketed name on a route', 'GET',
       '/proxy/contacts?integrated_account_id={D}&[integrated_account_id]={P}' ],
+    [ "a '?' before the name (PHP's built-in server skips it)", 'GET',
+      '/q/x??integrated_account_id={P}' ],
+    [ "two '?' before the name", 'GET', '/q/x???integrated_account_id={P}' ],
+    [ "a '?' before the name, the account source misspelled", 'GET',
+      '/typo/x??integrated_account_id={P}' ],
     [ 'a bracketed name in a form body', 'POST', '/q/x', $form,
       '[integrated_account_id]={P}' ],
     [ 'a bracketed name in a form body beside the query', 'POST',
