@@ -18,6 +18,11 @@
 # contract: two cookies of the credential's name are 400, and no
 # credential, in any spelling, is sent upstream.
 #
+# And the reverse: with "env_gateway_token $cookie_access_token" the one
+# cookie is counted as the configured credential and again as a cookie
+# named like access_token, so every request is refused as carrying two
+# credentials.
+#
 # Through real nginx, Redis and the echo backends of t/backends.
 
 use strict;
@@ -49,6 +54,12 @@ for my $b (@B) {
         location /ck/ {
             env_gateway on;
             env_gateway_token \$cookie_session;
+            env_gateway_account \$arg_integrated_account_id;
+            proxy_pass http://127.0.0.1:$bport->{$b};
+        }
+        location /ckat/ {
+            env_gateway on;
+            env_gateway_token \$cookie_access_token;
             env_gateway_account \$arg_integrated_account_id;
             proxy_pass http://127.0.0.1:$bport->{$b};
         }
@@ -120,6 +131,11 @@ my $A = [ Authorization => 'Bearer {TD}' ];
 for my $b (@B) {
     through($b, 'control: the session cookie', '/ck/x?integrated_account_id={D}',
             [ Cookie => 'session={TD}' ], 'session', control => 1);
+    # the configured cookie named access_token is counted twice (as the
+    # configured cookie and as a credential-named one): every request 400
+    through($b, 'the configured cookie named access_token',
+            '/ckat/x?integrated_account_id={D}',
+            [ Cookie => 'access_token={TD}' ], 'access_token', control => 1);
     through($b, 'control: Authorization and another cookie', $Q,
             [ @$A, Cookie => 'theme=dark' ], 'access_token', control => 1);
 
