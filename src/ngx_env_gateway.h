@@ -291,6 +291,8 @@ typedef struct {
     ngx_str_t                    upstream_url;
 
     ngx_table_elt_t             *credential;    /* the credential header */
+    ngx_str_t                    token;         /* in the request's own
+                                                   buffers, until allowed */
     ngx_array_t                 *hide;          /* client headers to hide */
     ngx_table_elt_t             *cookie;        /* Cookie with the token */
     ngx_array_t                 *cookies;       /* with credential cookies */
@@ -307,6 +309,7 @@ typedef struct {
     unsigned                     body_reading:1;
     unsigned                     body_read:1;
     unsigned                     body_failed:1; /* nginx gave up on it */
+    unsigned                     body_encoded:1; /* Content-Encoding */
     unsigned                     body_parsed:1;
 } ngx_env_gateway_ctx_t;
 
@@ -436,10 +439,14 @@ ngx_int_t ngx_env_gateway_identity(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 
 #define NGX_ENVGW_TOKEN_SEARCH_MIN   16
+#define NGX_ENVGW_COPY_IN_URI        1
+#define NGX_ENVGW_COPY_IN_HEADERS    2
 
-ngx_uint_t ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
+ngx_int_t ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
     ngx_uint_t in_headers);
+ngx_int_t ngx_env_gateway_token_in(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *token);
 
 /* _body.c */
 ngx_uint_t ngx_env_gateway_body_wanted(ngx_http_request_t *r,

@@ -46,6 +46,7 @@ static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_main_args(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_str_t *names,
     ngx_env_gateway_qarg_t *args);
+static ngx_int_t ngx_env_gateway_redact_uri(ngx_http_request_t *r);
 static ngx_int_t ngx_env_gateway_credential(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_env_gateway_headers_t *hdrs, ngx_env_gateway_qarg_t *args);
@@ -679,6 +680,61 @@ ngx_env_gateway_main_args(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 
 /*
+ * The request target carries a copy of the credential somewhere a name
+ * cannot tell: the request line nginx logs, $request_uri and $args lose
+ * the whole target (method and protocol are kept).
+ */
+static ngx_int_t
+ngx_env_gateway_redact_uri(ngx_http_request_t *r)
+{
+    u_char                  *sp, *last, *lsp;
+    ngx_int_t                rc;
+    ngx_env_gateway_text_t   t;
+
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    if (r != r->main || r->request_line.len == 0) {
+        return NGX_OK;
+    }
+
+    last = r->request_line.data + r->request_line.len;
+    sp = ngx_strlchr(r->request_line.data, last, ' ');
+
+    for (lsp = last; lsp > r->request_line.data && lsp[-1] != ' '; lsp--) {
+        /* void */
+    }
+
+    if (sp == NULL) {
+        sp = last;
+    }
+
+    lsp = (lsp > sp + 1) ? lsp - 1 : last;
+
+    ngx_env_gateway_text_init(&t);
+
+    do {
+        ngx_env_gateway_text_bytes(&t, r->request_line.data,
+                                   sp - r->request_line.data);
+        ngx_env_gateway_text_literal(&t, " ");
+        ngx_env_gateway_text_str(&t, &redacted);
+        ngx_env_gateway_text_bytes(&t, lsp, last - lsp);
+    } while ((rc = ngx_env_gateway_text_next(&t, r->pool)) == NGX_AGAIN);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_text_string(&t, &r->request_line);
+
+    r->unparsed_uri = redacted;
+    r->valid_unparsed_uri = 0;
+    ngx_str_null(&r->args);
+
+    return NGX_OK;
+}
+
+
+/*
  * Exactly one credential: the configured place, plus the places RFC 6750
  * defines (Authorization, an access_token query argument), each in every
  * spelling.  Two of them, or one given twice, are refused; a credential
@@ -806,18 +862,32 @@ ngx_env_gateway_credential(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     /* the same credential again, under a name the gateway does not know */
-    if ((glcf->token == NULL || glcf->token_header.len || glcf->token_arg.len
-         || glcf->token_cookie.len)
-        && ngx_env_gateway_token_elsewhere(r, ctx, &token,
-                                           glcf->token_arg.len ? 1 : 0,
-                                           glcf->token_cookie.len ? 1 : 0))
+    if (glcf->token == NULL || glcf->token_header.len || glcf->token_arg.len
+        || glcf->token_cookie.len)
     {
-        return ngx_env_gateway_invalid(r, ctx,
-                   "The credential appears more than once in the request.");
+        rc = ngx_env_gateway_token_elsewhere(r, ctx, &token,
+                                             glcf->token_arg.len ? 1 : 0,
+                                             glcf->token_cookie.len ? 1 : 0);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc != 0) {
+            if (rc == NGX_ENVGW_COPY_IN_URI
+                && ngx_env_gateway_redact_uri(r) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The credential appears more than once in the "
+                       "request.");
+        }
     }
 
     ngx_env_gateway_sha256_hex(&token, ctx->token_hash);
     ctx->have_token = 1;
+    ctx->token = token;
 
     /* a query credential leaves $args at once: refused requests log it */
     if (glcf->hide_credentials) {
@@ -1521,6 +1591,7 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     ctx->state = NGX_ENVGW_ST_DONE;
     ctx->refusal = NGX_ENVGW_OK;
+    ngx_str_null(&ctx->token);
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
 

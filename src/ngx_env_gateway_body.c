@@ -25,10 +25,16 @@
 #define NGX_ENVGW_BODY_MAX  (1024 * 1024)
 
 
+/* "x-www-form-urlencoded" from offset 12, lowercase as ngx_strlcasestrn wants */
 static ngx_str_t  ngx_env_gateway_form_type =
     ngx_string("application/x-www-form-urlencoded");
 
 
+/*
+ * A form body to some backend: parsers differ on what may follow the type
+ * (PHP takes "...urlencoded,x", Go and Python "...urlencoded\t;"), so any
+ * Content-Type that mentions the form type anywhere is read as a form.
+ */
 static ngx_uint_t
 ngx_env_gateway_body_is_form(ngx_http_request_t *r)
 {
@@ -40,12 +46,10 @@ ngx_env_gateway_body_is_form(ngx_http_request_t *r)
 
     type = &r->headers_in.content_type->value;
 
-    return type->len >= ngx_env_gateway_form_type.len
-           && ngx_strncasecmp(type->data, ngx_env_gateway_form_type.data,
-                              ngx_env_gateway_form_type.len) == 0
-           && (type->len == ngx_env_gateway_form_type.len
-               || type->data[ngx_env_gateway_form_type.len] == ';'
-               || type->data[ngx_env_gateway_form_type.len] == ' ');
+    return ngx_strlcasestrn(type->data, type->data + type->len,
+                            ngx_env_gateway_form_type.data + 12,
+                            ngx_env_gateway_form_type.len - 12 - 1)
+           != NULL;
 }
 
 
@@ -201,7 +205,8 @@ static ngx_int_t
 ngx_env_gateway_body_json(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf, ngx_str_t *body, const char **why)
 {
-    json_t        *root, *v;
+    json_t        *root, *v, *kv;
+    const char    *key;
     json_error_t   err;
 
     root = json_loadb((char *) body->data, body->len, JSON_REJECT_DUPLICATES,
@@ -211,6 +216,18 @@ ngx_env_gateway_body_json(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         json_decref(root);
         *why = "The request body is not a JSON object.";
         return NGX_DECLINED;
+    }
+
+    /* Go's encoding/json matches struct fields in any case */
+    json_object_foreach(root, key, kv) {
+        if (ngx_strcasecmp((u_char *) key, glcf->body_field.data) == 0
+            && ngx_strcmp(key, glcf->body_field.data) != 0)
+        {
+            json_decref(root);
+            *why = "The body names the integrated account field twice, in "
+                   "another letter case.";
+            return NGX_DECLINED;
+        }
     }
 
     v = json_object_get(root, (const char *) glcf->body_field.data);
@@ -337,6 +354,12 @@ ngx_env_gateway_body_parse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     ctx->body_parsed = 1;
 
+    if (ctx->body_encoded) {
+        *why = "The request body is content-encoded: the gateway cannot "
+               "read what the backend would.";
+        return NGX_DECLINED;
+    }
+
     rc = ngx_env_gateway_body_data(r, &body);
 
     if (rc == NGX_DECLINED) {
@@ -347,6 +370,20 @@ ngx_env_gateway_body_parse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (rc != NGX_OK || body.len == 0) {
         return rc;
+    }
+
+    /* a second copy of the credential, in a field of any name */
+    if (ctx->token.len) {
+        rc = ngx_env_gateway_token_in(r->pool, &body, &ctx->token);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc) {
+            *why = "The credential appears more than once in the request.";
+            return NGX_DECLINED;
+        }
     }
 
     if (ngx_env_gateway_body_is_form(r)) {

@@ -58,13 +58,17 @@ static ngx_str_t  ngx_env_gateway_method_override[] = {
 };
 
 static ngx_str_t  ngx_env_gateway_authorization = ngx_string("authorization");
-static ngx_str_t  ngx_env_gateway_access_token = ngx_string("access_token");
 static ngx_str_t  ngx_env_gateway_cookie = ngx_string("cookie");
+static ngx_str_t  ngx_env_gateway_content_encoding =
+    ngx_string("content-encoding");
 
 
 /*
- * Header names compare in any case with '_' and '-' equal.  "name" is
- * lowercase with '-' (as ngx_env_gateway_source() stores it).
+ * Header names compare in any case with '_', '-' and every other byte that
+ * is not a letter or digit equal (nginx's $http_NAME takes '_' for '-',
+ * CGI and PHP take any such byte for '_', "ignore_invalid_headers off" lets
+ * them through).  "name" is lowercase with '-' (as
+ * ngx_env_gateway_source() stores it).
  */
 static ngx_uint_t
 ngx_env_gateway_header_is(ngx_table_elt_t *h, ngx_str_t *name)
@@ -79,7 +83,8 @@ ngx_env_gateway_header_is(ngx_table_elt_t *h, ngx_str_t *name)
     for (i = 0; i < name->len; i++) {
         c = ngx_tolower(h->key.data[i]);
 
-        if (c == '_') {
+        /* CGI and PHP read every byte but a letter or digit as '_' */
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) {
             c = '-';
         }
 
@@ -256,19 +261,76 @@ ngx_env_gateway_cookie_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
-/* the cookie "name" in one Cookie header: how many times, and the first */
+/*
+ * What a cookie pair ("name=value", without the ';') is to the gateway:
+ * 1 the configured credential cookie, 2 a cookie named like a credential
+ * argument (access_token, the configured token argument), 0 neither.
+ * Names are read as backends read them: whitespace around the name
+ * dropped (nginx's $cookie_NAME skips spaces before '=', qs and Python
+ * trim), then the argument-name rules (_args.c: PHP's '.', ' ', '[',
+ * case, percent-encoding).
+ */
 static ngx_uint_t
-ngx_env_gateway_cookie_count(ngx_str_t *header, ngx_str_t *name,
-    ngx_str_t *value)
+ngx_env_gateway_cookie_kind(u_char *start, u_char *end,
+    ngx_env_gateway_loc_conf_t *glcf)
 {
-    u_char      *p, *last, *end, *eq, *start;
-    ngx_uint_t   n;
+    u_char                 *eq, *last;
+    ngx_env_gateway_arg_t   arg;
 
-    if (name->len == 0) {
+    static ngx_str_t  access_token = ngx_string("access_token");
+
+    while (start < end && (*start == ' ' || *start == '\t')) {
+        start++;
+    }
+
+    eq = ngx_strlchr(start, end, '=');
+    if (eq == NULL) {
         return 0;
     }
 
-    n = 0;
+    last = eq;
+
+    while (last > start && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
+    ngx_memzero(&arg, sizeof(ngx_env_gateway_arg_t));
+    arg.name.data = start;
+    arg.name.len = last - start;
+    arg.raw = arg.name;
+
+    if (glcf->token_cookie.len
+        && ngx_env_gateway_arg_match(&arg, &glcf->token_cookie)
+           != NGX_ENVGW_ARG_OTHER)
+    {
+        return 1;
+    }
+
+    if (ngx_env_gateway_arg_match(&arg, &access_token) != NGX_ENVGW_ARG_OTHER
+        || ngx_env_gateway_arg_match(&arg, &glcf->token_arg)
+           != NGX_ENVGW_ARG_OTHER)
+    {
+        return 2;
+    }
+
+    return 0;
+}
+
+
+/*
+ * One Cookie header: how many credential cookies (and the value of the
+ * first configured one), how many named like credential arguments.
+ */
+static void
+ngx_env_gateway_cookie_scan(ngx_str_t *header,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_str_t *value, ngx_uint_t *ntoken,
+    ngx_uint_t *nother)
+{
+    u_char  *p, *last, *end, *eq;
+
+    *ntoken = 0;
+    *nother = 0;
+
     p = header->data;
     last = p + header->len;
 
@@ -278,27 +340,24 @@ ngx_env_gateway_cookie_count(ngx_str_t *header, ngx_str_t *name,
             end = last;
         }
 
-        start = p;
+        switch (ngx_env_gateway_cookie_kind(p, end, glcf)) {
 
-        while (start < end && (*start == ' ' || *start == '\t')) {
-            start++;
-        }
-
-        eq = ngx_strlchr(start, end, '=');
-
-        if (eq && (size_t) (eq - start) == name->len
-            && ngx_strncasecmp(start, name->data, name->len) == 0)
-        {
-            if (n++ == 0) {
+        case 1:
+            if ((*ntoken)++ == 0) {
+                eq = ngx_strlchr(p, end, '=');
                 value->data = eq + 1;
                 value->len = end - value->data;
             }
+
+            break;
+
+        case 2:
+            (*nother)++;
+            break;
         }
 
         p = end + 1;
     }
-
-    return n;
 }
 
 
@@ -313,7 +372,7 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
     ngx_env_gateway_headers_t *hdrs)
 {
     ngx_str_t         cookie;
-    ngx_uint_t        i, k, n, hide;
+    ngx_uint_t        i, k, n, nother, hide;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -402,11 +461,22 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             }
         }
 
+        /* Express inflates gzip and deflate bodies before parsing them */
+        if (ngx_env_gateway_header_is(&h[i],
+                                      &ngx_env_gateway_content_encoding)
+            && !(h[i].value.len == 8
+                 && ngx_strncasecmp(h[i].value.data, (u_char *) "identity",
+                                    8) == 0))
+        {
+            ctx->body_encoded = 1;
+        }
+
         if (ngx_env_gateway_header_is(&h[i], &ngx_env_gateway_cookie)) {
 
+            ngx_env_gateway_cookie_scan(&h[i].value, glcf, &cookie, &n,
+                                        &nother);
+
             /* the configured credential cookie */
-            n = ngx_env_gateway_cookie_count(&h[i].value, &glcf->token_cookie,
-                                             &cookie);
             if (n) {
                 if (hdrs->cookie.count == 0) {
                     hdrs->cookie.first = &h[i];
@@ -417,19 +487,12 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             }
 
             /* cookies named like a credential argument are credentials */
-            n = ngx_env_gateway_cookie_count(&h[i].value,
-                                             &ngx_env_gateway_access_token,
-                                             &cookie)
-                + ngx_env_gateway_cookie_count(&h[i].value, &glcf->token_arg,
-                                               &cookie);
-            if (n) {
-                hdrs->other_cookies += n;
+            hdrs->other_cookies += nother;
 
-                if (glcf->hide_credentials
-                    && ngx_env_gateway_cookie_later(r, ctx, &h[i]) != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
+            if ((n || nother) && glcf->hide_credentials
+                && ngx_env_gateway_cookie_later(r, ctx, &h[i]) != NGX_OK)
+            {
+                return NGX_ERROR;
             }
         }
 
@@ -521,11 +584,9 @@ ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h)
  */
 static ngx_int_t
 ngx_env_gateway_drop_cookie(ngx_http_request_t *r, ngx_table_elt_t *h,
-    ngx_str_t *names, ngx_uint_t n)
+    ngx_env_gateway_loc_conf_t *glcf)
 {
-    u_char      *p, *last, *end, *start, *eq, *dst, *out, *out_end;
-    size_t       len;
-    ngx_uint_t   i, drop;
+    u_char  *p, *last, *end, *start, *dst, *out, *out_end;
 
     out = ngx_pnalloc(r->pool, h->value.len);
     if (out == NULL) {
@@ -549,19 +610,7 @@ ngx_env_gateway_drop_cookie(ngx_http_request_t *r, ngx_table_elt_t *h,
             start++;
         }
 
-        eq = ngx_strlchr(start, end, '=');
-        len = eq ? (size_t) (eq - start) : 0;
-        drop = 0;
-
-        for (i = 0; eq && i < n; i++) {
-            if (names[i].len && len == names[i].len
-                && ngx_strncasecmp(start, names[i].data, len) == 0)
-            {
-                drop = 1;
-            }
-        }
-
-        if (start < end && !drop) {
+        if (start < end && ngx_env_gateway_cookie_kind(p, end, glcf) == 0) {
             if ((size_t) (out_end - dst) < (size_t) (end - p) + 1) {
                 return NGX_ERROR;
             }
@@ -676,14 +725,15 @@ ngx_int_t
 ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf)
 {
-    ngx_str_t         *v, names[3];
+    ngx_str_t         *v;
     ngx_uint_t         i;
     ngx_table_elt_t   *h, **hide;
 
-    if (ngx_env_gateway_own_headers(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
+    /*
+     * Hidden in the request's own header list first: for a subrequest
+     * that is its main request's list, which goes upstream too
+     * (auth_request).
+     */
     if (ctx->hide) {
         hide = ctx->hide->elts;
 
@@ -694,31 +744,23 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->hide->nelts = 0;
     }
 
-    if (glcf->hide_credentials && (ctx->cookie || ctx->cookies)) {
-        names[0] = glcf->token_cookie;
-        names[1] = ngx_env_gateway_access_token;
-        names[2] = glcf->token_arg;
+    if (glcf->hide_credentials && ctx->cookies) {
+        hide = ctx->cookies->elts;
 
-        if (ctx->cookie
-            && ngx_env_gateway_drop_cookie(r, ctx->cookie, names, 3)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        hide = ctx->cookies ? ctx->cookies->elts : NULL;
-
-        for (i = 0; hide && i < ctx->cookies->nelts; i++) {
-            if (hide[i] != ctx->cookie
-                && ngx_env_gateway_drop_cookie(r, hide[i], names, 3)
-                   != NGX_OK)
-            {
+        for (i = 0; i < ctx->cookies->nelts; i++) {
+            if (ngx_env_gateway_drop_cookie(r, hide[i], glcf) != NGX_OK) {
                 return NGX_ERROR;
             }
         }
 
-        ctx->cookie = NULL;
-        ctx->cookies = NULL;
+        ctx->cookies->nelts = 0;
+    }
+
+    ctx->cookie = NULL;
+
+    /* the identity headers of a subrequest go into a list of its own */
+    if (ngx_env_gateway_own_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (!glcf->identity_headers) {
@@ -767,6 +809,10 @@ ngx_env_gateway_occurrences(ngx_str_t *in, ngx_str_t *s)
     u_char      *p, *last, *f;
     ngx_uint_t   n;
 
+    if (in->len < s->len || s->len == 0) {
+        return 0;
+    }
+
     n = 0;
     p = in->data;
     last = p + in->len;
@@ -786,18 +832,59 @@ ngx_env_gateway_occurrences(ngx_str_t *in, ngx_str_t *s)
 
 
 /*
- * The credential's bytes anywhere else in the request line's query or in
- * another header, under whatever name: a second copy the backend may read
- * (and that hiding the known places would not remove).  "in_query" and
- * "in_headers" are the copies the configured place itself accounts for.
- * Tokens shorter than NGX_ENVGW_TOKEN_SEARCH_MIN are not searched for.
+ * Occurrences of "s" in "in" as a form or URI parser decodes it ("%XX",
+ * and '+' for a space when "plus"); the decoded copy is never longer than
+ * the input.  NGX_ERROR (as (ngx_uint_t) -1) when memory runs out.
  */
-ngx_uint_t
+static ngx_uint_t
+ngx_env_gateway_decoded_occurrences(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *s)
+{
+    u_char      *dst, *src;
+    ngx_str_t    dec;
+    ngx_uint_t   n;
+
+    if (in->len < s->len || s->len == 0
+        || ngx_strlchr(in->data, in->data + in->len, '%') == NULL)
+    {
+        return 0;
+    }
+
+    dec.data = ngx_pnalloc(pool, in->len);
+    if (dec.data == NULL) {
+        return (ngx_uint_t) NGX_ERROR;
+    }
+
+    src = in->data;
+    dst = dec.data;
+    ngx_unescape_uri(&dst, &src, in->len, 0);
+    dec.len = dst - dec.data;
+
+    n = ngx_env_gateway_occurrences(&dec, s);
+
+    ngx_pfree(pool, dec.data);
+
+    return n;
+}
+
+
+/*
+ * The credential's bytes anywhere else in the request, raw or
+ * percent-decoded, under whatever name: in the path, the query or another
+ * header (a copy the backend may read, and that hiding the known places
+ * would not remove).  "in_query" and "in_headers" are the copies the
+ * configured place itself accounts for.  Tokens shorter than
+ * NGX_ENVGW_TOKEN_SEARCH_MIN are not searched for.
+ * Returns where a copy was found (NGX_ENVGW_COPY_IN_URI or _HEADERS), 0
+ * when none was, or NGX_ERROR.
+ */
+ngx_int_t
 ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
     ngx_uint_t in_headers)
 {
-    ngx_uint_t        i, n;
+    ngx_str_t         uri;
+    ngx_uint_t        i, n, d;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -805,8 +892,18 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
         return 0;
     }
 
-    if (ngx_env_gateway_occurrences(&r->args, token) > in_query) {
-        return 1;
+    /* the request target as sent: path and query */
+    uri = r->unparsed_uri;
+
+    n = ngx_env_gateway_occurrences(&uri, token);
+    d = ngx_env_gateway_decoded_occurrences(r->pool, &uri, token);
+
+    if (d == (ngx_uint_t) NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (n > in_query || d > in_query) {
+        return NGX_ENVGW_COPY_IN_URI;
     }
 
     n = 0;
@@ -830,7 +927,39 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
         }
 
         n += ngx_env_gateway_occurrences(&h[i].value, token);
+
+        d = ngx_env_gateway_decoded_occurrences(r->pool, &h[i].value, token);
+
+        if (d == (ngx_uint_t) NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        n += d;
     }
 
-    return n > in_headers;
+    return (n > in_headers) ? NGX_ENVGW_COPY_IN_HEADERS : 0;
+}
+
+
+/* a copy of the credential in a request body (raw, or decoded for forms) */
+ngx_int_t
+ngx_env_gateway_token_in(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *token)
+{
+    ngx_uint_t  d;
+
+    if (token->len < NGX_ENVGW_TOKEN_SEARCH_MIN) {
+        return 0;
+    }
+
+    if (ngx_env_gateway_occurrences(in, token)) {
+        return 1;
+    }
+
+    d = ngx_env_gateway_decoded_occurrences(pool, in, token);
+
+    if (d == (ngx_uint_t) NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    return d > 0;
 }
