@@ -304,6 +304,7 @@ typedef struct {
     ngx_str_t                    detail;        /* message override */
 
     unsigned                     account_bad:1; /* syntactically unusable */
+    unsigned                     env_bad:1;     /* the same, environment */
     unsigned                     have_token:1;  /* token_hash is set */
     unsigned                     own_headers:1; /* a subrequest's copy */
     unsigned                     body_reading:1;

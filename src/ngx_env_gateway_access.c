@@ -347,6 +347,7 @@ ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx)
     ngx_str_null(&ctx->detail);
 
     ctx->account_bad = 0;
+    ctx->env_bad = 0;
     ctx->state = NGX_ENVGW_ST_NEW;
 }
 
@@ -417,7 +418,8 @@ ngx_env_gateway_invalid(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 
 /*
- * An account id we will look up: printable ASCII, no path or URL syntax.
+ * An account or environment id we will look up: printable ASCII, no path
+ * or URL syntax, no quote (ids become Redis keys, which log lines name).
  * NGX_OK: usable; NGX_DECLINED: cannot exist (404 after the token check);
  * NGX_ABORT: ambiguous (400).
  */
@@ -431,7 +433,7 @@ ngx_env_gateway_account_syntax(ngx_str_t *id)
 
     for ( /* void */ ; p < last; p++) {
         if (*p < 0x20 || *p == 0x7f || *p == '/' || *p == '?' || *p == '#'
-            || *p == '%' || *p == '\\' || *p == ' ')
+            || *p == '%' || *p == '\\' || *p == ' ' || *p == '"')
         {
             return NGX_ABORT;
         }
@@ -624,7 +626,7 @@ ngx_env_gateway_start(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
     }
 
-    if (ctx->env_req.len) {
+    if (ctx->env_req.len && !ctx->env_bad) {
         rc = ngx_env_gateway_fetch(r, &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV],
                                    NGX_ENVGW_REC_ENV,
                                    &ngx_env_gateway_family[NGX_ENVGW_REC_ENV],
@@ -976,6 +978,19 @@ ngx_env_gateway_named(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->env_req = h->value;
     }
 
+    if (ctx->env_req.len) {
+        rc = ngx_env_gateway_account_syntax(&ctx->env_req);
+
+        if (rc == NGX_ABORT) {
+            return ngx_env_gateway_invalid(r, ctx,
+                       "The environment id has characters that are not "
+                       "allowed.");
+        }
+
+        /* cannot exist: never fetched, refused as another environment */
+        ctx->env_bad = (rc != NGX_OK);
+    }
+
     /* the account */
 
     if (hdrs->account.count > 1) {
@@ -1026,8 +1041,12 @@ ngx_env_gateway_named(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             return NGX_ERROR;
         }
 
+        /* a tenant id becomes part of a Redis key: no quote either */
         if (ctx->tenant_req.len
-            && ngx_env_gateway_path_value_ok(&ctx->tenant_req) != NGX_OK)
+            && (ngx_env_gateway_path_value_ok(&ctx->tenant_req) != NGX_OK
+                || ngx_strlchr(ctx->tenant_req.data,
+                               ctx->tenant_req.data + ctx->tenant_req.len,
+                               '"')))
         {
             return ngx_env_gateway_invalid(r, ctx,
                        "The tenant_id has characters that are not allowed.");
@@ -1042,7 +1061,12 @@ ngx_env_gateway_named(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             return NGX_ERROR;
         }
 
-        if (ngx_env_gateway_path_value_ok(&ctx->integration_req) != NGX_OK) {
+        if (ngx_env_gateway_path_value_ok(&ctx->integration_req) != NGX_OK
+            || (ctx->integration_req.len
+                && ngx_strlchr(ctx->integration_req.data,
+                               ctx->integration_req.data
+                               + ctx->integration_req.len, '"')))
+        {
             return ngx_env_gateway_invalid(r, ctx,
                        "The integration name has characters that are not "
                        "allowed.");
@@ -1161,7 +1185,7 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             || ngx_strncmp(ctx->env_req.data, ctx->environment_id.data,
                            ctx->env_req.len) != 0))
     {
-        if (!(tok->flags & NGX_ENVGW_TOK_KIND_ADMIN)) {
+        if (!(tok->flags & NGX_ENVGW_TOK_KIND_ADMIN) || ctx->env_bad) {
             return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
         }
 
@@ -1592,6 +1616,19 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ctx->state = NGX_ENVGW_ST_DONE;
     ctx->refusal = NGX_ENVGW_OK;
     ngx_str_null(&ctx->token);
+
+    /*
+     * A lookup asked ahead and not needed (an environment prefetched after
+     * an internal redirect): its answer must not run this request's phases
+     * again.
+     */
+    if (ctx->waiter.pending) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: %ui lookups not needed",
+                       ctx->waiter.pending);
+
+        ngx_env_gateway_waiter_detach(&ctx->waiter);
+    }
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
 

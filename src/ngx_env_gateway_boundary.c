@@ -884,7 +884,7 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
     ngx_uint_t in_headers)
 {
     ngx_str_t         uri;
-    ngx_uint_t        i, n, d;
+    ngx_uint_t        i, n, d, k;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -926,7 +926,7 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
             continue;
         }
 
-        n += ngx_env_gateway_occurrences(&h[i].value, token);
+        k = ngx_env_gateway_occurrences(&h[i].value, token);
 
         d = ngx_env_gateway_decoded_occurrences(r->pool, &h[i].value, token);
 
@@ -934,10 +934,44 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        n += d;
+        n += ngx_max(k, d);
     }
 
-    return (n > in_headers) ? NGX_ENVGW_COPY_IN_HEADERS : 0;
+    if (n <= in_headers) {
+        return 0;
+    }
+
+    /*
+     * The request is refused: no header that holds a copy may take it
+     * into a log line (nginx's "host:" and "referrer:", access logs).
+     */
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || &h[i] == ctx->credential) {
+            continue;
+        }
+
+        d = ngx_env_gateway_decoded_occurrences(r->pool, &h[i].value, token);
+
+        if (ngx_env_gateway_occurrences(&h[i].value, token) || d) {
+            ngx_str_set(&h[i].value, "[REDACTED]");
+        }
+    }
+
+    return NGX_ENVGW_COPY_IN_HEADERS;
 }
 
 
