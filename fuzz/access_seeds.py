@@ -63,8 +63,14 @@ BODY_FIELD, ROUTE, ROUTE_REST, HIDE, IDENTITY, REQUIRED, TENANT, \
 ROUTED = ROUTE | ROUTE_REST | HIDE | IDENTITY
 
 
-def C(token=0, account=1, flags=ROUTED, b3=0, deferred=0x1f):
-    return field('C', bytes([token, account, flags, b3, deferred]))
+def C(token=0, account=1, flags=ROUTED, b3=0, deferred=0x1f,
+      second=None):
+    """the location; second=(token, account, flags): an internal redirect
+    takes the request, once allowed, to a second location"""
+    cfg = [token, account, flags, b3, deferred]
+    if second:
+        cfg += list(second) + [1]
+    return field('C', bytes(cfg))
 
 
 AUTH = H('Host', 'gw.example') + H('Authorization', b'Bearer ' + ref(0))
@@ -170,6 +176,16 @@ seeds = {
     'allow_no_identity':
         C(flags=ROUTE | ROUTE_REST | HIDE) + AUTH
         + H('X-Environment-Id', ref(1)),
+
+    'redirect_allow':
+        C(second=(0, 1, HIDE | IDENTITY)),
+    'redirect_routed_again':
+        C(deferred=0x03, second=(0, 1, ROUTED))
+        + uri(b'/proxy/contacts/42', ACC_Q + b'&name=x'),
+    'redirect_refused_there':
+        C(flags=HIDE | IDENTITY, second=(0, 1, ROUTE | HIDE | IDENTITY))
+        + field('Z', b'')
+        + rec('I', NOT_FOUND),
 
     # --- refusals --------------------------------------------------------
     'missing_token': H('Host', 'h'),

@@ -111,6 +111,12 @@ static void fuzz_finalize_request(ngx_http_request_t *r, ngx_int_t rc);
 
 /* configuration byte 4: bit N set: record N answers after NGX_AGAIN */
 
+/*
+ * configuration bytes 5-7: bytes 0-2 of a second location; byte 8, bit 0:
+ * after an allow, an internal redirect takes the request there
+ */
+#define FUZZ_REDIRECT      0x01
+
 
 typedef struct {
     u_char                      *data;
@@ -121,7 +127,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                    s[FUZZ_NSTR];      /* string table */
-    u_char                       cfg[5];
+    u_char                       cfg[9];
     ngx_str_t                    method;
     ngx_str_t                    uri;
     ngx_str_t                    body;
@@ -172,10 +178,24 @@ static ngx_uint_t       fuzz_npending;
 static ngx_uint_t       fuzz_fetches;
 static fuzz_sent_t      fuzz_sent;
 
+static ngx_env_gateway_loc_conf_t  *fuzz_locs[2];  /* the locations */
+
 static ngx_str_t        fuzz_cand[FUZZ_NCAND];  /* credential values */
 static ngx_uint_t       fuzz_ncand;
 
+static ngx_str_t        fuzz_keys[4 * NGX_ENVGW_NSLOTS];   /* odd ones */
+static ngx_uint_t       fuzz_nkeys;
+
 static ngx_uint_t       fuzz_verbose;       /* ENVGW_FUZZ_VERBOSE=1 */
+
+/*
+ * ENVGW_FUZZ_SKIP=appended,keys leaves out a check whose finding is known
+ * and reported, to fuzz on past it: "appended", a credential in what nginx
+ * appends to error lines (request line, Host, Referer); "keys", a record
+ * key with a raw control byte or quote in a log line.
+ */
+static ngx_uint_t       fuzz_skip_appended;
+static ngx_uint_t       fuzz_skip_keys;
 
 
 /* the defaults: a development token routed to a method with {id}, {name} */
@@ -220,10 +240,12 @@ static const char  *fuzz_default_rec[NGX_ENVGW_REC_LAST] = {
     "\"list\":{\"method\":\"GET\",\"path\":\"/crm/v3/objects/\0024\"}}}}"
 };
 
-static u_char  fuzz_default_cfg[5] = {
+static u_char  fuzz_default_cfg[9] = {
     FUZZ_TOKEN_DEFAULT, FUZZ_ACCOUNT_ARG,
     FUZZ_ROUTE | FUZZ_ROUTE_REST | FUZZ_HIDE | FUZZ_IDENTITY,
-    0, 0x1f
+    0, 0x1f,
+    FUZZ_TOKEN_DEFAULT, FUZZ_ACCOUNT_ARG, FUZZ_HIDE | FUZZ_IDENTITY,
+    0
 };
 
 static ngx_str_t  fuzz_identity_lc[NGX_ENVGW_NIDENTITY] = {
@@ -722,7 +744,7 @@ fuzz_cv(ngx_pool_t *pool, ngx_str_t *value)
 
 
 static ngx_env_gateway_loc_conf_t *
-fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool)
+fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool, u_char *cfg)
 {
     ngx_str_t                    v, name;
     ngx_env_gateway_loc_conf_t  *glcf;
@@ -735,11 +757,11 @@ fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool)
     }
 
     glcf->enable = 1;
-    glcf->hide_credentials = (in->cfg[2] & FUZZ_HIDE) ? 1 : 0;
-    glcf->identity_headers = (in->cfg[2] & FUZZ_IDENTITY) ? 1 : 0;
-    glcf->log_level = fuzz_log_levels[in->cfg[3] & 3];
+    glcf->hide_credentials = (cfg[2] & FUZZ_HIDE) ? 1 : 0;
+    glcf->identity_headers = (cfg[2] & FUZZ_IDENTITY) ? 1 : 0;
+    glcf->log_level = fuzz_log_levels[cfg[3] & 3];
 
-    switch (in->cfg[0] % 5) {
+    switch (cfg[0] % 5) {
 
     case FUZZ_TOKEN_HTTP:
         glcf->token = fuzz_cv(pool, &dummy);
@@ -768,7 +790,7 @@ fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool)
         break;
     }
 
-    switch (in->cfg[1] & 3) {
+    switch (cfg[1] & 3) {
 
     case FUZZ_ACCOUNT_ARG:
         glcf->account = fuzz_cv(pool, &dummy);
@@ -791,9 +813,9 @@ fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool)
         break;
     }
 
-    glcf->account_required = (in->cfg[2] & FUZZ_REQUIRED) ? 1 : 0;
+    glcf->account_required = (cfg[2] & FUZZ_REQUIRED) ? 1 : 0;
 
-    if (in->cfg[2] & FUZZ_BODY_FIELD) {
+    if (cfg[2] & FUZZ_BODY_FIELD) {
         /* a NUL-terminated name without NUL, as the directive keeps it */
         name = fuzz_text(in, pool, &in->body_field);
 
@@ -810,24 +832,24 @@ fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool)
         }
     }
 
-    if (in->cfg[2] & FUZZ_TENANT) {
+    if (cfg[2] & FUZZ_TENANT) {
         v = fuzz_text(in, pool, &in->tenant);
         glcf->tenant = fuzz_cv(pool, &v);
     }
 
-    if (in->cfg[2] & FUZZ_INTEGRATION) {
+    if (cfg[2] & FUZZ_INTEGRATION) {
         v = fuzz_text(in, pool, &in->integration);
         glcf->integration = fuzz_cv(pool, &v);
     }
 
     /* a route needs an account source: nginx -t refuses it otherwise */
-    if ((in->cfg[2] & FUZZ_ROUTE)
+    if ((cfg[2] & FUZZ_ROUTE)
         && (glcf->account || glcf->tenant || glcf->body_field.len))
     {
         v = fuzz_text(in, pool, &in->resource);
         glcf->route_resource = fuzz_cv(pool, &v);
 
-        if (in->cfg[2] & FUZZ_ROUTE_REST) {
+        if (cfg[2] & FUZZ_ROUTE_REST) {
             v = fuzz_text(in, pool, &in->rest);
             glcf->route_rest = fuzz_cv(pool, &v);
         }
@@ -1181,8 +1203,7 @@ fuzz_cookies(ngx_str_t *header, ngx_str_t *name, ngx_str_t *value,
 
 
 static void
-fuzz_candidates(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf,
-    fuzz_input_t *in)
+fuzz_candidates(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 {
     ngx_str_t                names[3], token, cookie;
     ngx_uint_t               i, k, n;
@@ -1193,8 +1214,6 @@ fuzz_candidates(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf,
 
     static ngx_str_t  authorization = ngx_string("authorization");
     static ngx_str_t  cookie_lc = ngx_string("cookie");
-
-    fuzz_ncand = 0;
 
     names[0] = glcf->token_cookie;
     ngx_str_set(&names[1], "access_token");
@@ -1247,7 +1266,9 @@ fuzz_candidates(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf,
         }
     }
 
-    if (in->cfg[0] % 5 == FUZZ_TOKEN_OTHER) {
+    if (glcf->token && glcf->token_header.len == 0
+        && glcf->token_arg.len == 0 && glcf->token_cookie.len == 0)
+    {
         fuzz_cand_add(&glcf->token->value);
     }
 }
@@ -1256,7 +1277,8 @@ fuzz_candidates(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf,
 /*
  * May the credential's bytes show up in an output without a leak?  Only
  * when they are also a value the outputs name legitimately: a record's
- * field, a configured value, the method, the path or the body.
+ * field, a configured value (of either location), the method, the path or
+ * the body.
  */
 static ngx_uint_t
 fuzz_echoed(ngx_str_t *cand, ngx_http_request_t *r,
@@ -1281,16 +1303,20 @@ fuzz_echoed(ngx_str_t *cand, ngx_http_request_t *r,
         }
     }
 
-    cvs[0] = glcf->account;
-    cvs[1] = glcf->tenant;
-    cvs[2] = glcf->integration;
-    cvs[3] = glcf->route_resource;
-    cvs[4] = glcf->route_rest;
-    cvs[5] = glcf->token;
+    for (i = 0; i < 2 && fuzz_locs[i]; i++) {
+        glcf = fuzz_locs[i];
 
-    for (k = 0; k < 6; k++) {
-        if (cvs[k] && fuzz_contains(&cvs[k]->value, cand)) {
-            return 1;
+        cvs[0] = glcf->account;
+        cvs[1] = glcf->tenant;
+        cvs[2] = glcf->integration;
+        cvs[3] = glcf->route_resource;
+        cvs[4] = glcf->route_rest;
+        cvs[5] = glcf->token;
+
+        for (k = 0; k < 6; k++) {
+            if (cvs[k] && fuzz_contains(&cvs[k]->value, cand)) {
+                return 1;
+            }
         }
     }
 
@@ -1373,7 +1399,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         || slot != &slot->waiter->slots[kind]
         || slot->waiter->request != r
         || slot->status == NGX_ENVGW_FETCH_PENDING || slot->linked
-        || ++fuzz_fetches > 2 * NGX_ENVGW_NSLOTS)
+        || ++fuzz_fetches > 4 * NGX_ENVGW_NSLOTS)
     {
         abort();
     }
@@ -1408,6 +1434,15 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
     if (id2) {
         *p++ = ':';
         ngx_memcpy(p, id2->data, id2->len);
+    }
+
+    /* a key naming a control byte or a quote: never raw in a log line */
+    for (i = gmcf->prefix.len + family->len; i < key.len; i++) {
+        if (key.data[i] < 0x20 || key.data[i] == 0x7f || key.data[i] == '"')
+        {
+            fuzz_keys[fuzz_nkeys++] = key;
+            break;
+        }
     }
 
     slot->stale = 0;
@@ -1562,9 +1597,11 @@ fuzz_log_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf, size_t len)
 
 
 /*
- * Every captured line: no raw control byte but in debug lines; the
- * refusal line printable ASCII with exactly its three quoted values; no
- * credential value anywhere.
+ * Every captured line: the refusal line is printable ASCII with exactly
+ * its three quoted values; no line but debug ones names a record key with
+ * a raw control byte or quote of the request's; no line carries a
+ * credential value.  (What jansson says of a record's own bytes is the
+ * record's, not the request's.)
  */
 static void
 fuzz_check_log(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
@@ -1573,7 +1610,7 @@ fuzz_check_log(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     u_char      *p, *last, *end;
     size_t       i, quotes;
     ngx_str_t    line;
-    ngx_uint_t   k, refusal;
+    ngx_uint_t   k;
 
     p = fuzz_lines.data;
     last = p + fuzz_lines.len;
@@ -1599,31 +1636,34 @@ fuzz_check_log(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             continue;
         }
 
-        refusal = memmem(line.data, line.len, "env_gateway: refused ", 21)
-                  != NULL;
-        quotes = 0;
+        for (k = 0; !fuzz_skip_keys && k < fuzz_nkeys; k++) {
+            if (fuzz_contains(&line, &fuzz_keys[k])) {
+                abort();
+            }
+        }
+
+        if (memmem(line.data, line.len, "env_gateway: refused ", 21) == NULL)
+        {
+            continue;
+        }
 
         /* the line ends with its linefeed */
-        for (i = 0; i + 1 < line.len; i++) {
-            if (line.data[i] < 0x20 || line.data[i] == 0x7f
-                || (refusal && line.data[i] > 0x7f))
-            {
+        for (i = 0, quotes = 0; i + 1 < line.len; i++) {
+            if (line.data[i] < 0x20 || line.data[i] > 0x7e) {
                 abort();
             }
 
             quotes += (line.data[i] == '"');
         }
 
-        if (refusal
-            && (quotes > 6
-                || (quotes < 6 && line.len < NGX_MAX_ERROR_STR)))
-        {
+        /* token_id="..." environment_id="..." account="..." (or cut) */
+        if (quotes > 6 || (quotes < 6 && line.len < NGX_MAX_ERROR_STR)) {
             abort();
         }
     }
 
     /* what nginx appends to the request's error lines, and access logs */
-    for (k = 0; k < fuzz_ncand; k++) {
+    for (k = 0; !fuzz_skip_appended && k < fuzz_ncand; k++) {
         if ((fuzz_contains(&r->request_line, &fuzz_cand[k])
              || (r->headers_in.host
                  && fuzz_contains(&r->headers_in.host->value, &fuzz_cand[k]))
@@ -2171,6 +2211,8 @@ fuzz_check_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 static void
 fuzz_init_access(void)
 {
+    char  *skip;
+
     static ngx_uint_t  done;
 
     if (done) {
@@ -2193,6 +2235,13 @@ fuzz_init_access(void)
     ngx_env_gateway_module.ctx_index = 0;
 
     fuzz_verbose = (getenv("ENVGW_FUZZ_VERBOSE") != NULL);
+
+    skip = getenv("ENVGW_FUZZ_SKIP");
+
+    if (skip) {
+        fuzz_skip_appended = (strstr(skip, "appended") != NULL);
+        fuzz_skip_keys = (strstr(skip, "keys") != NULL);
+    }
 }
 
 
@@ -2223,18 +2272,82 @@ fuzz_report(ngx_int_t rc, ngx_env_gateway_ctx_t *ctx)
 }
 
 
+/* the access phase; after NGX_AGAIN the replies resume it */
+static ngx_int_t
+fuzz_run(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  round;
+
+    for (round = 0; /* void */; round++) {
+        rc = ngx_env_gateway_access_handler(r);
+
+        if (rc != NGX_AGAIN) {
+            return rc;
+        }
+
+        /* waiting for nothing would wait forever */
+        if (round == FUZZ_ROUNDS || fuzz_npending == 0
+            || ctx->waiter.pending != fuzz_npending)
+        {
+            abort();
+        }
+
+        fuzz_replies();
+    }
+}
+
+
+static void
+fuzz_outcome(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_int_t rc, ngx_str_t *path,
+    ngx_str_t *body)
+{
+    if (fuzz_verbose) {
+        fuzz_report(rc, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        fuzz_check_allow(r, ctx, glcf, path, body);
+
+        /* checked once for this location: allowed again, nothing sent */
+        if (ngx_env_gateway_access_handler(r) != NGX_OK
+            || ngx_env_gateway_precontent_handler(r) != NGX_DECLINED
+            || fuzz_sent.headers)
+        {
+            abort();
+        }
+
+    } else if (rc == NGX_DONE) {
+        fuzz_check_refusal(r, ctx, glcf, path, body);
+
+        /* a refused request stays refused, and nothing more is sent */
+        if (ngx_env_gateway_access_handler(r) != NGX_HTTP_FORBIDDEN
+            || fuzz_sent.headers != 1)
+        {
+            abort();
+        }
+
+    } else {
+        /* NGX_ERROR, or a status: no allocation fails here */
+        abort();
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    u_char                        cfg2[5];
     ngx_int_t                     rc;
     ngx_str_t                     path, body, *records;
-    ngx_uint_t                    i, round;
+    ngx_uint_t                    i;
     ngx_pool_t                   *pool;
     fuzz_buf_t                    sent_body;
     fuzz_input_t                  in;
     ngx_http_request_t           *r;
     ngx_env_gateway_ctx_t        *ctx;
-    ngx_env_gateway_loc_conf_t   *glcf;
+    ngx_env_gateway_loc_conf_t   *glcf, *glcf2;
     ngx_env_gateway_main_conf_t  *gmcf;
 
     fuzz_init_access();
@@ -2244,6 +2357,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_steps = FUZZ_STEPS;
     fuzz_npending = 0;
     fuzz_fetches = 0;
+    fuzz_nkeys = 0;
+    fuzz_ncand = 0;
     fuzz_lines.len = 0;
 
     sent_body = fuzz_sent.body;
@@ -2263,7 +2378,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_str_set(&gmcf->prefix, ENVGW_DEFAULT_PREFIX);
 
-    glcf = fuzz_conf(&in, pool);
+    glcf = fuzz_conf(&in, pool, in.cfg);
+    glcf2 = NULL;
+
+    if (in.cfg[8] & FUZZ_REDIRECT) {
+        cfg2[0] = in.cfg[5];
+        cfg2[1] = in.cfg[6];
+        cfg2[2] = in.cfg[7];
+        cfg2[3] = in.cfg[3];
+        cfg2[4] = in.cfg[4];
+        glcf2 = fuzz_conf(&in, pool, cfg2);
+    }
+
+    fuzz_locs[0] = glcf;
+    fuzz_locs[1] = glcf2;
+
     r = fuzz_request(&in, pool, glcf, gmcf);
 
     /* the records as Redis holds them */
@@ -2286,7 +2415,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         body.data = r->request_body->bufs->buf->pos;
     }
 
-    fuzz_candidates(r, glcf, &in);
+    /* the credentials, before anything is hidden */
+    fuzz_candidates(r, glcf);
+
+    if (glcf2) {
+        fuzz_candidates(r, glcf2);
+    }
 
     /* a body is read once the token passed; here it is read already */
     ctx = ngx_env_gateway_create_ctx(r);
@@ -2299,53 +2433,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ctx->body_read = 1;
     }
 
-    /* the access phase; after NGX_AGAIN the replies resume it */
+    rc = fuzz_run(r, ctx);
+    fuzz_outcome(r, ctx, glcf, rc, &path, &body);
 
-    for (round = 0; /* void */; round++) {
-        rc = ngx_env_gateway_access_handler(r);
+    if (rc == NGX_OK && glcf2) {
+        /*
+         * An internal redirect into another location: nginx clears every
+         * module's context; the module finds its own again (its pool
+         * cleanup) and checks the request for the settings there.
+         */
+        r->loc_conf[ngx_env_gateway_module.ctx_index] = glcf2;
+        r->ctx[ngx_env_gateway_module.ctx_index] = NULL;
+        r->internal = 1;
+        r->valid_unparsed_uri = 0;
 
-        if (rc != NGX_AGAIN) {
-            break;
-        }
+        rc = fuzz_run(r, ctx);
 
-        /* waiting for nothing would wait forever */
-        if (round == FUZZ_ROUNDS || fuzz_npending == 0
-            || ctx->waiter.pending != fuzz_npending)
-        {
+        if (ngx_http_get_module_ctx(r, ngx_env_gateway_module) != ctx) {
             abort();
         }
 
-        fuzz_replies();
-    }
-
-    if (rc == NGX_OK) {
-        fuzz_check_allow(r, ctx, glcf, &path, &body);
-
-        /* checked once for this location: allowed again, nothing sent */
-        if (ngx_env_gateway_access_handler(r) != NGX_OK
-            || ngx_env_gateway_precontent_handler(r) != NGX_DECLINED
-            || fuzz_sent.headers)
-        {
-            abort();
-        }
-
-    } else if (rc == NGX_DONE) {
-        fuzz_check_refusal(r, ctx, glcf, &path, &body);
-
-        /* a refused request stays refused, and nothing more is sent */
-        if (ngx_env_gateway_access_handler(r) != NGX_HTTP_FORBIDDEN
-            || fuzz_sent.headers != 1)
-        {
-            abort();
-        }
-
-    } else {
-        /* NGX_ERROR, or a status: no allocation fails here */
-        abort();
-    }
-
-    if (fuzz_verbose) {
-        fuzz_report(rc, ctx);
+        fuzz_outcome(r, ctx, glcf2, rc, &path, &body);
     }
 
     fuzz_check_log(r, ctx, glcf, &path, &body);
@@ -2357,6 +2465,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     fuzz_ncand = 0;
+    fuzz_locs[0] = NULL;
+    fuzz_locs[1] = NULL;
 
     return 0;
 }
