@@ -185,6 +185,8 @@ static ngx_uint_t       fuzz_ncand;
 
 static ngx_str_t        fuzz_keys[4 * NGX_ENVGW_NSLOTS];   /* odd ones */
 static ngx_uint_t       fuzz_nkeys;
+static ngx_str_t        fuzz_loaded[4 * NGX_ENVGW_NSLOTS]; /* records */
+static ngx_uint_t       fuzz_nloaded;
 
 static ngx_uint_t       fuzz_verbose;       /* ENVGW_FUZZ_VERBOSE=1 */
 
@@ -1375,12 +1377,47 @@ fuzz_answer(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_free(blob);
         slot->status = NGX_ENVGW_FETCH_FOUND;
 
+        /* where its fields are: a key naming one names a record's value */
+        if (slot->rec.nfields && fuzz_nloaded < 4 * NGX_ENVGW_NSLOTS) {
+            fuzz_loaded[fuzz_nloaded].data = slot->rec.fields[0].data;
+            fuzz_loaded[fuzz_nloaded].len =
+                   slot->rec.fields[slot->rec.nfields - 1].data
+                   + slot->rec.fields[slot->rec.nfields - 1].len
+                   - slot->rec.fields[0].data;
+            fuzz_nloaded++;
+        }
+
     } else if (rc == NGX_DECLINED) {
         slot->status = NGX_ENVGW_FETCH_MALFORMED;
 
     } else {
         slot->status = NGX_ENVGW_FETCH_UNAVAILABLE;
     }
+}
+
+
+/* a value of the request's (not a record's) with a control byte or quote */
+static ngx_uint_t
+fuzz_odd_request_value(ngx_str_t *v)
+{
+    size_t      i;
+    ngx_uint_t  k;
+
+    for (k = 0; k < fuzz_nloaded; k++) {
+        if (v->data >= fuzz_loaded[k].data
+            && v->data + v->len <= fuzz_loaded[k].data + fuzz_loaded[k].len)
+        {
+            return 0;
+        }
+    }
+
+    for (i = 0; i < v->len; i++) {
+        if (v->data[i] < 0x20 || v->data[i] == 0x7f || v->data[i] == '"') {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1438,13 +1475,9 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_memcpy(p, id2->data, id2->len);
     }
 
-    /* a key naming a control byte or a quote: never raw in a log line */
-    for (i = gmcf->prefix.len + family->len; i < key.len; i++) {
-        if (key.data[i] < 0x20 || key.data[i] == 0x7f || key.data[i] == '"')
-        {
-            fuzz_keys[fuzz_nkeys++] = key;
-            break;
-        }
+    /* a key naming the request's control bytes or quotes: never raw */
+    if (fuzz_odd_request_value(id) || (id2 && fuzz_odd_request_value(id2))) {
+        fuzz_keys[fuzz_nkeys++] = key;
     }
 
     slot->stale = 0;
@@ -1601,9 +1634,9 @@ fuzz_log_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf, size_t len)
 /*
  * Every captured line: the refusal line is printable ASCII with exactly
  * its three quoted values; no line but debug ones names a record key with
- * a raw control byte or quote of the request's; no line carries a
- * credential value.  (What jansson says of a record's own bytes is the
- * record's, not the request's.)
+ * a raw control byte or quote of the request's (a key part taken from a
+ * record is the record's, as is what jansson says of a record's bytes); no
+ * line carries a credential value.
  */
 static void
 fuzz_check_log(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
@@ -2368,6 +2401,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_npending = 0;
     fuzz_fetches = 0;
     fuzz_nkeys = 0;
+    fuzz_nloaded = 0;
     fuzz_ncand = 0;
     fuzz_lines.len = 0;
 
