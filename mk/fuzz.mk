@@ -17,7 +17,7 @@
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_DIR      := $(BUILD)/fuzz
-FUZZ_TARGETS  := token records route resp body
+FUZZ_TARGETS  := token records route resp body access
 FUZZ_BINS     := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 FUZZ_ASAN_DIR  = $(or $(ASAN_DIR),$(BUILD)/asan)
 ASAN_SRC       = $(FUZZ_ASAN_DIR)/nginx-1.22.1
@@ -77,7 +77,7 @@ fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/logs; \
 	for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(FUZZ_DIR)/work/$$t $(FUZZ_DIR)/crashes/$$t; \
-	    case $$t in resp) o=-max_len=65536;; records) o=-max_len=32768;; body) o=-max_len=16384;; *) o=-max_len=8192;; esac; \
+	    case $$t in resp) o=-max_len=65536;; records) o=-max_len=32768;; body|access) o=-max_len=16384;; *) o=-max_len=8192;; esac; \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

@@ -127,21 +127,21 @@ ngx_env_gateway_log_value(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out)
 
 
 /*
- * Send the refusal and finalize the request ourselves: the access phase
- * would read NGX_OK as "allowed", so the handler returns NGX_DONE after this.
+ * The refusal as the module words it: the request is marked refused and
+ * counted, the refusal log line written (its values escaped), and *body
+ * set to the JSON body to send -- the message naming this request's
+ * method or problem, encoded for it, or the refusal's fixed body.  The
+ * fixed bodies are encoded once per process (a flood of bad tokens costs
+ * no JSON encoding); if a message cannot be encoded, the fixed body of the
+ * same refusal is used.  NGX_ERROR: not even the fixed body could be had.
  */
-ngx_int_t
-ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_uint_t refusal)
+static ngx_int_t
+ngx_env_gateway_refusal_build(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, ngx_str_t *body)
 {
-    ngx_int_t                    rc;
-    ngx_buf_t                   *b;
-    ngx_str_t                    v, body, token_id, env_id, account;
-    ngx_chain_t                  out;
+    ngx_str_t                    v, token_id, env_id, account;
     ngx_env_gateway_refusal_t   *rf;
     ngx_env_gateway_loc_conf_t  *glcf;
-
-    static ngx_str_t  retry_after = ngx_string("1");
 
     glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
     rf = &ngx_env_gateway_refusals[refusal];
@@ -163,6 +163,58 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                       rf->status, rf->code, &token_id, &env_id, &account);
     }
 
+    ngx_str_null(body);
+
+    if (ctx->detail.len) {
+        if (ngx_env_gateway_refusal_body(rf, &ctx->detail, r->pool, body)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "env_gateway: the refusal message could not be "
+                          "encoded, sending the fixed one");
+            ngx_str_null(body);
+        }
+    }
+
+    if (body->len) {
+        return NGX_OK;
+    }
+
+    if (rf->body.len == 0) {
+        v.data = (u_char *) rf->message;
+        v.len = ngx_strlen(rf->message);
+
+        if (ngx_env_gateway_refusal_body(rf, &v, NULL, &rf->body) != NGX_OK) {
+            ngx_str_null(&rf->body);
+            return NGX_ERROR;
+        }
+    }
+
+    *body = rf->body;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Send a built refusal (body NULL: it could not be built, a bare 500) and
+ * finalize the request ourselves: the access phase would read NGX_OK as
+ * "allowed", so the handler returns NGX_DONE after this.
+ */
+static ngx_int_t
+ngx_env_gateway_refusal_send(ngx_http_request_t *r, ngx_uint_t refusal,
+    ngx_str_t *body)
+{
+    ngx_int_t                    rc;
+    ngx_buf_t                   *b;
+    ngx_str_t                    v;
+    ngx_chain_t                  out;
+    ngx_env_gateway_refusal_t   *rf;
+
+    static ngx_str_t  retry_after = ngx_string("1");
+
+    rf = &ngx_env_gateway_refusals[refusal];
+
     /*
      * No "100 Continue" for a refused request: the body is not invited
      * (nginx's own special responses do the same).
@@ -173,40 +225,9 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         r->keepalive = 0;
     }
 
-    /*
-     * The fixed bodies are encoded once per process (a flood of bad tokens
-     * costs no JSON encoding) and sent from there; a message naming this
-     * request's method or problem is encoded for it, and if that fails the
-     * fixed body of the same refusal is sent instead.
-     */
-    ngx_str_null(&body);
-
-    if (ctx->detail.len) {
-        if (ngx_env_gateway_refusal_body(rf, &ctx->detail, r->pool, &body)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "env_gateway: the refusal message could not be "
-                          "encoded, sending the fixed one");
-            ngx_str_null(&body);
-        }
-    }
-
-    if (body.len == 0) {
-        if (rf->body.len == 0) {
-            v.data = (u_char *) rf->message;
-            v.len = ngx_strlen(rf->message);
-
-            if (ngx_env_gateway_refusal_body(rf, &v, NULL, &rf->body)
-                != NGX_OK)
-            {
-                ngx_str_null(&rf->body);
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-                return NGX_DONE;
-            }
-        }
-
-        body = rf->body;
+    if (body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
     }
 
     b = ngx_calloc_buf(r->pool);
@@ -215,8 +236,8 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         return NGX_DONE;
     }
 
-    b->pos = body.data;
-    b->last = body.data + body.len;
+    b->pos = body->data;
+    b->last = body->data + body->len;
     b->start = b->pos;
     b->end = b->last;
     b->memory = 1;
@@ -224,7 +245,7 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     b->last_in_chain = 1;
 
     r->headers_out.status = rf->status;
-    r->headers_out.content_length_n = body.len;
+    r->headers_out.content_length_n = body->len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
@@ -262,6 +283,21 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
 
     return NGX_DONE;
+}
+
+
+/* refuse the request: build the refusal, then send it (NGX_DONE) */
+ngx_int_t
+ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t refusal)
+{
+    ngx_str_t  body;
+
+    if (ngx_env_gateway_refusal_build(r, ctx, refusal, &body) != NGX_OK) {
+        return ngx_env_gateway_refusal_send(r, refusal, NULL);
+    }
+
+    return ngx_env_gateway_refusal_send(r, refusal, &body);
 }
 
 
