@@ -306,6 +306,7 @@ typedef struct {
     unsigned                     account_bad:1; /* syntactically unusable */
     unsigned                     env_bad:1;     /* the same, environment */
     unsigned                     have_token:1;  /* token_hash is set */
+    unsigned                     redirected:1;  /* found again after one */
     unsigned                     own_headers:1; /* a subrequest's copy */
     unsigned                     body_reading:1;
     unsigned                     body_read:1;

@@ -137,7 +137,8 @@ ngx_env_gateway_precontent_handler(ngx_http_request_t *r)
     ctx = ngx_env_gateway_get_ctx(r);
 
     if (ctx && ctx->state == NGX_ENVGW_ST_DONE
-        && ctx->refusal == NGX_ENVGW_OK && ctx->checked == glcf)
+        && ctx->refusal == NGX_ENVGW_OK && ctx->checked == glcf
+        && !ctx->redirected)
     {
         return NGX_DECLINED;
     }
@@ -192,6 +193,8 @@ ngx_env_gateway_get_ctx(ngx_http_request_t *r)
                 ctx->body_failed = 1;
             }
 
+            ctx->redirected = 1;
+
             return ctx;
         }
     }
@@ -240,14 +243,20 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 
     case NGX_ENVGW_ST_DONE:
 
+        if (!ctx->redirected && ctx->checked == glcf) {
+            /* run again in place ("satisfy", the precontent phase) */
+            return NGX_OK;
+        }
+
         /*
-         * Only an internal redirect runs a checked request's phases again
-         * (index, try_files, error_page, named locations), and it may name
-         * other arguments even into the same location: check again, with
-         * the credential read before.
+         * An internal redirect (index, try_files, error_page, named
+         * locations) may name other arguments even into the same
+         * location: check again, with the credential read before.
          */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "env_gateway: checked request redirected");
+
+        ctx->redirected = 0;
 
         ngx_env_gateway_recheck(ctx);
 
