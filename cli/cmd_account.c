@@ -12,36 +12,15 @@
 
 #include "envgw.h"
 
-int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
+int cmd_account_add(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "integration", true, NULL }, { "tenant", true, NULL },
-                     { NULL, false, NULL } };
-    const char *env_id, *acc_id, *integ, *tenant;
-    char **pos, *akey, *tenkey;
-    int npos, attempt;
+    const char *env_id = a->env, *acc_id = a->account;
+    const char *integ = a->integration, *tenant = a->tenant;
+    char *akey, *tenkey;
     json_t *rec;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
-    env_id = pos[0];
-    acc_id = pos[1];
-    integ = opts[0].val;
-    tenant = opts[1].val;
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
-    if (!valid_id(acc_id))
-        usage_error(cmd, "bad account id '%s' (want [A-Za-z0-9_.-], 1-128 "
-                    "characters)", acc_id);
-    if (integ == NULL)
-        usage_error(cmd, "--integration is required");
-    if (!valid_name(integ))
-        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
-                    "1-64 characters)", integ);
-    if (tenant == NULL)
-        usage_error(cmd, "--tenant is required");
-    if (!valid_tenant(tenant))
-        usage_error(cmd, "bad tenant id '%s' (no spaces, /, ?, #, %% or ..; "
-                    "1-256 characters)", tenant);
-
+    (void) cmd;
     akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
     tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
     rec = pjson(json_object());
@@ -51,9 +30,8 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
     json_object_set_new(rec, ENVGW_F_TENANT_ID, json_string(tenant));
     json_object_set_new(rec, ENVGW_F_STATUS, json_string(ENVGW_STATUS_ACTIVE));
 
-    for (attempt = 0; ; attempt++) {
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *tenrec, *existing;
-        txn_t *t;
 
         store_watch(key_of(ENVGW_KEY_ENV, env_id));
         store_watch(akey);
@@ -72,21 +50,16 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
                 integ, env_id,
                 json_is_string(existing) ? json_string_value(existing)
                                          : "(malformed entry)");
-        if (attempt == 0 && load_integration(env_id, integ) == NULL)
+        if (txn_attempt(t) == 0 && load_integration(env_id, integ) == NULL)
             warnx_("integration '%s' is not installed in %s yet (see "
                    "'envgw integration set')", integ, env_id);
 
         tenrec = tenrec ? json_deep_copy_p(tenrec) : pjson(json_object());
         json_object_set_new(tenrec, integ, json_string(acc_id));
 
-        t = txn_new();
         txn_set_json(t, akey, rec);
         txn_set_json(t, tenkey, tenrec);
         txn_sadd(t, index_key("accounts", env_id), acc_id);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
     }
 
     if (g_opt.json)
@@ -97,20 +70,19 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
+int cmd_account_remove(const cmd_t *cmd, const args_t *a)
 {
-    const char *acc_id, *env_id = NULL, *integ, *tenant;
+    const char *acc_id = a->account, *env_id = NULL, *integ, *tenant;
     char *akey;
-    int attempt;
     json_t *rec = NULL;
+    txn_t *t;
 
-    acc_id = one_id_arg(cmd, argc, argv, "account");
+    (void) cmd;
     akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
 
-    for (attempt = 0; ; attempt++) {
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *tenrec, *entry;
         char *tenkey;
-        txn_t *t;
 
         store_watch(akey);
         rec = load_json(akey);
@@ -122,7 +94,6 @@ int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
         integ = jstr(rec, ENVGW_F_INTEGRATION);
         tenant = jstr(rec, ENVGW_F_TENANT_ID);
 
-        t = txn_new();
         txn_del(t, akey);
         txn_srem(t, index_key("accounts", env_id), acc_id);
         if (integ != NULL && tenant != NULL) {
@@ -142,10 +113,6 @@ int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
                     txn_set_json(t, tenkey, tenrec);
             }
         }
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
     }
 
     if (g_opt.json) {
@@ -160,14 +127,14 @@ int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
+int cmd_account_list(const cmd_t *cmd, const args_t *a)
 {
-    const char *env_id;
+    const char *env_id = a->env;
     char **ids;
     size_t n, i;
     json_t *out;
 
-    env_id = one_id_arg(cmd, argc, argv, "environment");
+    (void) cmd;
     load_env(env_id);
 
     ids = store_smembers(index_key("accounts", env_id), &n);
@@ -182,14 +149,9 @@ int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, rec);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no integrated accounts in environment %s",
+                     env_id))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no integrated accounts in environment %s", env_id);
-        return 0;
-    }
     printf("%-28s %-16s %-24s %s\n", "INTEGRATED_ACCOUNT_ID", "INTEGRATION",
            "TENANT_ID", "STATUS");
     for (i = 0; i < json_array_size(out); i++) {

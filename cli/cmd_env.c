@@ -8,51 +8,27 @@
 
 #include "envgw.h"
 
-int cmd_env_create(const cmd_t *cmd, int argc, char **argv)
+int cmd_env_create(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "team", true, NULL }, { "id", true, NULL },
-                     { NULL, false, NULL } };
-    const char *team, *name, *env_id;
-    char **pos;
-    int npos, attempt;
+    const char *env_id;
     json_t *rec;
     char *key;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    team = opts[0].val;
-    name = pos[0];
-    if (team == NULL)
-        usage_error(cmd, "--team is required");
-    if (!valid_id(team))
-        usage_error(cmd, "bad team id '%s' (want [A-Za-z0-9_.-], 1-128 "
-                    "characters)", team);
-    if (!valid_env_name(name))
-        usage_error(cmd, "bad environment name '%s' (want [A-Za-z0-9_.-], "
-                    "1-64 characters)", name);
-    env_id = opts[1].val ? opts[1].val : pfmt("env_%s", random_hex(8));
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s' (want [A-Za-z0-9_.-], "
-                    "1-128 characters)", env_id);
-
+    (void) cmd;
+    env_id = a->env ? a->env : pfmt("env_%s", random_hex(8));
     key = key_of(ENVGW_KEY_ENV, env_id);
     rec = pjson(json_object());
     json_object_set_new(rec, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
-    json_object_set_new(rec, ENVGW_F_TEAM_ID, json_string(team));
-    json_object_set_new(rec, ENVGW_F_NAME, json_string(name));
+    json_object_set_new(rec, ENVGW_F_TEAM_ID, json_string(a->team));
+    json_object_set_new(rec, ENVGW_F_NAME, json_string(a->name));
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t;
-
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         store_watch(key);
         if (store_get(key) != NULL)
             die("environment '%s' already exists", env_id);
-        t = txn_new();
         txn_set_json(t, key, rec);
         txn_sadd(t, index_key("envs", NULL), env_id);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("environment '%s' keeps changing; nothing written", env_id);
     }
 
     if (g_opt.json)
@@ -62,19 +38,14 @@ int cmd_env_create(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
+int cmd_env_list(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "team", true, NULL }, { NULL, false, NULL } };
-    const char *team;
-    char **pos, **idx, **scan, **all;
+    const char *team = a->team;
+    char **idx, **scan, **all;
     size_t ni, ns, n, i;
-    int npos;
     json_t *out;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 0, 0);
-    team = opts[0].val;
-    if (team && !valid_id(team))
-        usage_error(cmd, "bad team id '%s'", team);
+    (void) cmd;
 
     /* the index, plus records written by hand */
     idx = store_smembers(index_key("envs", NULL), &ni);
@@ -100,15 +71,9 @@ int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, rec);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no environments%s%s", team ? " in team " : "",
+                     team ? team : ""))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no environments%s%s", team ? " in team " : "",
-             team ? team : "");
-        return 0;
-    }
     printf("%-24s %-20s %s\n", "ENVIRONMENT_ID", "TEAM_ID", "NAME");
     for (i = 0; i < json_array_size(out); i++) {
         json_t *rec = json_array_get(out, i);

@@ -123,41 +123,30 @@ static void print_minted(const minted_t *m, json_t *extra)
     note("store the token now: it is not stored and cannot be shown again");
 }
 
-int cmd_token_create(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_create(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "kind", true, NULL }, { "ttl", true, NULL },
-                     { "account", true, NULL }, { NULL, false, NULL } };
-    const char *env_id, *kind, *account;
+    const char *env_id = a->env, *account = a->account;
+    const char *kind = a->kind ? a->kind : ENVGW_KIND_DATA;
     long long ttl = 0;
-    char **pos;
-    int npos, attempt;
     minted_t m;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    env_id = pos[0];
-    kind = opts[0].val ? opts[0].val : ENVGW_KIND_DATA;
-    account = opts[2].val;
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
     if (check_kind(kind) == NULL)
         usage_error(cmd, "bad --kind '%s' (want data, admin or account)",
                     kind);
-    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+    if (a->ttl && !parse_duration(a->ttl, &ttl, false))
         usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
-                    opts[1].val);
+                    a->ttl);
     if (strcmp(kind, ENVGW_KIND_ACCOUNT) == 0) {
         if (account == NULL)
             usage_error(cmd, "--kind account needs --account ID");
-        if (!valid_id(account))
-            usage_error(cmd, "bad account id '%s'", account);
-        if (opts[1].val == NULL)
+        if (a->ttl == NULL)
             ttl = ACCOUNT_TOKEN_DEFAULT_TTL;
     } else if (account != NULL) {
         usage_error(cmd, "--account is only for --kind account");
     }
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t = txn_new();
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *env;
 
         store_watch(key_of(ENVGW_KEY_ENV, env_id));
@@ -166,10 +155,6 @@ int cmd_token_create(const cmd_t *cmd, int argc, char **argv)
             check_account_for_token(env_id, account);
         m = mint(t, env_id, env, kind, account,
                  ttl > 0 ? (long long) time(NULL) + ttl : 0);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
     }
     print_minted(&m, NULL);
     return 0;
@@ -220,21 +205,21 @@ static const char *token_state(json_t *rec, long long now)
     return "active";
 }
 
-int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_list(const cmd_t *cmd, const args_t *a)
 {
     static const char *fields[] = {
         ENVGW_F_TOKEN_ID, ENVGW_F_KIND, ENVGW_F_ENVIRONMENT_ID,
         ENVGW_F_ENVIRONMENT, ENVGW_F_TEAM_ID, ENVGW_F_ACCOUNT_ID,
         ENVGW_F_EXPIRES_AT, ENVGW_F_REVOKED, "created_at", NULL
     };
-    const char *env_id;
+    const char *env_id = a->env;
     char **ids;
     size_t n, i;
     int f;
     long long now = time(NULL);
     json_t *out;
 
-    env_id = one_id_arg(cmd, argc, argv, "environment");
+    (void) cmd;
     load_env(env_id);
 
     ids = store_smembers(index_key("tokens", env_id), &n);
@@ -260,14 +245,8 @@ int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, row);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no tokens in environment %s", env_id))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no tokens in environment %s", env_id);
-        return 0;
-    }
     printf("%-18s %-8s %-8s %-16s %-21s %s\n", "TOKEN_ID", "KIND", "STATE",
            "ENVIRONMENT", "EXPIRES", "ACCOUNT");
     for (i = 0; i < json_array_size(out); i++) {
@@ -284,33 +263,25 @@ int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_token_revoke(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_revoke(const cmd_t *cmd, const args_t *a)
 {
-    const char *token_id;
+    const char *token_id = a->token;
     char *tkey;
-    int attempt;
     json_t *rec;
+    txn_t *t;
 
-    token_id = one_id_arg(cmd, argc, argv, "token");
-
-    for (attempt = 0; ; attempt++) {
-        txn_t *t;
-
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         rec = load_token(token_id, &tkey);
         if (json_is_true(json_object_get(rec, ENVGW_F_REVOKED))) {
-            store_unwatch();
-            note("token %s was already revoked", token_id);
-            break;
+            if (txn_attempt(t) == 0)
+                note("token %s was already revoked", token_id);
+            continue;
         }
         rec = json_deep_copy_p(rec);
         json_object_set_new(rec, ENVGW_F_REVOKED, json_true());
         json_object_set_new(rec, "revoked_at", json_integer(time(NULL)));
-        t = txn_new();
         txn_set_json(t, tkey, rec);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("token '%s' keeps changing; nothing written", token_id);
     }
     if (g_opt.json) {
         json_t *out = pjson(json_object());
@@ -323,33 +294,26 @@ int cmd_token_revoke(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_rotate(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "grace", true, NULL }, { "ttl", true, NULL },
-                     { NULL, false, NULL } };
-    const char *token_id;
-    long long grace = 0, ttl = 0, now, old_exp, new_old_exp;
-    char **pos, *tkey;
-    int npos, attempt;
+    const char *token_id = a->token;
+    long long grace = 0, ttl = 0, now, old_exp, new_old_exp = 0;
+    char *tkey;
     minted_t m;
     json_t *extra;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    token_id = pos[0];
-    if (!valid_id(token_id))
-        usage_error(cmd, "bad token id '%s'", token_id);
-    if (opts[0].val == NULL)
+    if (a->grace == NULL)
         usage_error(cmd, "--grace is required (e.g. --grace 1h; --grace 0 "
                     "ends the old token now)");
-    if (!parse_duration(opts[0].val, &grace, true))
+    if (!parse_duration(a->grace, &grace, true))
         usage_error(cmd, "bad --grace '%s' (want N[s|m|h|d], e.g. 1h)",
-                    opts[0].val);
-    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+                    a->grace);
+    if (a->ttl && !parse_duration(a->ttl, &ttl, false))
         usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
-                    opts[1].val);
+                    a->ttl);
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t = txn_new();
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *old, *env, *created;
         const char *env_id, *kind, *account;
         long long new_ttl = ttl;
@@ -378,7 +342,7 @@ int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
         /* default lifetime: as long as the old token's, if known */
         old_exp = rec_expires(old);
         created = json_object_get(old, "created_at");
-        if (opts[1].val == NULL) {
+        if (a->ttl == NULL) {
             if (old_exp > 0 && json_is_integer(created)
                 && old_exp > json_integer_value(created))
                 new_ttl = old_exp - json_integer_value(created);
@@ -399,11 +363,6 @@ int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
                             json_integer(new_old_exp));
         json_object_set_new(old, "rotated_to", json_string(m.token_id));
         txn_set_json(t, tkey, old);
-
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("token '%s' keeps changing; nothing written", token_id);
     }
 
     extra = pjson(json_object());

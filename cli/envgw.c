@@ -21,10 +21,13 @@ static const cmd_t commands[] = {
       "create an environment (prints its environment_id)",
       "NAME is the environment's display name (production, staging, ...).\n"
       "The environment_id is env_<random hex> unless --id chooses it.\n"
-      "TEAM is recorded as the environment's team_id." },
+      "TEAM is recorded as the environment's team_id.",
+      { NEED("team", team, CHECK_TEAM_ID), POS("NAME", name, CHECK_ENV_NAME),
+        OPT("id", env, CHECK_ENV_ID) } },
     { "env", "list", cmd_env_list,
       "[--team TEAM]",
-      "list environments", NULL },
+      "list environments", NULL,
+      { OPT("team", team, CHECK_TEAM_ID) } },
     { "token", "create", cmd_token_create,
       "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
       "mint a token in ENV; the raw token is printed once",
@@ -33,13 +36,18 @@ static const cmd_t commands[] = {
       "           for account tokens\n"
       "--account  the integrated account of an account token (required for\n"
       "           --kind account; the account must belong to ENV)\n"
-      "Only the SHA-256 of the token is stored; it cannot be shown again." },
+      "Only the SHA-256 of the token is stored; it cannot be shown again.",
+      { POS("ENV", env, CHECK_ENV_ID), OPT("kind", kind, CHECK_NONE),
+        OPT("ttl", ttl, CHECK_NONE),
+        OPT("account", account, CHECK_ACCOUNT_ID) } },
     { "token", "list", cmd_token_list,
       "ENV",
-      "list the tokens of ENV (never the raw tokens)", NULL },
+      "list the tokens of ENV (never the raw tokens)", NULL,
+      { POS("ENV", env, CHECK_ENV_ID) } },
     { "token", "revoke", cmd_token_revoke,
       "TOKEN_ID",
-      "revoke a token at once (the record stays, marked revoked)", NULL },
+      "revoke a token at once (the record stays, marked revoked)", NULL,
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID) } },
     { "token", "rotate", cmd_token_rotate,
       "TOKEN_ID --grace DURATION [--ttl DURATION]",
       "mint a replacement token; the old one expires after the grace",
@@ -47,18 +55,25 @@ static const cmd_t commands[] = {
       "--grace  how long the old token keeps working: N[s|m|h|d]; 0 ends it\n"
       "         now (an earlier expiry of the old token is kept)\n"
       "--ttl    lifetime of the new token; default: the old token's\n"
-      "         lifetime (1h for account tokens), or no expiry" },
+      "         lifetime (1h for account tokens), or no expiry",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID), OPT("grace", grace, CHECK_NONE),
+        OPT("ttl", ttl, CHECK_NONE) } },
     { "account", "add", cmd_account_add,
       "ENV ID --integration I --tenant T",
       "add an integrated account and index it under its tenant",
       "Account ids are global: an id that exists in any environment is\n"
-      "refused, as is a second I account for the same tenant in ENV." },
+      "refused, as is a second I account for the same tenant in ENV.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("ID", account, CHECK_ACCOUNT_ID),
+        NEED("integration", integration, CHECK_INTEGRATION),
+        NEED("tenant", tenant, CHECK_TENANT) } },
     { "account", "remove", cmd_account_remove,
       "ID",
-      "remove an integrated account and its tenant index entry", NULL },
+      "remove an integrated account and its tenant index entry", NULL,
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
     { "account", "list", cmd_account_list,
       "ENV",
-      "list the integrated accounts of ENV", NULL },
+      "list the integrated accounts of ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID) } },
     { "integration", "set", cmd_integration_set,
       "ENV I [--upstream URL] [--resources FILE]",
       "install or update integration I in ENV",
@@ -66,22 +81,36 @@ static const cmd_t commands[] = {
       "--resources  JSON file (- for stdin) replacing all resources:\n"
       "             {\"contacts\":{\"list\":{\"method\":\"GET\",\"path\":"
       "\"/crm/v3/objects/contacts\"}}}\n"
-      "Without --resources the existing resources are kept." },
+      "Without --resources the existing resources are kept.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        OPT("upstream", upstream, CHECK_NONE),
+        OPT("resources", resources, CHECK_NONE) } },
     { "integration", "list", cmd_integration_list,
       "ENV",
-      "list the integrations of ENV", NULL },
+      "list the integrations of ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID) } },
     { "integration", "show", cmd_integration_show,
       "ENV I",
-      "print the record of integration I in ENV", NULL },
+      "print the record of integration I in ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID),
+        POS("I", integration, CHECK_INTEGRATION) } },
     { "method", "set", cmd_method_set,
       "ENV I RESOURCE METHOD HTTP_METHOD PATH",
       "add or change a method of integration I in ENV",
       "HTTP_METHOD is one of GET POST PUT PATCH DELETE HEAD OPTIONS.\n"
       "PATH starts with /, may hold {id} and {name} placeholders, and has no\n"
-      "whitespace, ?, # or . / .. segments." },
+      "whitespace, ?, # or . / .. segments.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        POS("RESOURCE", resource, CHECK_RESOURCE),
+        POS("METHOD", method, CHECK_METHOD),
+        POS("HTTP_METHOD", verb, CHECK_NONE),
+        POS("PATH", path, CHECK_NONE) } },
     { "method", "remove", cmd_method_remove,
       "ENV I RESOURCE METHOD",
-      "remove a method of integration I in ENV", NULL },
+      "remove a method of integration I in ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        POS("RESOURCE", resource, CHECK_RESOURCE),
+        POS("METHOD", method, CHECK_METHOD) } },
     { "diff", NULL, cmd_diff,
       "ENV_A ENV_B [--upstreams]",
       "integrations, resources and methods that differ between two envs",
@@ -90,7 +119,9 @@ static const cmd_t commands[] = {
       "  - ...  only in ENV_B\n"
       "  ~ ...  in both, defined differently\n"
       "Upstreams are per environment and compared only with --upstreams.\n"
-      "Exit status: 0 equal, 1 different, 2 error." },
+      "Exit status: 0 equal, 1 different, 2 error.",
+      { POS("ENV_A", from, CHECK_ENV_ID), POS("ENV_B", to, CHECK_ENV_ID),
+        FLAG("upstreams", upstreams) } },
     { "promote", NULL, cmd_promote,
       "FROM TO [--integration I] [--method [RESOURCE.]METHOD] [--dry-run] "
       "[--upstream URL]",
@@ -99,7 +130,11 @@ static const cmd_t commands[] = {
       "defines (all of them, or those of --integration / --method); TO's own\n"
       "upstream and its other methods are kept.  When TO lacks the\n"
       "integration it is created with --upstream, or FROM's upstream (with a\n"
-      "warning).  --dry-run prints the change and writes nothing." },
+      "warning).  --dry-run prints the change and writes nothing.",
+      { POS("FROM", from, CHECK_ENV_ID), POS("TO", to, CHECK_ENV_ID),
+        OPT("integration", integration, CHECK_INTEGRATION),
+        OPT("method", method, CHECK_NONE), FLAG("dry-run", dry_run),
+        OPT("upstream", upstream, CHECK_NONE) } },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -222,62 +257,123 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
     return 1;
 }
 
-void parse_args(const cmd_t *cmd, int argc, char **argv, opt_t *opts,
-                char ***pos, int *npos, int min_pos, int max_pos)
+/* What each CHECK_ value must look like, for parse_args(). */
+#define ID_RULE     "(want [A-Za-z0-9_.-], 1-128 characters)"
+#define NAME_RULE   "(want [A-Za-z0-9_-], 1-64 characters)"
+
+static const struct {
+    const char *what;
+    bool      (*ok)(const char *s);
+    const char *rule;
+} checks[] = {
+    [CHECK_ENV_ID]      = { "environment id", valid_id, ID_RULE },
+    [CHECK_TEAM_ID]     = { "team id", valid_id, ID_RULE },
+    [CHECK_ACCOUNT_ID]  = { "account id", valid_id, ID_RULE },
+    [CHECK_TOKEN_ID]    = { "token id", valid_id, ID_RULE },
+    [CHECK_ENV_NAME]    = { "environment name", valid_env_name,
+                            "(want [A-Za-z0-9_.-], 1-64 characters)" },
+    [CHECK_INTEGRATION] = { "integration name", valid_name, NAME_RULE },
+    [CHECK_RESOURCE]    = { "resource name", valid_name, NAME_RULE },
+    [CHECK_METHOD]      = { "method name", valid_name, NAME_RULE },
+    [CHECK_TENANT]      = { "tenant id", valid_tenant,
+                            "(no spaces, /, ?, #, % or ..; 1-256 characters)" },
+};
+
+static const char **field_of(args_t *a, const arg_t *spec)
 {
-    char **p = pool_keep(calloc((size_t) argc + 1, sizeof(char *)), free);
-    int i, n = 0;
+    return (const char **) (void *) ((char *) a + spec->field);
+}
+
+/* The option of cmd's table that argument "--NAME[=VALUE]" names, or NULL. */
+static const arg_t *find_option(const cmd_t *cmd, const char *arg)
+{
+    const arg_t *s;
+    size_t len;
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        len = strlen(s->name);
+        if (s->kind != ARG_POS && strncmp(arg + 2, s->name, len) == 0
+            && (arg[2 + len] == '\0' || arg[2 + len] == '='))
+            return s;
+    }
+    return NULL;
+}
+
+/*
+ * Fills a from argv (after the command words) as cmd's table says, then
+ * checks every value the table gives a CHECK_ for.  Global options are
+ * accepted anywhere; --help prints the command's help and exits 0.
+ */
+static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
+{
+    const arg_t *s, *positional[ARGS_MAX];
+    const char **f;
+    char *extra = NULL;
+    size_t npos = 0, n = 0;
     bool only_pos = false;
+    int i;
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        if (s->kind == ARG_POS)
+            positional[npos++] = s;
+    }
 
     for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        opt_t *o;
+        const char *arg = argv[i], *eq;
 
-        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
-            p[n++] = argv[i];
+        if (only_pos || arg[0] != '-' || strcmp(arg, "-") == 0) {
+            if (n < npos)
+                *field_of(a, positional[n]) = arg;
+            else if (extra == NULL)
+                extra = argv[i];
+            n++;
             continue;
         }
-        if (strcmp(a, "--") == 0) {
+        if (strcmp(arg, "--") == 0) {
             only_pos = true;
             continue;
         }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             print_cmd_help(cmd);
             pool_drain();
             exit(0);
         }
         if (global_option(cmd, argc, argv, &i))
             continue;
-        if (strncmp(a, "--", 2) != 0)
-            usage_error(cmd, "unknown option '%s'", a);
-        for (o = opts; o && o->name; o++) {
-            size_t len = strlen(o->name);
-            if (strncmp(a + 2, o->name, len) == 0
-                && (a[2 + len] == '\0' || a[2 + len] == '='))
-                break;
-        }
-        if (o == NULL || o->name == NULL)
-            usage_error(cmd, "unknown option '%s'", a);
-        if (o->val != NULL)
-            usage_error(cmd, "--%s given twice", o->name);
-        if (!o->has_arg) {
-            if (a[2 + strlen(o->name)] == '=')
-                usage_error(cmd, "--%s takes no value", o->name);
-            o->val = "1";
-        } else if (a[2 + strlen(o->name)] == '=') {
-            o->val = a + 3 + strlen(o->name);
+        s = strncmp(arg, "--", 2) == 0 ? find_option(cmd, arg) : NULL;
+        if (s == NULL)
+            usage_error(cmd, "unknown option '%s'", arg);
+        f = field_of(a, s);
+        if (*f != NULL)
+            usage_error(cmd, "--%s given twice", s->name);
+        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
+                                              : NULL;
+        if (s->kind == ARG_FLAG) {
+            if (eq)
+                usage_error(cmd, "--%s takes no value", s->name);
+            *f = "1";
+        } else if (eq) {
+            *f = eq;
         } else if (i + 1 < argc) {
-            o->val = argv[++i];
+            *f = argv[++i];
         } else {
-            usage_error(cmd, "--%s needs a value", o->name);
+            usage_error(cmd, "--%s needs a value", s->name);
         }
     }
-    if (n < min_pos)
+    if (n < npos)
         usage_error(cmd, "missing arguments");
-    if (n > max_pos)
-        usage_error(cmd, "unexpected argument '%s'", p[max_pos]);
-    *pos = p;
-    *npos = n;
+    if (extra != NULL)
+        usage_error(cmd, "unexpected argument '%s'", extra);
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        const char *v = *field_of(a, s);
+
+        if (v == NULL && s->kind == ARG_NEEDED)
+            usage_error(cmd, "--%s is required", s->name);
+        if (v != NULL && s->check != CHECK_NONE && !checks[s->check].ok(v))
+            usage_error(cmd, "bad %s '%s' %s", checks[s->check].what, v,
+                        checks[s->check].rule);
+    }
 }
 
 static const cmd_t *find_cmd(const char *group, const char *name)
@@ -314,8 +410,10 @@ int main(int argc, char **argv)
 {
     const cmd_t *cmd;
     const char *group, *name;
+    args_t a;
     int i = 1, rc;
 
+    memset(&a, 0, sizeof(a));
     g_opt.redis = getenv("ENVGW_REDIS");
     if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
         g_opt.redis = "127.0.0.1:6379";
@@ -372,23 +470,12 @@ int main(int argc, char **argv)
     if (cmd->name != NULL)
         i++;
 
-    rc = cmd->run(cmd, argc - i, argv + i);
+    parse_args(cmd, argc - i, argv + i, &a);
+    rc = cmd->run(cmd, &a);
     fflush(stdout);
     if (ferror(stdout)) {
         fputs("envgw: error writing output\n", stderr);
         return EXIT_FAIL;
     }
     return rc;
-}
-
-const char *one_id_arg(const cmd_t *cmd, int argc, char **argv,
-                       const char *what)
-{
-    char **pos;
-    int npos;
-
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    if (!valid_id(pos[0]))
-        usage_error(cmd, "bad %s id '%s'", what, pos[0]);
-    return pos[0];
 }

@@ -59,12 +59,79 @@ void die(const char *fmt, ...)
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void print_json(json_t *j);
+bool list_printed(json_t *rows, const char *none_fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 const char *fmt_time(long long t);     /* "2026-01-01T00:00:00Z" or "never" */
 
 /* ---- command table and argument parsing -------------------------------- */
 
+/*
+ * The arguments of every command, by name.  parse_args() fills the fields
+ * a command's table names: a positional or an option's value, "1" for a
+ * flag that was given, NULL for what was not.  One field serves the same
+ * meaning in every command (ENV and --env are both "env").
+ */
+typedef struct {
+    const char *env;            /* ENV, --env, env create --id */
+    const char *from;           /* promote FROM, diff ENV_A */
+    const char *to;             /* promote TO, diff ENV_B */
+    const char *team;
+    const char *name;           /* env create NAME */
+    const char *kind;
+    const char *ttl;
+    const char *grace;
+    const char *account;        /* ID of an integrated account, --account */
+    const char *token;          /* TOKEN_ID */
+    const char *integration;    /* I, --integration */
+    const char *tenant;
+    const char *upstream;
+    const char *resources;      /* --resources FILE */
+    const char *resource;       /* RESOURCE */
+    const char *method;         /* METHOD, promote --method */
+    const char *verb;           /* HTTP_METHOD */
+    const char *path;           /* PATH */
+    const char *upstreams;      /* diff --upstreams */
+    const char *dry_run;
+} args_t;
+
+typedef enum {
+    ARG_END = 0,
+    ARG_POS,                    /* a positional (always required) */
+    ARG_VALUE,                  /* --name VALUE */
+    ARG_NEEDED,                 /* --name VALUE that must be given */
+    ARG_FLAG                    /* --name */
+} arg_kind_t;
+
+/* What a value must look like; parse_args() refuses anything else. */
+typedef enum {
+    CHECK_NONE = 0,
+    CHECK_ENV_ID,
+    CHECK_TEAM_ID,
+    CHECK_ACCOUNT_ID,
+    CHECK_TOKEN_ID,
+    CHECK_ENV_NAME,
+    CHECK_INTEGRATION,
+    CHECK_RESOURCE,
+    CHECK_METHOD,
+    CHECK_TENANT
+} arg_check_t;
+
+typedef struct {
+    arg_kind_t   kind;
+    const char  *name;          /* "kind" for --kind, "ENV" for a positional */
+    size_t       field;         /* offsetof(args_t, ...) */
+    arg_check_t  check;
+} arg_t;
+
+#define POS(n, f, c)    { ARG_POS, n, offsetof(args_t, f), c }
+#define OPT(n, f, c)    { ARG_VALUE, n, offsetof(args_t, f), c }
+#define NEED(n, f, c)   { ARG_NEEDED, n, offsetof(args_t, f), c }
+#define FLAG(n, f)      { ARG_FLAG, n, offsetof(args_t, f), CHECK_NONE }
+
+#define ARGS_MAX 8
+
 typedef struct cmd_s cmd_t;
-typedef int (*cmd_fn)(const cmd_t *cmd, int argc, char **argv);
+typedef int (*cmd_fn)(const cmd_t *cmd, const args_t *a);
 
 struct cmd_s {
     const char *group;      /* "token" (or the command itself: "diff") */
@@ -73,23 +140,9 @@ struct cmd_s {
     const char *usage;      /* argument synopsis after "envgw group name" */
     const char *summary;    /* one line */
     const char *help;       /* details, may be NULL */
+    arg_t       args[ARGS_MAX];     /* ends at the first ARG_END */
 };
 
-typedef struct {
-    const char *name;       /* "kind" for --kind */
-    bool        has_arg;
-    const char *val;        /* value, or "1" for a flag that was given */
-} opt_t;
-
-/* Parses argv (after the command words) into opts and positionals.
- * Global options are accepted anywhere; --help prints help and exits 0.
- * Checks that the positional count is within [min_pos, max_pos]. */
-void parse_args(const cmd_t *cmd, int argc, char **argv, opt_t *opts,
-                char ***pos, int *npos, int min_pos, int max_pos);
-/* A command whose only argument is an id (environment, account, token):
- * parsed and checked; "what" names it in the usage error. */
-const char *one_id_arg(const cmd_t *cmd, int argc, char **argv,
-                       const char *what);
 void usage_error(const cmd_t *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 const char *cmd_fullname(const cmd_t *cmd);
@@ -124,18 +177,32 @@ char  *store_get(const char *key);                      /* NULL if missing */
 char **store_smembers(const char *key, size_t *n);
 char **store_scan(const char *family, const char *rest_prefix, size_t *n);
 void   store_watch(const char *key);
-void   store_unwatch(void);
 
 typedef struct txn_s txn_t;
-txn_t *txn_new(void);
-void   txn_set(txn_t *t, const char *key, const char *value);
-void   txn_set_json(txn_t *t, const char *key, json_t *value);
-void   txn_del(txn_t *t, const char *key);
-void   txn_sadd(txn_t *t, const char *key, const char *member);
-void   txn_srem(txn_t *t, const char *key, const char *member);
-/* 0 on success, -1 if a WATCHed key changed (caller retries) */
-int    txn_exec(txn_t *t);
-size_t txn_published(txn_t *t);
+
+/*
+ * Every write is one MULTI ... EXEC that also PUBLISHes each changed key.
+ * A command reads under WATCH and queues its writes in the body of
+ *
+ *     for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+ *         store_watch(key); ... read ...; txn_set_json(t, key, rec);
+ *     }
+ *
+ * txn_commit() sends the queued writes and ends the loop (NULL), or, when
+ * a WATCHed key changed meanwhile, backs off a random while and returns a
+ * fresh txn_t so the body reads and decides again; after TXN_RETRIES such
+ * conflicts it dies, having written nothing.  A body that queues nothing,
+ * or calls txn_discard(), writes nothing and ends the loop.
+ */
+txn_t   *txn_begin(void);
+txn_t   *txn_commit(txn_t *t);
+void     txn_discard(txn_t *t);
+unsigned txn_attempt(const txn_t *t);   /* 0 the first time round */
+void     txn_set(txn_t *t, const char *key, const char *value);
+void     txn_set_json(txn_t *t, const char *key, json_t *value);
+void     txn_del(txn_t *t, const char *key);
+void     txn_sadd(txn_t *t, const char *key, const char *member);
+void     txn_srem(txn_t *t, const char *key, const char *member);
 
 #define TXN_RETRIES 8
 
@@ -156,21 +223,21 @@ char      **sort_unique(char **v, size_t *n);
 
 /* ---- commands ----------------------------------------------------------- */
 
-int cmd_env_create(const cmd_t *, int, char **);
-int cmd_env_list(const cmd_t *, int, char **);
-int cmd_token_create(const cmd_t *, int, char **);
-int cmd_token_list(const cmd_t *, int, char **);
-int cmd_token_revoke(const cmd_t *, int, char **);
-int cmd_token_rotate(const cmd_t *, int, char **);
-int cmd_account_add(const cmd_t *, int, char **);
-int cmd_account_remove(const cmd_t *, int, char **);
-int cmd_account_list(const cmd_t *, int, char **);
-int cmd_integration_set(const cmd_t *, int, char **);
-int cmd_integration_list(const cmd_t *, int, char **);
-int cmd_integration_show(const cmd_t *, int, char **);
-int cmd_method_set(const cmd_t *, int, char **);
-int cmd_method_remove(const cmd_t *, int, char **);
-int cmd_diff(const cmd_t *, int, char **);
-int cmd_promote(const cmd_t *, int, char **);
+int cmd_env_create(const cmd_t *, const args_t *);
+int cmd_env_list(const cmd_t *, const args_t *);
+int cmd_token_create(const cmd_t *, const args_t *);
+int cmd_token_list(const cmd_t *, const args_t *);
+int cmd_token_revoke(const cmd_t *, const args_t *);
+int cmd_token_rotate(const cmd_t *, const args_t *);
+int cmd_account_add(const cmd_t *, const args_t *);
+int cmd_account_remove(const cmd_t *, const args_t *);
+int cmd_account_list(const cmd_t *, const args_t *);
+int cmd_integration_set(const cmd_t *, const args_t *);
+int cmd_integration_list(const cmd_t *, const args_t *);
+int cmd_integration_show(const cmd_t *, const args_t *);
+int cmd_method_set(const cmd_t *, const args_t *);
+int cmd_method_remove(const cmd_t *, const args_t *);
+int cmd_diff(const cmd_t *, const args_t *);
+int cmd_promote(const cmd_t *, const args_t *);
 
 #endif /* ENVGW_H */

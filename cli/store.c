@@ -240,7 +240,7 @@ void store_watch(const char *key)
     cmd2("WATCH", key);
 }
 
-void store_unwatch(void)
+static void store_unwatch(void)
 {
     store_connect();
     cmd2("UNWATCH", NULL);
@@ -254,11 +254,11 @@ typedef struct {
 } txn_cmd_t;
 
 struct txn_s {
-    txn_cmd_t  *cmds;
-    size_t      n, cap;
+    txn_cmd_t   *cmds;
+    size_t       n, cap;
     const char **changed;       /* distinct changed keys, in order */
-    size_t      nchanged;
-    size_t      published;
+    size_t       nchanged;
+    unsigned     attempt;
 };
 
 static void txn_free(void *p)
@@ -269,10 +269,21 @@ static void txn_free(void *p)
     free(t);
 }
 
-txn_t *txn_new(void)
+txn_t *txn_begin(void)
 {
     txn_t *t = calloc(1, sizeof(*t));
     return pool_keep(t, txn_free);
+}
+
+unsigned txn_attempt(const txn_t *t)
+{
+    return t->attempt;
+}
+
+void txn_discard(txn_t *t)
+{
+    t->n = 0;
+    t->nchanged = 0;
 }
 
 static void txn_add(txn_t *t, const char *a0, const char *key, const char *a2)
@@ -332,17 +343,24 @@ void txn_srem(txn_t *t, const char *key, const char *member)
     txn_add(t, "SREM", key, member);
 }
 
-int txn_exec(txn_t *t)
+/* Reads one queued reply; dies on a lost connection. */
+static redisReply *read_reply(void)
+{
+    void *vr = NULL;
+
+    if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
+        die("Redis at %s: %s", addr_desc,
+            rc->errstr[0] ? rc->errstr : "connection lost");
+    return pool_keep(vr, free_reply);
+}
+
+/* 0 on success, -1 if a WATCHed key changed before EXEC. */
+static int txn_exec(txn_t *t)
 {
     const char *chan = channel_name();
     redisReply *r;
     size_t i;
 
-    store_connect();
-    if (t->n == 0) {
-        store_unwatch();
-        return 0;
-    }
     /* EXEC does not roll back a command that fails at run time (say SADD
      * on a key that a human turned into a string): refuse before writing. */
     for (i = 0; i < t->n; i++) {
@@ -368,41 +386,15 @@ int txn_exec(txn_t *t)
     redisAppendCommand(rc, "EXEC");
 
     for (i = 0; i < 1 + t->n + t->nchanged; i++) {
-        void *vr = NULL;
-        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
-            die("Redis at %s: %s", addr_desc,
-                rc->errstr[0] ? rc->errstr : "connection lost");
-        r = vr;
-        if (r->type == REDIS_REPLY_ERROR) {
+        r = read_reply();
+        if (r->type == REDIS_REPLY_ERROR)
             /* a command refused while queueing: EXEC will abort all */
-            char *msg = pstrdup(r->str);
-            freeReplyObject(r);
             die("Redis at %s refused the update (nothing written): %s",
-                addr_desc, msg);
-        }
-        freeReplyObject(r);
+                addr_desc, r->str);
     }
-    {
-        void *vr = NULL;
-        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
-            die("Redis at %s: %s", addr_desc,
-                rc->errstr[0] ? rc->errstr : "connection lost");
-        r = pool_keep(vr, free_reply);
-    }
-    if (r->type == REDIS_REPLY_NIL) {
-        /* a WATCHed key changed: back off a random, growing while so that
-         * concurrent writers do not collide again in lockstep */
-        static unsigned conflicts;
-        unsigned char rnd;
-        struct timespec ts;
-
-        random_bytes(&rnd, 1);
-        conflicts++;
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long) (1 + rnd % (5 * conflicts)) * 1000000L;
-        nanosleep(&ts, NULL);
+    r = read_reply();
+    if (r->type == REDIS_REPLY_NIL)
         return -1;
-    }
     if (r->type == REDIS_REPLY_ERROR)
         die("Redis at %s refused the update (nothing written): %s",
             addr_desc, r->str);
@@ -414,13 +406,34 @@ int txn_exec(txn_t *t)
             die("Redis at %s: part of the update failed: %s (key %s)",
                 addr_desc, e->str,
                 i < t->n ? t->cmds[i].argv[1] : chan);
-        if (i >= t->n && e->type == REDIS_REPLY_INTEGER)
-            t->published++;
     }
     return 0;
 }
 
-size_t txn_published(txn_t *t)
+txn_t *txn_commit(txn_t *t)
 {
-    return t->nchanged;
+    unsigned char rnd;
+    struct timespec ts;
+    txn_t *next;
+
+    store_connect();
+    if (t->n == 0) {
+        store_unwatch();
+        return NULL;
+    }
+    if (txn_exec(t) == 0)
+        return NULL;
+    if (t->attempt == TXN_RETRIES)
+        die("records keep changing; nothing written");
+
+    /* a WATCHed key changed: back off a random, growing while so that
+     * concurrent writers do not collide again in lockstep */
+    random_bytes(&rnd, 1);
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long) (1 + rnd % (5 * (t->attempt + 1))) * 1000000L;
+    nanosleep(&ts, NULL);
+
+    next = txn_begin();
+    next->attempt = t->attempt + 1;
+    return next;
 }

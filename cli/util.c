@@ -137,6 +137,26 @@ void print_json(json_t *j)
     free(s);
 }
 
+/*
+ * A list command's rows: printed as JSON with --json; without, a note when
+ * there are none.  True when that is all there is to print.
+ */
+bool list_printed(json_t *rows, const char *none_fmt, ...)
+{
+    va_list ap;
+
+    if (g_opt.json) {
+        print_json(rows);
+        return true;
+    }
+    if (json_array_size(rows) > 0)
+        return false;
+    va_start(ap, none_fmt);
+    say("envgw: ", none_fmt, ap);
+    va_end(ap);
+    return true;
+}
+
 const char *fmt_time(long long t)
 {
     time_t tt = (time_t) t;
@@ -328,24 +348,29 @@ void random_bytes(unsigned char *buf, size_t n)
     }
 }
 
-static const char hexdig[] = "0123456789abcdef";
+/* Pooled lowercase hex of n bytes. */
+static char *hex_of(const unsigned char *buf, size_t n)
+{
+    static const char hexdig[] = "0123456789abcdef";
+    char *out = pool_keep(malloc(n * 2 + 1), free);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hexdig[buf[i] >> 4];
+        out[2 * i + 1] = hexdig[buf[i] & 15];
+    }
+    out[n * 2] = '\0';
+    return out;
+}
 
 char *random_hex(size_t nbytes)
 {
     unsigned char buf[64];
-    char *out;
-    size_t i;
 
     if (nbytes > sizeof(buf))
         nbytes = sizeof(buf);
     random_bytes(buf, nbytes);
-    out = pool_keep(malloc(nbytes * 2 + 1), free);
-    for (i = 0; i < nbytes; i++) {
-        out[2 * i] = hexdig[buf[i] >> 4];
-        out[2 * i + 1] = hexdig[buf[i] & 15];
-    }
-    out[nbytes * 2] = '\0';
-    return out;
+    return hex_of(buf, nbytes);
 }
 
 /* egw_ + base64url(32 random bytes), no padding: 256 bits of entropy. */
@@ -381,17 +406,10 @@ char *new_raw_token(void)
 char *sha256_hex(const char *s)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0, i;
-    char *out;
+    unsigned int len = 0;
 
     if (EVP_Digest(s, strlen(s), md, &len, EVP_sha256(), NULL) != 1
         || len * 2 != ENVGW_SHA256_HEX_LEN)
         die("SHA-256 failed");
-    out = pool_keep(malloc(len * 2 + 1), free);
-    for (i = 0; i < len; i++) {
-        out[2 * i] = hexdig[md[i] >> 4];
-        out[2 * i + 1] = hexdig[md[i] & 15];
-    }
-    out[len * 2] = '\0';
-    return out;
+    return hex_of(md, len);
 }
