@@ -312,6 +312,7 @@ int cmd_promote(const cmd_t *cmd, const args_t *a)
             if (json_array_size(changes) > before) {
                 txn_set_json(t, tkey, nt);
                 txn_sadd(t, index_key("integrations", to), names[i]);
+                txn_env(t, to);
             }
         }
         if (mspec && matched == 0)

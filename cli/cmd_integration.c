@@ -26,27 +26,6 @@ static size_t count_methods(json_t *resources)
     return n;
 }
 
-/* Uppercases valid HTTP verbs in place, so "get" in a file is accepted. */
-static void normalize_verbs(json_t *resources)
-{
-    const char *r, *m;
-    json_t *methods, *def;
-
-    if (!json_is_object(resources))
-        return;
-    json_object_foreach(resources, r, methods) {
-        if (!json_is_object(methods))
-            continue;
-        json_object_foreach(methods, m, def) {
-            const char *v = json_is_object(def)
-                            ? jstr(def, ENVGW_F_METHOD) : NULL;
-            const char *up = v ? normalize_http_method(v) : NULL;
-            if (up && strcmp(up, v) != 0)
-                json_object_set_new(def, ENVGW_F_METHOD, json_string(up));
-        }
-    }
-}
-
 /*
  * Reads a resources file: either the resources object itself or a whole
  * integration record {"upstream": ..., "resources": {...}}.
@@ -141,6 +120,7 @@ int cmd_integration_set(const cmd_t *cmd, const args_t *a)
 
         txn_set_json(t, key, rec);
         txn_sadd(t, index_key("integrations", env_id), name);
+        txn_env(t, env_id);
     }
 
     if (g_opt.json) {
@@ -208,6 +188,47 @@ int cmd_integration_show(const cmd_t *cmd, const args_t *a)
     return 0;
 }
 
+int cmd_integration_remove(const cmd_t *cmd, const args_t *a)
+{
+    const char *env_id = a->env, *name = a->integration;
+    char *key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
+    size_t nacc, i, users = 0;
+    ref_t *accounts;
+    txn_t *t;
+
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        store_watch(key);
+        load_env(env_id);
+        /* a malformed record may go: no load_integration() */
+        if (store_get(key) == NULL)
+            die("integration '%s' is not installed in %s", name, env_id);
+        txn_del(t, key);
+        txn_srem(t, index_key("integrations", env_id), name);
+        txn_env(t, env_id);
+    }
+
+    accounts = env_accounts(env_id, &nacc);
+    for (i = 0; i < nacc; i++) {
+        const char *ig = jstr(accounts[i].rec, ENVGW_F_INTEGRATION);
+        users += ig && strcmp(ig, name) == 0;
+    }
+    if (users > 0)
+        warnx_("%zu integrated account%s of %s still name %s: their routes "
+               "answer 404 method_not_found", users, users == 1 ? "" : "s",
+               env_id, name);
+
+    if (g_opt.json)
+        print_json(pjson(json_pack("{s:s, s:s, s:b}",
+                                   ENVGW_F_ENVIRONMENT_ID, env_id,
+                                   ENVGW_F_INTEGRATION, name,
+                                   "removed", 1)));
+    else
+        printf("removed integration %s from %s\n", name, env_id);
+    return 0;
+}
+
 /* Loads the integration record to edit (WATCHed); dies if it is missing. */
 static json_t *load_for_edit(const char *env_id, const char *name, char **key)
 {
@@ -266,6 +287,7 @@ int cmd_method_set(const cmd_t *cmd, const args_t *a)
                             json_pack("{s:s, s:s}", ENVGW_F_METHOD, verb,
                                       ENVGW_F_PATH, a->path));
         txn_set_json(t, key, rec);
+        txn_env(t, a->env);
     }
 
     if (g_opt.json) {
@@ -303,6 +325,7 @@ int cmd_method_remove(const cmd_t *cmd, const args_t *a)
         if (json_object_size(methods) == 0)
             json_object_del(res, a->resource);
         txn_set_json(t, key, rec);
+        txn_env(t, a->env);
     }
 
     if (g_opt.json) {

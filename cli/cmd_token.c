@@ -5,6 +5,7 @@
  * its SHA-256 (the gateway hashes what a client presents and looks that up).
  */
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,7 @@ int cmd_token_create(const cmd_t *cmd, const args_t *a)
             check_account_for_token(env_id, account);
         m = mint(t, env_id, env, kind, account,
                  ttl > 0 ? (long long) time(NULL) + ttl : 0);
+        txn_env(t, env_id);
     }
     print_minted(&m, NULL);
     return 0;
@@ -205,6 +207,26 @@ static const char *token_state(json_t *rec, long long now)
     return "active";
 }
 
+/* Unix seconds in a decimal string (the gateway's last_used:<token_id>),
+ * or -1. */
+static long long unix_seconds(const char *s)
+{
+    char *end;
+    long long v;
+
+    if (s == NULL || !isdigit((unsigned char) s[0]))
+        return -1;
+    v = strtoll(s, &end, 10);
+    return *end == '\0' && v > 0 ? v : -1;
+}
+
+static const char *time_or(json_t *row, const char *field, const char *none)
+{
+    json_t *v = json_object_get(row, field);
+
+    return json_is_integer(v) ? fmt_time(json_integer_value(v)) : none;
+}
+
 int cmd_token_list(const cmd_t *cmd, const args_t *a)
 {
     static const char *fields[] = {
@@ -213,83 +235,103 @@ int cmd_token_list(const cmd_t *cmd, const args_t *a)
         ENVGW_F_EXPIRES_AT, ENVGW_F_REVOKED, "created_at", NULL
     };
     const char *env_id = a->env;
-    char **ids;
+    char **ids, **used;
     size_t n, i;
     int f;
-    long long now = time(NULL);
+    long long now = time(NULL), within = 0;
     json_t *out;
 
-    (void) cmd;
+    if (a->expiring && !parse_duration(a->expiring, &within, false))
+        usage_error(cmd, "bad --expiring '%s' (want N[s|m|h|d], e.g. 7d)",
+                    a->expiring);
     load_env(env_id);
 
     ids = store_smembers(index_key("tokens", env_id), &n);
     sort_unique(ids, &n);
+    /* the gateway's record of the last use: <prefix>last_used:<token_id> */
+    used = pool_keep(calloc(n + 1, sizeof(char *)), free);
+    for (i = 0; i < n; i++)
+        used[i] = key_of(ENVGW_KEY_LAST_USED, ids[i]);
+    used = store_mget(used, n);
+
     out = pjson(json_array());
     for (i = 0; i < n; i++) {
         char *idkey = key_of(ENVGW_KEY_TOKEN_ID, ids[i]);
         json_t *h = load_json(idkey), *rec, *row;
+        long long exp, last;
 
         if (h == NULL || !json_is_string(h))
             continue;
         rec = load_json(key_of(ENVGW_KEY_TOKEN, json_string_value(h)));
         if (rec == NULL || !json_is_object(rec))
             continue;
+        exp = rec_expires(rec);
+        if (a->expiring && (strcmp(token_state(rec, now), "active") != 0
+                            || exp <= 0 || exp > now + within))
+            continue;
         /* copy known fields only: never the hash, never anything else */
         row = pjson(json_object());
         for (f = 0; fields[f]; f++) {
             json_t *v = json_object_get(rec, fields[f]);
-            if (v)
-                json_object_set(row, fields[f], v);
+            json_object_set(row, fields[f], v ? v : json_null());
         }
+        last = unix_seconds(used[i]);
+        if (used[i] != NULL && last < 0)
+            warnx_("key %s holds '%s', not Unix seconds: ignored",
+                   key_of(ENVGW_KEY_LAST_USED, ids[i]), used[i]);
+        json_object_set_new(row, "last_used_at",
+                            last > 0 ? json_integer(last) : json_null());
         json_object_set_new(row, "state", json_string(token_state(rec, now)));
         json_array_append(out, row);
     }
 
-    if (list_printed(out, "no tokens in environment %s", env_id))
+    if (list_printed(out, "no tokens%s in environment %s",
+                     a->expiring ? " expiring so soon" : "", env_id))
         return 0;
-    printf("%-18s %-8s %-8s %-16s %-21s %s\n", "TOKEN_ID", "KIND", "STATE",
-           "ENVIRONMENT", "EXPIRES", "ACCOUNT");
+    printf("%-18s %-8s %-8s %-16s %-21s %-21s %-21s %s\n", "TOKEN_ID", "KIND",
+           "STATE", "ENVIRONMENT", "EXPIRES", "LAST_USED", "CREATED",
+           "ACCOUNT");
     for (i = 0; i < json_array_size(out); i++) {
         json_t *row = json_array_get(out, i);
         const char *acc = jstr(row, ENVGW_F_ACCOUNT_ID);
         const char *envname = jstr(row, ENVGW_F_ENVIRONMENT);
-        printf("%-18s %-8s %-8s %-16s %-21s %s\n",
+        printf("%-18s %-8s %-8s %-16s %-21s %-21s %-21s %s\n",
                jstr(row, ENVGW_F_TOKEN_ID) ? jstr(row, ENVGW_F_TOKEN_ID)
                                            : "?",
                jstr(row, ENVGW_F_KIND) ? jstr(row, ENVGW_F_KIND) : "?",
                jstr(row, "state"), envname ? envname : env_id,
-               fmt_time(rec_expires(row)), acc ? acc : "-");
+               fmt_time(rec_expires(row)), time_or(row, "last_used_at", "-"),
+               time_or(row, "created_at", "-"), acc ? acc : "-");
     }
     return 0;
 }
 
 int cmd_token_revoke(const cmd_t *cmd, const args_t *a)
 {
-    const char *token_id = a->token;
-    char *tkey;
-    json_t *rec;
+    ref_t tok;
+    bool already = false;
     txn_t *t;
 
     (void) cmd;
+    tok.id = a->token;
     for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
-        rec = load_token(token_id, &tkey);
-        if (json_is_true(json_object_get(rec, ENVGW_F_REVOKED))) {
-            if (txn_attempt(t) == 0)
-                note("token %s was already revoked", token_id);
-            continue;
-        }
-        rec = json_deep_copy_p(rec);
-        json_object_set_new(rec, ENVGW_F_REVOKED, json_true());
-        json_object_set_new(rec, "revoked_at", json_integer(time(NULL)));
-        txn_set_json(t, tkey, rec);
+        char *tkey;
+
+        tok.rec = load_token(a->token, &tkey);
+        tok.key = tkey;
+        already = !revoke_token(t, &tok);
+        txn_env(t, jstr(tok.rec, ENVGW_F_ENVIRONMENT_ID));
     }
     if (g_opt.json) {
         json_t *out = pjson(json_object());
-        json_object_set_new(out, ENVGW_F_TOKEN_ID, json_string(token_id));
+        json_object_set_new(out, ENVGW_F_TOKEN_ID, json_string(a->token));
         json_object_set_new(out, ENVGW_F_REVOKED, json_true());
+        json_object_set_new(out, "already_revoked", json_boolean(already));
         print_json(out);
+    } else if (already) {
+        printf("token %s was already revoked\n", a->token);
     } else {
-        printf("revoked %s\n", token_id);
+        printf("revoked %s\n", a->token);
     }
     return 0;
 }
@@ -363,6 +405,7 @@ int cmd_token_rotate(const cmd_t *cmd, const args_t *a)
                             json_integer(new_old_exp));
         json_object_set_new(old, "rotated_to", json_string(m.token_id));
         txn_set_json(t, tkey, old);
+        txn_env(t, env_id);
     }
 
     extra = pjson(json_object());

@@ -6,6 +6,7 @@
  * This file: global options, the command table, argument parsing, help.
  */
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,14 @@ static const cmd_t commands[] = {
       "[--team TEAM]",
       "list environments", NULL,
       { OPT("team", team, CHECK_TEAM_ID) } },
+    { "env", "delete", cmd_env_delete,
+      "ENV [--force]",
+      "delete an environment",
+      "An environment that still has integrations, integrated accounts,\n"
+      "tenants or unrevoked tokens is refused unless --force is given;\n"
+      "then its tokens are revoked (their records stay, marked revoked) and\n"
+      "every other record of ENV is deleted, all in one transaction.",
+      { POS("ENV", env, CHECK_ENV_ID), FLAG("force", force) } },
     { "token", "create", cmd_token_create,
       "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
       "mint a token in ENV; the raw token is printed once",
@@ -41,12 +50,16 @@ static const cmd_t commands[] = {
         OPT("ttl", ttl, CHECK_NONE),
         OPT("account", account, CHECK_ACCOUNT_ID) } },
     { "token", "list", cmd_token_list,
-      "ENV",
-      "list the tokens of ENV (never the raw tokens)", NULL,
-      { POS("ENV", env, CHECK_ENV_ID) } },
+      "ENV [--expiring DURATION]",
+      "list the tokens of ENV (never the raw tokens)",
+      "Shows created_at, expires_at and last_used_at (the time the gateway\n"
+      "last recorded a use of the token, if it records them).\n"
+      "--expiring  only active tokens that expire within DURATION, e.g. 7d",
+      { POS("ENV", env, CHECK_ENV_ID), OPT("expiring", expiring, CHECK_NONE) } },
     { "token", "revoke", cmd_token_revoke,
       "TOKEN_ID",
-      "revoke a token at once (the record stays, marked revoked)", NULL,
+      "revoke a token at once (the record stays, marked revoked)",
+      "Revoking a token that is already revoked says so and exits 0.",
       { POS("TOKEN_ID", token, CHECK_TOKEN_ID) } },
     { "token", "rotate", cmd_token_rotate,
       "TOKEN_ID --grace DURATION [--ttl DURATION]",
@@ -68,7 +81,18 @@ static const cmd_t commands[] = {
         NEED("tenant", tenant, CHECK_TENANT) } },
     { "account", "remove", cmd_account_remove,
       "ID",
-      "remove an integrated account and its tenant index entry", NULL,
+      "remove an integrated account and its tenant index entry",
+      "Its account tokens are revoked in the same transaction.",
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
+    { "account", "disable", cmd_account_disable,
+      "ID",
+      "disable an integrated account (it answers like an unknown one)",
+      "Sets the record's status to \"disabled\"; 'envgw account enable'\n"
+      "makes it active again.  Its tokens are kept.",
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
+    { "account", "enable", cmd_account_enable,
+      "ID",
+      "make a disabled integrated account active again", NULL,
       { POS("ID", account, CHECK_ACCOUNT_ID) } },
     { "account", "list", cmd_account_list,
       "ENV",
@@ -92,6 +116,13 @@ static const cmd_t commands[] = {
     { "integration", "show", cmd_integration_show,
       "ENV I",
       "print the record of integration I in ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID),
+        POS("I", integration, CHECK_INTEGRATION) } },
+    { "integration", "remove", cmd_integration_remove,
+      "ENV I",
+      "remove integration I from ENV, with all its methods",
+      "Accounts of the integration stay; the gateway answers their routes\n"
+      "404 method_not_found until the integration is installed again.",
       { POS("ENV", env, CHECK_ENV_ID),
         POS("I", integration, CHECK_INTEGRATION) } },
     { "method", "set", cmd_method_set,
@@ -135,9 +166,46 @@ static const cmd_t commands[] = {
         OPT("integration", integration, CHECK_INTEGRATION),
         OPT("method", method, CHECK_NONE), FLAG("dry-run", dry_run),
         OPT("upstream", upstream, CHECK_NONE) } },
+    { "export", NULL, cmd_export,
+      "ENV",
+      "print ENV as one JSON document (for 'envgw apply')",
+      "The document holds the environment record, its integrations (upstream,\n"
+      "resources, methods, auth declarations), integrated accounts and\n"
+      "tenants, with keys sorted so that it diffs well in git.  Never tokens\n"
+      "or credentials.",
+      { POS("ENV", env, CHECK_ENV_ID) } },
+    { "apply", NULL, cmd_apply,
+      "FILE [--env ENV] [--prune] [--dry-run]",
+      "make an environment what an exported document says",
+      "Prints the plan (+ create, ~ change, - remove), then writes it in one\n"
+      "transaction, publishing every changed key.  FILE is an 'envgw export'\n"
+      "document (- for stdin).\n"
+      "--env      apply to ENV instead of the document's environment: the\n"
+      "           whole-environment promote.  Only integrations are applied\n"
+      "           then (accounts and tenants belong to their environment),\n"
+      "           and an integration ENV already has keeps its upstream.\n"
+      "--prune    also remove what the document does not have (integrations,\n"
+      "           methods, fields, accounts with their account tokens,\n"
+      "           tenants); without it nothing is removed\n"
+      "--dry-run  print the plan and write nothing",
+      { POS("FILE", file, CHECK_NONE), OPT("env", env, CHECK_ENV_ID),
+        FLAG("prune", prune), FLAG("dry-run", dry_run) } },
+    { "audit", NULL, cmd_audit,
+      "[--since T] [--env ENV]",
+      "show the audit trail of envgw writes",
+      "Every envgw write appends to the Redis stream <prefix>audit (time,\n"
+      "actor, command, environments, changed keys) in its own transaction.\n"
+      "--since  T is a duration back from now (30m, 12h, 7d), a date\n"
+      "         (2025-11-28), a UTC time (2025-11-28T10:00:00Z) or Unix seconds\n"
+      "--env    only writes that touched ENV",
+      { OPT("since", since, CHECK_NONE), OPT("env", env, CHECK_ENV_ID) } },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+#define STR_(x)           #x
+#define STR(x)            STR_(x)
+#define AUDIT_MAXLEN_STR  STR(AUDIT_MAXLEN_DEFAULT)
 
 static const char global_help[] =
     "Global options (before or after the command):\n"
@@ -148,8 +216,14 @@ static const char global_help[] =
     "  --db N            Redis database number (default 0)\n"
     "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
     ENVGW_DEFAULT_PREFIX "\")\n"
-    "  --json            machine-readable output\n"
-    "  --help            help for the tool or a command\n";
+    "  --json            machine-readable output (errors too: one JSON\n"
+    "                    object a line on stderr)\n"
+    "  --actor NAME      who writes, for the audit trail (default: the OS "
+    "user)\n"
+    "  --audit-maxlen N  keep about N audit entries (env ENVGW_AUDIT_MAXLEN;\n"
+    "                    default " AUDIT_MAXLEN_STR ")\n"
+    "  --help            help for the tool or a command\n"
+    "  --version         the version of envgw\n";
 
 const char *cmd_fullname(const cmd_t *cmd)
 {
@@ -187,20 +261,48 @@ static void print_tool_help(FILE *f, const char *group)
 void usage_error(const cmd_t *cmd, const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
-    fputs("envgw: ", stderr);
-    if (cmd)
-        fprintf(stderr, "%s: ", cmd_fullname(cmd));
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
     va_end(ap);
-    fputc('\n', stderr);
+    pool_keep(msg, free);
     if (cmd)
-        fprintf(stderr, "usage: envgw %s %s\n", cmd_fullname(cmd),
-                cmd->usage);
+        report_error(EXIT_USAGE, pfmt("usage: envgw %s %s", cmd_fullname(cmd),
+                                      cmd->usage),
+                     pfmt("%s: %s", cmd_fullname(cmd), msg));
     else
-        fputs("try 'envgw --help'\n", stderr);
+        report_error(EXIT_USAGE, "try 'envgw --help'", msg);
     exit(EXIT_USAGE);
+}
+
+/* An actor is written into the audit trail and shown by 'envgw audit'. */
+static bool valid_actor(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 128)
+        return false;
+    for (; *s; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool parse_maxlen(const char *s, long *out)
+{
+    char *end;
+    long v;
+
+    if (!isdigit((unsigned char) s[0]))
+        return false;
+    v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 1 || v > 1000000000L)
+        return false;
+    *out = v;
+    return true;
 }
 
 /*
@@ -210,7 +312,7 @@ void usage_error(const cmd_t *cmd, const char *fmt, ...)
 static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
 {
     static const char *with_arg[] = { "redis", "password", "db", "prefix",
-                                      NULL };
+                                      "actor", "audit-maxlen", NULL };
     const char *a = argv[*i], *name, *eq, *val = NULL;
     char *n;
     int k;
@@ -247,6 +349,15 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
         g_opt.password = val;
     } else if (strcmp(n, "prefix") == 0) {
         g_opt.prefix = val;
+    } else if (strcmp(n, "actor") == 0) {
+        if (!valid_actor(val))
+            usage_error(cmd, "bad --actor '%s' (want 1-128 printable "
+                        "characters)", val);
+        g_opt.actor = val;
+    } else if (strcmp(n, "audit-maxlen") == 0) {
+        if (!parse_maxlen(val, &g_opt.audit_maxlen))
+            usage_error(cmd, "--audit-maxlen wants a number of entries from 1 "
+                        "to 1000000000, not '%s'", val);
     } else {
         char *end;
         long db = strtol(val, &end, 10);
@@ -297,6 +408,57 @@ static const arg_t *find_option(const cmd_t *cmd, const char *arg)
             return s;
     }
     return NULL;
+}
+
+/* A value as a shell would need it: quoted when it holds anything but
+ * plain characters. */
+static const char *shell_word(const char *v)
+{
+    const char *p;
+    char *q, *o;
+
+    if (v[0] != '\0' && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn"
+                                   "opqrstuvwxyz0123456789_-.:/@%+=,")
+                         == strlen(v))
+        return v;
+    /* 'it'\''s': a quote becomes four characters */
+    q = pool_keep(malloc(strlen(v) * 4 + 3), free);
+    o = q;
+    *o++ = '\'';
+    for (p = v; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+/* The command as the audit trail records it: the command words, then what
+ * the command's table names, in its order; never a global option (such as
+ * --password). */
+static const char *command_line(const cmd_t *cmd, args_t *a)
+{
+    const char *line = cmd_fullname(cmd);
+    const arg_t *s;
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        const char *v = *field_of(a, s);
+
+        if (v == NULL)
+            continue;
+        if (s->kind == ARG_POS)
+            line = pfmt("%s %s", line, shell_word(v));
+        else if (s->kind == ARG_FLAG)
+            line = pfmt("%s --%s", line, s->name);
+        else
+            line = pfmt("%s --%s %s", line, s->name, shell_word(v));
+    }
+    return line;
 }
 
 /*
@@ -365,6 +527,8 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
     if (extra != NULL)
         usage_error(cmd, "unexpected argument '%s'", extra);
 
+    g_opt.command = command_line(cmd, a);
+
     for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
         const char *v = *field_of(a, s);
 
@@ -390,6 +554,15 @@ static const cmd_t *find_cmd(const char *group, const char *name)
     return NULL;
 }
 
+static void print_version(void)
+{
+    if (g_opt.json)
+        print_json(pjson(json_pack("{s:s, s:s}", "name", "envgw",
+                                   "version", ENVGW_VERSION)));
+    else
+        printf("envgw %s\n", ENVGW_VERSION);
+}
+
 static bool known_group(const char *group)
 {
     size_t i;
@@ -409,11 +582,25 @@ static void cleanup(void)
 int main(int argc, char **argv)
 {
     const cmd_t *cmd;
-    const char *group, *name;
+    const char *group, *name, *env;
     args_t a;
-    int i = 1, rc;
+    int i = 1, k, rc;
 
     memset(&a, 0, sizeof(a));
+    atexit(cleanup);
+
+    /* --json anywhere makes even the errors of parsing JSON */
+    for (k = 1; k < argc && strcmp(argv[k], "--") != 0; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            g_opt.json = true;
+    }
+
+    g_opt.audit_maxlen = AUDIT_MAXLEN_DEFAULT;
+    env = getenv("ENVGW_AUDIT_MAXLEN");
+    if (env != NULL && env[0] != '\0'
+        && !parse_maxlen(env, &g_opt.audit_maxlen))
+        usage_error(NULL, "ENVGW_AUDIT_MAXLEN wants a number of entries from "
+                    "1 to 1000000000, not '%s'", env);
     g_opt.redis = getenv("ENVGW_REDIS");
     if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
         g_opt.redis = "127.0.0.1:6379";
@@ -421,12 +608,15 @@ int main(int argc, char **argv)
     g_opt.prefix = getenv("ENVGW_PREFIX");
     if (g_opt.prefix == NULL)
         g_opt.prefix = ENVGW_DEFAULT_PREFIX;
-    atexit(cleanup);
 
     /* global options before the command */
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             print_tool_help(stdout, NULL);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            print_version();
             return 0;
         }
         if (!global_option(NULL, argc, argv, &i))
@@ -460,10 +650,10 @@ int main(int argc, char **argv)
     name = i < argc ? argv[i] : NULL;
     cmd = find_cmd(group, name);
     if (cmd == NULL) {
-        if (name == NULL || strcmp(name, "--help") == 0
-            || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
-            print_tool_help(name ? stdout : stderr, group);
-            return name ? 0 : EXIT_USAGE;
+        /* "envgw token" alone (or with options) describes its commands */
+        if (name == NULL || name[0] == '-' || strcmp(name, "help") == 0) {
+            print_tool_help(stdout, group);
+            return 0;
         }
         usage_error(NULL, "unknown command '%s %s'", group, name);
     }

@@ -6,16 +6,19 @@
  *   util.c         memory pool, errors, output, validation, random, hashing
  *   store.c        Redis connection, reads, WATCH/MULTI/EXEC transactions
  *   records.c      JSON records of the schema (load, check, build)
- *   cmd_env.c      env create|list
+ *   cmd_env.c      env create|list|delete
  *   cmd_token.c    token create|list|revoke|rotate
- *   cmd_account.c  account add|remove|list
- *   cmd_integration.c  integration set|list|show, method set|remove
+ *   cmd_account.c  account add|remove|list|disable|enable
+ *   cmd_integration.c  integration set|list|show|remove, method set|remove
  *   cmd_diff.c     diff, promote
+ *   cmd_apply.c    export, apply
+ *   cmd_audit.c    audit
  */
 
 #ifndef ENVGW_H
 #define ENVGW_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,7 +39,26 @@ typedef struct {
     const char *prefix;
     bool        json;
     int         fail_code;  /* exit code for failures (diff uses 2) */
+    const char *actor;      /* --actor, else the OS user */
+    long        audit_maxlen;   /* cap of the audit stream (XADD MAXLEN ~) */
+    const char *command;    /* this command line, as the audit records it */
 } envgw_opts_t;
+
+#define AUDIT_MAXLEN_DEFAULT  10000
+
+/* <prefix>last_used:<token_id>: Unix seconds (a decimal string) of the
+ * token's last use, written by the gateway, read by 'envgw token list';
+ * the gateway's cache never reads it. */
+/* the status of a disabled account: anything but "active" is not found */
+#define ENVGW_STATUS_DISABLED "disabled"
+
+#ifndef ENVGW_KEY_LAST_USED
+#define ENVGW_KEY_LAST_USED   "last_used:"
+#endif
+
+#ifndef ENVGW_VERSION
+#define ENVGW_VERSION "unknown"
+#endif
 
 extern envgw_opts_t g_opt;
 
@@ -58,6 +80,9 @@ void die(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The error line of die() and usage_error(): "envgw: ..." on stderr, or
+ * with --json one JSON object {"error": ..., "exit": N [, "usage": ...]}. */
+void report_error(int exit_code, const char *usage, char *msg);
 void print_json(json_t *j);
 bool list_printed(json_t *rows, const char *none_fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -92,6 +117,11 @@ typedef struct {
     const char *path;           /* PATH */
     const char *upstreams;      /* diff --upstreams */
     const char *dry_run;
+    const char *force;          /* env delete --force */
+    const char *prune;          /* apply --prune */
+    const char *file;           /* apply FILE */
+    const char *expiring;       /* token list --expiring DURATION */
+    const char *since;          /* audit --since T */
 } args_t;
 
 typedef enum {
@@ -176,7 +206,17 @@ void   store_connect(void);
 char  *store_get(const char *key);                      /* NULL if missing */
 char **store_smembers(const char *key, size_t *n);
 char **store_scan(const char *family, const char *rest_prefix, size_t *n);
+/* GET of n keys in few round trips: values[i] is NULL where key i is
+ * missing (or not a string). */
+char **store_mget(char **keys, size_t n);
 void   store_watch(const char *key);
+void   store_watch_keys(char **keys, size_t n);
+/* The stream reply of XRANGE <prefix>audit from (exclusive when
+ * after is true) id START, at most count entries; pooled. */
+struct redisReply;
+struct redisReply *store_audit_range(const char *start, bool after,
+                                     size_t count);
+char  *audit_key(void);
 
 typedef struct txn_s txn_t;
 
@@ -203,11 +243,14 @@ void     txn_set_json(txn_t *t, const char *key, json_t *value);
 void     txn_del(txn_t *t, const char *key);
 void     txn_sadd(txn_t *t, const char *key, const char *member);
 void     txn_srem(txn_t *t, const char *key, const char *member);
+/* Names an environment the write touches, for the audit trail. */
+void     txn_env(txn_t *t, const char *env_id);
 
 #define TXN_RETRIES 8
 
 /* ---- records (records.c) ------------------------------------------------ */
 
+json_t     *parse_json(const char *s);         /* pooled; NULL if not JSON */
 json_t     *load_json(const char *key);        /* pooled; NULL if missing */
 json_t     *load_env(const char *env_id);      /* dies if unknown */
 const char *jstr(json_t *obj, const char *field);       /* NULL if absent */
@@ -216,10 +259,37 @@ json_t     *load_integration(const char *env_id, const char *name);
 /* Checks a resources object; NULL if fine, else a pooled message naming
  * the bad entry. */
 const char *check_resources(json_t *resources);
+/* Uppercases valid HTTP verbs of a resources object in place ("get"). */
+void        normalize_verbs(json_t *resources);
 char      **sorted_keys(json_t *obj, size_t *n);        /* pooled */
 char      **integration_names(const char *env_id, size_t *n);
 json_t     *json_deep_copy_p(json_t *j);        /* pooled deep copy */
 char      **sort_unique(char **v, size_t *n);
+
+/* A record found by what it belongs to: its id, key and parsed value. */
+typedef struct {
+    const char *id;
+    const char *key;
+    json_t     *rec;
+} ref_t;
+
+/* Every token (account) record of env_id, from the tool's index and a
+ * SCAN of the records themselves, WATCHed before they are read. */
+ref_t      *env_tokens(const char *env_id, size_t *n);
+ref_t      *env_accounts(const char *env_id, size_t *n);
+/* Queues "revoked": true on a token record not revoked yet; false if it
+ * already was. */
+bool        revoke_token(txn_t *t, const ref_t *tok);
+/* Queues revoking the unrevoked account tokens of acc_id; how many. */
+size_t      revoke_account_tokens(txn_t *t, ref_t *tokens, size_t n,
+                                  const char *acc_id);
+
+/* ---- shared by commands ------------------------------------------------- */
+
+/* cmd_account.c: queues removing an account of env_id, its tenant entry
+ * and its account tokens (of tokens[0..ntokens)); how many it revokes */
+size_t queue_account_removal(txn_t *t, const char *env_id, const char *acc_id,
+                             json_t *rec, ref_t *tokens, size_t ntokens);
 
 /* ---- commands ----------------------------------------------------------- */
 
@@ -239,5 +309,12 @@ int cmd_method_set(const cmd_t *, const args_t *);
 int cmd_method_remove(const cmd_t *, const args_t *);
 int cmd_diff(const cmd_t *, const args_t *);
 int cmd_promote(const cmd_t *, const args_t *);
+int cmd_env_delete(const cmd_t *, const args_t *);
+int cmd_integration_remove(const cmd_t *, const args_t *);
+int cmd_account_disable(const cmd_t *, const args_t *);
+int cmd_account_enable(const cmd_t *, const args_t *);
+int cmd_export(const cmd_t *, const args_t *);
+int cmd_apply(const cmd_t *, const args_t *);
+int cmd_audit(const cmd_t *, const args_t *);
 
 #endif /* ENVGW_H */

@@ -55,18 +55,6 @@ char *pstrdup(const char *s)
     return pool_keep(strdup(s), free);
 }
 
-char *pfmt(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return pool_keep(s, free);
-}
-
 static void json_free(void *p)
 {
     json_decref(p);
@@ -91,40 +79,113 @@ void pool_drain(void)
 
 /* ---- errors and output -------------------------------------------------- */
 
-static void say(const char *prefix, const char *fmt, va_list ap)
+/* A JSON string of a message, whatever bytes it holds: jansson refuses
+ * invalid UTF-8, so bytes above 0x7f become '?' when it does. */
+static json_t *json_message(char *msg)
 {
-    fputs(prefix, stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    json_t *j = json_string(msg);
+    char *p;
+
+    if (j != NULL)
+        return j;
+    for (p = msg; *p; p++) {
+        if ((unsigned char) *p > 0x7f)
+            *p = '?';
+    }
+    return json_string(msg);
+}
+
+static char *vfmt(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    return pool_keep(s, free);
+}
+
+char *pfmt(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    s = vfmt(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/*
+ * One message on stderr: "envgw: <lead><msg>" for humans, or with --json
+ * one line holding a JSON object {"<kind>": msg, ...extra}.  Never on
+ * stdout, which stays the command's result.
+ */
+static void say(const char *kind, const char *lead, json_t *extra,
+                char *msg)
+{
+    json_t *j;
+    char *line;
+
+    if (!g_opt.json) {
+        fprintf(stderr, "envgw: %s%s\n", lead, msg);
+        return;
+    }
+    j = json_object();
+    json_object_set_new(j, kind, json_message(msg));
+    if (extra)
+        json_object_update(j, extra);
+    line = json_dumps(j, JSON_COMPACT);
+    fprintf(stderr, "%s\n", line ? line : "{\"error\":\"out of memory\"}");
+    free(line);
+    json_decref(j);
+}
+
+void report_error(int exit_code, const char *usage, char *msg)
+{
+    json_t *extra = json_pack("{s:i}", "exit", exit_code);
+
+    if (usage)
+        json_object_set_new(extra, "usage", json_string(usage));
+    say("error", "", extra, msg);
+    json_decref(extra);
+    if (usage && !g_opt.json)
+        fprintf(stderr, "%s\n", usage);
 }
 
 void die(const char *fmt, ...)
 {
+    int code = g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL;
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
-    exit(g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL);
+    report_error(code, NULL, msg);
+    exit(code);
 }
 
 void warnx_(const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: warning: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
+    say("warning", "warning: ", NULL, msg);
 }
 
 /* Informational lines for humans go to stderr so stdout stays parseable. */
 void note(const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
+    say("note", "", NULL, msg);
 }
 
 void print_json(json_t *j)
@@ -152,7 +213,7 @@ bool list_printed(json_t *rows, const char *none_fmt, ...)
     if (json_array_size(rows) > 0)
         return false;
     va_start(ap, none_fmt);
-    say("envgw: ", none_fmt, ap);
+    say("note", "", NULL, vfmt(none_fmt, ap));
     va_end(ap);
     return true;
 }
