@@ -438,25 +438,28 @@ static const char *shell_word(const char *v)
     return q;
 }
 
-/* The command as the audit trail records it: the command words, then what
- * the command's table names, in its order; never a global option (such as
- * --password). */
+/* The command as the audit trail records it: the command words, its
+ * positionals, then the options given, in the order of its table; never
+ * a global option (such as --password). */
 static const char *command_line(const cmd_t *cmd, args_t *a)
 {
     const char *line = cmd_fullname(cmd);
     const arg_t *s;
+    int pass;
 
-    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
-        const char *v = *field_of(a, s);
+    for (pass = 0; pass < 2; pass++) {
+        for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+            const char *v = *field_of(a, s);
 
-        if (v == NULL)
-            continue;
-        if (s->kind == ARG_POS)
-            line = pfmt("%s %s", line, shell_word(v));
-        else if (s->kind == ARG_FLAG)
-            line = pfmt("%s --%s", line, s->name);
-        else
-            line = pfmt("%s --%s %s", line, s->name, shell_word(v));
+            if (v == NULL || (s->kind == ARG_POS) != (pass == 0))
+                continue;
+            if (s->kind == ARG_POS)
+                line = pfmt("%s %s", line, shell_word(v));
+            else if (s->kind == ARG_FLAG)
+                line = pfmt("%s --%s", line, s->name);
+            else
+                line = pfmt("%s --%s %s", line, s->name, shell_word(v));
+        }
     }
     return line;
 }
