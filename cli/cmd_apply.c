@@ -38,7 +38,7 @@
 #define S_ACCOUNTS      "accounts"
 #define S_TENANTS       "tenants"
 
-/* ---- export -------------------------------------------------------------- */
+/* ---- export ------------------------------------------------------------- */
 
 static json_t *export_doc(const char *env_id)
 {
@@ -98,7 +98,7 @@ int cmd_export(const cmd_t *cmd, const args_t *a)
     return 0;
 }
 
-/* ---- reading and checking a document --------------------------------------- */
+/* ---- reading and checking a document ------------------------------------ */
 
 static const char *check_integrations(json_t *integs)
 {
@@ -261,7 +261,7 @@ static json_t *read_doc(const cmd_t *cmd, const char *file)
     return doc;
 }
 
-/* ---- the plan ------------------------------------------------------------ */
+/* ---- the plan ----------------------------------------------------------- */
 
 typedef struct {
     json_t     *doc;
@@ -572,7 +572,7 @@ static void plan_tenants(apply_t *ap)
     }
 }
 
-/* ---- printing the plan ----------------------------------------------------- */
+/* ---- printing the plan -------------------------------------------------- */
 
 static const char *show(json_t *v, bool method)
 {
@@ -626,7 +626,7 @@ static size_t count_op(json_t *plan, const char *op)
     return n;
 }
 
-/* ---- apply ------------------------------------------------------------------ */
+/* ---- apply -------------------------------------------------------------- */
 
 int cmd_apply(const cmd_t *cmd, const args_t *a)
 {

@@ -55,7 +55,8 @@ static const cmd_t commands[] = {
       "Shows created_at, expires_at and last_used_at (the time the gateway\n"
       "last recorded a use of the token, if it records them).\n"
       "--expiring  only active tokens that expire within DURATION, e.g. 7d",
-      { POS("ENV", env, CHECK_ENV_ID), OPT("expiring", expiring, CHECK_NONE) } },
+      { POS("ENV", env, CHECK_ENV_ID),
+        OPT("expiring", expiring, CHECK_NONE) } },
     { "token", "revoke", cmd_token_revoke,
       "TOKEN_ID",
       "revoke a token at once (the record stays, marked revoked)",
@@ -196,7 +197,8 @@ static const cmd_t commands[] = {
       "Every envgw write appends to the Redis stream <prefix>audit (time,\n"
       "actor, command, environments, changed keys) in its own transaction.\n"
       "--since  T is a duration back from now (30m, 12h, 7d), a date\n"
-      "         (2025-11-28), a UTC time (2025-11-28T10:00:00Z) or Unix seconds\n"
+      "         (2025-11-28), a UTC time (2025-11-28T10:00:00Z) or Unix\n"
+      "         seconds\n"
       "--env    only writes that touched ENV",
       { OPT("since", since, CHECK_NONE), OPT("env", env, CHECK_ENV_ID) } },
 };

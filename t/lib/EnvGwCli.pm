@@ -70,7 +70,7 @@ sub json {
     return eval { JSON::PP->new->allow_nonref->decode($res->{out}) } // {};
 }
 
-# ---- the invalidation channel --------------------------------------------------
+# ---- the invalidation channel -----------------------------------------------
 
 sub subscribe {
     my ($self) = @_;
@@ -123,7 +123,7 @@ sub run_published {
     return ($res, [ sort @m[$b + 1 .. $a - 1] ]);
 }
 
-# ---- Redis -------------------------------------------------------------------
+# ---- Redis ------------------------------------------------------------------
 
 # every key and its value, the audit stream by its length
 sub dump_all {
