@@ -241,21 +241,9 @@ static const char *check_doc(json_t *doc)
 
 static json_t *read_doc(const cmd_t *cmd, const char *file)
 {
-    json_error_t err;
-    json_t *doc;
+    json_t *doc = load_json_file(cmd, file, "document");
     const char *why;
 
-    if (strcmp(file, "-") == 0)
-        doc = json_loadf(stdin, 0, &err);
-    else
-        doc = json_load_file(file, 0, &err);
-    if (doc == NULL) {
-        if (err.line < 0 || err.position == 0)
-            usage_error(cmd, "cannot read %s: %s", file, err.text);
-        usage_error(cmd, "%s is not valid JSON (line %d): %s", file,
-                    err.line, err.text);
-    }
-    pjson(doc);
     if ((why = check_doc(doc)) != NULL)
         usage_error(cmd, "%s: %s", file, why);
     return doc;
@@ -282,12 +270,8 @@ static char **both_keys(json_t *a, json_t *b, size_t *n)
 {
     size_t na, nb;
     char **ka = sorted_keys(a, &na), **kb = sorted_keys(b, &nb);
-    char **all = pool_keep(calloc(na + nb + 1, sizeof(char *)), free);
 
-    memcpy(all, ka, na * sizeof(char *));
-    memcpy(all + na, kb, nb * sizeof(char *));
-    *n = na + nb;
-    return sort_unique(all, n);
+    return str_union(ka, na, kb, nb, n);
 }
 
 /*
@@ -466,11 +450,7 @@ static void plan_integrations(apply_t *ap)
 
     store_watch(idx);
     have = integration_names(ap->env_id, &nh);
-    names = pool_keep(calloc(nh + nd + 1, sizeof(char *)), free);
-    memcpy(names, have, nh * sizeof(char *));
-    memcpy(names + nh, doc_names, nd * sizeof(char *));
-    n = nh + nd;
-    sort_unique(names, &n);
+    names = str_union(have, nh, doc_names, nd, &n);
 
     for (i = 0; i < n; i++) {
         char *key = key2_of(ENVGW_KEY_INTEGRATION, ap->env_id, names[i]);
@@ -551,12 +531,7 @@ static void plan_tenants(apply_t *ap)
     size_t nh, nd, n, i;
     char **have = store_scan(ENVGW_KEY_TENANT, pfmt("%s:", ap->env_id), &nh);
     char **doc_names = sorted_keys(want, &nd);
-    char **names = pool_keep(calloc(nh + nd + 1, sizeof(char *)), free);
-
-    memcpy(names, have, nh * sizeof(char *));
-    memcpy(names + nh, doc_names, nd * sizeof(char *));
-    n = nh + nd;
-    sort_unique(names, &n);
+    char **names = str_union(have, nh, doc_names, nd, &n);
 
     for (i = 0; i < n; i++) {
         char *key = key2_of(ENVGW_KEY_TENANT, ap->env_id, names[i]);

@@ -142,11 +142,7 @@ int cmd_diff(const cmd_t *cmd, const args_t *args)
 
     na = integration_names(a, &ca);
     nb = integration_names(b, &cb);
-    all = pool_keep(calloc(ca + cb + 1, sizeof(char *)), free);
-    memcpy(all, na, ca * sizeof(char *));
-    memcpy(all + ca, nb, cb * sizeof(char *));
-    n = ca + cb;
-    sort_unique(all, &n);
+    all = str_union(na, ca, nb, cb, &n);
 
     out = pjson(json_array());
     for (i = 0; i < n; i++) {

@@ -51,12 +51,7 @@ int cmd_env_list(const cmd_t *cmd, const args_t *a)
     /* the index, plus records written by hand */
     idx = store_smembers(index_key("envs", NULL), &ni);
     scan = store_scan(ENVGW_KEY_ENV, "", &ns);
-    all = pool_keep(calloc(ni + ns + 1, sizeof(char *)), free);
-    for (n = 0; n < ni; n++)
-        all[n] = idx[n];
-    for (i = 0; i < ns; i++)
-        all[n++] = scan[i];
-    sort_unique(all, &n);
+    all = str_union(idx, ni, scan, ns, &n);
 
     out = pjson(json_array());
     for (i = 0; i < n; i++) {

@@ -33,23 +33,9 @@ static size_t count_methods(json_t *resources)
 static json_t *read_resources(const cmd_t *cmd, const char *file,
                               const char **upstream_out)
 {
-    json_error_t err;
-    json_t *j, *res;
+    json_t *j = load_json_file(cmd, file, "resources file"), *res = j;
     const char *why;
 
-    if (strcmp(file, "-") == 0)
-        j = json_loadf(stdin, 0, &err);
-    else
-        j = json_load_file(file, 0, &err);
-    if (j == NULL) {
-        if (err.line < 0 || err.position == 0)
-            usage_error(cmd, "cannot read resources file %s: %s", file,
-                        err.text);
-        usage_error(cmd, "resources file %s is not valid JSON (line %d): %s",
-                    file, err.line, err.text);
-    }
-    pjson(j);
-    res = j;
     if (json_is_object(j) && json_is_object(json_object_get(j,
                                                 ENVGW_F_RESOURCES))) {
         const char *k;

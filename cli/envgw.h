@@ -265,6 +265,12 @@ char      **sorted_keys(json_t *obj, size_t *n);        /* pooled */
 char      **integration_names(const char *env_id, size_t *n);
 json_t     *json_deep_copy_p(json_t *j);        /* pooled deep copy */
 char      **sort_unique(char **v, size_t *n);
+/* a[0..na) and b[0..nb), sorted, without duplicates; pooled */
+char      **str_union(char **a, size_t na, char **b, size_t nb, size_t *n);
+/* The JSON of a file (- for stdin), pooled; a usage error if it cannot
+ * be read or is not JSON ("cannot read <what> FILE: ..."). */
+json_t     *load_json_file(const cmd_t *cmd, const char *file,
+                           const char *what);
 
 /* A record found by what it belongs to: its id, key and parsed value. */
 typedef struct {

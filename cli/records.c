@@ -16,6 +16,25 @@ json_t *parse_json(const char *s)
     return j ? pjson(j) : NULL;
 }
 
+json_t *load_json_file(const cmd_t *cmd, const char *file,
+                       const char *what)
+{
+    json_error_t err;
+    json_t *j;
+
+    if (strcmp(file, "-") == 0)
+        j = json_loadf(stdin, 0, &err);
+    else
+        j = json_load_file(file, 0, &err);
+    if (j == NULL) {
+        if (err.line < 0 || err.position == 0)
+            usage_error(cmd, "cannot read %s %s: %s", what, file, err.text);
+        usage_error(cmd, "%s %s is not valid JSON (line %d): %s", what, file,
+                    err.line, err.text);
+    }
+    return pjson(j);
+}
+
 json_t *load_json(const char *key)
 {
     const char *s = store_get(key);
@@ -183,6 +202,16 @@ char **sort_unique(char **v, size_t *n)
     return v;
 }
 
+char **str_union(char **a, size_t na, char **b, size_t nb, size_t *n)
+{
+    char **all = pool_keep(calloc(na + nb + 1, sizeof(char *)), free);
+
+    memcpy(all, a, na * sizeof(char *));
+    memcpy(all + na, b, nb * sizeof(char *));
+    *n = na + nb;
+    return sort_unique(all, n);
+}
+
 char **sorted_keys(json_t *obj, size_t *n)
 {
     size_t cnt = json_is_object(obj) ? json_object_size(obj) : 0, i = 0;
@@ -241,7 +270,6 @@ static ref_t *refs_of_env(char **keys, size_t n, const char *env_id,
     char **vals;
     size_t i, cnt = 0;
 
-    sort_unique(keys, &n);
     store_watch_keys(keys, n);
     vals = store_mget(keys, n);
     for (i = 0; i < n; i++) {
@@ -259,16 +287,6 @@ static ref_t *refs_of_env(char **keys, size_t n, const char *env_id,
     }
     *out_n = cnt;
     return refs;
-}
-
-/* keys a[0..na) and b[0..nb) in one pooled array, room for a NULL */
-static char **join_keys(char **a, size_t na, char **b, size_t nb)
-{
-    char **all = pool_keep(calloc(na + nb + 1, sizeof(char *)), free);
-
-    memcpy(all, a, na * sizeof(char *));
-    memcpy(all + na, b, nb * sizeof(char *));
-    return all;
 }
 
 /* "<prefix><family>" + each of rest[0..n), in place */
@@ -297,8 +315,8 @@ ref_t *env_tokens(const char *env_id, size_t *n)
             ids[cnt++] = key_of(ENVGW_KEY_TOKEN, json_string_value(h));
     }
     keys_of(ENVGW_KEY_TOKEN, scan, ns);
-    return refs_of_env(join_keys(ids, cnt, scan, ns), cnt + ns, env_id,
-                       ENVGW_F_TOKEN_ID, n);
+    ids = str_union(ids, cnt, scan, ns, &cnt);
+    return refs_of_env(ids, cnt, env_id, ENVGW_F_TOKEN_ID, n);
 }
 
 ref_t *env_accounts(const char *env_id, size_t *n)
@@ -309,8 +327,8 @@ ref_t *env_accounts(const char *env_id, size_t *n)
 
     keys_of(ENVGW_KEY_ACCOUNT, ids, ni);
     keys_of(ENVGW_KEY_ACCOUNT, scan, ns);
-    return refs_of_env(join_keys(ids, ni, scan, ns), ni + ns, env_id,
-                       ENVGW_F_ACCOUNT_ID, n);
+    ids = str_union(ids, ni, scan, ns, &ni);
+    return refs_of_env(ids, ni, env_id, ENVGW_F_ACCOUNT_ID, n);
 }
 
 bool revoke_token(txn_t *t, const ref_t *tok)
