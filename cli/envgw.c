@@ -628,6 +628,8 @@ int main(int argc, char **argv)
             usage_error(NULL, "unknown option '%s'", argv[i]);
     }
     if (i >= argc) {
+        if (g_opt.json)
+            usage_error(NULL, "no command given");
         print_tool_help(stderr, NULL);
         return EXIT_USAGE;
     }

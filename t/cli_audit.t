@@ -52,7 +52,7 @@ my @writes = (
     [ [ qw(account remove acc_1) ], ['env_a'] ],
     [ [ qw(integration remove env_b hubspot) ], ['env_b'] ],
 );
-my %tok;
+my %tok;       # token id by the command that minted it
 for my $w (@writes) {
     my ($args, $envs, $recorded) = @$w;
     $recorded //= join ' ', @$args;
@@ -60,7 +60,7 @@ for my $w (@writes) {
     my $t0 = time;
     my ($res, $pub) = $c->run_published(@$args);
     is($res->{rc}, 0, "$recorded: exit 0") or diag $res->{err};
-    $tok{ $1 } = 1 while $res->{out} =~ /^token_id: (\S+)$/mg;
+    $tok{$recorded} = $1 if $res->{out} =~ /^token_id: (\S+)$/m;
     is(xlen(), $n + 1, "$recorded: one audit entry");
     my $e = ($c->audit)[-1];
     is($e->{command}, $recorded, "$recorded: its command");
@@ -72,7 +72,7 @@ for my $w (@writes) {
 }
 
 # rotate and revoke name the token's environment, found from its record
-my ($tid) = sort keys %tok;
+my $tid = $tok{'token create env_a --ttl 30d'};
 for my $args ([ 'token', 'rotate', $tid, '--grace', '1h' ],
               [ 'token', 'revoke', $tid ]) {
     my ($res, $pub) = $c->run_published(@$args);

@@ -59,6 +59,11 @@ sub json_err {
                          . "envgw:env:env_nope; see 'envgw env list')",
                   exit => 1 } ], '... JSON');
 
+    $res = $c->run('--json');
+    is_deeply(json_err($res), [ { error => 'no command given', exit => 2,
+                                  usage => "try 'envgw --help'" } ],
+              'no command with --json: JSON');
+
     $res = $c->run('--json', 'frobnicate');
     is_deeply(json_err($res), [ { error => "unknown command 'frobnicate'",
                                   exit => 2, usage => "try 'envgw --help'" } ],
