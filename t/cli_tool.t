@@ -234,5 +234,15 @@ SKIP: {
        '... the completion script');
 }
 
+# the Debian package, when 'make deb' has built it since the script changed
+SKIP: {
+    my ($deb) = sort { -M $a <=> -M $b } glob("$TOP/build/deb/envgw_*.deb");
+    skip 'no build/deb/envgw_*.deb newer than the completion script (make deb)', 1
+        unless $deb && -M $deb < -M "$TOP/cli/envgw.bash-completion";
+    like(scalar `dpkg-deb -c '$deb'`,
+         qr{ \./usr/share/bash-completion/completions/envgw$}m,
+         'the envgw package installs the bash completion');
+}
+
 $t->stop;
 done_testing;
