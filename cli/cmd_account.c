@@ -12,36 +12,15 @@
 
 #include "envgw.h"
 
-int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
+int cmd_account_add(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "integration", true, NULL }, { "tenant", true, NULL },
-                     { NULL, false, NULL } };
-    const char *env_id, *acc_id, *integ, *tenant;
-    char **pos, *akey, *tenkey;
-    int npos, attempt;
+    const char *env_id = a->env, *acc_id = a->account;
+    const char *integ = a->integration, *tenant = a->tenant;
+    char *akey, *tenkey;
     json_t *rec;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
-    env_id = pos[0];
-    acc_id = pos[1];
-    integ = opts[0].val;
-    tenant = opts[1].val;
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
-    if (!valid_id(acc_id))
-        usage_error(cmd, "bad account id '%s' (want [A-Za-z0-9_.-], 1-128 "
-                    "characters)", acc_id);
-    if (integ == NULL)
-        usage_error(cmd, "--integration is required");
-    if (!valid_name(integ))
-        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
-                    "1-64 characters)", integ);
-    if (tenant == NULL)
-        usage_error(cmd, "--tenant is required");
-    if (!valid_tenant(tenant))
-        usage_error(cmd, "bad tenant id '%s' (no spaces, /, ?, #, %% or ..; "
-                    "1-256 characters)", tenant);
-
+    (void) cmd;
     akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
     tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
     rec = pjson(json_object());
@@ -51,9 +30,8 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
     json_object_set_new(rec, ENVGW_F_TENANT_ID, json_string(tenant));
     json_object_set_new(rec, ENVGW_F_STATUS, json_string(ENVGW_STATUS_ACTIVE));
 
-    for (attempt = 0; ; attempt++) {
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *tenrec, *existing;
-        txn_t *t;
 
         store_watch(key_of(ENVGW_KEY_ENV, env_id));
         store_watch(akey);
@@ -72,21 +50,17 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
                 integ, env_id,
                 json_is_string(existing) ? json_string_value(existing)
                                          : "(malformed entry)");
-        if (attempt == 0 && load_integration(env_id, integ) == NULL)
+        if (txn_attempt(t) == 0 && load_integration(env_id, integ) == NULL)
             warnx_("integration '%s' is not installed in %s yet (see "
                    "'envgw integration set')", integ, env_id);
 
         tenrec = tenrec ? json_deep_copy_p(tenrec) : pjson(json_object());
         json_object_set_new(tenrec, integ, json_string(acc_id));
 
-        t = txn_new();
         txn_set_json(t, akey, rec);
         txn_set_json(t, tenkey, tenrec);
         txn_sadd(t, index_key("accounts", env_id), acc_id);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        txn_env(t, env_id);
     }
 
     if (g_opt.json)
@@ -97,55 +71,73 @@ int cmd_account_add(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
+/* The account record of acc_id, WATCHed; dies if it is missing. */
+static json_t *load_account(const char *acc_id, const char **env_id)
 {
-    const char *acc_id, *env_id = NULL, *integ, *tenant;
-    char *akey;
-    int attempt;
-    json_t *rec = NULL;
+    char *akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
+    json_t *rec;
 
-    acc_id = one_id_arg(cmd, argc, argv, "account");
-    akey = key_of(ENVGW_KEY_ACCOUNT, acc_id);
+    store_watch(akey);
+    rec = load_json(akey);
+    if (rec == NULL)
+        die("no integrated account '%s'", acc_id);
+    if (!json_is_object(rec))
+        die("malformed record at key %s", akey);
+    *env_id = jstr_req(rec, ENVGW_F_ENVIRONMENT_ID, akey);
+    return rec;
+}
 
-    for (attempt = 0; ; attempt++) {
-        json_t *tenrec, *entry;
-        char *tenkey;
-        txn_t *t;
+/*
+ * Queues the removal of an account record (of env_id) with its tenant
+ * index entry, its index entry and the revocation of its account tokens
+ * (tokens: every token of env_id, WATCHed); how many tokens it revokes.
+ */
+size_t queue_account_removal(txn_t *t, const char *env_id, const char *acc_id,
+                             json_t *rec, ref_t *tokens, size_t ntokens)
+{
+    const char *integ = jstr(rec, ENVGW_F_INTEGRATION);
+    const char *tenant = jstr(rec, ENVGW_F_TENANT_ID);
+    json_t *tenrec, *entry;
+    char *tenkey;
 
-        store_watch(akey);
-        rec = load_json(akey);
-        if (rec == NULL)
-            die("no integrated account '%s'", acc_id);
-        if (!json_is_object(rec))
-            die("malformed record at key %s", akey);
-        env_id = jstr_req(rec, ENVGW_F_ENVIRONMENT_ID, akey);
-        integ = jstr(rec, ENVGW_F_INTEGRATION);
-        tenant = jstr(rec, ENVGW_F_TENANT_ID);
-
-        t = txn_new();
-        txn_del(t, akey);
-        txn_srem(t, index_key("accounts", env_id), acc_id);
-        if (integ != NULL && tenant != NULL) {
-            /* drop our entry only if the index still points at us */
-            tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
-            store_watch(tenkey);
-            tenrec = load_json(tenkey);
-            entry = json_is_object(tenrec) ? json_object_get(tenrec, integ)
-                                           : NULL;
-            if (json_is_string(entry)
-                && strcmp(json_string_value(entry), acc_id) == 0) {
-                tenrec = json_deep_copy_p(tenrec);
-                json_object_del(tenrec, integ);
-                if (json_object_size(tenrec) == 0)
-                    txn_del(t, tenkey);
-                else
-                    txn_set_json(t, tenkey, tenrec);
-            }
+    txn_del(t, key_of(ENVGW_KEY_ACCOUNT, acc_id));
+    txn_srem(t, index_key("accounts", env_id), acc_id);
+    txn_env(t, env_id);
+    if (integ != NULL && tenant != NULL) {
+        /* drop our entry only if the index still points at us */
+        tenkey = key2_of(ENVGW_KEY_TENANT, env_id, tenant);
+        store_watch(tenkey);
+        tenrec = load_json(tenkey);
+        entry = json_is_object(tenrec) ? json_object_get(tenrec, integ)
+                                       : NULL;
+        if (json_is_string(entry)
+            && strcmp(json_string_value(entry), acc_id) == 0) {
+            tenrec = json_deep_copy_p(tenrec);
+            json_object_del(tenrec, integ);
+            if (json_object_size(tenrec) == 0)
+                txn_del(t, tenkey);
+            else
+                txn_set_json(t, tenkey, tenrec);
         }
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+    }
+    /* a token of a removed account must not come back with an account
+     * added again under the same id */
+    return revoke_account_tokens(t, tokens, ntokens, acc_id);
+}
+
+int cmd_account_remove(const cmd_t *cmd, const args_t *a)
+{
+    const char *acc_id = a->account, *env_id = NULL;
+    size_t revoked = 0;
+    txn_t *t;
+
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        json_t *rec = load_account(acc_id, &env_id);
+        size_t ntok;
+        ref_t *tokens = env_tokens(env_id, &ntok);
+
+        revoked = queue_account_removal(t, env_id, acc_id, rec, tokens, ntok);
     }
 
     if (g_opt.json) {
@@ -153,21 +145,73 @@ int cmd_account_remove(const cmd_t *cmd, int argc, char **argv)
         json_object_set_new(out, ENVGW_F_ACCOUNT_ID, json_string(acc_id));
         json_object_set_new(out, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
         json_object_set_new(out, "removed", json_true());
+        json_object_set_new(out, "revoked_tokens", json_integer(revoked));
         print_json(out);
     } else {
-        printf("removed account %s from %s\n", acc_id, env_id);
+        printf("removed account %s from %s", acc_id, env_id);
+        if (revoked > 0)
+            printf(" (revoked %zu account token%s)", revoked,
+                   revoked == 1 ? "" : "s");
+        printf("\n");
     }
     return 0;
 }
 
-int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
+/* account disable|enable: the record's status, "disabled" or "active" */
+static int set_status(const char *acc_id, const char *status)
 {
-    const char *env_id;
+    const char *env_id = NULL, *old = NULL;
+    txn_t *t;
+
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        json_t *rec = load_account(acc_id, &env_id);
+
+        old = jstr(rec, ENVGW_F_STATUS);
+        if (old ? strcmp(old, status) == 0
+                : strcmp(status, ENVGW_STATUS_ACTIVE) == 0)
+            continue;
+        rec = json_deep_copy_p(rec);
+        json_object_set_new(rec, ENVGW_F_STATUS, json_string(status));
+        txn_set_json(t, key_of(ENVGW_KEY_ACCOUNT, acc_id), rec);
+        txn_env(t, env_id);
+    }
+    old = old ? old : ENVGW_STATUS_ACTIVE;
+
+    if (g_opt.json) {
+        print_json(pjson(json_pack("{s:s, s:s, s:s, s:b}",
+                                   ENVGW_F_ACCOUNT_ID, acc_id,
+                                   ENVGW_F_ENVIRONMENT_ID, env_id,
+                                   ENVGW_F_STATUS, status,
+                                   "changed", strcmp(old, status) != 0)));
+    } else if (strcmp(old, status) == 0) {
+        printf("account %s in %s is already %s\n", acc_id, env_id, status);
+    } else {
+        printf("account %s in %s is now %s (was %s)\n", acc_id, env_id,
+               status, old);
+    }
+    return 0;
+}
+
+int cmd_account_disable(const cmd_t *cmd, const args_t *a)
+{
+    (void) cmd;
+    return set_status(a->account, ENVGW_STATUS_DISABLED);
+}
+
+int cmd_account_enable(const cmd_t *cmd, const args_t *a)
+{
+    (void) cmd;
+    return set_status(a->account, ENVGW_STATUS_ACTIVE);
+}
+
+int cmd_account_list(const cmd_t *cmd, const args_t *a)
+{
+    const char *env_id = a->env;
     char **ids;
     size_t n, i;
     json_t *out;
 
-    env_id = one_id_arg(cmd, argc, argv, "environment");
+    (void) cmd;
     load_env(env_id);
 
     ids = store_smembers(index_key("accounts", env_id), &n);
@@ -182,14 +226,9 @@ int cmd_account_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, rec);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no integrated accounts in environment %s",
+                     env_id))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no integrated accounts in environment %s", env_id);
-        return 0;
-    }
     printf("%-28s %-16s %-24s %s\n", "INTEGRATED_ACCOUNT_ID", "INTEGRATION",
            "TENANT_ID", "STATUS");
     for (i = 0; i < json_array_size(out); i++) {

@@ -128,33 +128,21 @@ static void print_change(json_t *c, const char *prefix)
     }
 }
 
-int cmd_diff(const cmd_t *cmd, int argc, char **argv)
+int cmd_diff(const cmd_t *cmd, const args_t *args)
 {
-    opt_t opts[] = { { "upstreams", false, NULL }, { NULL, false, NULL } };
-    const char *a, *b;
-    char **pos, **na, **nb, **all;
+    const char *a = args->from, *b = args->to;
+    char **na, **nb, **all;
     size_t ca, cb, n, i;
-    int npos;
     json_t *out;
 
+    (void) cmd;
     g_opt.fail_code = EXIT_USAGE;       /* 1 means "different" here */
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
-    a = pos[0];
-    b = pos[1];
-    if (!valid_id(a))
-        usage_error(cmd, "bad environment id '%s'", a);
-    if (!valid_id(b))
-        usage_error(cmd, "bad environment id '%s'", b);
     load_env(a);
     load_env(b);
 
     na = integration_names(a, &ca);
     nb = integration_names(b, &cb);
-    all = pool_keep(calloc(ca + cb + 1, sizeof(char *)), free);
-    memcpy(all, na, ca * sizeof(char *));
-    memcpy(all + ca, nb, cb * sizeof(char *));
-    n = ca + cb;
-    sort_unique(all, &n);
+    all = str_union(na, ca, nb, cb, &n);
 
     out = pjson(json_array());
     for (i = 0; i < n; i++) {
@@ -169,7 +157,7 @@ int cmd_diff(const cmd_t *cmd, int argc, char **argv)
             json_t *c = change("-", "integration", all[i]);
             json_object_set_new(c, "only_in", json_string(b));
             json_array_append_new(out, c);
-        } else if (ra && rb && opts[0].val
+        } else if (ra && rb && args->upstreams
                    && strcmp(jstr(ra, ENVGW_F_UPSTREAM),
                              jstr(rb, ENVGW_F_UPSTREAM)) != 0) {
             json_t *c = change("~", "upstream", all[i]);
@@ -205,32 +193,16 @@ static bool method_matches(const char *spec, const char *r, const char *m)
            && strcmp(dot + 1, m) == 0;
 }
 
-int cmd_promote(const cmd_t *cmd, int argc, char **argv)
+int cmd_promote(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "integration", true, NULL }, { "method", true, NULL },
-                     { "dry-run", false, NULL }, { "upstream", true, NULL },
-                     { NULL, false, NULL } };
-    const char *from, *to, *only_integ, *mspec, *upstream, *why;
-    bool dry;
-    char **pos;
-    int npos, attempt;
+    const char *from = a->from, *to = a->to, *only_integ = a->integration;
+    const char *mspec = a->method, *upstream = a->upstream, *why;
+    bool dry = a->dry_run != NULL;
     json_t *changes = NULL;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
-    from = pos[0];
-    to = pos[1];
-    only_integ = opts[0].val;
-    mspec = opts[1].val;
-    dry = opts[2].val != NULL;
-    upstream = opts[3].val;
-    if (!valid_id(from))
-        usage_error(cmd, "bad environment id '%s'", from);
-    if (!valid_id(to))
-        usage_error(cmd, "bad environment id '%s'", to);
     if (strcmp(from, to) == 0)
         usage_error(cmd, "FROM and TO are the same environment");
-    if (only_integ && !valid_name(only_integ))
-        usage_error(cmd, "bad integration name '%s'", only_integ);
     if (mspec) {
         const char *dot = strchr(mspec, '.');
         bool ok = dot ? valid_name(pfmt("%.*s", (int) (dot - mspec), mspec))
@@ -243,11 +215,10 @@ int cmd_promote(const cmd_t *cmd, int argc, char **argv)
     if (upstream && (why = check_upstream(upstream)) != NULL)
         usage_error(cmd, "bad upstream '%s': %s", upstream, why);
 
-    for (attempt = 0; ; attempt++) {
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         char **names;
         size_t n, i;
         size_t matched = 0;
-        txn_t *t = txn_new();
 
         store_watch(key_of(ENVGW_KEY_ENV, to));
         load_env(from);
@@ -326,17 +297,18 @@ int cmd_promote(const cmd_t *cmd, int argc, char **argv)
                 json_object_set_new(c, ENVGW_F_UPSTREAM, json_string(up));
                 json_array_insert_new(changes, before, c);
                 json_object_set_new(nt, ENVGW_F_UPSTREAM, json_string(up));
-                if (!upstream && attempt == 0)
+                if (!upstream && txn_attempt(t) == 0)
                     warnx_("%s has no integration '%s': creating it with "
                            "%s's upstream %s (give --upstream to choose)",
                            to, names[i], from, up);
-            } else if (rt != NULL && upstream && attempt == 0) {
+            } else if (rt != NULL && upstream && txn_attempt(t) == 0) {
                 warnx_("%s already has integration '%s': keeping its "
                        "upstream, --upstream ignored", to, names[i]);
             }
             if (json_array_size(changes) > before) {
                 txn_set_json(t, tkey, nt);
                 txn_sadd(t, index_key("integrations", to), names[i]);
+                txn_env(t, to);
             }
         }
         if (mspec && matched == 0)
@@ -344,14 +316,8 @@ int cmd_promote(const cmd_t *cmd, int argc, char **argv)
                 only_integ ? " integration " : "",
                 only_integ ? only_integ : "");
 
-        if (dry || json_array_size(changes) == 0) {
-            store_unwatch();
-            break;
-        }
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        if (dry)
+            txn_discard(t);
     }
 
     if (g_opt.json) {

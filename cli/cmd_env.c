@@ -8,51 +8,28 @@
 
 #include "envgw.h"
 
-int cmd_env_create(const cmd_t *cmd, int argc, char **argv)
+int cmd_env_create(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "team", true, NULL }, { "id", true, NULL },
-                     { NULL, false, NULL } };
-    const char *team, *name, *env_id;
-    char **pos;
-    int npos, attempt;
+    const char *env_id;
     json_t *rec;
     char *key;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    team = opts[0].val;
-    name = pos[0];
-    if (team == NULL)
-        usage_error(cmd, "--team is required");
-    if (!valid_id(team))
-        usage_error(cmd, "bad team id '%s' (want [A-Za-z0-9_.-], 1-128 "
-                    "characters)", team);
-    if (!valid_env_name(name))
-        usage_error(cmd, "bad environment name '%s' (want [A-Za-z0-9_.-], "
-                    "1-64 characters)", name);
-    env_id = opts[1].val ? opts[1].val : pfmt("env_%s", random_hex(8));
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s' (want [A-Za-z0-9_.-], "
-                    "1-128 characters)", env_id);
-
+    (void) cmd;
+    env_id = a->env ? a->env : pfmt("env_%s", random_hex(8));
     key = key_of(ENVGW_KEY_ENV, env_id);
     rec = pjson(json_object());
     json_object_set_new(rec, ENVGW_F_ENVIRONMENT_ID, json_string(env_id));
-    json_object_set_new(rec, ENVGW_F_TEAM_ID, json_string(team));
-    json_object_set_new(rec, ENVGW_F_NAME, json_string(name));
+    json_object_set_new(rec, ENVGW_F_TEAM_ID, json_string(a->team));
+    json_object_set_new(rec, ENVGW_F_NAME, json_string(a->name));
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t;
-
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         store_watch(key);
         if (store_get(key) != NULL)
             die("environment '%s' already exists", env_id);
-        t = txn_new();
         txn_set_json(t, key, rec);
         txn_sadd(t, index_key("envs", NULL), env_id);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("environment '%s' keeps changing; nothing written", env_id);
+        txn_env(t, env_id);
     }
 
     if (g_opt.json)
@@ -62,29 +39,19 @@ int cmd_env_create(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
+int cmd_env_list(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "team", true, NULL }, { NULL, false, NULL } };
-    const char *team;
-    char **pos, **idx, **scan, **all;
+    const char *team = a->team;
+    char **idx, **scan, **all;
     size_t ni, ns, n, i;
-    int npos;
     json_t *out;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 0, 0);
-    team = opts[0].val;
-    if (team && !valid_id(team))
-        usage_error(cmd, "bad team id '%s'", team);
+    (void) cmd;
 
     /* the index, plus records written by hand */
     idx = store_smembers(index_key("envs", NULL), &ni);
     scan = store_scan(ENVGW_KEY_ENV, "", &ns);
-    all = pool_keep(calloc(ni + ns + 1, sizeof(char *)), free);
-    for (n = 0; n < ni; n++)
-        all[n] = idx[n];
-    for (i = 0; i < ns; i++)
-        all[n++] = scan[i];
-    sort_unique(all, &n);
+    all = str_union(idx, ni, scan, ns, &n);
 
     out = pjson(json_array());
     for (i = 0; i < n; i++) {
@@ -100,15 +67,9 @@ int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, rec);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no environments%s%s", team ? " in team " : "",
+                     team ? team : ""))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no environments%s%s", team ? " in team " : "",
-             team ? team : "");
-        return 0;
-    }
     printf("%-24s %-20s %s\n", "ENVIRONMENT_ID", "TEAM_ID", "NAME");
     for (i = 0; i < json_array_size(out); i++) {
         json_t *rec = json_array_get(out, i);
@@ -117,6 +78,85 @@ int cmd_env_list(const cmd_t *cmd, int argc, char **argv)
         const char *nm = jstr(rec, ENVGW_F_NAME);
         printf("%-24s %-20s %s\n", id ? id : "?", t ? t : "?",
                nm ? nm : "?");
+    }
+    return 0;
+}
+
+/* "2 integrations" */
+static const char *count(size_t n, const char *what)
+{
+    return pfmt("%zu %s%s", n, what, n == 1 ? "" : "s");
+}
+
+int cmd_env_delete(const cmd_t *cmd, const args_t *a)
+{
+    const char *env_id = a->env;
+    char *key = key_of(ENVGW_KEY_ENV, env_id);
+    size_t ni = 0, na = 0, nt = 0, ntok = 0, live = 0, revoked = 0, i;
+    txn_t *t;
+
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        char **integs, **tenants;
+        ref_t *accounts, *tokens;
+
+        store_watch(key);
+        if (store_get(key) == NULL)
+            die("unknown environment '%s' (no key %s; see 'envgw env list')",
+                env_id, key);
+        integs = integration_names(env_id, &ni);
+        tenants = store_scan(ENVGW_KEY_TENANT, pfmt("%s:", env_id), &nt);
+        accounts = env_accounts(env_id, &na);
+        tokens = env_tokens(env_id, &ntok);
+        for (i = 0, live = 0; i < ntok; i++)
+            live += !json_is_true(json_object_get(tokens[i].rec,
+                                                  ENVGW_F_REVOKED));
+        for (i = 0; i < ni; i++)
+            integs[i] = key2_of(ENVGW_KEY_INTEGRATION, env_id, integs[i]);
+        for (i = 0; i < nt; i++)
+            tenants[i] = key2_of(ENVGW_KEY_TENANT, env_id, tenants[i]);
+        store_watch_keys(integs, ni);
+        store_watch_keys(tenants, nt);
+
+        if (a->force == NULL && ni + na + nt + live > 0)
+            die("environment '%s' is not empty (%s, %s, %s, %s); "
+                "--force deletes it with all of them, revoking its tokens",
+                env_id, count(ni, "integration"),
+                count(na, "integrated account"), count(nt, "tenant"),
+                count(live, "unrevoked token"));
+
+        /* tokens first: whatever happens next, none of them works */
+        for (i = 0, revoked = 0; i < ntok; i++)
+            revoked += revoke_token(t, &tokens[i]);
+        for (i = 0; i < ni; i++)
+            txn_del(t, integs[i]);
+        for (i = 0; i < na; i++)
+            txn_del(t, accounts[i].key);
+        for (i = 0; i < nt; i++)
+            txn_del(t, tenants[i]);
+        txn_del(t, index_key("integrations", env_id));
+        txn_del(t, index_key("accounts", env_id));
+        txn_del(t, index_key("tokens", env_id));
+        txn_srem(t, index_key("envs", NULL), env_id);
+        txn_del(t, key);
+        txn_env(t, env_id);
+    }
+
+    if (g_opt.json) {
+        print_json(pjson(json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}",
+                                   ENVGW_F_ENVIRONMENT_ID, env_id,
+                                   "deleted", 1,
+                                   "revoked_tokens", (json_int_t) revoked,
+                                   "integrations", (json_int_t) ni,
+                                   "accounts", (json_int_t) na,
+                                   "tenants", (json_int_t) nt)));
+    } else {
+        printf("deleted environment %s", env_id);
+        if (ni + na + nt + revoked > 0)
+            printf(": revoked %s; removed %s, %s, %s",
+                   count(revoked, "token"), count(ni, "integration"),
+                   count(na, "integrated account"), count(nt, "tenant"));
+        printf("\n");
     }
     return 0;
 }

@@ -26,27 +26,6 @@ static size_t count_methods(json_t *resources)
     return n;
 }
 
-/* Uppercases valid HTTP verbs in place, so "get" in a file is accepted. */
-static void normalize_verbs(json_t *resources)
-{
-    const char *r, *m;
-    json_t *methods, *def;
-
-    if (!json_is_object(resources))
-        return;
-    json_object_foreach(resources, r, methods) {
-        if (!json_is_object(methods))
-            continue;
-        json_object_foreach(methods, m, def) {
-            const char *v = json_is_object(def)
-                            ? jstr(def, ENVGW_F_METHOD) : NULL;
-            const char *up = v ? normalize_http_method(v) : NULL;
-            if (up && strcmp(up, v) != 0)
-                json_object_set_new(def, ENVGW_F_METHOD, json_string(up));
-        }
-    }
-}
-
 /*
  * Reads a resources file: either the resources object itself or a whole
  * integration record {"upstream": ..., "resources": {...}}.
@@ -54,23 +33,9 @@ static void normalize_verbs(json_t *resources)
 static json_t *read_resources(const cmd_t *cmd, const char *file,
                               const char **upstream_out)
 {
-    json_error_t err;
-    json_t *j, *res;
+    json_t *j = load_json_file(cmd, file, "resources file"), *res = j;
     const char *why;
 
-    if (strcmp(file, "-") == 0)
-        j = json_loadf(stdin, 0, &err);
-    else
-        j = json_load_file(file, 0, &err);
-    if (j == NULL) {
-        if (err.line < 0 || err.position == 0)
-            usage_error(cmd, "cannot read resources file %s: %s", file,
-                        err.text);
-        usage_error(cmd, "resources file %s is not valid JSON (line %d): %s",
-                    file, err.line, err.text);
-    }
-    pjson(j);
-    res = j;
     if (json_is_object(j) && json_is_object(json_object_get(j,
                                                 ENVGW_F_RESOURCES))) {
         const char *k;
@@ -93,27 +58,17 @@ static json_t *read_resources(const cmd_t *cmd, const char *file,
     return res;
 }
 
-int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
+int cmd_integration_set(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "upstream", true, NULL }, { "resources", true, NULL },
-                     { NULL, false, NULL } };
-    const char *env_id, *name, *upstream, *why, *file_upstream = NULL;
+    const char *env_id = a->env, *name = a->integration;
+    const char *upstream = a->upstream, *why, *file_upstream = NULL;
     json_t *resources = NULL, *rec = NULL;
-    char **pos, *key;
-    int npos, attempt;
+    char *key;
     bool created = false;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 2, 2);
-    env_id = pos[0];
-    name = pos[1];
-    upstream = opts[0].val;
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
-    if (!valid_name(name))
-        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
-                    "1-64 characters)", name);
-    if (opts[1].val)
-        resources = read_resources(cmd, opts[1].val, &file_upstream);
+    if (a->resources)
+        resources = read_resources(cmd, a->resources, &file_upstream);
     if (upstream == NULL)
         upstream = file_upstream;
     if (upstream && (why = check_upstream(upstream)) != NULL)
@@ -123,9 +78,8 @@ int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
                     "--resources");
 
     key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
-    for (attempt = 0; ; attempt++) {
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *old;
-        txn_t *t;
 
         store_watch(key_of(ENVGW_KEY_ENV, env_id));
         store_watch(key);
@@ -150,13 +104,9 @@ int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
         else if (json_object_get(rec, ENVGW_F_RESOURCES) == NULL)
             json_object_set_new(rec, ENVGW_F_RESOURCES, json_object());
 
-        t = txn_new();
         txn_set_json(t, key, rec);
         txn_sadd(t, index_key("integrations", env_id), name);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        txn_env(t, env_id);
     }
 
     if (g_opt.json) {
@@ -170,14 +120,14 @@ int cmd_integration_set(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_integration_list(const cmd_t *cmd, int argc, char **argv)
+int cmd_integration_list(const cmd_t *cmd, const args_t *a)
 {
-    const char *env_id;
+    const char *env_id = a->env;
     char **names;
     size_t n, i;
     json_t *out;
 
-    env_id = one_id_arg(cmd, argc, argv, "environment");
+    (void) cmd;
     load_env(env_id);
     names = integration_names(env_id, &n);
 
@@ -197,14 +147,8 @@ int cmd_integration_list(const cmd_t *cmd, int argc, char **argv)
         json_array_append(out, row);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no integrations in environment %s", env_id))
         return 0;
-    }
-    if (n == 0) {
-        note("no integrations in environment %s", env_id);
-        return 0;
-    }
     printf("%-20s %-8s %s\n", "INTEGRATION", "METHODS", "UPSTREAM");
     for (i = 0; i < n; i++) {
         json_t *row = json_array_get(out, i);
@@ -216,20 +160,12 @@ int cmd_integration_list(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-int cmd_integration_show(const cmd_t *cmd, int argc, char **argv)
+int cmd_integration_show(const cmd_t *cmd, const args_t *a)
 {
-    const char *env_id, *name;
-    char **pos;
-    int npos;
+    const char *env_id = a->env, *name = a->integration;
     json_t *rec;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 2, 2);
-    env_id = pos[0];
-    name = pos[1];
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
-    if (!valid_name(name))
-        usage_error(cmd, "bad integration name '%s'", name);
+    (void) cmd;
     load_env(env_id);
     rec = load_json(key2_of(ENVGW_KEY_INTEGRATION, env_id, name));
     if (rec == NULL)
@@ -238,20 +174,45 @@ int cmd_integration_show(const cmd_t *cmd, int argc, char **argv)
     return 0;
 }
 
-/* Common checks of method set/remove: ids and names. */
-static void check_method_args(const cmd_t *cmd, char **pos)
+int cmd_integration_remove(const cmd_t *cmd, const args_t *a)
 {
-    if (!valid_id(pos[0]))
-        usage_error(cmd, "bad environment id '%s'", pos[0]);
-    if (!valid_name(pos[1]))
-        usage_error(cmd, "bad integration name '%s' (want [A-Za-z0-9_-], "
-                    "1-64 characters)", pos[1]);
-    if (!valid_name(pos[2]))
-        usage_error(cmd, "bad resource name '%s' (want [A-Za-z0-9_-], 1-64 "
-                    "characters)", pos[2]);
-    if (!valid_name(pos[3]))
-        usage_error(cmd, "bad method name '%s' (want [A-Za-z0-9_-], 1-64 "
-                    "characters)", pos[3]);
+    const char *env_id = a->env, *name = a->integration;
+    char *key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
+    size_t nacc, i, users = 0;
+    ref_t *accounts;
+    txn_t *t;
+
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        store_watch(key_of(ENVGW_KEY_ENV, env_id));
+        store_watch(key);
+        load_env(env_id);
+        /* a malformed record may go: no load_integration() */
+        if (store_get(key) == NULL)
+            die("integration '%s' is not installed in %s", name, env_id);
+        txn_del(t, key);
+        txn_srem(t, index_key("integrations", env_id), name);
+        txn_env(t, env_id);
+    }
+
+    accounts = env_accounts(env_id, &nacc);
+    for (i = 0; i < nacc; i++) {
+        const char *ig = jstr(accounts[i].rec, ENVGW_F_INTEGRATION);
+        users += ig && strcmp(ig, name) == 0;
+    }
+    if (users > 0)
+        warnx_("%zu integrated account%s of %s still name %s: their routes "
+               "answer 404 method_not_found", users, users == 1 ? "" : "s",
+               env_id, name);
+
+    if (g_opt.json)
+        print_json(pjson(json_pack("{s:s, s:s, s:b}",
+                                   ENVGW_F_ENVIRONMENT_ID, env_id,
+                                   ENVGW_F_INTEGRATION, name,
+                                   "removed", 1)));
+    else
+        printf("removed integration %s from %s\n", name, env_id);
+    return 0;
 }
 
 /* Loads the integration record to edit (WATCHed); dies if it is missing. */
@@ -270,109 +231,99 @@ static json_t *load_for_edit(const char *env_id, const char *name, char **key)
     return json_deep_copy_p(rec);
 }
 
-int cmd_method_set(const cmd_t *cmd, int argc, char **argv)
+/* The object at obj[name], created empty if it is missing. */
+static json_t *child_object(json_t *obj, const char *name)
 {
-    const char *verb, *path, *why;
-    char **pos, *key;
-    int npos, attempt;
-    bool unchanged = false;
+    json_t *c = json_object_get(obj, name);
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 6, 6);
-    check_method_args(cmd, pos);
-    verb = normalize_http_method(pos[4]);
+    if (c == NULL) {
+        c = json_object();
+        json_object_set_new(obj, name, c);
+    }
+    return c;
+}
+
+int cmd_method_set(const cmd_t *cmd, const args_t *a)
+{
+    const char *verb, *why;
+    char *key;
+    bool unchanged = false;
+    txn_t *t;
+
+    verb = normalize_http_method(a->verb);
     if (verb == NULL)
         usage_error(cmd, "bad HTTP method '%s' (want GET POST PUT PATCH "
-                    "DELETE HEAD OPTIONS)", pos[4]);
-    path = pos[5];
-    if ((why = check_path(path)) != NULL)
-        usage_error(cmd, "bad path '%s': %s", path, why);
+                    "DELETE HEAD OPTIONS)", a->verb);
+    if ((why = check_path(a->path)) != NULL)
+        usage_error(cmd, "bad path '%s': %s", a->path, why);
 
-    for (attempt = 0; ; attempt++) {
-        json_t *rec = load_for_edit(pos[0], pos[1], &key);
-        json_t *res = json_object_get(rec, ENVGW_F_RESOURCES), *methods, *old;
-        txn_t *t;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        json_t *rec = load_for_edit(a->env, a->integration, &key);
+        json_t *methods, *old;
 
-        if (res == NULL) {
-            json_object_set_new(rec, ENVGW_F_RESOURCES, json_object());
-            res = json_object_get(rec, ENVGW_F_RESOURCES);
-        }
-        methods = json_object_get(res, pos[2]);
-        if (methods == NULL) {
-            json_object_set_new(res, pos[2], json_object());
-            methods = json_object_get(res, pos[2]);
-        }
-        old = json_object_get(methods, pos[3]);
-        if (old && jstr(old, ENVGW_F_METHOD) && jstr(old, ENVGW_F_PATH)
-            && strcmp(jstr(old, ENVGW_F_METHOD), verb) == 0
-            && strcmp(jstr(old, ENVGW_F_PATH), path) == 0) {
-            store_unwatch();
-            unchanged = true;
-            break;
-        }
-        json_object_set_new(methods, pos[3],
+        methods = child_object(child_object(rec, ENVGW_F_RESOURCES),
+                               a->resource);
+        old = json_object_get(methods, a->method);
+        unchanged = old && jstr(old, ENVGW_F_METHOD) && jstr(old, ENVGW_F_PATH)
+                    && strcmp(jstr(old, ENVGW_F_METHOD), verb) == 0
+                    && strcmp(jstr(old, ENVGW_F_PATH), a->path) == 0;
+        if (unchanged)
+            continue;
+        json_object_set_new(methods, a->method,
                             json_pack("{s:s, s:s}", ENVGW_F_METHOD, verb,
-                                      ENVGW_F_PATH, path));
-        t = txn_new();
+                                      ENVGW_F_PATH, a->path));
         txn_set_json(t, key, rec);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        txn_env(t, a->env);
     }
 
     if (g_opt.json) {
         json_t *out = pjson(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}",
-                                      ENVGW_F_ENVIRONMENT_ID, pos[0],
-                                      ENVGW_F_INTEGRATION, pos[1],
-                                      "resource", pos[2], "name", pos[3],
+                                      ENVGW_F_ENVIRONMENT_ID, a->env,
+                                      ENVGW_F_INTEGRATION, a->integration,
+                                      "resource", a->resource,
+                                      "name", a->method,
                                       ENVGW_F_METHOD, verb,
-                                      ENVGW_F_PATH, path,
+                                      ENVGW_F_PATH, a->path,
                                       "changed", !unchanged));
         print_json(out);
     } else {
         printf("%s %s %s.%s %s %s in %s\n", unchanged ? "unchanged" : "set",
-               pos[1], pos[2], pos[3], verb, path, pos[0]);
+               a->integration, a->resource, a->method, verb, a->path, a->env);
     }
     return 0;
 }
 
-int cmd_method_remove(const cmd_t *cmd, int argc, char **argv)
+int cmd_method_remove(const cmd_t *cmd, const args_t *a)
 {
-    char **pos, *key;
-    int npos, attempt;
+    char *key;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 4, 4);
-    check_method_args(cmd, pos);
-
-    for (attempt = 0; ; attempt++) {
-        json_t *rec = load_for_edit(pos[0], pos[1], &key);
+    (void) cmd;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        json_t *rec = load_for_edit(a->env, a->integration, &key);
         json_t *res = json_object_get(rec, ENVGW_F_RESOURCES);
-        json_t *methods = res ? json_object_get(res, pos[2]) : NULL;
-        txn_t *t;
+        json_t *methods = res ? json_object_get(res, a->resource) : NULL;
 
-        if (methods == NULL || json_object_get(methods, pos[3]) == NULL)
-            die("no method %s.%s in integration '%s' of %s", pos[2], pos[3],
-                pos[1], pos[0]);
-        json_object_del(methods, pos[3]);
+        if (methods == NULL || json_object_get(methods, a->method) == NULL)
+            die("no method %s.%s in integration '%s' of %s", a->resource,
+                a->method, a->integration, a->env);
+        json_object_del(methods, a->method);
         if (json_object_size(methods) == 0)
-            json_object_del(res, pos[2]);
-        t = txn_new();
+            json_object_del(res, a->resource);
         txn_set_json(t, key, rec);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        txn_env(t, a->env);
     }
 
     if (g_opt.json) {
         json_t *out = pjson(json_pack("{s:s, s:s, s:s, s:s, s:b}",
-                                      ENVGW_F_ENVIRONMENT_ID, pos[0],
-                                      ENVGW_F_INTEGRATION, pos[1],
-                                      "resource", pos[2], "name", pos[3],
-                                      "removed", 1));
+                                      ENVGW_F_ENVIRONMENT_ID, a->env,
+                                      ENVGW_F_INTEGRATION, a->integration,
+                                      "resource", a->resource,
+                                      "name", a->method, "removed", 1));
         print_json(out);
     } else {
-        printf("removed %s %s.%s from %s\n", pos[1], pos[2], pos[3], pos[0]);
+        printf("removed %s %s.%s from %s\n", a->integration, a->resource,
+               a->method, a->env);
     }
     return 0;
 }

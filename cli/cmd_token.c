@@ -5,6 +5,7 @@
  * its SHA-256 (the gateway hashes what a client presents and looks that up).
  */
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,41 +124,30 @@ static void print_minted(const minted_t *m, json_t *extra)
     note("store the token now: it is not stored and cannot be shown again");
 }
 
-int cmd_token_create(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_create(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "kind", true, NULL }, { "ttl", true, NULL },
-                     { "account", true, NULL }, { NULL, false, NULL } };
-    const char *env_id, *kind, *account;
+    const char *env_id = a->env, *account = a->account;
+    const char *kind = a->kind ? a->kind : ENVGW_KIND_DATA;
     long long ttl = 0;
-    char **pos;
-    int npos, attempt;
     minted_t m;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    env_id = pos[0];
-    kind = opts[0].val ? opts[0].val : ENVGW_KIND_DATA;
-    account = opts[2].val;
-    if (!valid_id(env_id))
-        usage_error(cmd, "bad environment id '%s'", env_id);
     if (check_kind(kind) == NULL)
         usage_error(cmd, "bad --kind '%s' (want data, admin or account)",
                     kind);
-    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+    if (a->ttl && !parse_duration(a->ttl, &ttl, false))
         usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
-                    opts[1].val);
+                    a->ttl);
     if (strcmp(kind, ENVGW_KIND_ACCOUNT) == 0) {
         if (account == NULL)
             usage_error(cmd, "--kind account needs --account ID");
-        if (!valid_id(account))
-            usage_error(cmd, "bad account id '%s'", account);
-        if (opts[1].val == NULL)
+        if (a->ttl == NULL)
             ttl = ACCOUNT_TOKEN_DEFAULT_TTL;
     } else if (account != NULL) {
         usage_error(cmd, "--account is only for --kind account");
     }
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t = txn_new();
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *env;
 
         store_watch(key_of(ENVGW_KEY_ENV, env_id));
@@ -166,10 +156,7 @@ int cmd_token_create(const cmd_t *cmd, int argc, char **argv)
             check_account_for_token(env_id, account);
         m = mint(t, env_id, env, kind, account,
                  ttl > 0 ? (long long) time(NULL) + ttl : 0);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("records keep changing; nothing written");
+        txn_env(t, env_id);
     }
     print_minted(&m, NULL);
     return 0;
@@ -220,136 +207,155 @@ static const char *token_state(json_t *rec, long long now)
     return "active";
 }
 
-int cmd_token_list(const cmd_t *cmd, int argc, char **argv)
+/* Unix seconds in a decimal string (the gateway's last_used:<token_id>),
+ * or -1. */
+static long long unix_seconds(const char *s)
+{
+    char *end;
+    long long v;
+
+    if (s == NULL || !isdigit((unsigned char) s[0]))
+        return -1;
+    v = strtoll(s, &end, 10);
+    return *end == '\0' && v > 0 ? v : -1;
+}
+
+static const char *time_or(json_t *row, const char *field, const char *none)
+{
+    json_t *v = json_object_get(row, field);
+
+    return json_is_integer(v) ? fmt_time(json_integer_value(v)) : none;
+}
+
+int cmd_token_list(const cmd_t *cmd, const args_t *a)
 {
     static const char *fields[] = {
         ENVGW_F_TOKEN_ID, ENVGW_F_KIND, ENVGW_F_ENVIRONMENT_ID,
         ENVGW_F_ENVIRONMENT, ENVGW_F_TEAM_ID, ENVGW_F_ACCOUNT_ID,
         ENVGW_F_EXPIRES_AT, ENVGW_F_REVOKED, "created_at", NULL
     };
-    const char *env_id;
-    char **ids;
+    const char *env_id = a->env;
+    char **ids, **used;
     size_t n, i;
     int f;
-    long long now = time(NULL);
+    long long now = time(NULL), within = 0;
     json_t *out;
 
-    env_id = one_id_arg(cmd, argc, argv, "environment");
+    if (a->expiring && !parse_duration(a->expiring, &within, false))
+        usage_error(cmd, "bad --expiring '%s' (want N[s|m|h|d], e.g. 7d)",
+                    a->expiring);
     load_env(env_id);
 
     ids = store_smembers(index_key("tokens", env_id), &n);
     sort_unique(ids, &n);
+    /* the gateway's record of the last use: <prefix>last_used:<token_id> */
+    used = pool_keep(calloc(n + 1, sizeof(char *)), free);
+    for (i = 0; i < n; i++)
+        used[i] = key_of(ENVGW_KEY_LAST_USED, ids[i]);
+    used = store_mget(used, n);
+
     out = pjson(json_array());
     for (i = 0; i < n; i++) {
         char *idkey = key_of(ENVGW_KEY_TOKEN_ID, ids[i]);
         json_t *h = load_json(idkey), *rec, *row;
+        long long exp, last;
 
         if (h == NULL || !json_is_string(h))
             continue;
         rec = load_json(key_of(ENVGW_KEY_TOKEN, json_string_value(h)));
         if (rec == NULL || !json_is_object(rec))
             continue;
+        exp = rec_expires(rec);
+        if (a->expiring && (strcmp(token_state(rec, now), "active") != 0
+                            || exp <= 0 || exp > now + within))
+            continue;
         /* copy known fields only: never the hash, never anything else */
         row = pjson(json_object());
         for (f = 0; fields[f]; f++) {
             json_t *v = json_object_get(rec, fields[f]);
-            if (v)
-                json_object_set(row, fields[f], v);
+            json_object_set(row, fields[f], v ? v : json_null());
         }
+        last = unix_seconds(used[i]);
+        if (used[i] != NULL && last < 0)
+            warnx_("key %s holds '%s', not Unix seconds: ignored",
+                   key_of(ENVGW_KEY_LAST_USED, ids[i]), used[i]);
+        json_object_set_new(row, "last_used_at",
+                            last > 0 ? json_integer(last) : json_null());
         json_object_set_new(row, "state", json_string(token_state(rec, now)));
         json_array_append(out, row);
     }
 
-    if (g_opt.json) {
-        print_json(out);
+    if (list_printed(out, "no tokens%s in environment %s",
+                     a->expiring ? " expiring so soon" : "", env_id))
         return 0;
-    }
-    if (json_array_size(out) == 0) {
-        note("no tokens in environment %s", env_id);
-        return 0;
-    }
-    printf("%-18s %-8s %-8s %-16s %-21s %s\n", "TOKEN_ID", "KIND", "STATE",
-           "ENVIRONMENT", "EXPIRES", "ACCOUNT");
+    printf("%-18s %-8s %-8s %-16s %-21s %-21s %-21s %s\n", "TOKEN_ID", "KIND",
+           "STATE", "ENVIRONMENT", "EXPIRES", "LAST_USED", "CREATED",
+           "ACCOUNT");
     for (i = 0; i < json_array_size(out); i++) {
         json_t *row = json_array_get(out, i);
         const char *acc = jstr(row, ENVGW_F_ACCOUNT_ID);
         const char *envname = jstr(row, ENVGW_F_ENVIRONMENT);
-        printf("%-18s %-8s %-8s %-16s %-21s %s\n",
+        printf("%-18s %-8s %-8s %-16s %-21s %-21s %-21s %s\n",
                jstr(row, ENVGW_F_TOKEN_ID) ? jstr(row, ENVGW_F_TOKEN_ID)
                                            : "?",
                jstr(row, ENVGW_F_KIND) ? jstr(row, ENVGW_F_KIND) : "?",
                jstr(row, "state"), envname ? envname : env_id,
-               fmt_time(rec_expires(row)), acc ? acc : "-");
+               fmt_time(rec_expires(row)), time_or(row, "last_used_at", "-"),
+               time_or(row, "created_at", "-"), acc ? acc : "-");
     }
     return 0;
 }
 
-int cmd_token_revoke(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_revoke(const cmd_t *cmd, const args_t *a)
 {
-    const char *token_id;
-    char *tkey;
-    int attempt;
-    json_t *rec;
+    ref_t tok;
+    bool already = false;
+    txn_t *t;
 
-    token_id = one_id_arg(cmd, argc, argv, "token");
+    (void) cmd;
+    tok.id = a->token;
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
+        char *tkey;
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t;
-
-        rec = load_token(token_id, &tkey);
-        if (json_is_true(json_object_get(rec, ENVGW_F_REVOKED))) {
-            store_unwatch();
-            note("token %s was already revoked", token_id);
-            break;
-        }
-        rec = json_deep_copy_p(rec);
-        json_object_set_new(rec, ENVGW_F_REVOKED, json_true());
-        json_object_set_new(rec, "revoked_at", json_integer(time(NULL)));
-        t = txn_new();
-        txn_set_json(t, tkey, rec);
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("token '%s' keeps changing; nothing written", token_id);
+        tok.rec = load_token(a->token, &tkey);
+        tok.key = tkey;
+        already = !revoke_token(t, &tok);
+        txn_env(t, jstr(tok.rec, ENVGW_F_ENVIRONMENT_ID));
     }
     if (g_opt.json) {
         json_t *out = pjson(json_object());
-        json_object_set_new(out, ENVGW_F_TOKEN_ID, json_string(token_id));
+        json_object_set_new(out, ENVGW_F_TOKEN_ID, json_string(a->token));
         json_object_set_new(out, ENVGW_F_REVOKED, json_true());
+        json_object_set_new(out, "already_revoked", json_boolean(already));
         print_json(out);
+    } else if (already) {
+        printf("token %s was already revoked\n", a->token);
     } else {
-        printf("revoked %s\n", token_id);
+        printf("revoked %s\n", a->token);
     }
     return 0;
 }
 
-int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
+int cmd_token_rotate(const cmd_t *cmd, const args_t *a)
 {
-    opt_t opts[] = { { "grace", true, NULL }, { "ttl", true, NULL },
-                     { NULL, false, NULL } };
-    const char *token_id;
-    long long grace = 0, ttl = 0, now, old_exp, new_old_exp;
-    char **pos, *tkey;
-    int npos, attempt;
+    const char *token_id = a->token;
+    long long grace = 0, ttl = 0, now, old_exp, new_old_exp = 0;
+    char *tkey;
     minted_t m;
     json_t *extra;
+    txn_t *t;
 
-    parse_args(cmd, argc, argv, opts, &pos, &npos, 1, 1);
-    token_id = pos[0];
-    if (!valid_id(token_id))
-        usage_error(cmd, "bad token id '%s'", token_id);
-    if (opts[0].val == NULL)
+    if (a->grace == NULL)
         usage_error(cmd, "--grace is required (e.g. --grace 1h; --grace 0 "
                     "ends the old token now)");
-    if (!parse_duration(opts[0].val, &grace, true))
+    if (!parse_duration(a->grace, &grace, true))
         usage_error(cmd, "bad --grace '%s' (want N[s|m|h|d], e.g. 1h)",
-                    opts[0].val);
-    if (opts[1].val && !parse_duration(opts[1].val, &ttl, false))
+                    a->grace);
+    if (a->ttl && !parse_duration(a->ttl, &ttl, false))
         usage_error(cmd, "bad --ttl '%s' (want N[s|m|h|d], e.g. 30d)",
-                    opts[1].val);
+                    a->ttl);
 
-    for (attempt = 0; ; attempt++) {
-        txn_t *t = txn_new();
+    for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
         json_t *old, *env, *created;
         const char *env_id, *kind, *account;
         long long new_ttl = ttl;
@@ -378,7 +384,7 @@ int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
         /* default lifetime: as long as the old token's, if known */
         old_exp = rec_expires(old);
         created = json_object_get(old, "created_at");
-        if (opts[1].val == NULL) {
+        if (a->ttl == NULL) {
             if (old_exp > 0 && json_is_integer(created)
                 && old_exp > json_integer_value(created))
                 new_ttl = old_exp - json_integer_value(created);
@@ -399,11 +405,7 @@ int cmd_token_rotate(const cmd_t *cmd, int argc, char **argv)
                             json_integer(new_old_exp));
         json_object_set_new(old, "rotated_to", json_string(m.token_id));
         txn_set_json(t, tkey, old);
-
-        if (txn_exec(t) == 0)
-            break;
-        if (attempt == TXN_RETRIES)
-            die("token '%s' keeps changing; nothing written", token_id);
+        txn_env(t, env_id);
     }
 
     extra = pjson(json_object());

@@ -6,6 +6,7 @@
  * This file: global options, the command table, argument parsing, help.
  */
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +22,21 @@ static const cmd_t commands[] = {
       "create an environment (prints its environment_id)",
       "NAME is the environment's display name (production, staging, ...).\n"
       "The environment_id is env_<random hex> unless --id chooses it.\n"
-      "TEAM is recorded as the environment's team_id." },
+      "TEAM is recorded as the environment's team_id.",
+      { NEED("team", team, CHECK_TEAM_ID), POS("NAME", name, CHECK_ENV_NAME),
+        OPT("id", env, CHECK_ENV_ID) } },
     { "env", "list", cmd_env_list,
       "[--team TEAM]",
-      "list environments", NULL },
+      "list environments", NULL,
+      { OPT("team", team, CHECK_TEAM_ID) } },
+    { "env", "delete", cmd_env_delete,
+      "ENV [--force]",
+      "delete an environment",
+      "An environment that still has integrations, integrated accounts,\n"
+      "tenants or unrevoked tokens is refused unless --force is given;\n"
+      "then its tokens are revoked (their records stay, marked revoked) and\n"
+      "every other record of ENV is deleted, all in one transaction.",
+      { POS("ENV", env, CHECK_ENV_ID), FLAG("force", force) } },
     { "token", "create", cmd_token_create,
       "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
       "mint a token in ENV; the raw token is printed once",
@@ -33,13 +45,23 @@ static const cmd_t commands[] = {
       "           for account tokens\n"
       "--account  the integrated account of an account token (required for\n"
       "           --kind account; the account must belong to ENV)\n"
-      "Only the SHA-256 of the token is stored; it cannot be shown again." },
+      "Only the SHA-256 of the token is stored; it cannot be shown again.",
+      { POS("ENV", env, CHECK_ENV_ID), OPT("kind", kind, CHECK_NONE),
+        OPT("ttl", ttl, CHECK_NONE),
+        OPT("account", account, CHECK_ACCOUNT_ID) } },
     { "token", "list", cmd_token_list,
-      "ENV",
-      "list the tokens of ENV (never the raw tokens)", NULL },
+      "ENV [--expiring DURATION]",
+      "list the tokens of ENV (never the raw tokens)",
+      "Shows created_at, expires_at and last_used_at (the time the gateway\n"
+      "last recorded a use of the token, if it records them).\n"
+      "--expiring  only active tokens that expire within DURATION, e.g. 7d",
+      { POS("ENV", env, CHECK_ENV_ID),
+        OPT("expiring", expiring, CHECK_NONE) } },
     { "token", "revoke", cmd_token_revoke,
       "TOKEN_ID",
-      "revoke a token at once (the record stays, marked revoked)", NULL },
+      "revoke a token at once (the record stays, marked revoked)",
+      "Revoking a token that is already revoked says so and exits 0.",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID) } },
     { "token", "rotate", cmd_token_rotate,
       "TOKEN_ID --grace DURATION [--ttl DURATION]",
       "mint a replacement token; the old one expires after the grace",
@@ -47,18 +69,36 @@ static const cmd_t commands[] = {
       "--grace  how long the old token keeps working: N[s|m|h|d]; 0 ends it\n"
       "         now (an earlier expiry of the old token is kept)\n"
       "--ttl    lifetime of the new token; default: the old token's\n"
-      "         lifetime (1h for account tokens), or no expiry" },
+      "         lifetime (1h for account tokens), or no expiry",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID), OPT("grace", grace, CHECK_NONE),
+        OPT("ttl", ttl, CHECK_NONE) } },
     { "account", "add", cmd_account_add,
       "ENV ID --integration I --tenant T",
       "add an integrated account and index it under its tenant",
       "Account ids are global: an id that exists in any environment is\n"
-      "refused, as is a second I account for the same tenant in ENV." },
+      "refused, as is a second I account for the same tenant in ENV.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("ID", account, CHECK_ACCOUNT_ID),
+        NEED("integration", integration, CHECK_INTEGRATION),
+        NEED("tenant", tenant, CHECK_TENANT) } },
     { "account", "remove", cmd_account_remove,
       "ID",
-      "remove an integrated account and its tenant index entry", NULL },
+      "remove an integrated account and its tenant index entry",
+      "Its account tokens are revoked in the same transaction.",
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
+    { "account", "disable", cmd_account_disable,
+      "ID",
+      "disable an integrated account (it answers like an unknown one)",
+      "Sets the record's status to \"disabled\"; 'envgw account enable'\n"
+      "makes it active again.  Its tokens are kept.",
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
+    { "account", "enable", cmd_account_enable,
+      "ID",
+      "make a disabled integrated account active again", NULL,
+      { POS("ID", account, CHECK_ACCOUNT_ID) } },
     { "account", "list", cmd_account_list,
       "ENV",
-      "list the integrated accounts of ENV", NULL },
+      "list the integrated accounts of ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID) } },
     { "integration", "set", cmd_integration_set,
       "ENV I [--upstream URL] [--resources FILE]",
       "install or update integration I in ENV",
@@ -66,22 +106,43 @@ static const cmd_t commands[] = {
       "--resources  JSON file (- for stdin) replacing all resources:\n"
       "             {\"contacts\":{\"list\":{\"method\":\"GET\",\"path\":"
       "\"/crm/v3/objects/contacts\"}}}\n"
-      "Without --resources the existing resources are kept." },
+      "Without --resources the existing resources are kept.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        OPT("upstream", upstream, CHECK_NONE),
+        OPT("resources", resources, CHECK_NONE) } },
     { "integration", "list", cmd_integration_list,
       "ENV",
-      "list the integrations of ENV", NULL },
+      "list the integrations of ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID) } },
     { "integration", "show", cmd_integration_show,
       "ENV I",
-      "print the record of integration I in ENV", NULL },
+      "print the record of integration I in ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID),
+        POS("I", integration, CHECK_INTEGRATION) } },
+    { "integration", "remove", cmd_integration_remove,
+      "ENV I",
+      "remove integration I from ENV, with all its methods",
+      "Accounts of the integration stay; the gateway answers their routes\n"
+      "404 method_not_found until the integration is installed again.",
+      { POS("ENV", env, CHECK_ENV_ID),
+        POS("I", integration, CHECK_INTEGRATION) } },
     { "method", "set", cmd_method_set,
       "ENV I RESOURCE METHOD HTTP_METHOD PATH",
       "add or change a method of integration I in ENV",
       "HTTP_METHOD is one of GET POST PUT PATCH DELETE HEAD OPTIONS.\n"
       "PATH starts with /, may hold {id} and {name} placeholders, and has no\n"
-      "whitespace, ?, # or . / .. segments." },
+      "whitespace, ?, # or . / .. segments.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        POS("RESOURCE", resource, CHECK_RESOURCE),
+        POS("METHOD", method, CHECK_METHOD),
+        POS("HTTP_METHOD", verb, CHECK_NONE),
+        POS("PATH", path, CHECK_NONE) } },
     { "method", "remove", cmd_method_remove,
       "ENV I RESOURCE METHOD",
-      "remove a method of integration I in ENV", NULL },
+      "remove a method of integration I in ENV", NULL,
+      { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
+        POS("RESOURCE", resource, CHECK_RESOURCE),
+        POS("METHOD", method, CHECK_METHOD) } },
     { "diff", NULL, cmd_diff,
       "ENV_A ENV_B [--upstreams]",
       "integrations, resources and methods that differ between two envs",
@@ -90,7 +151,9 @@ static const cmd_t commands[] = {
       "  - ...  only in ENV_B\n"
       "  ~ ...  in both, defined differently\n"
       "Upstreams are per environment and compared only with --upstreams.\n"
-      "Exit status: 0 equal, 1 different, 2 error." },
+      "Exit status: 0 equal, 1 different, 2 error.",
+      { POS("ENV_A", from, CHECK_ENV_ID), POS("ENV_B", to, CHECK_ENV_ID),
+        FLAG("upstreams", upstreams) } },
     { "promote", NULL, cmd_promote,
       "FROM TO [--integration I] [--method [RESOURCE.]METHOD] [--dry-run] "
       "[--upstream URL]",
@@ -99,10 +162,52 @@ static const cmd_t commands[] = {
       "defines (all of them, or those of --integration / --method); TO's own\n"
       "upstream and its other methods are kept.  When TO lacks the\n"
       "integration it is created with --upstream, or FROM's upstream (with a\n"
-      "warning).  --dry-run prints the change and writes nothing." },
+      "warning).  --dry-run prints the change and writes nothing.",
+      { POS("FROM", from, CHECK_ENV_ID), POS("TO", to, CHECK_ENV_ID),
+        OPT("integration", integration, CHECK_INTEGRATION),
+        OPT("method", method, CHECK_NONE), FLAG("dry-run", dry_run),
+        OPT("upstream", upstream, CHECK_NONE) } },
+    { "export", NULL, cmd_export,
+      "ENV",
+      "print ENV as one JSON document (for 'envgw apply')",
+      "The document holds the environment record, its integrations (upstream,\n"
+      "resources, methods, auth declarations), integrated accounts and\n"
+      "tenants, with keys sorted so that it diffs well in git.  Never tokens\n"
+      "or credentials.",
+      { POS("ENV", env, CHECK_ENV_ID) } },
+    { "apply", NULL, cmd_apply,
+      "FILE [--env ENV] [--prune] [--dry-run]",
+      "make an environment what an exported document says",
+      "Prints the plan (+ create, ~ change, - remove), then writes it in one\n"
+      "transaction, publishing every changed key.  FILE is an 'envgw export'\n"
+      "document (- for stdin).\n"
+      "--env      apply to ENV instead of the document's environment: the\n"
+      "           whole-environment promote.  Only integrations are applied\n"
+      "           then (accounts and tenants belong to their environment),\n"
+      "           and an integration ENV already has keeps its upstream.\n"
+      "--prune    also remove what the document does not have (integrations,\n"
+      "           methods, fields, accounts with their account tokens,\n"
+      "           tenants); without it nothing is removed\n"
+      "--dry-run  print the plan and write nothing",
+      { POS("FILE", file, CHECK_NONE), OPT("env", env, CHECK_ENV_ID),
+        FLAG("prune", prune), FLAG("dry-run", dry_run) } },
+    { "audit", NULL, cmd_audit,
+      "[--since T] [--env ENV]",
+      "show the audit trail of envgw writes",
+      "Every envgw write appends to the Redis stream <prefix>audit (time,\n"
+      "actor, command, environments, changed keys) in its own transaction.\n"
+      "--since  T is a duration back from now (30m, 12h, 7d), a date\n"
+      "         (2025-11-28), a UTC time (2025-11-28T10:00:00Z) or Unix\n"
+      "         seconds\n"
+      "--env    only writes that touched ENV",
+      { OPT("since", since, CHECK_NONE), OPT("env", env, CHECK_ENV_ID) } },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+#define STR_(x)           #x
+#define STR(x)            STR_(x)
+#define AUDIT_MAXLEN_STR  STR(AUDIT_MAXLEN_DEFAULT)
 
 static const char global_help[] =
     "Global options (before or after the command):\n"
@@ -113,8 +218,14 @@ static const char global_help[] =
     "  --db N            Redis database number (default 0)\n"
     "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
     ENVGW_DEFAULT_PREFIX "\")\n"
-    "  --json            machine-readable output\n"
-    "  --help            help for the tool or a command\n";
+    "  --json            machine-readable output (errors too: one JSON\n"
+    "                    object a line on stderr)\n"
+    "  --actor NAME      who writes, for the audit trail (default: the OS "
+    "user)\n"
+    "  --audit-maxlen N  keep about N audit entries (env ENVGW_AUDIT_MAXLEN;\n"
+    "                    default " AUDIT_MAXLEN_STR ")\n"
+    "  --help            help for the tool or a command\n"
+    "  --version         the version of envgw\n";
 
 const char *cmd_fullname(const cmd_t *cmd)
 {
@@ -152,20 +263,48 @@ static void print_tool_help(FILE *f, const char *group)
 void usage_error(const cmd_t *cmd, const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
-    fputs("envgw: ", stderr);
-    if (cmd)
-        fprintf(stderr, "%s: ", cmd_fullname(cmd));
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
     va_end(ap);
-    fputc('\n', stderr);
+    pool_keep(msg, free);
     if (cmd)
-        fprintf(stderr, "usage: envgw %s %s\n", cmd_fullname(cmd),
-                cmd->usage);
+        report_error(EXIT_USAGE, pfmt("usage: envgw %s %s", cmd_fullname(cmd),
+                                      cmd->usage),
+                     pfmt("%s: %s", cmd_fullname(cmd), msg));
     else
-        fputs("try 'envgw --help'\n", stderr);
+        report_error(EXIT_USAGE, "try 'envgw --help'", msg);
     exit(EXIT_USAGE);
+}
+
+/* An actor is written into the audit trail and shown by 'envgw audit'. */
+static bool valid_actor(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 128)
+        return false;
+    for (; *s; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool parse_maxlen(const char *s, long *out)
+{
+    char *end;
+    long v;
+
+    if (!isdigit((unsigned char) s[0]))
+        return false;
+    v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 1 || v > 1000000000L)
+        return false;
+    *out = v;
+    return true;
 }
 
 /*
@@ -175,7 +314,7 @@ void usage_error(const cmd_t *cmd, const char *fmt, ...)
 static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
 {
     static const char *with_arg[] = { "redis", "password", "db", "prefix",
-                                      NULL };
+                                      "actor", "audit-maxlen", NULL };
     const char *a = argv[*i], *name, *eq, *val = NULL;
     char *n;
     int k;
@@ -212,6 +351,15 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
         g_opt.password = val;
     } else if (strcmp(n, "prefix") == 0) {
         g_opt.prefix = val;
+    } else if (strcmp(n, "actor") == 0) {
+        if (!valid_actor(val))
+            usage_error(cmd, "bad --actor '%s' (want 1-128 printable "
+                        "characters)", val);
+        g_opt.actor = val;
+    } else if (strcmp(n, "audit-maxlen") == 0) {
+        if (!parse_maxlen(val, &g_opt.audit_maxlen))
+            usage_error(cmd, "--audit-maxlen wants a number of entries from 1 "
+                        "to 1000000000, not '%s'", val);
     } else {
         char *end;
         long db = strtol(val, &end, 10);
@@ -222,62 +370,179 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
     return 1;
 }
 
-void parse_args(const cmd_t *cmd, int argc, char **argv, opt_t *opts,
-                char ***pos, int *npos, int min_pos, int max_pos)
+/* What each CHECK_ value must look like, for parse_args(). */
+#define ID_RULE     "(want [A-Za-z0-9_.-], 1-128 characters)"
+#define NAME_RULE   "(want [A-Za-z0-9_-], 1-64 characters)"
+
+static const struct {
+    const char *what;
+    bool      (*ok)(const char *s);
+    const char *rule;
+} checks[] = {
+    [CHECK_ENV_ID]      = { "environment id", valid_id, ID_RULE },
+    [CHECK_TEAM_ID]     = { "team id", valid_id, ID_RULE },
+    [CHECK_ACCOUNT_ID]  = { "account id", valid_id, ID_RULE },
+    [CHECK_TOKEN_ID]    = { "token id", valid_id, ID_RULE },
+    [CHECK_ENV_NAME]    = { "environment name", valid_env_name,
+                            "(want [A-Za-z0-9_.-], 1-64 characters)" },
+    [CHECK_INTEGRATION] = { "integration name", valid_name, NAME_RULE },
+    [CHECK_RESOURCE]    = { "resource name", valid_name, NAME_RULE },
+    [CHECK_METHOD]      = { "method name", valid_name, NAME_RULE },
+    [CHECK_TENANT]      = { "tenant id", valid_tenant,
+                            "(no spaces, /, ?, #, % or ..; 1-256 characters)" },
+};
+
+static const char **field_of(args_t *a, const arg_t *spec)
 {
-    char **p = pool_keep(calloc((size_t) argc + 1, sizeof(char *)), free);
-    int i, n = 0;
+    return (const char **) (void *) ((char *) a + spec->field);
+}
+
+/* The option of cmd's table that argument "--NAME[=VALUE]" names, or NULL. */
+static const arg_t *find_option(const cmd_t *cmd, const char *arg)
+{
+    const arg_t *s;
+    size_t len;
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        len = strlen(s->name);
+        if (s->kind != ARG_POS && strncmp(arg + 2, s->name, len) == 0
+            && (arg[2 + len] == '\0' || arg[2 + len] == '='))
+            return s;
+    }
+    return NULL;
+}
+
+/* A value as a shell would need it: quoted when it holds anything but
+ * plain characters. */
+static const char *shell_word(const char *v)
+{
+    const char *p;
+    char *q, *o;
+
+    if (v[0] != '\0' && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn"
+                                   "opqrstuvwxyz0123456789_-.:/@%+=,")
+                         == strlen(v))
+        return v;
+    /* 'it'\''s': a quote becomes four characters */
+    q = pool_keep(malloc(strlen(v) * 4 + 3), free);
+    o = q;
+    *o++ = '\'';
+    for (p = v; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+/* The command as the audit trail records it: the command words, its
+ * positionals, then the options given, in the order of its table; never
+ * a global option (such as --password). */
+static const char *command_line(const cmd_t *cmd, args_t *a)
+{
+    const char *line = cmd_fullname(cmd);
+    const arg_t *s;
+    int pass;
+
+    for (pass = 0; pass < 2; pass++) {
+        for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+            const char *v = *field_of(a, s);
+
+            if (v == NULL || (s->kind == ARG_POS) != (pass == 0))
+                continue;
+            if (s->kind == ARG_POS)
+                line = pfmt("%s %s", line, shell_word(v));
+            else if (s->kind == ARG_FLAG)
+                line = pfmt("%s --%s", line, s->name);
+            else
+                line = pfmt("%s --%s %s", line, s->name, shell_word(v));
+        }
+    }
+    return line;
+}
+
+/*
+ * Fills a from argv (after the command words) as cmd's table says, then
+ * checks every value the table gives a CHECK_ for.  Global options are
+ * accepted anywhere; --help prints the command's help and exits 0.
+ */
+static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
+{
+    const arg_t *s, *positional[ARGS_MAX];
+    const char **f;
+    char *extra = NULL;
+    size_t npos = 0, n = 0;
     bool only_pos = false;
+    int i;
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        if (s->kind == ARG_POS)
+            positional[npos++] = s;
+    }
 
     for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        opt_t *o;
+        const char *arg = argv[i], *eq;
 
-        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
-            p[n++] = argv[i];
+        if (only_pos || arg[0] != '-' || strcmp(arg, "-") == 0) {
+            if (n < npos)
+                *field_of(a, positional[n]) = arg;
+            else if (extra == NULL)
+                extra = argv[i];
+            n++;
             continue;
         }
-        if (strcmp(a, "--") == 0) {
+        if (strcmp(arg, "--") == 0) {
             only_pos = true;
             continue;
         }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             print_cmd_help(cmd);
             pool_drain();
             exit(0);
         }
         if (global_option(cmd, argc, argv, &i))
             continue;
-        if (strncmp(a, "--", 2) != 0)
-            usage_error(cmd, "unknown option '%s'", a);
-        for (o = opts; o && o->name; o++) {
-            size_t len = strlen(o->name);
-            if (strncmp(a + 2, o->name, len) == 0
-                && (a[2 + len] == '\0' || a[2 + len] == '='))
-                break;
-        }
-        if (o == NULL || o->name == NULL)
-            usage_error(cmd, "unknown option '%s'", a);
-        if (o->val != NULL)
-            usage_error(cmd, "--%s given twice", o->name);
-        if (!o->has_arg) {
-            if (a[2 + strlen(o->name)] == '=')
-                usage_error(cmd, "--%s takes no value", o->name);
-            o->val = "1";
-        } else if (a[2 + strlen(o->name)] == '=') {
-            o->val = a + 3 + strlen(o->name);
+        s = strncmp(arg, "--", 2) == 0 ? find_option(cmd, arg) : NULL;
+        if (s == NULL)
+            usage_error(cmd, "unknown option '%s'", arg);
+        f = field_of(a, s);
+        if (*f != NULL)
+            usage_error(cmd, "--%s given twice", s->name);
+        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
+                                              : NULL;
+        if (s->kind == ARG_FLAG) {
+            if (eq)
+                usage_error(cmd, "--%s takes no value", s->name);
+            *f = "1";
+        } else if (eq) {
+            *f = eq;
         } else if (i + 1 < argc) {
-            o->val = argv[++i];
+            *f = argv[++i];
         } else {
-            usage_error(cmd, "--%s needs a value", o->name);
+            usage_error(cmd, "--%s needs a value", s->name);
         }
     }
-    if (n < min_pos)
+    if (n < npos)
         usage_error(cmd, "missing arguments");
-    if (n > max_pos)
-        usage_error(cmd, "unexpected argument '%s'", p[max_pos]);
-    *pos = p;
-    *npos = n;
+    if (extra != NULL)
+        usage_error(cmd, "unexpected argument '%s'", extra);
+
+    g_opt.command = command_line(cmd, a);
+
+    for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
+        const char *v = *field_of(a, s);
+
+        if (v == NULL && s->kind == ARG_NEEDED)
+            usage_error(cmd, "--%s is required", s->name);
+        if (v != NULL && s->check != CHECK_NONE && !checks[s->check].ok(v))
+            usage_error(cmd, "bad %s '%s' %s", checks[s->check].what, v,
+                        checks[s->check].rule);
+    }
 }
 
 static const cmd_t *find_cmd(const char *group, const char *name)
@@ -292,6 +557,15 @@ static const cmd_t *find_cmd(const char *group, const char *name)
             return c;
     }
     return NULL;
+}
+
+static void print_version(void)
+{
+    if (g_opt.json)
+        print_json(pjson(json_pack("{s:s, s:s}", "name", "envgw",
+                                   "version", ENVGW_VERSION)));
+    else
+        printf("envgw %s\n", ENVGW_VERSION);
 }
 
 static bool known_group(const char *group)
@@ -313,9 +587,25 @@ static void cleanup(void)
 int main(int argc, char **argv)
 {
     const cmd_t *cmd;
-    const char *group, *name;
-    int i = 1, rc;
+    const char *group, *name, *env;
+    args_t a;
+    int i = 1, k, rc;
 
+    memset(&a, 0, sizeof(a));
+    atexit(cleanup);
+
+    /* --json anywhere makes even the errors of parsing JSON */
+    for (k = 1; k < argc && strcmp(argv[k], "--") != 0; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            g_opt.json = true;
+    }
+
+    g_opt.audit_maxlen = AUDIT_MAXLEN_DEFAULT;
+    env = getenv("ENVGW_AUDIT_MAXLEN");
+    if (env != NULL && env[0] != '\0'
+        && !parse_maxlen(env, &g_opt.audit_maxlen))
+        usage_error(NULL, "ENVGW_AUDIT_MAXLEN wants a number of entries from "
+                    "1 to 1000000000, not '%s'", env);
     g_opt.redis = getenv("ENVGW_REDIS");
     if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
         g_opt.redis = "127.0.0.1:6379";
@@ -323,7 +613,6 @@ int main(int argc, char **argv)
     g_opt.prefix = getenv("ENVGW_PREFIX");
     if (g_opt.prefix == NULL)
         g_opt.prefix = ENVGW_DEFAULT_PREFIX;
-    atexit(cleanup);
 
     /* global options before the command */
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -331,10 +620,16 @@ int main(int argc, char **argv)
             print_tool_help(stdout, NULL);
             return 0;
         }
+        if (strcmp(argv[i], "--version") == 0) {
+            print_version();
+            return 0;
+        }
         if (!global_option(NULL, argc, argv, &i))
             usage_error(NULL, "unknown option '%s'", argv[i]);
     }
     if (i >= argc) {
+        if (g_opt.json)
+            usage_error(NULL, "no command given");
         print_tool_help(stderr, NULL);
         return EXIT_USAGE;
     }
@@ -362,33 +657,22 @@ int main(int argc, char **argv)
     name = i < argc ? argv[i] : NULL;
     cmd = find_cmd(group, name);
     if (cmd == NULL) {
-        if (name == NULL || strcmp(name, "--help") == 0
-            || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
-            print_tool_help(name ? stdout : stderr, group);
-            return name ? 0 : EXIT_USAGE;
+        /* "envgw token" alone (or with options) describes its commands */
+        if (name == NULL || name[0] == '-' || strcmp(name, "help") == 0) {
+            print_tool_help(stdout, group);
+            return 0;
         }
         usage_error(NULL, "unknown command '%s %s'", group, name);
     }
     if (cmd->name != NULL)
         i++;
 
-    rc = cmd->run(cmd, argc - i, argv + i);
+    parse_args(cmd, argc - i, argv + i, &a);
+    rc = cmd->run(cmd, &a);
     fflush(stdout);
     if (ferror(stdout)) {
         fputs("envgw: error writing output\n", stderr);
         return EXIT_FAIL;
     }
     return rc;
-}
-
-const char *one_id_arg(const cmd_t *cmd, int argc, char **argv,
-                       const char *what)
-{
-    char **pos;
-    int npos;
-
-    parse_args(cmd, argc, argv, NULL, &pos, &npos, 1, 1);
-    if (!valid_id(pos[0]))
-        usage_error(cmd, "bad %s id '%s'", what, pos[0]);
-    return pos[0];
 }

@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -46,6 +48,13 @@ char *index_key(const char *name, const char *env)
 char *channel_name(void)
 {
     return pfmt("%s%s", g_opt.prefix, ENVGW_CHANNEL_INVALIDATE);
+}
+
+/* The audit stream: every write appends one entry (the gateway never reads
+ * it). */
+char *audit_key(void)
+{
+    return pfmt("%saudit", g_opt.prefix);
 }
 
 /* ---- connection --------------------------------------------------------- */
@@ -234,13 +243,76 @@ char **store_scan(const char *family, const char *rest_prefix, size_t *n)
     return v;
 }
 
+/* Keys a command sends at once: WATCH k1 k2 ..., MGET k1 k2 ... */
+#define KEYS_PER_COMMAND 512
+
+/* Runs "VERB keys[from..from+cnt)" (at most KEYS_PER_COMMAND keys). */
+static redisReply *cmd_keys(const char *verb, char **keys, size_t cnt)
+{
+    const char *argv[1 + KEYS_PER_COMMAND];
+
+    argv[0] = verb;
+    memcpy(argv + 1, keys, cnt * sizeof(char *));
+    return cmd_argv((int) cnt + 1, argv);
+}
+
+char **store_mget(char **keys, size_t n)
+{
+    char **v = pool_keep(calloc(n + 1, sizeof(char *)), free);
+    size_t done, cnt, i;
+
+    store_connect();
+    for (done = 0; done < n; done += cnt) {
+        redisReply *r;
+
+        cnt = n - done < KEYS_PER_COMMAND ? n - done : KEYS_PER_COMMAND;
+        r = cmd_keys("MGET", keys + done, cnt);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != cnt)
+            die("unexpected reply to MGET");
+        for (i = 0; i < cnt; i++) {
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                v[done + i] = pstrdup(r->element[i]->str);
+        }
+    }
+    return v;
+}
+
 void store_watch(const char *key)
 {
     store_connect();
     cmd2("WATCH", key);
 }
 
-void store_unwatch(void)
+void store_watch_keys(char **keys, size_t n)
+{
+    size_t done, cnt;
+
+    store_connect();
+    for (done = 0; done < n; done += cnt) {
+        cnt = n - done < KEYS_PER_COMMAND ? n - done : KEYS_PER_COMMAND;
+        cmd_keys("WATCH", keys + done, cnt);
+    }
+}
+
+redisReply *store_audit_range(const char *start, bool after, size_t count)
+{
+    const char *argv[6];
+    redisReply *r;
+
+    store_connect();
+    argv[0] = "XRANGE";
+    argv[1] = audit_key();
+    argv[2] = after ? pfmt("(%s", start) : start;
+    argv[3] = "+";
+    argv[4] = "COUNT";
+    argv[5] = pfmt("%zu", count);
+    r = cmd_argv(6, argv);
+    if (r->type != REDIS_REPLY_ARRAY)
+        die("unexpected reply to XRANGE %s", argv[1]);
+    return r;
+}
+
+static void store_unwatch(void)
 {
     store_connect();
     cmd2("UNWATCH", NULL);
@@ -254,11 +326,12 @@ typedef struct {
 } txn_cmd_t;
 
 struct txn_s {
-    txn_cmd_t  *cmds;
-    size_t      n, cap;
+    txn_cmd_t   *cmds;
+    size_t       n, cap;
     const char **changed;       /* distinct changed keys, in order */
-    size_t      nchanged;
-    size_t      published;
+    size_t       nchanged;
+    json_t      *envs;          /* environments touched, for the audit */
+    unsigned     attempt;
 };
 
 static void txn_free(void *p)
@@ -269,10 +342,36 @@ static void txn_free(void *p)
     free(t);
 }
 
-txn_t *txn_new(void)
+txn_t *txn_begin(void)
 {
-    txn_t *t = calloc(1, sizeof(*t));
-    return pool_keep(t, txn_free);
+    txn_t *t = pool_keep(calloc(1, sizeof(*t)), txn_free);
+
+    t->envs = pjson(json_array());
+    return t;
+}
+
+void txn_env(txn_t *t, const char *env_id)
+{
+    size_t i;
+
+    for (i = 0; i < json_array_size(t->envs); i++) {
+        if (strcmp(json_string_value(json_array_get(t->envs, i)), env_id)
+            == 0)
+            return;
+    }
+    json_array_append_new(t->envs, json_string(env_id));
+}
+
+unsigned txn_attempt(const txn_t *t)
+{
+    return t->attempt;
+}
+
+void txn_discard(txn_t *t)
+{
+    t->n = 0;
+    t->nchanged = 0;
+    json_array_clear(t->envs);
 }
 
 static void txn_add(txn_t *t, const char *a0, const char *key, const char *a2)
@@ -332,77 +431,114 @@ void txn_srem(txn_t *t, const char *key, const char *member)
     txn_add(t, "SREM", key, member);
 }
 
-int txn_exec(txn_t *t)
+/* Reads one queued reply; dies on a lost connection. */
+static redisReply *read_reply(void)
+{
+    void *vr = NULL;
+
+    if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
+        die("Redis at %s: %s", addr_desc,
+            rc->errstr[0] ? rc->errstr : "connection lost");
+    return pool_keep(vr, free_reply);
+}
+
+/* EXEC does not roll back a command that fails at run time (say SADD on a
+ * key that a human turned into a string): refuse before writing. */
+static void check_type(const char *key, const char *want)
+{
+    redisReply *tr = cmd2("TYPE", key);
+
+    if (tr->type == REDIS_REPLY_STATUS && strcmp(tr->str, want) != 0
+        && strcmp(tr->str, "none") != 0)
+        die("key %s is a %s, not a %s; fix or delete it first (nothing "
+            "written)", key, tr->str, want);
+}
+
+/* Who writes: --actor, else the OS user's name (or uid). */
+static const char *actor(void)
+{
+    struct passwd *pw;
+
+    if (g_opt.actor)
+        return g_opt.actor;
+    pw = getpwuid(getuid());
+    return pw && pw->pw_name ? pstrdup(pw->pw_name)
+                             : pfmt("uid %ld", (long) getuid());
+}
+
+/* XADD <prefix>audit MAXLEN ~ N * time T actor A command C environments
+ * [..] keys [..], queued inside the transaction of the write itself. */
+static void append_audit(txn_t *t)
+{
+    json_t *keys = pjson(json_array());
+    const char *argv[16];
+    char *envs, *changed;
+    size_t i;
+
+    for (i = 0; i < t->nchanged; i++)
+        json_array_append_new(keys, json_string(t->changed[i]));
+    envs = json_dumps(t->envs, JSON_COMPACT);
+    changed = json_dumps(keys, JSON_COMPACT);
+    if (envs == NULL || changed == NULL)
+        die("out of memory");
+    pool_keep(envs, free);
+    pool_keep(changed, free);
+
+    argv[0] = "XADD";
+    argv[1] = audit_key();
+    argv[2] = "MAXLEN";
+    argv[3] = "~";
+    argv[4] = pfmt("%ld", g_opt.audit_maxlen);
+    argv[5] = "*";
+    argv[6] = "time";
+    argv[7] = pfmt("%lld", (long long) time(NULL));
+    argv[8] = "actor";
+    argv[9] = actor();
+    argv[10] = "command";
+    argv[11] = g_opt.command ? g_opt.command : "envgw";
+    argv[12] = "environments";
+    argv[13] = envs;
+    argv[14] = "keys";
+    argv[15] = changed;
+    redisAppendCommandArgv(rc, 16, argv, NULL);
+}
+
+/* 0 on success, -1 if a WATCHed key changed before EXEC. */
+static int txn_exec(txn_t *t)
 {
     const char *chan = channel_name();
     redisReply *r;
     size_t i;
 
-    store_connect();
-    if (t->n == 0) {
-        store_unwatch();
-        return 0;
-    }
-    /* EXEC does not roll back a command that fails at run time (say SADD
-     * on a key that a human turned into a string): refuse before writing. */
     for (i = 0; i < t->n; i++) {
         const char *op = t->cmds[i].argv[0];
-        redisReply *tr;
-        if (strcmp(op, "SADD") != 0 && strcmp(op, "SREM") != 0)
-            continue;
-        tr = cmd2("TYPE", t->cmds[i].argv[1]);
-        if (tr->type == REDIS_REPLY_STATUS && strcmp(tr->str, "set") != 0
-            && strcmp(tr->str, "none") != 0)
-            die("key %s is a %s, not a set; fix or delete it first "
-                "(nothing written)", t->cmds[i].argv[1], tr->str);
+        if (strcmp(op, "SADD") == 0 || strcmp(op, "SREM") == 0)
+            check_type(t->cmds[i].argv[1], "set");
     }
-    /* Pipeline MULTI, the writes, the PUBLISHes and EXEC in one round trip;
-     * then read every reply in order. */
+    check_type(audit_key(), "stream");
+
+    /* Pipeline MULTI, the writes, the audit entry, the PUBLISHes and EXEC
+     * in one round trip; then read every reply in order. */
     redisAppendCommand(rc, "MULTI");
     for (i = 0; i < t->n; i++)
         redisAppendCommandArgv(rc, t->cmds[i].argc, t->cmds[i].argv, NULL);
+    append_audit(t);
     for (i = 0; i < t->nchanged; i++) {
         const char *argv[3] = { "PUBLISH", chan, t->changed[i] };
         redisAppendCommandArgv(rc, 3, argv, NULL);
     }
     redisAppendCommand(rc, "EXEC");
 
-    for (i = 0; i < 1 + t->n + t->nchanged; i++) {
-        void *vr = NULL;
-        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
-            die("Redis at %s: %s", addr_desc,
-                rc->errstr[0] ? rc->errstr : "connection lost");
-        r = vr;
-        if (r->type == REDIS_REPLY_ERROR) {
+    for (i = 0; i < 2 + t->n + t->nchanged; i++) {
+        r = read_reply();
+        if (r->type == REDIS_REPLY_ERROR)
             /* a command refused while queueing: EXEC will abort all */
-            char *msg = pstrdup(r->str);
-            freeReplyObject(r);
             die("Redis at %s refused the update (nothing written): %s",
-                addr_desc, msg);
-        }
-        freeReplyObject(r);
+                addr_desc, r->str);
     }
-    {
-        void *vr = NULL;
-        if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
-            die("Redis at %s: %s", addr_desc,
-                rc->errstr[0] ? rc->errstr : "connection lost");
-        r = pool_keep(vr, free_reply);
-    }
-    if (r->type == REDIS_REPLY_NIL) {
-        /* a WATCHed key changed: back off a random, growing while so that
-         * concurrent writers do not collide again in lockstep */
-        static unsigned conflicts;
-        unsigned char rnd;
-        struct timespec ts;
-
-        random_bytes(&rnd, 1);
-        conflicts++;
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long) (1 + rnd % (5 * conflicts)) * 1000000L;
-        nanosleep(&ts, NULL);
+    r = read_reply();
+    if (r->type == REDIS_REPLY_NIL)
         return -1;
-    }
     if (r->type == REDIS_REPLY_ERROR)
         die("Redis at %s refused the update (nothing written): %s",
             addr_desc, r->str);
@@ -413,14 +549,36 @@ int txn_exec(txn_t *t)
         if (e->type == REDIS_REPLY_ERROR)
             die("Redis at %s: part of the update failed: %s (key %s)",
                 addr_desc, e->str,
-                i < t->n ? t->cmds[i].argv[1] : chan);
-        if (i >= t->n && e->type == REDIS_REPLY_INTEGER)
-            t->published++;
+                i < t->n ? t->cmds[i].argv[1]
+                         : i == t->n ? audit_key() : chan);
     }
     return 0;
 }
 
-size_t txn_published(txn_t *t)
+txn_t *txn_commit(txn_t *t)
 {
-    return t->nchanged;
+    unsigned char rnd;
+    struct timespec ts;
+    txn_t *next;
+
+    store_connect();
+    if (t->n == 0) {
+        store_unwatch();
+        return NULL;
+    }
+    if (txn_exec(t) == 0)
+        return NULL;
+    if (t->attempt == TXN_RETRIES)
+        die("records keep changing; nothing written");
+
+    /* a WATCHed key changed: back off a random, growing while so that
+     * concurrent writers do not collide again in lockstep */
+    random_bytes(&rnd, 1);
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long) (1 + rnd % (5 * (t->attempt + 1))) * 1000000L;
+    nanosleep(&ts, NULL);
+
+    next = txn_begin();
+    next->attempt = t->attempt + 1;
+    return next;
 }

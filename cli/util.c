@@ -55,18 +55,6 @@ char *pstrdup(const char *s)
     return pool_keep(strdup(s), free);
 }
 
-char *pfmt(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return pool_keep(s, free);
-}
-
 static void json_free(void *p)
 {
     json_decref(p);
@@ -91,40 +79,113 @@ void pool_drain(void)
 
 /* ---- errors and output -------------------------------------------------- */
 
-static void say(const char *prefix, const char *fmt, va_list ap)
+/* A JSON string of a message, whatever bytes it holds: jansson refuses
+ * invalid UTF-8, so bytes above 0x7f become '?' when it does. */
+static json_t *json_message(char *msg)
 {
-    fputs(prefix, stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    json_t *j = json_string(msg);
+    char *p;
+
+    if (j != NULL)
+        return j;
+    for (p = msg; *p; p++) {
+        if ((unsigned char) *p > 0x7f)
+            *p = '?';
+    }
+    return json_string(msg);
+}
+
+static char *vfmt(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    return pool_keep(s, free);
+}
+
+char *pfmt(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    s = vfmt(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/*
+ * One message on stderr: "envgw: <lead><msg>" for humans, or with --json
+ * one line holding a JSON object {"<kind>": msg, ...extra}.  Never on
+ * stdout, which stays the command's result.
+ */
+static void say(const char *kind, const char *lead, json_t *extra,
+                char *msg)
+{
+    json_t *j;
+    char *line;
+
+    if (!g_opt.json) {
+        fprintf(stderr, "envgw: %s%s\n", lead, msg);
+        return;
+    }
+    j = json_object();
+    json_object_set_new(j, kind, json_message(msg));
+    if (extra)
+        json_object_update(j, extra);
+    line = json_dumps(j, JSON_COMPACT);
+    fprintf(stderr, "%s\n", line ? line : "{\"error\":\"out of memory\"}");
+    free(line);
+    json_decref(j);
+}
+
+void report_error(int exit_code, const char *usage, char *msg)
+{
+    json_t *extra = json_pack("{s:i}", "exit", exit_code);
+
+    if (usage)
+        json_object_set_new(extra, "usage", json_string(usage));
+    say("error", "", extra, msg);
+    json_decref(extra);
+    if (usage && !g_opt.json)
+        fprintf(stderr, "%s\n", usage);
 }
 
 void die(const char *fmt, ...)
 {
+    int code = g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL;
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
-    exit(g_opt.fail_code ? g_opt.fail_code : EXIT_FAIL);
+    report_error(code, NULL, msg);
+    exit(code);
 }
 
 void warnx_(const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: warning: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
+    say("warning", "warning: ", NULL, msg);
 }
 
 /* Informational lines for humans go to stderr so stdout stays parseable. */
 void note(const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
     va_start(ap, fmt);
-    say("envgw: ", fmt, ap);
+    msg = vfmt(fmt, ap);
     va_end(ap);
+    say("note", "", NULL, msg);
 }
 
 void print_json(json_t *j)
@@ -135,6 +196,26 @@ void print_json(json_t *j)
         oom();
     puts(s);
     free(s);
+}
+
+/*
+ * A list command's rows: printed as JSON with --json; without, a note when
+ * there are none.  True when that is all there is to print.
+ */
+bool list_printed(json_t *rows, const char *none_fmt, ...)
+{
+    va_list ap;
+
+    if (g_opt.json) {
+        print_json(rows);
+        return true;
+    }
+    if (json_array_size(rows) > 0)
+        return false;
+    va_start(ap, none_fmt);
+    say("note", "", NULL, vfmt(none_fmt, ap));
+    va_end(ap);
+    return true;
 }
 
 const char *fmt_time(long long t)
@@ -328,24 +409,29 @@ void random_bytes(unsigned char *buf, size_t n)
     }
 }
 
-static const char hexdig[] = "0123456789abcdef";
+/* Pooled lowercase hex of n bytes. */
+static char *hex_of(const unsigned char *buf, size_t n)
+{
+    static const char hexdig[] = "0123456789abcdef";
+    char *out = pool_keep(malloc(n * 2 + 1), free);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hexdig[buf[i] >> 4];
+        out[2 * i + 1] = hexdig[buf[i] & 15];
+    }
+    out[n * 2] = '\0';
+    return out;
+}
 
 char *random_hex(size_t nbytes)
 {
     unsigned char buf[64];
-    char *out;
-    size_t i;
 
     if (nbytes > sizeof(buf))
         nbytes = sizeof(buf);
     random_bytes(buf, nbytes);
-    out = pool_keep(malloc(nbytes * 2 + 1), free);
-    for (i = 0; i < nbytes; i++) {
-        out[2 * i] = hexdig[buf[i] >> 4];
-        out[2 * i + 1] = hexdig[buf[i] & 15];
-    }
-    out[nbytes * 2] = '\0';
-    return out;
+    return hex_of(buf, nbytes);
 }
 
 /* egw_ + base64url(32 random bytes), no padding: 256 bits of entropy. */
@@ -381,17 +467,10 @@ char *new_raw_token(void)
 char *sha256_hex(const char *s)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0, i;
-    char *out;
+    unsigned int len = 0;
 
     if (EVP_Digest(s, strlen(s), md, &len, EVP_sha256(), NULL) != 1
         || len * 2 != ENVGW_SHA256_HEX_LEN)
         die("SHA-256 failed");
-    out = pool_keep(malloc(len * 2 + 1), free);
-    for (i = 0; i < len; i++) {
-        out[2 * i] = hexdig[md[i] >> 4];
-        out[2 * i + 1] = hexdig[md[i] & 15];
-    }
-    out[len * 2] = '\0';
-    return out;
+    return hex_of(md, len);
 }

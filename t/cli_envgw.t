@@ -520,8 +520,11 @@ is($res->{rc}, 0, 'account remove');
 ok(!$r->exists('envgw:account:acc_dev_1'), 'account record deleted');
 is_deeply(jget('envgw:tenant:env_dev:acme'), { salesforce => 'acc_dev_2' },
           'tenant index entry removed, others kept');
-is_deeply($pub, [ 'envgw:account:acc_dev_1', 'envgw:accounts:env_dev',
-                  'envgw:tenant:env_dev:acme' ], 'account remove publishes');
+my $acc_tok_key = 'envgw:token:' . sha256_hex($j->{token});
+is_deeply($pub, [ sort 'envgw:account:acc_dev_1', 'envgw:accounts:env_dev',
+                  'envgw:tenant:env_dev:acme', $acc_tok_key ],
+          'account remove publishes, its account token too');
+ok(jget($acc_tok_key)->{revoked}, 'account remove revokes its account token');
 ok_run('remove the last account of the tenant', 'account', 'remove',
        'acc_dev_2');
 ok(!$r->exists('envgw:tenant:env_dev:acme'),
