@@ -151,37 +151,15 @@ sub blines { my $l = $t->backend_log; scalar(() = $l =~ /\n/g) }
 
 my $seen = 0;
 
-# assert a JSON refusal and that the backend saw nothing
+# the refusal contract (the harness), variables empty, the backend saw
+# nothing
 sub refused {
     my ($r, $status, $code, $name) = @_;
-    is($r->{status}, $status, "$name: status $status");
-    like($r->{headers}{'content-type'} // '', qr{^application/json},
-         "$name: Content-Type");
-    my $j = $r->{json} || {};
-    is_deeply([ sort keys %$j ], [qw(error message status)],
-              "$name: JSON keys") or diag($r->{body});
-    is($j->{status}, $status, "$name: JSON status");
-    is($j->{error}, $code, "$name: error $code");
-    ok(defined $j->{message} && !ref $j->{message}
-       && length $j->{message}, "$name: message");
-    if ($status == 401) {
-        is($r->{headers}{'www-authenticate'}, 'Bearer realm="env_gateway"',
-           "$name: WWW-Authenticate");
-    } else {
-        ok(!exists $r->{headers}{'www-authenticate'},
-           "$name: no WWW-Authenticate");
-    }
-    if ($status == 503) {
-        like($r->{headers}{'retry-after'} // '', qr/^\d+$/,
-             "$name: Retry-After");
-    } else {
-        ok(!exists $r->{headers}{'retry-after'}, "$name: no Retry-After");
-    }
+    EnvGwTest::refused($r, $status, $code, $name,
+                       count => \&blines, before => $seen);
     is($r->{headers}{'x-gw-vars'}, '||||||',
        "$name: variables empty on refusal");
-    my $n = blines();
-    is($n, $seen, "$name: backend saw nothing");
-    $seen = $n;
+    $seen = blines();
 }
 
 # assert a pass; returns the vars the backend saw as a hash

@@ -8,7 +8,7 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(unavailable);
 use Test::More;
 use Digest::SHA qw(sha256_hex);
 use IO::Socket::INET;
@@ -49,16 +49,6 @@ sub seed {
     $t->token($TOKEN, token_id => 'tok_redis', team_id => 'team_a',
               environment_id => 'env_dev', environment => 'development');
     $t->account('acc_dev1', 'env_dev');
-}
-
-sub is_503 {
-    my ($r, $name) = @_;
-    is($r->{status}, 503, "$name: 503");
-    is(($r->{json} || {})->{error}, 'gateway_unavailable',
-       "$name: gateway_unavailable");
-    like($r->{headers}{'retry-after'} // '', qr/^\d+$/, "$name: Retry-After");
-    like($r->{headers}{'content-type'} // '', qr{^application/json},
-         "$name: JSON");
 }
 
 # poll every 50 ms until a 200, at most $max seconds; returns elapsed or undef
@@ -119,9 +109,9 @@ my $t = EnvGwTest->new;
 $t->redis_port;
 $t->start_nginx(conf($DEFAULT));
 
-is_503($t->get('/x', $TOKEN), 'Redis down from the start');
-is_503($t->get('/x?integrated_account_id=acc_dev1', $TOKEN),
-       'Redis down, with an account');
+unavailable($t->get('/x', $TOKEN), 'Redis down from the start');
+unavailable($t->get('/x?integrated_account_id=acc_dev1', $TOKEN),
+            'Redis down, with an account');
 is($t->get('/x')->{status}, 401, 'Redis down, no token: 401');
 is($t->get('/healthz')->{status}, 200, 'healthz with Redis down');
 {
@@ -138,9 +128,9 @@ ok(defined $took, 'Redis up: 200 within 2 s without touching nginx')
     and diag(sprintf 'recovered in %.2f s', $took);
 
 $t->stop_redis;
-is_503($t->get('/x', $TOKEN), 'Redis stopped again');
-is_503($t->get('/x?integrated_account_id=acc_dev1', $TOKEN),
-       'Redis stopped again, same token and account');
+unavailable($t->get('/x', $TOKEN), 'Redis stopped again');
+unavailable($t->get('/x?integrated_account_id=acc_dev1', $TOKEN),
+            'Redis stopped again, same token and account');
 
 $t->start_redis;
 seed($t);
@@ -153,7 +143,7 @@ like($t->get('/x?integrated_account_id=acc_dev1', $TOKEN)->{body},
 # a Redis error reply (not a miss) is a 503, never cached as a miss
 my $acl = `redis-cli -p $t->{redis_port} acl setuser default -get 2>&1`;
 like($acl, qr/OK/, 'ACL: GET denied');
-is_503($t->get('/x', $TOKEN), 'Redis answers GET with an error');
+unavailable($t->get('/x', $TOKEN), 'Redis answers GET with an error');
 like($t->slurp('error.log'), qr/redis error for "envgw:token:[0-9a-f]{64}"/,
      'the error reply is logged with the key');
 $acl = `redis-cli -p $t->{redis_port} acl setuser default +get 2>&1`;
@@ -179,7 +169,7 @@ ok($hdt < 0.5, sprintf 'healthz took %.3f s (< 0.5 s)', $hdt);
 my $pr = read_response($s, 5);
 my $pdt = time - $paused_at;
 close $s;
-is_503($pr, 'paused lookup');
+unavailable($pr, 'paused lookup');
 ok($pdt >= 0.25 && $pdt < 1.5,
    sprintf 'paused lookup refused after read_timeout (%.3f s)', $pdt);
 {
@@ -315,7 +305,7 @@ is($t->get('/x?integrated_account_id=acc_dev1', $TOKEN)->{status}, 200,
                          . 'read_timeout=300ms'));
     my @st = map { my $x = $w->get('/x?integrated_account_id=acc_dev1',
                                     $TOKEN); sleep 0.1; $x } 1 .. 5;
-    is_503($st[-1], 'wrong password');
+    unavailable($st[-1], 'wrong password');
     ok(!grep({ $_->{status} == 200 } @st), 'wrong password: never a pass');
     like($w->slurp('error.log'), qr/AUTH/, 'wrong password: AUTH in error.log');
     unlike($w->slurp('error.log'), qr/s3cret|password=wrong/,

@@ -13,7 +13,6 @@ use lib 't/lib';
 use EnvGwTest;
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -61,7 +60,7 @@ sub nothing_upstream {
 
 sub refused {
     my ($r, $status, $code, $name) = @_;
-    is_refusal($r, $status, $code, $name);
+    EnvGwTest::refused($r, $status, $code, $name);
     nothing_upstream($name);
 }
 

@@ -14,7 +14,6 @@ use lib 't/lib';
 use EnvGwTest;
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -126,7 +125,7 @@ sub req {
 
 sub refused {
     my ($r, $status, $code, $name) = @_;
-    is_refusal($r, $status, $code, $name);
+    EnvGwTest::refused($r, $status, $code, $name);
     ok(index($r->{raw}, $dev) < 0, "$name: no token in the answer");
     nothing_upstream($name);
 }

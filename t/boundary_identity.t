@@ -12,10 +12,9 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -207,7 +206,7 @@ for my $srv (sort keys %port) {
         for my $sp (spellings('X-Environment-Id', $us)) {
             my $name = "$srv, $loc, '$sp: env_prod' with a dev token";
             $r = req("${loc}a", [ @$auth, $sp => 'env_prod' ], port => $p);
-            is_refusal($r, 403, 'environment_mismatch', $name);
+            refused($r, 403, 'environment_mismatch', $name);
             nothing_upstream($name);
         }
 
@@ -215,7 +214,7 @@ for my $srv (sort keys %port) {
         my $name = "$srv, $loc, X-Environment-Id twice";
         $r = req("${loc}a", [ @$auth, $sp[0] => 'env_dev',
                               $sp[-1] => 'env_dev' ], port => $p);
-        is_refusal($r, 400, 'invalid_request', $name);
+        refused($r, 400, 'invalid_request', $name);
         nothing_upstream($name);
     }
 }
@@ -223,7 +222,7 @@ for my $srv (sort keys %port) {
 # the gateway's values are not in the refusal either: a refused request
 # gets no identity headers upstream because nothing goes upstream
 $r = req('/id/a?integrated_account_id=acc_prod', $auth);
-is_refusal($r, 404, 'integrated_account_not_found', 'dev token, prod account');
+refused($r, 404, 'integrated_account_not_found', 'dev token, prod account');
 nothing_upstream('dev token, prod account');
 
 $t->stop;

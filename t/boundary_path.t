@@ -10,10 +10,9 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -60,7 +59,7 @@ sub get {
 # the account in the path, resolved by nginx to the dev one: the backend
 # would see the production one first
 my $r = get('/cap/acc_prod/../acc_dev/x');
-is_refusal($r, 400, 'invalid_request', '/cap/<prod>/../<dev>/x');
+refused($r, 400, 'invalid_request', '/cap/<prod>/../<dev>/x');
 nothing_upstream('/cap/<prod>/../<dev>/x');
 
 $r = get('/cap/acc_dev/x');
@@ -68,7 +67,7 @@ is($r->{status}, 200, '/cap/<dev>/x: 200');
 is($t->echo_count - $seen, 1, '/cap/<dev>/x: upstream');
 $seen = $t->echo_count;
 
-is_refusal(get('/cap/acc_prod/x'), 404, 'integrated_account_not_found',
+refused(get('/cap/acc_prod/x'), 404, 'integrated_account_not_found',
            '/cap/<prod>/x');
 nothing_upstream('/cap/<prod>/x');
 
@@ -80,14 +79,14 @@ for my $p ('/g/.%2E/x', '/g/%2E./x', '/g/%2e%2e/x', '/g/%2E%2E/x',
            '/g/%2e%2e%2fb', '/g/a/..?x=1', '/g/a/../b?x=1')
 {
     $r = get($p);
-    is_refusal($r, 400, 'invalid_request', "'$p'");
+    refused($r, 400, 'invalid_request', "'$p'");
     nothing_upstream("'$p'");
 }
 
 # an absolute-form request target: the path is checked as well
 $r = $t->raw_http("GET http://localhost/g/a/../b HTTP/1.1\r\nHost: localhost\r\n"
                   . "Connection: close\r\nAuthorization: Bearer $dev\r\n\r\n");
-is_refusal($r, 400, 'invalid_request', 'absolute-form /g/a/../b');
+refused($r, 400, 'invalid_request', 'absolute-form /g/a/../b');
 nothing_upstream('absolute-form /g/a/../b');
 
 # nginx refuses an encoded NUL itself (its own 400 page) before any module

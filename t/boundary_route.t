@@ -10,10 +10,9 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -110,7 +109,7 @@ for my $case (
 
 # a custom method called with another verb is refused, not rewritten
 my $r = call('PUT', "/proxy/contacts/merge$q", '{}');
-is_refusal($r, 405, 'method_not_allowed', 'PUT to a POST custom method');
+refused($r, 405, 'method_not_allowed', 'PUT to a POST custom method');
 is($t->echo_count - $seen, 0, 'PUT to a POST custom method: nothing upstream');
 
 # the variable is in the access log too, beside the client's request line

@@ -9,7 +9,7 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(unavailable);
 use EnvGwCache;
 use Test::More;
 use Digest::SHA qw(sha256_hex);
@@ -17,14 +17,6 @@ use IO::Socket::INET;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 
-
-sub is_503 {
-    my ($r, $name) = @_;
-    is($r->{status}, 503, "$name: 503");
-    is(($r->{json} || {})->{error}, 'gateway_unavailable',
-       "$name: gateway_unavailable");
-    is($r->{headers}{'retry-after'}, '1', "$name: Retry-After: 1");
-}
 
 # poll every 20 ms until $want, at most $max s; elapsed or undef
 sub wait_status {
@@ -77,9 +69,11 @@ sub stop_redis_saved {
     my @r = map { $t->get('/x?integrated_account_id=acc_dev1', $W) } 1 .. 10;
     is_deeply([ map { "$_->{status} " . cstatus($_) } @r ],
               [ ('200 HIT') x 10 ], 'Redis stopped: warm entries 200 HIT');
-    is_503($t->get('/x', $C), 'Redis stopped: cold token');
-    is_503($t->get('/x?integrated_account_id=acc_nx', $W),
-           'Redis stopped: warm token, cold account');
+    unavailable($t->get('/x', $C), 'Redis stopped: cold token',
+                retry_after => 1);
+    unavailable($t->get('/x?integrated_account_id=acc_nx', $W),
+                'Redis stopped: warm token, cold account',
+                retry_after => 1);
     my $r = $t->get('/x', $N);
     is($r->{status}, 401, 'Redis stopped: negative entry still refuses');
     is(cstatus($r), 'HIT', 'Redis stopped: ... from the cache');
@@ -104,7 +98,8 @@ sub stop_redis_saved {
     mk_token($t, $T);
     my $out = `redis-cli -p $t->{redis_port} client pause 1500 all 2>&1`;
     like($out, qr/OK/, 'CLIENT PAUSE 1500 ALL');
-    is_503($t->get('/x', $T), 'Redis paused: lookup timed out');
+    unavailable($t->get('/x', $T), 'Redis paused: lookup timed out',
+                retry_after => 1);
     my $dt2 = wait_status($t, $T, 200, 4);
     ok(defined $dt2, 'after the pause: the timed-out token is 200');
     my $m2 = metrics($t);
@@ -156,10 +151,11 @@ for my $case ([ 'ttl=1s negative_ttl=1s stale_if_error=10s', 1 ],
         is($m->{'env_gateway_cache_lookups_total{outcome="stale"}'}, 1,
            "$name: stale lookups counted");
     } else {
-        is_503($r, "$name: past ttl, Redis stopped");
+        unavailable($r, "$name: past ttl, Redis stopped", retry_after => 1);
         ok(!log_lines($t, qr/serving stale/), "$name: no stale line");
     }
-    is_503($t->get('/x', $C), "$name: cold token while Redis is down");
+    unavailable($t->get('/x', $C), "$name: cold token while Redis is down",
+                retry_after => 1);
 
     $t->start_redis;
     my $back = time;
@@ -197,7 +193,8 @@ for my $case ([ 'ttl=1s negative_ttl=1s stale_if_error=10s', 1 ],
     is("$r->{status} " . cstatus($r), '200 STALE',
        'stale bound: within ttl + stale_if_error: STALE');
     sleep 0.05 while time - $t0 < 3.3;
-    is_503($t->get('/x', $S), 'stale bound: past ttl + stale_if_error');
+    unavailable($t->get('/x', $S), 'stale bound: past ttl + stale_if_error',
+                retry_after => 1);
     $t->stop;
 }
 

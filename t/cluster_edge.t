@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Issue 8: an edge cluster on loopback.  A Redis primary P with replicas R1
+# An edge cluster on loopback.  A Redis primary P with replicas R1
 # and R2; gateways G1 (reads R1, then P), G2 (R2, then P), G3 (P, then R1),
 # each its own nginx with its own backend; a plain nginx load balancer in
 # front.  envgw writes to P; its invalidations reach the gateways subscribed
@@ -457,7 +457,7 @@ sub poll_status_401 {
     }
 }
 
-# --- 5. Sentinel discovery (issue 8, item 2) ---------------------------------------
+# --- 5. Sentinel discovery ---------------------------------------------------
 #
 # >>> SENTINEL PLACE: implemented in the module by another engineer.  This
 # >>> block runs only when "env_gateway_redis sentinel=<name> <host:port>..."

@@ -11,12 +11,11 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 use IO::Socket::INET;
 use JSON::PP;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -122,7 +121,7 @@ for my $loc ('/g/', '/b/') {
         my ($first, $r) = expect_post("${loc}x", $token, $dev_body);
         like($first, qr{^HTTP/1\.1 $status }, "$name: the refusal first")
             or diag($first);
-        is_refusal($r, $status, $code, $name);
+        refused($r, $status, $code, $name);
         is(news(), 0, "$name: nothing upstream");
     }
 }
@@ -131,7 +130,7 @@ for my $loc ('/g/', '/b/') {
 my ($first, $r) = expect_post('/g/x?integrated_account_id=acc_prod', $dev,
                               $dev_body);
 like($first, qr{^HTTP/1\.1 404 }, '/g/, prod account in the query: 404 first');
-is_refusal($r, 404, 'integrated_account_not_found',
+refused($r, 404, 'integrated_account_not_found',
            '/g/, prod account in the query');
 is(news(), 0, '/g/, prod account in the query: nothing upstream');
 
@@ -153,7 +152,7 @@ like($r->{body}, qr/\Q$dev_body\E\z/, '/b/: the body upstream');
 # the account is in the body: it can only be refused once the body is read
 ($first, $r) = expect_post('/b/x', $dev, $prod_body);
 like($first, qr{^HTTP/1\.1 100 }, '/b/, prod account in the body: invited');
-is_refusal($r, 404, 'integrated_account_not_found',
+refused($r, 404, 'integrated_account_not_found',
            '/b/, prod account in the body');
 is(news(), 0, '/b/, prod account in the body: nothing upstream');
 
@@ -165,7 +164,7 @@ for my $loc ('/g/', '/b/') {
     ($first, $r) = expect_post("${loc}x", $dev, $dev_body);
     like($first, qr{^HTTP/1\.1 503 }, "$loc, Redis down: 503 first")
         or diag($first);
-    is_refusal($r, 503, 'gateway_unavailable', "$loc, Redis down");
+    refused($r, 503, 'gateway_unavailable', "$loc, Redis down");
     is(news(), 0, "$loc, Redis down: nothing upstream");
 }
 

@@ -16,7 +16,6 @@ use lib 't/lib';
 use EnvGwTest;
 use Test::More;
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -135,7 +134,7 @@ sub passed {
 
 sub refused {
     my ($r, $status, $code, $name) = @_;
-    is_refusal($r, $status, $code, $name);
+    EnvGwTest::refused($r, $status, $code, $name);
     my @lines = $r->{raw} =~ m{^HTTP/1\.1 }mg;
     is(scalar @lines, 1, "$name: one answer");
     like($r->{body}, qr/^\{[^\n]*\}\n\z/, "$name: the JSON body alone");
@@ -197,7 +196,7 @@ my $r = $t->http('GET', '/same/a', [ Authorization => "Bearer $dev" ]);
 isnt($r->{status}, 200,
      'error_page to the same location naming a prod account: not served')
     or diag($r->{raw});
-is_refusal($r, 404, 'integrated_account_not_found',
+EnvGwTest::refused($r, 404, 'integrated_account_not_found',
            'error_page to the same location naming a prod account');
 my @u = $t->echo_requests;
 my @leak = grep { $_->{uri} =~ /acc_prod/ } @u[$seen .. $#u];

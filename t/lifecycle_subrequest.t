@@ -10,11 +10,10 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 use Time::HiRes qw(sleep);
 
-*is_refusal = \&EnvGwTest::is_refusal;
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -220,7 +219,7 @@ is(scalar @u, 1, 'gated SSI page: the include went upstream once');
 identity_ok($u[0], 'gated SSI page') if @u;
 
 $r = $t->http('GET', '/gssi/page.html', [ Authorization => "Bearer $bad" ]);
-is_refusal($r, 401, 'invalid_token', 'gated SSI page, unknown token');
+refused($r, 401, 'invalid_token', 'gated SSI page, unknown token');
 is(scalar(news()), 0, 'gated SSI page, unknown token: nothing upstream');
 
 # --- mirror -------------------------------------------------------------------
@@ -252,13 +251,13 @@ is_deeply([ map { $_->{uri} } news() ],
 
 # --- satisfy any ------------------------------------------------------------
 
-is_refusal($t->http('GET', '/sat/x'), 401, 'missing_token',
+refused($t->http('GET', '/sat/x'), 401, 'missing_token',
            'satisfy any + allow, no token');
 is(scalar(news()), 0, 'satisfy any + allow, no token: nothing upstream');
-is_refusal($t->http('GET', '/sat/x', [ Authorization => "Bearer $bad" ]),
+refused($t->http('GET', '/sat/x', [ Authorization => "Bearer $bad" ]),
            401, 'invalid_token', 'satisfy any + allow, unknown token');
 is(scalar(news()), 0, 'satisfy any + allow, unknown token: nothing upstream');
-is_refusal($t->http('GET', '/sat/x?integrated_account_id=acc_prod', $auth),
+refused($t->http('GET', '/sat/x?integrated_account_id=acc_prod', $auth),
            404, 'integrated_account_not_found',
            'satisfy any + allow, prod account');
 is(scalar(news()), 0, 'satisfy any + allow, prod account: nothing upstream');

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Issue 9, item 3: one error-log line per refusal, at env_gateway_log_level,
+# One error-log line per refusal, at env_gateway_log_level,
 # with the status, the reason code, the token_id (never the token), the
 # environment and the account; and the log_format lines documented in
 # docs/logging.md, used verbatim, log the identity without the credential.
@@ -96,8 +96,7 @@ my %cases;    # marker => [level, status, code, token_id, env, account]
 sub refuse {
     my ($marker, $r, $level, $status, $code, $token_id, $env, $account,
         $todo) = @_;
-    is($r->{status}, $status, "$marker: $status");
-    is($r->{json}{error}, $code, "$marker: $code");
+    EnvGwTest::refused($r, $status, $code, $marker);
     $cases{$marker} = [$level, $status, $code, $token_id, $env, $account,
                        $todo];
 }

@@ -13,7 +13,7 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use Test::More;
 use Digest::SHA qw(sha256_hex);
 use JSON::PP;
@@ -64,12 +64,6 @@ my $TOK = $t->token('egw_rl_' . substr(sha256_hex('record-limits'), 0, 30),
 sub get {
     my ($gw, $path, $token) = @_;
     return $gw->get($path, $token // $TOK);
-}
-
-sub refused {
-    my ($r, $status, $error, $name) = @_;
-    is($r->{status}, $status, "$name: $status");
-    is(($r->{json} || {})->{error}, $error, "$name: $error");
 }
 
 # --- an integration record of 4000 methods, over 326 KB ----------------------

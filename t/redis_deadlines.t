@@ -12,7 +12,7 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use EnvGwTest;
+use EnvGwTest qw(refused);
 use FakeRedis;
 use Test::More;
 use Digest::SHA qw(sha256_hex);
@@ -118,19 +118,13 @@ sub recovered {
     is($st, 200, "$name: a good token answers 200 afterwards");
 }
 
-sub is_refusal {
-    my ($r, $status, $error, $name) = @_;
-    is($r->{status}, $status, "$name: $status");
-    is(($r->{json} || {})->{error}, $error, "$name: $error");
-}
-
 recovered('start');
 
 # --- a reply dripping one byte every 50 ms ----------------------------------
 
 {
     my ($r, $dt) = timed_get($tok{drip});
-    is_refusal($r, 503, 'gateway_unavailable', 'dripping reply');
+    refused($r, 503, 'gateway_unavailable', 'dripping reply');
     ok($dt >= $READ - 0.1 && $dt <= $BOUND,
        sprintf('dripping reply: refused by the deadline, %.2f s '
                . '(read_timeout %.1f s, bound %.1f s)', $dt, $READ, $BOUND));
@@ -181,7 +175,7 @@ recovered('start');
     my $gdt = time - $g0;
     my $r = read_response($s, 15);
     my $dt = time - $t0;
-    is_refusal($r, 503, 'gateway_unavailable', 'stuck lookup');
+    refused($r, 503, 'gateway_unavailable', 'stuck lookup');
     ok($dt >= $READ - 0.1 && $dt <= $BOUND,
        sprintf 'stuck lookup: 503 at its deadline (%.2f s)', $dt);
     diag(sprintf 'never answered: healthz %.3f s, 503 after %.2f s; a '
@@ -199,7 +193,7 @@ recovered('start');
 
 {
     my ($r, $dt) = timed_get($tok{truncated});
-    is_refusal($r, 503, 'gateway_unavailable', 'truncated reply');
+    refused($r, 503, 'gateway_unavailable', 'truncated reply');
     ok($dt < $READ, sprintf 'truncated reply: at once (%.2f s)', $dt);
     is($fake->count('GET', key_of($tok{truncated})), 2,
        'truncated reply: the lookup was sent again once, not more');
@@ -221,7 +215,7 @@ recovered('start');
 {
     my $h0 = time;
     my ($r, $dt) = timed_get($tok{aggregate});
-    is_refusal($r, 503, 'gateway_unavailable', '*2147483647');
+    refused($r, 503, 'gateway_unavailable', '*2147483647');
     ok($dt < 1, sprintf '*2147483647: refused at once (%.3f s)', $dt);
     my ($h, $hdt) = (undef, 0);
     {
@@ -238,7 +232,7 @@ recovered('start');
 
 {
     my ($r, $dt) = timed_get($tok{huge});
-    is_refusal($r, 500, 'gateway_misconfigured', '1 GB bulk string');
+    refused($r, 500, 'gateway_misconfigured', '1 GB bulk string');
     ok($dt < 2, sprintf '1 GB bulk string: refused after about 1 MB, '
        . 'not buffered (%.3f s)', $dt);
     my $key = key_of($tok{huge});
@@ -251,7 +245,7 @@ recovered('start');
 
 {
     my ($r, $dt) = timed_get($tok{errline});
-    is_refusal($r, 503, 'gateway_unavailable', '1.5 MB error line');
+    refused($r, 503, 'gateway_unavailable', '1.5 MB error line');
     ok($dt < 2, sprintf '1.5 MB error line: refused at once (%.3f s)', $dt);
     like($t->slurp('error.log'), qr/a reply is above max_record/,
          '1.5 MB error line: logged');
@@ -260,7 +254,7 @@ recovered('start');
 
 {
     my ($r, $dt) = timed_get($tok{bigarray});
-    is_refusal($r, 503, 'gateway_unavailable',
+    refused($r, 503, 'gateway_unavailable',
                'aggregate of 300000 elements, 1.2 MB');
     ok($dt < 2, sprintf 'aggregate of 300000 elements: %.3f s', $dt);
     recovered('aggregate of 300000 elements');

@@ -146,12 +146,8 @@ sub passes {
 
 sub refused {
     my ($r, $status, $code, $name, $before) = @_;
-    is($r->{status}, $status, "$name: $status") or diag(substr $r->{raw}, 0, 600);
-    is($r->{json} && $r->{json}{error}, $code, "$name: $code");
-    like($r->{headers}{'content-type'} // '', qr{application/json},
-         "$name: JSON") if $r->{status};
-    is(nlines(), $before, "$name: nothing reached an upstream")
-        if defined $before;
+    EnvGwTest::refused($r, $status, $code, $name,
+        defined $before ? (count => \&nlines, before => $before) : ());
 }
 
 my $A = 'integrated_account_id';

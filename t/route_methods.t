@@ -212,17 +212,13 @@ sub routed {
     return $r;
 }
 
-# a refused request: the status, a JSON body with the code, nothing upstream
+# a refused request: the refusal contract, nothing upstream
 sub refused {
     my ($m, $path, $tk, $status, $code, $name, $body) = @_;
     my $before = nlines();
     my $r = req($m, $path, $tk, $body);
-    is($r->{status}, $status, "$name: $status")
-        or diag($r->{raw});
-    like($r->{headers}{'content-type'} // '', qr{application/json},
-         "$name: JSON");
-    is($r->{json} && $r->{json}{error}, $code, "$name: $code");
-    is(nlines(), $before, "$name: nothing reached an upstream");
+    EnvGwTest::refused($r, $status, $code, $name,
+                       count => \&nlines, before => $before);
     return $r;
 }
 

@@ -146,9 +146,8 @@ sub refused {
     my ($m, $path, $tk, $status, $code, $name, %o) = @_;
     my $before = nlines();
     my $r = req($m, $path, $tk, @{ $o{h} || [] });
-    is($r->{status}, $status, "$name: $status") or diag($r->{raw});
-    is($r->{json} && $r->{json}{error}, $code, "$name: $code");
-    is(nlines(), $before, "$name: nothing reached the backend");
+    EnvGwTest::refused($r, $status, $code, $name,
+                       count => \&nlines, before => $before);
     return $r;
 }
 

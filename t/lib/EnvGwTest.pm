@@ -18,6 +18,9 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
+use Exporter qw(import);
+our @EXPORT_OK = qw(refused unavailable);
+
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $JSON = JSON::PP->new->canonical(1);
 
@@ -191,9 +194,51 @@ CONF
                  "$dir/nginx.conf", '-e', "$dir/error.log");
     wait_port($self->{port}) or die "nginx did not start:\n"
         . $self->slurp("error.log") . $self->slurp("nginx.out");
-    # the worker connects to Redis on start: give it a moment
-    sleep 0.1;
+    $self->wait_ready or die "no nginx worker answered:\n"
+        . $self->slurp("error.log");
+    if ($opt{subscribed}) {
+        $self->wait_subscribed($opt{subscribed})
+            or die "the invalidation subscribers did not subscribe:\n"
+                   . $self->slurp("error.log");
+    }
     return $self->{port};
+}
+
+# readiness: the listening socket exists as soon as the master has bound
+# it; a worker is running once a request is answered.  The probe is a
+# request nginx refuses itself (400, no Host header) before any phase
+# handler, so it reaches no module code, no upstream and no access log.
+sub wait_ready {
+    my ($self, $timeout) = @_;
+    my $end = time + ($timeout || 10);
+    while (time < $end) {
+        my $r = $self->raw_http("GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+                                timeout => 2);
+        return 1 if $r->{status};
+        sleep 0.02;
+    }
+    return 0;
+}
+
+# the channel on which writers publish invalidations
+sub channel { $_[0]{prefix} . 'invalidate' }
+
+# subscribers on the invalidation channel (PUBSUB NUMSUB)
+sub numsub {
+    my ($self) = @_;
+    my @r = $self->redis->pubsub('numsub', $self->channel);
+    return $r[1] // 0;
+}
+
+# readiness of the cache: $n workers subscribed to the invalidation channel
+sub wait_subscribed {
+    my ($self, $n, $timeout) = @_;
+    my $end = time + ($timeout || 5);
+    while (time < $end) {
+        return 1 if $self->numsub == $n;
+        sleep 0.02;
+    }
+    return 0;
 }
 
 sub nginx_t {
@@ -523,17 +568,87 @@ sub seed_two_envs {
     return \%tok;
 }
 
-# a JSON refusal: status, error code, Content-Type; returns true when all hold
-sub is_refusal {
-    my ($r, $status, $code, $name) = @_;
+our %ENV_NAME = (dev => 'development', stg => 'staging',
+                 prod => 'production');
+
+# The gateway most tests run against: team_a's environments env_<e> (e of
+# dev, stg, prod), a data token in each given one, and an account
+# acc_<e>_<integration> of each given integration in each environment of
+# "accounts".  seed_gateway(envs => [qw(dev prod)], tokens => { dev => RAW },
+# integrations => [...], accounts => [qw(dev)], account => { field => v })
+# returns { e => raw token }.
+sub seed_gateway {
+    my ($self, %o) = @_;
+    my @envs = @{ $o{envs} || [qw(dev prod)] };
+    $self->env("env_$_", 'team_a', $ENV_NAME{$_}) for @envs;
+    my %tok = %{ $o{tokens} || {} };
+    for my $e (sort keys %tok) {
+        $self->token($tok{$e}, token_id => "tok_$e", team_id => 'team_a',
+                     environment_id => "env_$e",
+                     environment => $ENV_NAME{$e});
+    }
+    for my $e (@{ $o{accounts} || \@envs }) {
+        for my $b (@{ $o{integrations} || [] }) {
+            $self->account("acc_${e}_$b", "env_$e", integration => $b,
+                           %{ $o{account} || {} });
+        }
+    }
+    return \%tok;
+}
+
+# The refusal contract, one test each: the status; Content-Type
+# application/json; a body that is the JSON object {"status","error",
+# "message"} and nothing else, its status the answer's, its error $code, a
+# message; WWW-Authenticate: Bearer realm="env_gateway" on a 401 and on no
+# other; Retry-After in seconds on a 503 or 429 and on no other.  Options:
+#   count => CODE, before => N   CODE->() is still N: nothing reached an
+#                                upstream (the caller's count of requests)
+#   retry_after => V             Retry-After is exactly V
+# Returns true when every check held.
+sub refused {
+    my ($r, $status, $code, $name, %opt) = @_;
     my $ok = is($r->{status}, $status, "$name: status $status");
     $ok &= like($r->{headers}{'content-type'} // '', qr{^application/json},
-                "$name: JSON refusal");
-    $ok &= is(($r->{json} || {})->{error}, $code, "$name: error $code");
-    diag($r->{raw}) unless $ok;
+                "$name: Content-Type application/json");
+    my $j = ref $r->{json} eq 'HASH' ? $r->{json} : {};
+    $ok &= is_deeply([ sort keys %$j ], [qw(error message status)],
+                     "$name: JSON {status, error, message}");
+    $ok &= is($j->{status}, $status, "$name: JSON status $status");
+    $ok &= is($j->{error}, $code, "$name: error $code");
+    $ok &= ok(defined $j->{message} && !ref $j->{message}
+              && length $j->{message}, "$name: a message");
+    if ($status == 401) {
+        $ok &= is($r->{headers}{'www-authenticate'},
+                  'Bearer realm="env_gateway"', "$name: WWW-Authenticate");
+    } else {
+        $ok &= ok(!exists $r->{headers}{'www-authenticate'},
+                  "$name: no WWW-Authenticate");
+    }
+    if ($status == 503 || $status == 429) {
+        $ok &= defined $opt{retry_after}
+            ? is($r->{headers}{'retry-after'}, $opt{retry_after},
+                 "$name: Retry-After: $opt{retry_after}")
+            : like($r->{headers}{'retry-after'} // '', qr/^\d+$/,
+                   "$name: Retry-After");
+    } else {
+        $ok &= ok(!exists $r->{headers}{'retry-after'},
+                  "$name: no Retry-After");
+    }
+    if ($opt{count}) {
+        $ok &= is($opt{count}->(), $opt{before},
+                  "$name: nothing reached an upstream");
+    }
+    diag(substr $r->{raw}, 0, 600) unless $ok;
     return $ok;
 }
 
+
+# the 503 of a gateway that cannot reach Redis and has nothing usable
+# cached: refused(..., 503, 'gateway_unavailable', ...)
+sub unavailable {
+    my ($r, $name, %opt) = @_;
+    return refused($r, 503, 'gateway_unavailable', $name, %opt);
+}
 
 # send bytes as they are (a request line, headers and a body written by the
 # test) and read the answer until the server closes: parsed as http() does
