@@ -151,12 +151,7 @@ EnvGwTest::wait_port($gw{$_}) or die "gateway port for $_" for @ALLB;
 my $TD = 'egwtok_dev_' . substr(sha256_hex('attack-body-dev'), 0, 32);
 my $TP = 'egwtok_prod_' . substr(sha256_hex('attack-body-prod'), 0, 32);
 
-$t->env('env_dev', 'team_a', 'development');
-$t->env('env_prod', 'team_a', 'production');
-$t->token($TD, token_id => 'tok_dev', team_id => 'team_a',
-          environment_id => 'env_dev', environment => 'development');
-$t->token($TP, token_id => 'tok_prod', team_id => 'team_a',
-          environment_id => 'env_prod', environment => 'production');
+$t->seed_gateway(envs => [qw(dev prod)], tokens => { dev => $TD, prod => $TP });
 
 my (%dev, %prod);
 for my $b (@ALLB) {

@@ -57,10 +57,7 @@ EnvGwTest::wait_port($gw{$_}) or die "gateway port for $_" for @B;
 
 my $TD = 'egwtok_dev_' . substr(sha256_hex('attack-env-dev'), 0, 32);
 
-$t->env('env_dev', 'team_a', 'development');
-$t->env('env_prod', 'team_a', 'production');
-$t->token($TD, token_id => 'tok_dev', team_id => 'team_a',
-          environment_id => 'env_dev', environment => 'development');
+$t->seed_gateway(envs => [qw(dev prod)], tokens => { dev => $TD });
 for my $b (@B) {
     $t->account("acc_dev_$b", 'env_dev', integration => $b);
     $t->put("integration:env_dev:$b", {

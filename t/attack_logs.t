@@ -57,9 +57,7 @@ CONF
 
 my $TD = 'egwtok_dev_' . substr(sha256_hex('attack-logs-dev'), 0, 32);
 
-$t->env('env_dev', 'team_a', 'development');
-$t->token($TD, token_id => 'tok_dev', team_id => 'team_a',
-          environment_id => 'env_dev', environment => 'development');
+$t->seed_gateway(envs => [qw(dev)], tokens => { dev => $TD });
 $t->account('acc_dev', 'env_dev');
 
 my $A = [ Authorization => "Bearer $TD" ];

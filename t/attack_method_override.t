@@ -56,9 +56,7 @@ EnvGwTest::wait_port($gw{$_}) or die "gateway port for $_" for @B;
 
 my $TP = 'egwtok_prod_' . substr(sha256_hex('attack-override-prod'), 0, 32);
 
-$t->env('env_prod', 'team_a', 'production');
-$t->token($TP, token_id => 'tok_prod', team_id => 'team_a',
-          environment_id => 'env_prod', environment => 'production');
+$t->seed_gateway(envs => [qw(prod)], tokens => { prod => $TP });
 
 # production: contacts can be listed and created, not deleted
 for my $b (@B) {

@@ -60,9 +60,7 @@ EnvGwTest::wait_port($gw{$_}) or die "gateway port for $_" for @B;
 my $TD = 'egwtok_dev_' . substr(sha256_hex('attack-copy-dev'), 0, 32);
 (my $TDE = $TD) =~ s/^e/%65/;
 
-$t->env('env_dev', 'team_a', 'development');
-$t->token($TD, token_id => 'tok_dev', team_id => 'team_a',
-          environment_id => 'env_dev', environment => 'development');
+$t->seed_gateway(envs => [qw(dev)], tokens => { dev => $TD });
 
 my %dev;
 for my $b (@B) {

@@ -62,21 +62,12 @@ sub mk_token {
 
 sub workers { $_[0]->worker_pids }
 
-sub numsub {
-    my ($t) = @_;
-    my @r = $t->redis->pubsub('numsub', $CHANNEL);
-    return $r[1] // 0;
-}
+# the harness's readiness probes of the invalidation subscribers
+sub numsub { $_[0]->numsub }
 
-# every worker's subscriber is in place (no start-up flush pending)
 sub wait_subscribed {
     my ($t, $n, $max) = @_;
-    my $end = time + ($max || 5);
-    while (time < $end) {
-        return 1 if numsub($t) == $n;
-        sleep 0.02;
-    }
-    return 0;
+    return $t->wait_subscribed($n, $max);
 }
 
 sub gets {

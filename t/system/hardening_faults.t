@@ -262,6 +262,16 @@ sub time_to_200 {
 
 my %report;
 
+# a 200 within 1 s of $since; the time is reported
+sub recovered {
+    my ($t, $name, $since) = @_;
+    my $rec = time_to_200($t);
+    ok(defined $rec && $rec <= 1.0,
+       sprintf("$name: a 200 within 1 s of $since (%.3f s)", $rec // -1));
+    $report{$name}{recovery} = $rec;
+    return $rec;
+}
+
 # --- (a) Redis killed and restarted --------------------------------------------
 
 sub scenario_redis_restart {
@@ -303,11 +313,7 @@ sub scenario_redis_restart {
     my $end = time + 5;
     sleep 0.005 until redis_ping($t) || time > $end;
     my $up = time;
-    my $rec = time_to_200($t);
-    ok(defined $rec && $rec <= 1.0,
-       sprintf("$name: a 200 within 1 s of Redis answering PING (%.3f s)",
-               $rec // -1));
-    $report{$name}{recovery} = $rec;
+    my $rec = recovered($t, $name, 'Redis answering PING');
     $report{$name}{outage} = $up - $down;
 
     my $res = wrk_wait($t, $w);
@@ -357,11 +363,7 @@ sub scenario_redis_slow {
     alarm 0;
     like($line // '', qr/^\+PONG/, "$name: Redis answers again");
     my $up = time;
-    my $rec = time_to_200($t);
-    ok(defined $rec && $rec <= 1.0,
-       sprintf("$name: a 200 within 1 s of Redis answering (%.3f s)",
-               $rec // -1));
-    $report{$name}{recovery} = $rec;
+    my $rec = recovered($t, $name, 'Redis answering');
 
     my $res = wrk_wait($t, $w);
     check_load($res, $name);
