@@ -316,8 +316,10 @@ typedef struct {
 } ngx_env_gateway_ctx_t;
 
 
+/* no ngx_strncmp() on the NULL data of an empty string (C's rule) */
 #define ngx_env_gateway_str_ne(a, b)                                       \
-    ((a)->len != (b)->len || ngx_strncmp((a)->data, (b)->data, (a)->len) != 0)
+    ((a)->len != (b)->len                                                  \
+     || ((a)->len && ngx_strncmp((a)->data, (b)->data, (a)->len) != 0))
 
 /* query argument names match as nginx's $arg_NAME does: any case */
 #define ngx_env_gateway_arg_ne(a, b)                                       \

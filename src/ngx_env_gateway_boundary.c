@@ -764,6 +764,14 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     if (!glcf->identity_headers) {
+        /* redirected from a location that set them: not here */
+        for (i = 0; i < NGX_ENVGW_NIDENTITY; i++) {
+            if (ctx->identity[i]) {
+                ngx_env_gateway_hide(r, ctx->identity[i]);
+                ctx->identity[i] = NULL;
+            }
+        }
+
         return NGX_OK;
     }
 
