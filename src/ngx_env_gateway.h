@@ -475,6 +475,8 @@ ngx_int_t ngx_env_gateway_body_read(ngx_http_request_t *r,
 ngx_int_t ngx_env_gateway_body_parse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     const char **why);
+ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 
 /* _text.c: bounded output, measured then written by the same code */
 typedef struct {
@@ -546,6 +548,10 @@ ngx_int_t ngx_env_gateway_id_syntax(ngx_str_t *id);
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
+
+/* _ctx.c */
 ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);
+ngx_env_gateway_ctx_t *ngx_env_gateway_create_ctx(ngx_http_request_t *r);
+void ngx_env_gateway_ctx_reset(ngx_env_gateway_ctx_t *ctx);
 
 #endif /* NGX_ENV_GATEWAY_H */

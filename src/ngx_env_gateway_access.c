@@ -1,10 +1,10 @@
 /*
  * env_gateway: the phase handlers, readable top to bottom.
  *
- *   start:     the request boundary (path, headers, query: _boundary.c)
- *              -> the one credential -> what the request names -> first
- *              fetches (token, and the named account and environment in
- *              the same round trip)
+ *   start:     what the request says (_request.c: the boundary, the one
+ *              credential, what the request names) -> first fetches
+ *              (token, and the named account and environment in the
+ *              same round trip)
  *   evaluate:  token (401) -> environment (403) -> account (400/404);
  *              a check that needs a record not fetched yet fetches it and
  *              suspends; evaluate is re-run from the top on resume, so it
@@ -19,9 +19,10 @@
  * skips the access phase for subrequests (auth_request, SSI, mirror,
  * slice), and "satisfy any" skips the handlers after the first that
  * allows.  The context survives internal redirects (index, try_files,
- * error_page, rewrite ... last, named locations) through its pool cleanup,
- * as ngx_http_realip_module's does: a request checked once keeps its
- * identity and is checked again only for a location with other settings.
+ * error_page, rewrite ... last, named locations) through its pool
+ * cleanup (_ctx.c), as ngx_http_realip_module's does: a request checked
+ * once keeps its identity and is checked again only for a location with
+ * other settings.
  *
  * Any outcome that is not a positive answer is a refusal: fail closed.
  */
@@ -31,11 +32,6 @@
 
 static ngx_int_t ngx_env_gateway_check(ngx_http_request_t *r,
     ngx_env_gateway_loc_conf_t *glcf);
-static ngx_env_gateway_ctx_t *ngx_env_gateway_create_ctx(
-    ngx_http_request_t *r);
-static void ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx);
-static void ngx_env_gateway_cleanup(void *data);
-static void ngx_env_gateway_resume(ngx_event_t *ev);
 static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_prefetch(ngx_http_request_t *r,
@@ -48,6 +44,11 @@ static ngx_int_t ngx_env_gateway_evaluate(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_account(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_env_gateway_record_t *tok);
+static ngx_int_t ngx_env_gateway_account_agree(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_record_t *tok,
+    ngx_str_t *account, ngx_str_t *other, const char *why);
+static ngx_int_t ngx_env_gateway_tenant(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *account);
 static ngx_int_t ngx_env_gateway_route(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
@@ -118,56 +119,6 @@ ngx_env_gateway_precontent_handler(ngx_http_request_t *r)
 }
 
 
-/*
- * The request's context, also after an internal redirect, which clears
- * every module's context: it is found again through its pool cleanup.  A
- * subrequest shares its parent's pool, so the waiter's request tells whose
- * context it is.
- */
-ngx_env_gateway_ctx_t *
-ngx_env_gateway_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t        *cln;
-    ngx_env_gateway_ctx_t     *ctx;
-    ngx_env_gateway_waiter_t  *w;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
-
-    if (ctx || !r->internal) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler != ngx_env_gateway_cleanup) {
-            continue;
-        }
-
-        w = cln->data;
-
-        if (w->request == r) {
-            ctx = (ngx_env_gateway_ctx_t *)
-                      ((u_char *) w - offsetof(ngx_env_gateway_ctx_t, waiter));
-            ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
-
-            /*
-             * Redirected while its body was being read: nginx gave up on
-             * the body (413, 400, a timeout) and sent the request to an
-             * error_page.  The body will never be here.
-             */
-            if (ctx->body_reading && !ctx->body_read) {
-                ctx->body_failed = 1;
-            }
-
-            ctx->redirected = 1;
-
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
 static ngx_int_t
 ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 {
@@ -223,7 +174,7 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 
         ctx->redirected = 0;
 
-        ngx_env_gateway_recheck(ctx);
+        ngx_env_gateway_ctx_reset(ctx);
 
         /* fall through */
 
@@ -236,134 +187,6 @@ ngx_env_gateway_check(ngx_http_request_t *r, ngx_env_gateway_loc_conf_t *glcf)
 
         return ngx_env_gateway_evaluate(r, ctx, glcf);
     }
-}
-
-
-static ngx_env_gateway_ctx_t *
-ngx_env_gateway_create_ctx(ngx_http_request_t *r)
-{
-    ngx_uint_t              i;
-    ngx_pool_cleanup_t     *cln;
-    ngx_env_gateway_ctx_t  *ctx;
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_env_gateway_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    cln->handler = ngx_env_gateway_cleanup;
-    cln->data = &ctx->waiter;
-
-    ctx->waiter.request = r;
-    ctx->waiter.resume.handler = ngx_env_gateway_resume;
-    ctx->waiter.resume.data = &ctx->waiter;
-    ctx->waiter.resume.log = r->connection->log;
-
-    for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
-        ctx->waiter.slots[i].waiter = &ctx->waiter;
-    }
-
-    ngx_http_set_ctx(r, ctx, ngx_env_gateway_module);
-
-    return ctx;
-}
-
-
-/*
- * Check a request that passed once again, for the settings of the
- * location an internal redirect took it to: the credential was read (and
- * hidden) before, so its token record is kept; everything else is read
- * again from the request and fetched again (from the cache, usually).
- */
-static void
-ngx_env_gateway_recheck(ngx_env_gateway_ctx_t *ctx)
-{
-    ngx_uint_t               i;
-    ngx_env_gateway_slot_t  *slot;
-
-    /*
-     * A record fetched ahead and not needed by the first check (the
-     * environment a request names with its token's own) may still be in
-     * flight: unlink it before its slot is reused, or the slot would be
-     * queued twice.
-     */
-    ngx_env_gateway_waiter_detach(&ctx->waiter);
-
-    for (i = 0; i < NGX_ENVGW_NSLOTS; i++) {
-        if (i == NGX_ENVGW_REC_TOKEN) {
-            continue;
-        }
-
-        slot = &ctx->waiter.slots[i];
-        slot->status = NGX_ENVGW_FETCH_NONE;
-        slot->cache = NGX_ENVGW_CACHE_NONE;
-        slot->stale = 0;
-        ngx_memzero(&slot->rec, sizeof(ngx_env_gateway_record_t));
-    }
-
-    ngx_str_null(&ctx->account_req);
-    ngx_str_null(&ctx->env_req);
-    ngx_str_null(&ctx->account_id);
-    ngx_str_null(&ctx->integration);
-    ngx_str_null(&ctx->tenant_id);
-    ngx_str_null(&ctx->tenant_req);
-    ngx_str_null(&ctx->integration_req);
-    ngx_str_null(&ctx->resource);
-    ngx_str_null(&ctx->rest);
-    ngx_str_null(&ctx->method);
-    ngx_str_null(&ctx->upstream_url);
-    ngx_str_null(&ctx->upstream_method);
-    ngx_str_null(&ctx->detail);
-
-    ctx->account_bad = 0;
-    ctx->env_bad = 0;
-    ctx->state = NGX_ENVGW_ST_NEW;
-}
-
-
-static void
-ngx_env_gateway_cleanup(void *data)
-{
-    ngx_env_gateway_waiter_detach(data);
-}
-
-
-static void
-ngx_env_gateway_resume(ngx_event_t *ev)
-{
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_env_gateway_ctx_t     *ctx;
-    ngx_env_gateway_waiter_t  *w;
-
-    w = ev->data;
-    r = w->request;
-    c = r->connection;
-    ctx = (ngx_env_gateway_ctx_t *)
-              ((u_char *) w - offsetof(ngx_env_gateway_ctx_t, waiter));
-
-    ngx_http_set_log_request(c->log, r);
-
-    /*
-     * A record fetched ahead may arrive after the check ended (allowed or
-     * refused): the request has moved on, its phases must not run again.
-     */
-    if (ctx->state != NGX_ENVGW_ST_WAIT || ctx->refusal != NGX_ENVGW_OK) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "env_gateway: records here after the check");
-        return;
-    }
-
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "env_gateway: records here, resuming");
-
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -584,9 +407,7 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_loc_conf_t *glcf, ngx_env_gateway_record_t *tok)
 {
     ngx_int_t                  rc;
-    ngx_str_t                 *f, account, *pair;
-    ngx_uint_t                 i;
-    const char                *why;
+    ngx_str_t                 *f, account, tenant_account;
     ngx_env_gateway_record_t  *rec;
 
     f = tok->fields;
@@ -603,105 +424,36 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         account = f[NGX_ENVGW_TOK_ACCOUNT_ID];
     }
 
-    /*
-     * A body the backend could read an identity from: with a body field,
-     * every request with a body, whatever its verb (GET, DELETE, MERGE);
-     * any form body (_body.c).
-     */
-    if (ngx_env_gateway_body_wanted(r, glcf)) {
-        if (!ctx->body_read) {
-            rc = ngx_env_gateway_body_read(r, ctx);
+    /* a JSON body field, a form body (_body.c) */
 
-            if (rc == NGX_DECLINED) {
-                return ngx_env_gateway_refuse_invalid(r, ctx,
-                           "The request has a body the gateway must read, "
-                           "and a subrequest cannot read it first.");
-            }
+    rc = ngx_env_gateway_body_account(r, ctx, glcf);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
-            if (rc != NGX_OK) {
-                return rc;
-            }
-        }
-
-        if (!ctx->body_parsed) {
-            rc = ngx_env_gateway_body_parse(r, ctx, glcf, &why);
-
-            if (rc == NGX_DECLINED) {
-                return ngx_env_gateway_refuse_invalid(r, ctx, why);
-            }
-
-            if (rc != NGX_OK) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (ctx->body_account.len) {
-            if (account.len
-                && ngx_env_gateway_str_ne(&account, &ctx->body_account))
-            {
-                /* an account token knows only its own account */
-                if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
-                    return ngx_env_gateway_refuse(r, ctx,
-                                               NGX_ENVGW_ACCOUNT_NOT_FOUND);
-                }
-
-                return ngx_env_gateway_refuse_invalid(r, ctx,
-                           "The body and the request name different "
-                           "integrated accounts.");
-            }
-
-            account = ctx->body_account;
+    if (ctx->body_account.len) {
+        rc = ngx_env_gateway_account_agree(r, ctx, tok, &account,
+                                           &ctx->body_account,
+                 "The body and the request name different integrated "
+                 "accounts.");
+        if (rc != NGX_OK) {
+            return rc;
         }
     }
 
     if (ctx->tenant_req.len) {
-        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_TENANT,
-                                  &ctx->environment_id, &ctx->tenant_req);
-
-        if (rc == NGX_DECLINED) {
-            return ngx_env_gateway_refuse(r, ctx,
-                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
-        }
-
+        rc = ngx_env_gateway_tenant(r, ctx, &tenant_account);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        rec = &ctx->waiter.slots[NGX_ENVGW_REC_TENANT].rec;
-        pair = NULL;
-
-        for (i = 0; i + 1 < rec->nfields; i += 2) {
-            if (ctx->integration_req.len == 0
-                || !ngx_env_gateway_str_ne(&rec->fields[i],
-                                           &ctx->integration_req))
-            {
-                if (pair) {
-                    return ngx_env_gateway_refuse_invalid(r, ctx,
-                               "The tenant has several integrations: "
-                               "name one.");
-                }
-
-                pair = &rec->fields[i];
-            }
+        rc = ngx_env_gateway_account_agree(r, ctx, tok, &account,
+                                           &tenant_account,
+                 "The tenant and the request name different integrated "
+                 "accounts.");
+        if (rc != NGX_OK) {
+            return rc;
         }
-
-        if (pair == NULL) {
-            return ngx_env_gateway_refuse(r, ctx,
-                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
-        }
-
-        if (account.len && ngx_env_gateway_str_ne(&account, &pair[1])) {
-            if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
-                return ngx_env_gateway_refuse(r, ctx,
-                                              NGX_ENVGW_ACCOUNT_NOT_FOUND);
-            }
-
-            return ngx_env_gateway_refuse_invalid(r, ctx,
-                       "The tenant and the request name different "
-                       "integrated accounts.");
-        }
-
-        account = pair[1];
     }
 
     if (account.len == 0) {
@@ -754,6 +506,91 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ctx->account_id = account;
     ctx->integration = rec->fields[NGX_ENVGW_ACC_INTEGRATION];
     ctx->tenant_id = rec->fields[NGX_ENVGW_ACC_TENANT_ID];
+
+    return NGX_OK;
+}
+
+
+/*
+ * A second source of the account agrees with the first (or is the only
+ * one): *account becomes it.  An account token knows only its own
+ * account (404); otherwise two sources that disagree are a 400.
+ */
+static ngx_int_t
+ngx_env_gateway_account_agree(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_record_t *tok,
+    ngx_str_t *account, ngx_str_t *other, const char *why)
+{
+    if (account->len && ngx_env_gateway_str_ne(account, other)) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: two sources name different accounts");
+
+        if (tok->flags & NGX_ENVGW_TOK_KIND_ACCOUNT) {
+            return ngx_env_gateway_refuse(r, ctx,
+                                          NGX_ENVGW_ACCOUNT_NOT_FOUND);
+        }
+
+        return ngx_env_gateway_refuse_invalid(r, ctx, why);
+    }
+
+    *account = *other;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The account of the tenant the request names, through the tenant index:
+ * its one integration, or the one the request names.
+ */
+static ngx_int_t
+ngx_env_gateway_tenant(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_str_t *account)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                 *pair, *f;
+    ngx_uint_t                 i;
+    ngx_env_gateway_record_t  *rec;
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_TENANT,
+                              &ctx->environment_id, &ctx->tenant_req);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rec = &ctx->waiter.slots[NGX_ENVGW_REC_TENANT].rec;
+    pair = NULL;
+
+    for (i = 0; i + NGX_ENVGW_TEN_NFIELDS <= rec->nfields;
+         i += NGX_ENVGW_TEN_NFIELDS)
+    {
+        f = &rec->fields[i];
+
+        if (ctx->integration_req.len
+            && ngx_env_gateway_str_ne(&f[NGX_ENVGW_TEN_INTEGRATION],
+                                      &ctx->integration_req))
+        {
+            continue;
+        }
+
+        if (pair) {
+            return ngx_env_gateway_refuse_invalid(r, ctx,
+                       "The tenant has several integrations: name one.");
+        }
+
+        pair = f;
+    }
+
+    if (pair == NULL) {
+        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
+    }
+
+    *account = pair[NGX_ENVGW_TEN_ACCOUNT_ID];
 
     return NGX_OK;
 }
