@@ -38,7 +38,7 @@ static ngx_int_t ngx_env_gateway_prefetch(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t kind, ngx_str_t *id);
 static ngx_int_t ngx_env_gateway_slot(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t kind, ngx_str_t *id,
-    ngx_str_t *id2);
+    ngx_str_t *id2, ngx_uint_t absent);
 static ngx_int_t ngx_env_gateway_evaluate(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_account(ngx_http_request_t *r,
@@ -263,12 +263,13 @@ ngx_env_gateway_prefetch(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 /*
  * The common answers of a slot: NGX_OK when its record is here, NGX_AGAIN
- * when it is being fetched, NGX_DONE when a refusal was sent (unavailable
- * or malformed), NGX_DECLINED when the record does not exist.
+ * when it is being fetched, NGX_DONE when a refusal was sent (unavailable,
+ * malformed, or no record and "absent" is a refusal), NGX_DECLINED when
+ * the record does not exist and "absent" is NGX_ENVGW_OK.
  */
 static ngx_int_t
 ngx_env_gateway_slot(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_uint_t i, ngx_str_t *id, ngx_str_t *id2)
+    ngx_uint_t i, ngx_str_t *id, ngx_str_t *id2, ngx_uint_t absent)
 {
     ngx_int_t                rc;
     ngx_env_gateway_slot_t  *slot;
@@ -292,6 +293,13 @@ ngx_env_gateway_slot(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         return NGX_AGAIN;
 
     case NGX_ENVGW_FETCH_NOT_FOUND:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: no record of kind %ui", i);
+
+        if (absent != NGX_ENVGW_OK) {
+            return ngx_env_gateway_refuse(r, ctx, absent);
+        }
+
         return NGX_DECLINED;
 
     case NGX_ENVGW_FETCH_MALFORMED:
@@ -313,12 +321,8 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     /* token: 401 */
 
-    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_TOKEN, NULL, NULL);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_INVALID_TOKEN);
-    }
-
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_TOKEN, NULL, NULL,
+                              NGX_ENVGW_INVALID_TOKEN);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -353,12 +357,7 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         /* an admin token may name another environment of its team */
 
         rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_ENV, &ctx->env_req,
-                                  NULL);
-
-        if (rc == NGX_DECLINED) {
-            return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ENV_MISMATCH);
-        }
-
+                                  NULL, NGX_ENVGW_ENV_MISMATCH);
         if (rc != NGX_OK) {
             return rc;
         }
@@ -482,12 +481,8 @@ ngx_env_gateway_account(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
     }
 
-    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_ACCOUNT, &account, NULL);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
-    }
-
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_ACCOUNT, &account, NULL,
+                              NGX_ENVGW_ACCOUNT_NOT_FOUND);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -553,12 +548,8 @@ ngx_env_gateway_tenant(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_record_t  *rec;
 
     rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_TENANT,
-                              &ctx->environment_id, &ctx->tenant_req);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_ACCOUNT_NOT_FOUND);
-    }
-
+                              &ctx->environment_id, &ctx->tenant_req,
+                              NGX_ENVGW_ACCOUNT_NOT_FOUND);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -617,7 +608,8 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_INTEGRATION,
-                              &ctx->environment_id, &ctx->integration);
+                              &ctx->environment_id, &ctx->integration,
+                              NGX_ENVGW_OK);
 
     if (rc != NGX_OK && rc != NGX_DECLINED) {
         return rc;

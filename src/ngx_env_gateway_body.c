@@ -25,7 +25,7 @@
 #define NGX_ENVGW_BODY_MAX  (1024 * 1024)
 
 
-/* "x-www-form-urlencoded" from offset 12, lowercase as ngx_strlcasestrn wants */
+/* "x-www-form-urlencoded" from offset 12, lowercase for ngx_strlcasestrn */
 static ngx_str_t  ngx_env_gateway_form_type =
     ngx_string("application/x-www-form-urlencoded");
 

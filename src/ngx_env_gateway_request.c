@@ -56,6 +56,8 @@ static ngx_int_t ngx_env_gateway_named_account(ngx_http_request_t *r,
     ngx_env_gateway_headers_t *hdrs, ngx_env_gateway_qarg_t *args);
 static ngx_int_t ngx_env_gateway_named_values(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_named_id(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *id, const char *why);
 static ngx_uint_t ngx_env_gateway_key_value_ok(ngx_str_t *v);
 
 
@@ -635,24 +637,13 @@ ngx_env_gateway_named_env(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->env_req = h->value;
     }
 
-    if (ctx->env_req.len) {
-        rc = ngx_env_gateway_id_syntax(&ctx->env_req);
+    /* cannot exist: never fetched, refused as another environment */
+    rc = ngx_env_gateway_named_id(r, ctx, &ctx->env_req,
+                                  "The environment id has characters that "
+                                  "are not allowed.");
+    ctx->env_bad = (rc == NGX_DECLINED);
 
-        if (rc == NGX_ABORT) {
-            return ngx_env_gateway_refuse_invalid(r, ctx,
-                       "The environment id has characters that are not "
-                       "allowed.");
-        }
-
-        /* cannot exist: never fetched, refused as another environment */
-        ctx->env_bad = (rc != NGX_OK);
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "env_gateway: environment named, usable:%d",
-                       !ctx->env_bad);
-    }
-
-    return NGX_OK;
+    return (rc == NGX_DECLINED) ? NGX_OK : rc;
 }
 
 
@@ -698,23 +689,40 @@ ngx_env_gateway_named_account(ngx_http_request_t *r,
 
     ctx->account_req = id.len ? id : *standard;
 
-    if (ctx->account_req.len) {
-        rc = ngx_env_gateway_id_syntax(&ctx->account_req);
+    rc = ngx_env_gateway_named_id(r, ctx, &ctx->account_req,
+                                  "The integrated_account_id has characters "
+                                  "that are not allowed.");
+    ctx->account_bad = (rc == NGX_DECLINED);
 
-        if (rc == NGX_ABORT) {
-            return ngx_env_gateway_refuse_invalid(r, ctx,
-                       "The integrated_account_id has characters "
-                       "that are not allowed.");
-        }
+    return (rc == NGX_DECLINED) ? NGX_OK : rc;
+}
 
-        ctx->account_bad = (rc != NGX_OK);
 
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "env_gateway: account named, usable:%d",
-                       !ctx->account_bad);
+/*
+ * An id the request names (empty: none): NGX_OK, usable; NGX_DECLINED,
+ * it cannot exist (never fetched, refused later as not found); NGX_DONE,
+ * refused as ambiguous, saying "why".
+ */
+static ngx_int_t
+ngx_env_gateway_named_id(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_str_t *id, const char *why)
+{
+    ngx_int_t  rc;
+
+    if (id->len == 0) {
+        return NGX_OK;
     }
 
-    return NGX_OK;
+    rc = ngx_env_gateway_id_syntax(id);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: id named, syntax %i", rc);
+
+    if (rc == NGX_ABORT) {
+        return ngx_env_gateway_refuse_invalid(r, ctx, why);
+    }
+
+    return rc;
 }
 
 
