@@ -641,9 +641,14 @@ ngx_env_gateway_named_env(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     rc = ngx_env_gateway_named_id(r, ctx, &ctx->env_req,
                                   "The environment id has characters that "
                                   "are not allowed.");
+    if (rc != NGX_OK && rc != NGX_DECLINED) {
+        /* refused: the request may be finalized, its context gone */
+        return rc;
+    }
+
     ctx->env_bad = (rc == NGX_DECLINED);
 
-    return (rc == NGX_DECLINED) ? NGX_OK : rc;
+    return NGX_OK;
 }
 
 
@@ -692,9 +697,14 @@ ngx_env_gateway_named_account(ngx_http_request_t *r,
     rc = ngx_env_gateway_named_id(r, ctx, &ctx->account_req,
                                   "The integrated_account_id has characters "
                                   "that are not allowed.");
+    if (rc != NGX_OK && rc != NGX_DECLINED) {
+        /* refused: the request may be finalized, its context gone */
+        return rc;
+    }
+
     ctx->account_bad = (rc == NGX_DECLINED);
 
-    return (rc == NGX_DECLINED) ? NGX_OK : rc;
+    return NGX_OK;
 }
 
 
