@@ -9,6 +9,16 @@
 #include "ngx_env_gateway.h"
 
 
+/* defaults: each used once */
+#define NGX_ENVGW_REDIS_PORT             6379
+#define NGX_ENVGW_SENTINEL_PORT          26379
+#define NGX_ENVGW_CONNECT_TIMEOUT        500     /* ms */
+#define NGX_ENVGW_READ_TIMEOUT           1000    /* ms */
+#define NGX_ENVGW_PRIMARY_RETRY          5000    /* ms */
+#define NGX_ENVGW_CACHE_TTL              30000   /* ms */
+#define NGX_ENVGW_CACHE_NEGATIVE_TTL     5000    /* ms */
+#define NGX_ENVGW_LOG_LEVEL              NGX_LOG_INFO
+
 static char *ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt,
     ...);
 static ngx_int_t ngx_env_gateway_preconfiguration(ngx_conf_t *cf);
@@ -45,6 +55,7 @@ static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_env_gateway_server_init(ngx_env_gateway_server_t *srv);
 static char *ngx_env_gateway_parse_server(ngx_conf_t *cf,
     ngx_str_t *addr, ngx_env_gateway_server_t *srv, in_port_t default_port);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
@@ -521,7 +532,7 @@ ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
                ENVGW_CHANNEL_INVALIDATE, sizeof(ENVGW_CHANNEL_INVALIDATE) - 1);
 
     if (gmcf->primary_retry == NGX_CONF_UNSET_MSEC) {
-        gmcf->primary_retry = 5000;
+        gmcf->primary_retry = NGX_ENVGW_PRIMARY_RETRY;
     }
 
     return NGX_CONF_OK;
@@ -577,7 +588,7 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->hide_credentials, prev->hide_credentials, 1);
     ngx_conf_merge_value(conf->identity_headers, prev->identity_headers, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
-                              NGX_LOG_INFO);
+                              NGX_ENVGW_LOG_LEVEL);
 
     if (conf->token == NULL) {
         conf->token = prev->token;
@@ -837,16 +848,24 @@ ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /* "ip:port", "host:port" (resolved now, once) or "unix:/path" */
+/* a server's settings before its directive's parameters */
+static void
+ngx_env_gateway_server_init(ngx_env_gateway_server_t *srv)
+{
+    ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
+    srv->db = -1;
+    srv->connect_timeout = NGX_ENVGW_CONNECT_TIMEOUT;
+    srv->read_timeout = NGX_ENVGW_READ_TIMEOUT;
+}
+
+
 static char *
 ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
     ngx_env_gateway_server_t *srv, in_port_t default_port)
 {
     ngx_url_t  u;
 
-    ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
-    srv->db = -1;
-    srv->connect_timeout = 500;
-    srv->read_timeout = 1000;
+    ngx_env_gateway_server_init(srv);
     srv->resolved = 1;
 
     ngx_memzero(&u, sizeof(ngx_url_t));
@@ -940,7 +959,8 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                 return NGX_CONF_ERROR;
             }
 
-            rv = ngx_env_gateway_parse_server(cf, &value[first], srv, 26379);
+            rv = ngx_env_gateway_parse_server(cf, &value[first], srv,
+                                             NGX_ENVGW_SENTINEL_PORT);
             if (rv != NGX_CONF_OK) {
                 return rv;
             }
@@ -969,14 +989,12 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (gmcf->sentinels) {
         /* the address comes from the Sentinels, in each worker */
-        ngx_memzero(srv, sizeof(ngx_env_gateway_server_t));
-        srv->db = -1;
-        srv->connect_timeout = 500;
-        srv->read_timeout = 1000;
+        ngx_env_gateway_server_init(srv);
         srv->name = gmcf->sentinel_name;
 
     } else {
-        rv = ngx_env_gateway_parse_server(cf, &value[1], srv, 6379);
+        rv = ngx_env_gateway_parse_server(cf, &value[1], srv,
+                                          NGX_ENVGW_REDIS_PORT);
         if (rv != NGX_CONF_OK) {
             return rv;
         }
@@ -1152,8 +1170,8 @@ ngx_env_gateway_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    gmcf->cache_ttl = 30000;
-    gmcf->cache_negative_ttl = 5000;
+    gmcf->cache_ttl = NGX_ENVGW_CACHE_TTL;
+    gmcf->cache_negative_ttl = NGX_ENVGW_CACHE_NEGATIVE_TTL;
     gmcf->cache_stale = 0;
     ngx_str_null(&name);
     size = 0;

@@ -1852,13 +1852,13 @@ fuzz_check_url(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_env_gateway_args_t     it;
     ngx_env_gateway_record_t  *rec;
 
-    if (ctx->waiter.slots[NGX_ENVGW_SLOT_INTEGRATION].status
+    if (ctx->waiter.slots[NGX_ENVGW_REC_INTEGRATION].status
         != NGX_ENVGW_FETCH_FOUND)
     {
         abort();
     }
 
-    rec = &ctx->waiter.slots[NGX_ENVGW_SLOT_INTEGRATION].rec;
+    rec = &ctx->waiter.slots[NGX_ENVGW_REC_INTEGRATION].rec;
     f = rec->fields;
     quad = NULL;
 
@@ -2026,13 +2026,13 @@ fuzz_check_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     /* the token: found, in force */
 
-    if (ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].status
+    if (ctx->waiter.slots[NGX_ENVGW_REC_TOKEN].status
         != NGX_ENVGW_FETCH_FOUND)
     {
         abort();
     }
 
-    tok = &ctx->waiter.slots[NGX_ENVGW_SLOT_TOKEN].rec;
+    tok = &ctx->waiter.slots[NGX_ENVGW_REC_TOKEN].rec;
     tf = tok->fields;
 
     if (tok->nfields != NGX_ENVGW_TOK_NFIELDS
@@ -2048,10 +2048,10 @@ fuzz_check_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     env_name = tf[NGX_ENVGW_TOK_ENV_NAME];
 
     if (ctx->env_req.len && !fuzz_eq(&ctx->env_req, &env_id)) {
-        env = &ctx->waiter.slots[NGX_ENVGW_SLOT_ENV].rec;
+        env = &ctx->waiter.slots[NGX_ENVGW_REC_ENV].rec;
 
         if (!(tok->flags & NGX_ENVGW_TOK_KIND_ADMIN)
-            || ctx->waiter.slots[NGX_ENVGW_SLOT_ENV].status
+            || ctx->waiter.slots[NGX_ENVGW_REC_ENV].status
                != NGX_ENVGW_FETCH_FOUND
             || !fuzz_eq(&env->fields[NGX_ENVGW_ENV_ID], &ctx->env_req)
             || !fuzz_eq(&env->fields[NGX_ENVGW_ENV_TEAM_ID],
@@ -2081,10 +2081,10 @@ fuzz_check_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     expect[3] = tf[NGX_ENVGW_TOK_TOKEN_ID];
 
     if (ctx->account_id.len) {
-        acc = &ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT].rec;
+        acc = &ctx->waiter.slots[NGX_ENVGW_REC_ACCOUNT].rec;
         af = acc->fields;
 
-        if (ctx->waiter.slots[NGX_ENVGW_SLOT_ACCOUNT].status
+        if (ctx->waiter.slots[NGX_ENVGW_REC_ACCOUNT].status
             != NGX_ENVGW_FETCH_FOUND
             || acc->nfields != NGX_ENVGW_ACC_NFIELDS
             || !(acc->flags & NGX_ENVGW_ACC_ACTIVE)

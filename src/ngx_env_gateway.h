@@ -134,8 +134,20 @@ typedef enum {
 #define NGX_ENVGW_ENV_NFIELDS        3
 
 /* tenant: pairs (integration, account id) */
-/* integration: upstream, then quads (resource, method, verb, path) */
+#define NGX_ENVGW_TEN_INTEGRATION    0
+#define NGX_ENVGW_TEN_ACCOUNT_ID     1
+#define NGX_ENVGW_TEN_NFIELDS        2      /* fields a pair */
+
+/* integration: the upstream, then a method a quad from NGX_ENVGW_INT_FIRST */
 #define NGX_ENVGW_INT_UPSTREAM       0
+#define NGX_ENVGW_INT_FIRST          1
+
+/* a method's quad, from its first field */
+#define NGX_ENVGW_INT_RESOURCE       0
+#define NGX_ENVGW_INT_METHOD         1
+#define NGX_ENVGW_INT_VERB           2
+#define NGX_ENVGW_INT_PATH           3
+#define NGX_ENVGW_INT_NFIELDS        4      /* fields a method */
 
 
 /*
@@ -193,12 +205,8 @@ typedef struct {
 } ngx_env_gateway_slot_t;
 
 
-#define NGX_ENVGW_SLOT_TOKEN         0
-#define NGX_ENVGW_SLOT_ACCOUNT       1
-#define NGX_ENVGW_SLOT_ENV           2
-#define NGX_ENVGW_SLOT_TENANT        3
-#define NGX_ENVGW_SLOT_INTEGRATION   4
-#define NGX_ENVGW_NSLOTS             5
+/* a waiter has a slot for each record kind, indexed by the kind */
+#define NGX_ENVGW_NSLOTS             NGX_ENVGW_REC_LAST
 
 
 /*
@@ -260,6 +268,11 @@ enum {
 
 /* ------------------------------------------------------------------ */
 /* per-request context                                                 */
+
+/* ngx_env_gateway_ctx_t.state */
+#define NGX_ENVGW_ST_NEW             0
+#define NGX_ENVGW_ST_WAIT            1      /* records or the body asked */
+#define NGX_ENVGW_ST_DONE            2
 
 /* identity headers set upstream, in this order (_boundary.c) */
 #define NGX_ENVGW_ID_ENVIRONMENT_ID  0
@@ -385,6 +398,10 @@ ngx_int_t ngx_env_gateway_token_syntax(ngx_str_t *token);
 void ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out);
 ngx_int_t ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *arg, ngx_str_t *out);
+ngx_int_t ngx_env_gateway_redact_line(ngx_http_request_t *r,
+    ngx_env_gateway_loc_conf_t *glcf);
+ngx_int_t ngx_env_gateway_redact_uri(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name);
 
 /* _args.c: the query, argument by argument */
 typedef struct {
@@ -460,6 +477,8 @@ ngx_int_t ngx_env_gateway_body_read(ngx_http_request_t *r,
 ngx_int_t ngx_env_gateway_body_parse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     const char **why);
+ngx_int_t ngx_env_gateway_body_account(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 
 /* _text.c: bounded output, measured then written by the same code */
 typedef struct {
@@ -497,6 +516,8 @@ ngx_int_t ngx_env_gateway_text_escaped(ngx_pool_t *pool, ngx_str_t *in,
     ngx_uint_t type, ngx_str_t *out);
 
 /* _route.c */
+ngx_uint_t ngx_env_gateway_route_name(ngx_str_t *rest, ngx_str_t *verb,
+    ngx_str_t *name);
 ngx_uint_t ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,
     ngx_str_t **quad, ngx_str_t *method_name);
@@ -504,16 +525,35 @@ ngx_int_t ngx_env_gateway_path_value_ok(ngx_str_t *v);
 ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
     ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
+ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal);
 ngx_int_t ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *fmt, ...);
+ngx_int_t ngx_env_gateway_refuse_msg(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t refusal, const char *why);
+ngx_int_t ngx_env_gateway_refuse_invalid(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, const char *why);
+const char *ngx_env_gateway_refusal_code(ngx_uint_t refusal);
+
+/* _request.c: what the request says, read at the start of a check */
+#define NGX_ENVGW_CONSUMED_MAX       4
+
+ngx_int_t ngx_env_gateway_request_read(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+ngx_uint_t ngx_env_gateway_request_consumed(ngx_env_gateway_loc_conf_t *glcf,
+    ngx_str_t *names);
+ngx_int_t ngx_env_gateway_id_syntax(ngx_str_t *id);
 
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
+
+/* _ctx.c */
 ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);
+ngx_env_gateway_ctx_t *ngx_env_gateway_create_ctx(ngx_http_request_t *r);
+void ngx_env_gateway_ctx_reset(ngx_env_gateway_ctx_t *ctx);
 
 #endif /* NGX_ENV_GATEWAY_H */

@@ -25,7 +25,7 @@
 #define NGX_ENVGW_BODY_MAX  (1024 * 1024)
 
 
-/* "x-www-form-urlencoded" from offset 12, lowercase as ngx_strlcasestrn wants */
+/* "x-www-form-urlencoded" from offset 12, lowercase for ngx_strlcasestrn */
 static ngx_str_t  ngx_env_gateway_form_type =
     ngx_string("application/x-www-form-urlencoded");
 
@@ -399,6 +399,58 @@ ngx_env_gateway_body_parse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         return ngx_env_gateway_body_json(r, ctx, glcf, &body, why);
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The account a body names, into ctx->body_account, when the backend
+ * could read an identity from the body: with a body field, every request
+ * with a body, whatever its verb (GET, DELETE, MERGE); any form body.
+ * NGX_OK (no body wanted, or read and parsed), NGX_AGAIN (being read),
+ * NGX_DONE (refused), or an error.
+ */
+ngx_int_t
+ngx_env_gateway_body_account(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf)
+{
+    ngx_int_t    rc;
+    const char  *why;
+
+    if (!ngx_env_gateway_body_wanted(r, glcf)) {
+        return NGX_OK;
+    }
+
+    if (!ctx->body_read) {
+        rc = ngx_env_gateway_body_read(r, ctx);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_env_gateway_refuse_invalid(r, ctx,
+                       "The request has a body the gateway must read, "
+                       "and a subrequest cannot read it first.");
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (!ctx->body_parsed) {
+        rc = ngx_env_gateway_body_parse(r, ctx, glcf, &why);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_env_gateway_refuse_invalid(r, ctx, why);
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: body read, names an account:%d",
+                   ctx->body_account.len != 0);
 
     return NGX_OK;
 }

@@ -18,8 +18,13 @@ typedef struct {
 } ngx_env_gateway_refusal_t;
 
 
-static ngx_env_gateway_refusal_t  ngx_env_gateway_refusals[] = {
-    { 200, "ok", "", ngx_null_string },
+/*
+ * The one list of refusals, in ngx_env_gateway_refusal_e's order: status,
+ * code (also the metrics' result label), fixed message.
+ */
+static ngx_env_gateway_refusal_t
+    ngx_env_gateway_refusals[NGX_ENVGW_NREFUSALS] = {
+    { 200, "allowed", "", ngx_null_string },
     { NGX_HTTP_UNAUTHORIZED, "missing_token",
       "A bearer token is required.", ngx_null_string },
     { NGX_HTTP_UNAUTHORIZED, "invalid_token",
@@ -329,4 +334,33 @@ ngx_env_gateway_refuse_detail(ngx_http_request_t *r,
                    refusal, ctx->detail.len);
 
     return ngx_env_gateway_refuse(r, ctx, refusal);
+}
+
+
+/* a refusal whose message says what was wrong (a NUL-terminated string) */
+ngx_int_t
+ngx_env_gateway_refuse_msg(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_uint_t refusal, const char *why)
+{
+    ctx->detail.data = (u_char *) why;
+    ctx->detail.len = ngx_strlen(why);
+
+    return ngx_env_gateway_refuse(r, ctx, refusal);
+}
+
+
+/* 400 invalid_request, saying why */
+ngx_int_t
+ngx_env_gateway_refuse_invalid(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, const char *why)
+{
+    return ngx_env_gateway_refuse_msg(r, ctx, NGX_ENVGW_INVALID_REQUEST, why);
+}
+
+
+/* the code of a refusal ("allowed" for NGX_ENVGW_OK), as metrics name it */
+const char *
+ngx_env_gateway_refusal_code(ngx_uint_t refusal)
+{
+    return ngx_env_gateway_refusals[refusal].code;
 }

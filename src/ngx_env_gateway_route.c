@@ -38,26 +38,70 @@ ngx_env_gateway_is_standard(ngx_str_t *name)
 /* the quad (resource, method, verb, path) of an integration record */
 static ngx_str_t *
 ngx_env_gateway_find_method(ngx_env_gateway_record_t *rec, ngx_str_t *res,
-    ngx_str_t *method, ngx_uint_t *resource_known)
+    ngx_str_t *method)
 {
     ngx_uint_t   i;
-    ngx_str_t   *f;
+    ngx_str_t   *q;
 
-    f = rec->fields;
+    for (i = NGX_ENVGW_INT_FIRST;
+         i + NGX_ENVGW_INT_NFIELDS <= rec->nfields;
+         i += NGX_ENVGW_INT_NFIELDS)
+    {
+        q = &rec->fields[i];
 
-    for (i = 1; i + 3 < rec->nfields; i += 4) {
-        if (ngx_env_gateway_str_ne(&f[i], res)) {
-            continue;
-        }
-
-        *resource_known = 1;
-
-        if (method && !ngx_env_gateway_str_ne(&f[i + 1], method)) {
-            return &f[i];
+        if (!ngx_env_gateway_str_ne(&q[NGX_ENVGW_INT_RESOURCE], res)
+            && !ngx_env_gateway_str_ne(&q[NGX_ENVGW_INT_METHOD], method))
+        {
+            return q;
         }
     }
 
     return NULL;
+}
+
+
+/*
+ * The standard method a request means, by its verb and whether it has a
+ * rest value; no record is needed.  NGX_ENVGW_OK: *name is a standard
+ * method; NGX_ENVGW_METHOD_NOT_FOUND: none, and *name is what a refusal
+ * names (the verb, or the rest).
+ */
+ngx_uint_t
+ngx_env_gateway_route_name(ngx_str_t *rest, ngx_str_t *verb, ngx_str_t *name)
+{
+    if (rest->len == 0) {
+        if (verb->len == 3 && ngx_strncmp(verb->data, "GET", 3) == 0) {
+            ngx_str_set(name, "list");
+
+        } else if (verb->len == 4 && ngx_strncmp(verb->data, "POST", 4) == 0) {
+            ngx_str_set(name, "create");
+
+        } else {
+            *name = *verb;
+            return NGX_ENVGW_METHOD_NOT_FOUND;
+        }
+
+        return NGX_ENVGW_OK;
+    }
+
+    if (verb->len == 3 && ngx_strncmp(verb->data, "GET", 3) == 0) {
+        ngx_str_set(name, "get");
+
+    } else if ((verb->len == 5 && ngx_strncmp(verb->data, "PATCH", 5) == 0)
+               || (verb->len == 3 && ngx_strncmp(verb->data, "PUT", 3) == 0))
+    {
+        ngx_str_set(name, "update");
+
+    } else if (verb->len == 6 && ngx_strncmp(verb->data, "DELETE", 6) == 0) {
+        ngx_str_set(name, "delete");
+
+    } else {
+        /* POST /proxy/contacts/merge where merge is not defined here */
+        *name = *rest;
+        return NGX_ENVGW_METHOD_NOT_FOUND;
+    }
+
+    return NGX_ENVGW_OK;
 }
 
 
@@ -70,22 +114,24 @@ ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
     ngx_str_t *resource, ngx_str_t *rest, ngx_str_t *verb,
     ngx_str_t **quad, ngx_str_t *method_name)
 {
-    ngx_str_t   *q;
-    ngx_uint_t   known;
+    ngx_str_t   *q, *declared;
+    ngx_uint_t   refusal;
 
-    known = 0;
     *quad = NULL;
 
     if (rest->len && !ngx_env_gateway_is_standard(rest)) {
-        q = ngx_env_gateway_find_method(rec, resource, rest, &known);
+        q = ngx_env_gateway_find_method(rec, resource, rest);
 
         if (q) {
             *method_name = *rest;
             *quad = q;
 
             /* a custom method answers only to its declared verb */
-            if (q[2].len != verb->len
-                || ngx_strncasecmp(q[2].data, verb->data, verb->len) != 0)
+            declared = &q[NGX_ENVGW_INT_VERB];
+
+            if (declared->len != verb->len
+                || ngx_strncasecmp(declared->data, verb->data, verb->len)
+                   != 0)
             {
                 return NGX_ENVGW_METHOD_NOT_ALLOWED;
             }
@@ -94,49 +140,44 @@ ngx_env_gateway_route_select(ngx_env_gateway_record_t *rec,
         }
     }
 
-    if (rest->len == 0) {
-        if (verb->len == 3 && ngx_strncmp(verb->data, "GET", 3) == 0) {
-            ngx_str_set(method_name, "list");
+    refusal = ngx_env_gateway_route_name(rest, verb, method_name);
 
-        } else if (verb->len == 4 && ngx_strncmp(verb->data, "POST", 4) == 0) {
-            ngx_str_set(method_name, "create");
+    if (refusal != NGX_ENVGW_OK) {
+        return refusal;
+    }
 
-        } else {
-            *method_name = *verb;
-            return NGX_ENVGW_METHOD_NOT_FOUND;
-        }
+    *quad = ngx_env_gateway_find_method(rec, resource, method_name);
 
-    } else {
-        if (verb->len == 3 && ngx_strncmp(verb->data, "GET", 3) == 0) {
-            ngx_str_set(method_name, "get");
+    return (*quad == NULL) ? NGX_ENVGW_METHOD_NOT_FOUND : NGX_ENVGW_OK;
+}
 
-        } else if ((verb->len == 5
-                    && ngx_strncmp(verb->data, "PATCH", 5) == 0)
-                   || (verb->len == 3
-                       && ngx_strncmp(verb->data, "PUT", 3) == 0))
-        {
-            ngx_str_set(method_name, "update");
 
-        } else if (verb->len == 6 && ngx_strncmp(verb->data, "DELETE", 6) == 0)
-        {
-            ngx_str_set(method_name, "delete");
+/* nginx's method flag of a verb, as ngx_http_parse_request_line sets it */
+ngx_uint_t
+ngx_env_gateway_method_flag(ngx_str_t *verb)
+{
+    ngx_uint_t  i;
 
-        } else {
-            /* POST /proxy/contacts/merge where merge is not defined here */
-            *method_name = *rest;
-            return NGX_ENVGW_METHOD_NOT_FOUND;
+    static struct {
+        ngx_str_t   name;
+        ngx_uint_t  flag;
+    } methods[] = {
+        { ngx_string("GET"), NGX_HTTP_GET },
+        { ngx_string("HEAD"), NGX_HTTP_HEAD },
+        { ngx_string("POST"), NGX_HTTP_POST },
+        { ngx_string("PUT"), NGX_HTTP_PUT },
+        { ngx_string("DELETE"), NGX_HTTP_DELETE },
+        { ngx_string("PATCH"), NGX_HTTP_PATCH },
+        { ngx_string("OPTIONS"), NGX_HTTP_OPTIONS }
+    };
+
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (!ngx_env_gateway_str_ne(&methods[i].name, verb)) {
+            return methods[i].flag;
         }
     }
 
-    q = ngx_env_gateway_find_method(rec, resource, method_name, &known);
-
-    if (q == NULL) {
-        return NGX_ENVGW_METHOD_NOT_FOUND;
-    }
-
-    *quad = q;
-
-    return NGX_ENVGW_OK;
+    return NGX_HTTP_UNKNOWN;
 }
 
 

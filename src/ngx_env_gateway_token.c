@@ -1,5 +1,7 @@
 /*
- * env_gateway: bearer token extraction and hashing.  Pure code.
+ * env_gateway: bearer token extraction and hashing (pure code), and the
+ * credential kept out of the request line, $request_uri and the query
+ * that goes upstream.
  *
  * Only the SHA-256 of a token is ever looked up, logged as a key or kept:
  * the raw token lives in the request's header buffer and nowhere else.
@@ -258,6 +260,151 @@ ngx_env_gateway_redact(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *arg,
 
     out->data = start;
     out->len = dst - start;
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* the credential kept out of logs and out of the upstream query       */
+
+/*
+ * A credential in the query must not reach a log line: nginx appends the
+ * request line to every error line of this request, and $request_uri
+ * would carry it into access logs.
+ */
+ngx_int_t
+ngx_env_gateway_redact_line(ngx_http_request_t *r,
+    ngx_env_gateway_loc_conf_t *glcf)
+{
+    if (r != r->main || r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_env_gateway_redact(r->pool, &r->request_line, &glcf->token_arg,
+                               &r->request_line)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (glcf->hide_credentials) {
+        if (ngx_env_gateway_redact(r->pool, &r->unparsed_uri,
+                                   &glcf->token_arg, &r->unparsed_uri)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        r->valid_unparsed_uri = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request target carries a copy of the credential somewhere a name
+ * cannot tell: the request line nginx logs, $request_uri and $args lose
+ * the whole target (method and protocol are kept).
+ */
+ngx_int_t
+ngx_env_gateway_redact_uri(ngx_http_request_t *r)
+{
+    u_char                  *sp, *last, *lsp;
+    ngx_int_t                rc;
+    ngx_env_gateway_text_t   t;
+
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    if (r != r->main || r->request_line.len == 0) {
+        return NGX_OK;
+    }
+
+    last = r->request_line.data + r->request_line.len;
+    sp = ngx_strlchr(r->request_line.data, last, ' ');
+
+    for (lsp = last; lsp > r->request_line.data && lsp[-1] != ' '; lsp--) {
+        /* void */
+    }
+
+    if (sp == NULL) {
+        sp = last;
+    }
+
+    lsp = (lsp > sp + 1) ? lsp - 1 : last;
+
+    ngx_env_gateway_text_init(&t);
+
+    do {
+        ngx_env_gateway_text_bytes(&t, r->request_line.data,
+                                   sp - r->request_line.data);
+        ngx_env_gateway_text_literal(&t, " ");
+        ngx_env_gateway_text_str(&t, &redacted);
+        ngx_env_gateway_text_bytes(&t, lsp, last - lsp);
+    } while ((rc = ngx_env_gateway_text_next(&t, r->pool)) == NGX_AGAIN);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_env_gateway_text_string(&t, &r->request_line);
+
+    r->unparsed_uri = redacted;
+    r->valid_unparsed_uri = 0;
+    ngx_str_null(&r->args);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Drop the arguments named "name" (byte for byte, as the boundary allows
+ * no other spelling) from the query forwarded upstream.  The new query is
+ * never longer than the old one: every kept argument is copied once.
+ */
+ngx_int_t
+ngx_env_gateway_strip_arg(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                  *start, *dst, *end;
+    ngx_env_gateway_arg_t    arg;
+    ngx_env_gateway_args_t   it;
+
+    if (r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    start = ngx_pnalloc(r->pool, r->args.len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = start;
+    end = start + r->args.len;
+
+    ngx_env_gateway_args_init(&it, &r->args);
+
+    while (ngx_env_gateway_args_next(&it, &arg) == NGX_OK) {
+        if (ngx_env_gateway_arg_match(&arg, name) == NGX_ENVGW_ARG_EXACT) {
+            continue;
+        }
+
+        if ((size_t) (end - dst) < arg.raw.len + (dst != start)) {
+            return NGX_ERROR;
+        }
+
+        if (dst != start) {
+            *dst++ = '&';
+        }
+
+        dst = ngx_cpymem(dst, arg.raw.data, arg.raw.len);
+    }
+
+    if ((size_t) (dst - start) != r->args.len) {
+        r->args.data = start;
+        r->args.len = dst - start;
+        r->valid_unparsed_uri = 0;
+    }
 
     return NGX_OK;
 }
