@@ -355,19 +355,24 @@ ngx_int_t ngx_env_gateway_cache_create(ngx_conf_t *cf,
     ngx_env_gateway_main_conf_t *gmcf, ngx_str_t *name, size_t size);
 ngx_int_t ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_pool_t *pool, ngx_env_gateway_record_t *rec, ngx_uint_t *negative);
-void ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
-    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale);
+ngx_uint_t ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
+    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale,
+    ngx_atomic_uint_t epoch);
 void ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key);
 void ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone);
+ngx_atomic_uint_t ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone);
+ngx_uint_t ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone,
+    ngx_uint_t add);
 void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
     size_t *bytes);
 
 /* _metrics.c */
+/* counters are only ever written here and read by the handler */
+#define ngx_env_gateway_metric_inc(i)  ngx_env_gateway_metric_add(i, 1)
+
 ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
-void ngx_env_gateway_metric_inc(ngx_uint_t i);
+void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
-ngx_atomic_uint_t ngx_env_gateway_metric_get(ngx_uint_t i);
-ngx_uint_t ngx_env_gateway_subscriber_overlap(ngx_uint_t add);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
 /* _records.c */

@@ -29,7 +29,7 @@
 typedef struct {
     ngx_str_node_t      sn;         /* murmur2 of the key, the key */
     ngx_uint_t          kind;
-    ngx_atomic_uint_t   epoch;      /* invalidations seen when sent */
+    ngx_atomic_uint_t   epoch;      /* the cache's, when sent */
     ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
 } ngx_env_gateway_inflight_t;
 
@@ -62,7 +62,6 @@ ngx_env_gateway_invalidate(ngx_str_t *key)
         return;
     }
 
-    /* first the epoch, so an answer in flight is not stored afterwards */
     ngx_env_gateway_metric_inc(key ? NGX_ENVGW_M_INVALIDATIONS
                                    : NGX_ENVGW_M_CACHE_FLUSHES);
 
@@ -74,14 +73,6 @@ ngx_env_gateway_invalidate(ngx_str_t *key)
     }
 
     ngx_env_gateway_cache_delete(gmcf->cache_zone, key);
-}
-
-
-static ngx_atomic_uint_t
-ngx_env_gateway_epoch(void)
-{
-    return ngx_env_gateway_metric_get(NGX_ENVGW_M_INVALIDATIONS)
-           + ngx_env_gateway_metric_get(NGX_ENVGW_M_CACHE_FLUSHES);
 }
 
 
@@ -182,7 +173,8 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_memcpy(f->sn.str.data, key.data, key.len);
         f->kind = kind;
         f->sn.node.key = hash;
-        f->epoch = ngx_env_gateway_epoch();
+        f->epoch = gmcf->cache_zone
+                   ? ngx_env_gateway_cache_epoch(gmcf->cache_zone) : 0;
         ngx_queue_init(&f->waiters);
 
         argv[0] = "GET";
@@ -223,7 +215,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     u_char                      *blob;
     size_t                       blob_len;
     ngx_int_t                    rc;
-    ngx_uint_t                   status;
+    ngx_uint_t                   status, evicted;
     ngx_log_t                   *log;
     ngx_queue_t                 *q;
     ngx_http_request_t          *r;
@@ -277,16 +269,23 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
 
     gmcf = ngx_env_gateway_gmcf;
 
-    if (gmcf->cache_zone && f->epoch == ngx_env_gateway_epoch()) {
+    evicted = 0;
+
+    if (gmcf->cache_zone) {
         if (status == NGX_ENVGW_FETCH_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, blob,
-                                      blob_len, gmcf->cache_ttl,
-                                      gmcf->cache_stale);
+            evicted = ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str,
+                                                blob, blob_len,
+                                                gmcf->cache_ttl,
+                                                gmcf->cache_stale, f->epoch);
 
         } else if (status == NGX_ENVGW_FETCH_NOT_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, NULL, 0,
-                                      gmcf->cache_negative_ttl, 0);
+            evicted = ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str,
+                                                NULL, 0,
+                                                gmcf->cache_negative_ttl, 0,
+                                                f->epoch);
         }
+
+        ngx_env_gateway_metric_add(NGX_ENVGW_M_CACHE_EVICTIONS, evicted);
     }
 
     while (!ngx_queue_empty(&f->waiters)) {

@@ -942,7 +942,7 @@ ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc, ngx_str_t *key)
 static void
 ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc)
 {
-    if (!ngx_env_gateway_subscriber_overlap(1) || rc->ever_subscribed) {
+    if (!ngx_env_gateway_cache_subscribers(rc->gmcf->cache_zone, 1) || rc->ever_subscribed) {
         ngx_env_gateway_invalidate(NULL);
     }
 
@@ -976,7 +976,7 @@ ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc)
 static void
 ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc)
 {
-    (void) ngx_env_gateway_subscriber_overlap(0);
+    (void) ngx_env_gateway_cache_subscribers(rc->gmcf->cache_zone, 0);
 }
 
 
