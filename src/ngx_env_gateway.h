@@ -2,7 +2,9 @@
  * env_gateway: types shared by the module's files.
  *
  * The request path is: access handler (_access.c) -> fetch layer (_fetch.c,
- * coalescing and, later, the shared cache) -> Redis client (_redis.c).
+ * coalescing, the shared cache of _cache.c) -> Redis transport (_redis.c).
+ * The transport never calls back up: the fetch layer registers on its
+ * hooks (ngx_env_gateway_subscriber_hooks) for invalidations.
  * Records arrive as JSON, are parsed once (_records.c) into a flat "blob"
  * (a header and length-prefixed strings) that can be copied into a request
  * pool, or into shared memory, with a single memcpy.
@@ -328,7 +330,7 @@ typedef struct {
 extern ngx_module_t  ngx_env_gateway_module;
 
 
-/* _redis.c */
+/* _redis.c: the worker's Redis transport (_redis.h has its insides) */
 typedef void (*ngx_env_gateway_redis_handler_pt)(void *data,
     redisReply *reply);
 
@@ -342,13 +344,22 @@ ngx_int_t ngx_env_gateway_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
     void *data);
 
+/* _subscriber.c: what the invalidation channel tells who registered */
+typedef struct {
+    void                       (*changed)(ngx_str_t *key);  /* "*": all */
+    void                       (*subscribed)(ngx_uint_t again);
+    void                       (*unsubscribed)(void);
+} ngx_env_gateway_subscriber_hooks_t;
+
+void ngx_env_gateway_subscriber_hooks(
+    ngx_env_gateway_subscriber_hooks_t *hooks);
+
 /* _fetch.c */
 ngx_int_t ngx_env_gateway_fetch(ngx_http_request_t *r,
     ngx_env_gateway_slot_t *slot, ngx_uint_t kind, ngx_str_t *family,
     ngx_str_t *id, ngx_str_t *id2);
 void ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w);
 void ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf);
-void ngx_env_gateway_invalidate(ngx_str_t *key);
 
 /* _cache.c */
 ngx_int_t ngx_env_gateway_cache_create(ngx_conf_t *cf,

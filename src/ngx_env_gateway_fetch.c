@@ -35,11 +35,20 @@ typedef struct {
 
 
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_invalidate(ngx_str_t *key);
+static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
+static void ngx_env_gateway_fetch_unsubscribed(void);
 
 
 static ngx_rbtree_t                  ngx_env_gateway_inflight;
 static ngx_rbtree_node_t             ngx_env_gateway_inflight_sentinel;
 static ngx_env_gateway_main_conf_t  *ngx_env_gateway_gmcf;
+
+static ngx_env_gateway_subscriber_hooks_t  ngx_env_gateway_fetch_hooks = {
+    ngx_env_gateway_invalidate,
+    ngx_env_gateway_fetch_subscribed,
+    ngx_env_gateway_fetch_unsubscribed
+};
 
 
 void
@@ -49,18 +58,19 @@ ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf)
     ngx_rbtree_init(&ngx_env_gateway_inflight,
                     &ngx_env_gateway_inflight_sentinel,
                     ngx_str_rbtree_insert_value);
+
+    /* the cache follows the invalidation channel */
+    if (gmcf->cache_zone) {
+        ngx_env_gateway_subscriber_hooks(&ngx_env_gateway_fetch_hooks);
+    }
 }
 
 
-/* a key changed in Redis (key == NULL: anything may have) */
-void
+/* a key changed in Redis (key == NULL or "*": anything may have) */
+static void
 ngx_env_gateway_invalidate(ngx_str_t *key)
 {
     ngx_env_gateway_main_conf_t  *gmcf = ngx_env_gateway_gmcf;
-
-    if (gmcf == NULL || gmcf->cache_zone == NULL) {
-        return;
-    }
 
     ngx_env_gateway_metric_inc(key ? NGX_ENVGW_M_INVALIDATIONS
                                    : NGX_ENVGW_M_CACHE_FLUSHES);
@@ -73,6 +83,31 @@ ngx_env_gateway_invalidate(ngx_str_t *key)
     }
 
     ngx_env_gateway_cache_delete(gmcf->cache_zone, key);
+}
+
+
+/*
+ * A re-subscription follows a gap in which messages may have been lost:
+ * drop everything.  The first one at worker start needs no drop unless no
+ * other process is subscribed (the zone may have been kept over a gap).
+ */
+static void
+ngx_env_gateway_fetch_subscribed(ngx_uint_t again)
+{
+    if (!ngx_env_gateway_cache_subscribers(ngx_env_gateway_gmcf->cache_zone,
+                                           1)
+        || again)
+    {
+        ngx_env_gateway_invalidate(NULL);
+    }
+}
+
+
+static void
+ngx_env_gateway_fetch_unsubscribed(void)
+{
+    (void) ngx_env_gateway_cache_subscribers(ngx_env_gateway_gmcf->cache_zone,
+                                             0);
 }
 
 

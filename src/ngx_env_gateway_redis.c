@@ -1,5 +1,5 @@
 /*
- * env_gateway: the per-worker Redis client.
+ * env_gateway: a Redis connection, and the worker's lookup connection.
  *
  * nginx owns the socket (ngx_event_connect_peer, c->recv, c->send, nginx
  * timers); hiredis only encodes commands (redisFormatCommandArgv) and decodes
@@ -15,24 +15,23 @@
  * is closed (the replies still due on it would no longer match the FIFO).
  *
  * Failure policy (fail closed, fail fast): on a connect error, a timeout, a
- * closed socket or a protocol error the connection is dropped.  Lookups
+ * closed socket or a protocol error (ngx_env_gateway_redis_ft_e) the
+ * connection is dropped, and the failure logged once, with errno.  Lookups
  * that were written on it and are within their deadline are re-sent once,
  * on a new connection, within that same deadline (a GET is safe to
- * repeat): a connection that Redis or
- * a load balancer closed (idle timeout, CLIENT KILL, a reset) costs a
- * reconnect, not an answer.  Every other outstanding command is answered
- * with a NULL reply (the caller turns that into 503).  A connection that
- * answered is reopened at once to the same server; otherwise the next server
- * of the failover list is tried, and when the whole list failed, a
- * reconnect timer backs off from 50ms to 500ms.  While disconnected, new
- * commands are refused at once instead of queueing.  Commands queued while
- * connecting were never sent: when that connect fails they move on to the
- * next server instead of failing.  Connected to a later server, the lookup
- * connection probes the first one every primary_retry with a plain TCP
- * connect and moves back (when idle) once it answers, so a healed primary
- * is used again.  The subscriber stays where it is while healthy: moving it
- * would open a gap in the invalidations (and with it a whole-cache drop),
- * and a replica gets the primary's messages anyway.
+ * repeat): a connection that Redis or a load balancer closed (idle timeout,
+ * CLIENT KILL, a reset) costs a reconnect, not an answer.  Every other
+ * outstanding command is answered with a NULL reply (the caller turns that
+ * into 503).  A connection that answered is reopened at once to the same
+ * server; otherwise the next server of the failover list is tried, and when
+ * the whole list failed, a reconnect timer backs off from 50ms to 500ms.
+ * While disconnected, new commands are refused at once instead of queueing.
+ * Commands queued while connecting were never sent: when that connect
+ * fails they move on to the next server instead of failing.  Connected to a
+ * later server, the lookup connection probes the first one every
+ * primary_retry with a plain TCP connect and moves back (when idle) once it
+ * answers, so a healed primary is used again.  Subscribers stay where they
+ * are while healthy (_subscriber.c).
  *
  * Sizes: no reply may exceed max_record.  The reader's object functions are
  * wrapped so that an aggregate announcing more elements than max_record
@@ -41,30 +40,17 @@
  * closes the connection without being buffered whole.  A GET whose reply
  * is a string above the limit gets ngx_env_gateway_redis_oversize instead.
  *
- * Each worker also keeps a subscriber connection on <prefix>invalidate:
- * a message names a changed key, which is dropped from the shared cache.
- * After a gap in that subscription (reconnect), the whole cache is dropped,
- * since nothing in it can be known to be fresh.
- *
- * With "env_gateway_redis sentinel=NAME ...", the one server's address is
- * asked of the Sentinels (SENTINEL get-master-addr-by-name) before each
- * connect that follows a failure, and a second Sentinel connection listens
- * to +switch-master so a failover moves every connection at once.
+ * The worker's connections are started here: the Sentinels' first
+ * (_sentinel.c), then the lookup connection, then the invalidation
+ * subscriber (_subscriber.c).
  */
 
-#include "ngx_env_gateway.h"
+#include "ngx_env_gateway_redis.h"
 
-#include <hiredis/hiredis.h>
-
-
-#define NGX_ENVGW_REDIS_DISCONNECTED  0
-#define NGX_ENVGW_REDIS_CONNECTING    1
-#define NGX_ENVGW_REDIS_READY         2
 
 #define NGX_ENVGW_BACKOFF_MIN         50
 #define NGX_ENVGW_BACKOFF_MAX         500
 #define NGX_ENVGW_OUT_MIN             16384
-#define NGX_ENVGW_PING_INTERVAL       5000
 
 /*
  * The bytes around a bulk string's data: "$", up to 20 digits, two CRLFs.
@@ -74,11 +60,6 @@
 
 /* the shortest RESP element ("+\r\n"): bounds an aggregate's count */
 #define NGX_ENVGW_RESP_MIN_ELEMENT    3
-
-/* how drop() treats the first outstanding command */
-#define NGX_ENVGW_HEAD_RETRY          0   /* like the others */
-#define NGX_ENVGW_HEAD_FAIL           1   /* its reply was unusable */
-#define NGX_ENVGW_HEAD_OVERSIZE       2   /* its reply was above max_record */
 
 
 typedef struct {
@@ -95,67 +76,9 @@ typedef struct {
 } ngx_env_gateway_cmd_t;
 
 
-typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
-
-typedef void (*ngx_env_gateway_redis_event_pt)(ngx_env_gateway_redis_t *rc);
-typedef void (*ngx_env_gateway_redis_message_pt)(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
-
-struct ngx_env_gateway_redis_s {
-    ngx_env_gateway_main_conf_t       *gmcf;
-    ngx_array_t                       *servers;   /* failover list */
-    ngx_str_t                          channel;   /* subscribers only */
-    ngx_env_gateway_redis_message_pt   on_message;
-    ngx_env_gateway_redis_event_pt     on_subscribed;
-    ngx_env_gateway_redis_event_pt     on_unsubscribed;
-    const char                        *role;      /* for log lines */
-    ngx_uint_t                         current;   /* server index */
-    ngx_uint_t                         failures;  /* in a row, this round */
-    ngx_uint_t                         state;
-    ngx_peer_connection_t              peer;
-    ngx_connection_t                  *c;
-    ngx_uint_t                         generation; /* of c: a handler may
-                                                      replace it */
-    redisReader                       *reader;
-    size_t                             max_record;
-    off_t                              fed;       /* bytes read on c */
-    off_t                              mark;      /* where the reply being
-                                                     read starts */
-    int                                refused;   /* elements announced */
-    ngx_msec_t                         resend_deadline; /* the earliest of
-                                                      the commands re-sent */
-
-    u_char                            *out;       /* outbound buffer */
-    size_t                             out_pos;
-    size_t                             out_len;
-    size_t                             out_size;
-
-    ngx_queue_t                        cmds;      /* awaiting replies */
-    ngx_queue_t                        free;      /* spare command structs */
-    ngx_uint_t                         ncmds;
-
-    ngx_event_t                        flush;
-    ngx_event_t                        reconnect;
-    ngx_event_t                        primary;   /* return to server 0 */
-    ngx_peer_connection_t              probe;     /* is server 0 back? */
-    ngx_event_t                        ping;      /* subscriber health */
-    ngx_msec_t                         backoff;
-    ngx_log_t                         *log;
-
-    unsigned                           subscriber:1;
-    unsigned                           subscribed:1;
-    unsigned                           ever_subscribed:1;
-    unsigned                           resolving:1; /* asking Sentinels */
-    unsigned                           healthy:1; /* c gave a good reply */
-};
-
-
-static void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc,
-    const char *why);
 static void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
-    ngx_err_t err, const char *why, ngx_uint_t head);
+    ngx_uint_t ft, ngx_err_t err, const char *why);
 static void ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
 static void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
@@ -171,38 +94,16 @@ static ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
     ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_handshake_reply(void *data,
     redisReply *reply);
-
-
 static void ngx_env_gateway_redis_primary_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_probe_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
-static void ngx_env_gateway_redis_ping_handler(ngx_event_t *ev);
-static void ngx_env_gateway_redis_subscribed(void *data, redisReply *reply);
-static void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
-static ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc,
-    int argc, const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
 static void ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc,
     redisReply *reply);
 
 
-static void ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
-static void ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_sentinel_reply(void *data, redisReply *reply);
-static void ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
-
-
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_redis_sub;  /* invalidate */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel;   /* queries */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel_sub;
-static ngx_uint_t                ngx_env_gateway_sentinel_asking;
+static ngx_uint_t                ngx_env_gateway_redis_exiting;
 
 /* hiredis' reply functions, with createArray bounded by max_record */
 static redisReplyObjectFunctions   ngx_env_gateway_reply_fn;
@@ -242,7 +143,7 @@ ngx_env_gateway_redis_log_handler(ngx_log_t *log, u_char *buf, size_t len)
 }
 
 
-static ngx_env_gateway_redis_t *
+ngx_env_gateway_redis_t *
 ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
     const char *role)
@@ -287,11 +188,6 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     rc->primary.log = rc->log;
     rc->primary.cancelable = 1;
 
-    rc->ping.handler = ngx_env_gateway_redis_ping_handler;
-    rc->ping.data = rc;
-    rc->ping.log = rc->log;
-    rc->ping.cancelable = 1;
-
     return rc;
 }
 
@@ -302,64 +198,39 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
 {
     ngx_env_gateway_redis_t  *rc;
 
-    static ngx_str_t  switch_master = ngx_string("+switch-master");
+    ngx_env_gateway_redis_exiting = 0;
 
-    if (gmcf->sentinels) {
-        ngx_env_gateway_sentinel = ngx_env_gateway_redis_create(cycle, gmcf,
-                                       gmcf->sentinels, " (sentinel)");
-        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->sentinels,
-                                          " (sentinel events)");
-        if (ngx_env_gateway_sentinel == NULL || rc == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc->subscriber = 1;
-        rc->channel = switch_master;
-        rc->on_message = ngx_env_gateway_sentinel_switch;
-        ngx_env_gateway_sentinel_sub = rc;
-
-        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel);
-        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel_sub);
-    }
-
-    ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf,
-                                                         gmcf->servers,
-                                                         " (lookups)");
-    if (ngx_env_gateway_redis == NULL) {
+    if (gmcf->sentinels
+        && ngx_env_gateway_sentinel_init(cycle, gmcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_env_gateway_redis_connect(ngx_env_gateway_redis);
-
-    if (gmcf->cache_zone) {
-        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
-                                          " (invalidations)");
-        if (rc == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc->subscriber = 1;
-        rc->channel = gmcf->channel;
-        rc->on_message = ngx_env_gateway_inval_message;
-        rc->on_subscribed = ngx_env_gateway_inval_subscribed;
-        rc->on_unsubscribed = ngx_env_gateway_inval_unsubscribed;
-        ngx_env_gateway_redis_sub = rc;
-
-        ngx_env_gateway_redis_connect(rc);
+    rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
+                                      " (lookups)");
+    if (rc == NULL) {
+        return NGX_ERROR;
     }
 
-    return NGX_OK;
+    if (gmcf->sentinels) {
+        ngx_env_gateway_sentinel_attach(rc);
+    }
+
+    ngx_env_gateway_redis = rc;
+    ngx_env_gateway_redis_connect(rc);
+
+    return ngx_env_gateway_subscriber_init(cycle, gmcf);
 }
 
 
-static void
+void
 ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
 {
     if (rc == NULL) {
         return;
     }
 
-    ngx_env_gateway_redis_fail(rc, NULL);
+    ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_SHUTDOWN, NULL);
 
     if (rc->reconnect.timer_set) {
         ngx_del_timer(&rc->reconnect);
@@ -368,35 +239,23 @@ ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
     if (rc->primary.timer_set) {
         ngx_del_timer(&rc->primary);
     }
-
-    if (rc->ping.timer_set) {
-        ngx_del_timer(&rc->ping);
-    }
 }
 
 
 void
 ngx_env_gateway_redis_exit_worker(void)
 {
-    ngx_env_gateway_redis_t  *rc, *sub;
+    ngx_env_gateway_redis_t  *rc;
 
-    ngx_env_gateway_redis_t  *sq, *sw;
+    /* no reconnects, no error lines, new lookups refused */
+    ngx_env_gateway_redis_exiting = 1;
 
     rc = ngx_env_gateway_redis;
-    sub = ngx_env_gateway_redis_sub;
-    sq = ngx_env_gateway_sentinel;
-    sw = ngx_env_gateway_sentinel_sub;
-
-    /* "shutdown" for fail(): no reconnects, no error lines */
     ngx_env_gateway_redis = NULL;
-    ngx_env_gateway_redis_sub = NULL;
-    ngx_env_gateway_sentinel = NULL;
-    ngx_env_gateway_sentinel_sub = NULL;
 
     ngx_env_gateway_redis_close(rc);
-    ngx_env_gateway_redis_close(sub);
-    ngx_env_gateway_redis_close(sq);
-    ngx_env_gateway_redis_close(sw);
+    ngx_env_gateway_subscriber_exit();
+    ngx_env_gateway_sentinel_exit();
 }
 
 
@@ -419,7 +278,7 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
     const char **argv, const size_t *argvlen,
     ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry)
@@ -642,7 +501,7 @@ ngx_env_gateway_redis_reader(ngx_env_gateway_redis_t *rc)
 }
 
 
-static void
+void
 ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
 {
     ngx_int_t                  rv;
@@ -655,8 +514,18 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->state = NGX_ENVGW_REDIS_CONNECTING;
 
     if (srv->sockaddr == NULL || !srv->resolved) {
-        /* the address comes from the Sentinels; commands queue meanwhile */
-        ngx_env_gateway_sentinel_resolve(rc);
+        if (rc->resolve == NULL) {
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_NO_MASTER,
+                                       "no address");
+            return;
+        }
+
+        /* the address is asked for (Sentinels); commands queue meanwhile */
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: asking for the address",
+                       rc->role);
+
+        rc->resolve(rc);
         return;
     }
 
@@ -686,7 +555,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
         }
 
         /* ngx_event_connect_peer() logged why, with errno and the role */
-        ngx_env_gateway_redis_fail(rc, NULL);
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_CONNECT, NULL);
         return;
     }
 
@@ -702,11 +571,15 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
 
     rc->reader = ngx_env_gateway_redis_reader(rc);
     if (rc->reader == NULL) {
-        ngx_env_gateway_redis_fail(rc, "redisReaderCreate() failed");
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                   "redisReaderCreate() failed");
         return;
     }
 
     if (rv == NGX_AGAIN) {
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: connect in progress", rc->role);
+
         ngx_add_timer(c->write, srv->connect_timeout);
         return;
     }
@@ -815,20 +688,11 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         ngx_queue_add(&rc->cmds, &handshake);
     }
 
-    if (rc->subscriber) {
-        argv[0] = "SUBSCRIBE";
-        argvlen[0] = 9;
-        argv[1] = (const char *) rc->channel.data;
-        argvlen[1] = rc->channel.len;
-
-        if (ngx_env_gateway_redis_send(rc, 2, argv, argvlen,
-                                       ngx_env_gateway_redis_subscribed, rc,
-                                       0)
-            != NGX_OK)
-        {
-            ngx_env_gateway_redis_fail(rc, "out of memory");
-            return;
-        }
+    /* a subscriber's SUBSCRIBE goes after the handshake */
+    if (rc->connected && rc->connected(rc) != NGX_OK) {
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                   "out of memory");
+        return;
     }
 
     ngx_env_gateway_redis_flush(rc);
@@ -842,66 +706,11 @@ nomem:
     ngx_queue_init(&rc->cmds);
     ngx_queue_add(&rc->cmds, &handshake);
 
-    ngx_env_gateway_redis_fail(rc, "out of memory");
+    ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL, "out of memory");
 }
 
 
-static void
-ngx_env_gateway_redis_subscribed(void *data, redisReply *reply)
-{
-    ngx_env_gateway_redis_t  *rc = data;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: SUBSCRIBE %V refused", &rc->channel);
-        ngx_env_gateway_redis_fail(rc, "subscribe failed");
-        return;
-    }
-
-    rc->subscribed = 1;
-
-    if (rc->on_subscribed) {
-        rc->on_subscribed(rc);
-    }
-
-    if (!rc->ping.timer_set) {
-        ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
-    }
-}
-
-
-static void
-ngx_env_gateway_redis_ping_handler(ngx_event_t *ev)
-{
-    const char               *argv[1];
-    size_t                    argvlen[1];
-    ngx_env_gateway_redis_t  *rc = ev->data;
-
-    if (rc->state != NGX_ENVGW_REDIS_READY || !rc->subscribed) {
-        return;
-    }
-
-    /* a silent peer is found by the read timeout of this PING */
-    argv[0] = "PING";
-    argvlen[0] = 4;
-
-    if (ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
-                                   ngx_env_gateway_redis_ignore, rc, 0)
-        != NGX_OK)
-    {
-        ngx_env_gateway_redis_fail(rc, "out of memory");
-        return;
-    }
-
-    ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
-}
-
-
-static void
+void
 ngx_env_gateway_redis_ignore(void *data, redisReply *reply)
 {
 }
@@ -927,56 +736,28 @@ ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc, redisReply *reply)
 }
 
 
-static void
-ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc, ngx_str_t *key)
+/* a sibling connection found Redis answering: the lookups reconnect now */
+void
+ngx_env_gateway_redis_nudge(void)
 {
-    ngx_env_gateway_invalidate(key);
-}
+    ngx_env_gateway_redis_t  *rc;
 
+    rc = ngx_env_gateway_redis;
 
-/*
- * A re-subscription follows a gap in which messages may have been lost:
- * drop everything.  The first one at worker start needs no drop unless no
- * other process is subscribed (the zone may have been kept over a gap).
- */
-static void
-ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc)
-{
-    if (!ngx_env_gateway_cache_subscribers(rc->gmcf->cache_zone, 1) || rc->ever_subscribed) {
-        ngx_env_gateway_invalidate(NULL);
-    }
-
-    rc->ever_subscribed = 1;
-
-    /*
-     * Redis is back: the dropped entries are about to be asked for, so the
-     * lookup connection must not sit out the rest of its backoff.
-     */
-    ngx_env_gateway_redis_nudge(ngx_env_gateway_redis);
-}
-
-
-/* a sibling connection found Redis answering: reconnect now */
-static void
-ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc)
-{
     if (rc == NULL || rc->state != NGX_ENVGW_REDIS_DISCONNECTED
         || !rc->reconnect.timer_set)
     {
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: reconnecting now, not after "
+                   "the backoff", rc->role);
+
     ngx_del_timer(&rc->reconnect);
     rc->failures = 0;
     rc->current = 0;
     ngx_env_gateway_redis_connect(rc);
-}
-
-
-static void
-ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc)
-{
-    (void) ngx_env_gateway_cache_subscribers(rc->gmcf->cache_zone, 0);
 }
 
 
@@ -1128,7 +909,8 @@ ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "env_gateway: redis refused AUTH/SELECT: %*s",
                       (size_t) reply->len, reply->str);
-        ngx_env_gateway_redis_fail(rc, "handshake failed");
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_REFUSED,
+                                   "handshake failed");
     }
 }
 
@@ -1162,7 +944,8 @@ ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
     if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
 
         if (wev->timedout) {
-            ngx_env_gateway_redis_fail(rc, "connect timed out");
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_TIMEOUT,
+                                       "connect timed out");
             return;
         }
 
@@ -1180,10 +963,8 @@ ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
         }
 
         if (err) {
-            ngx_log_error(NGX_LOG_ERR, rc->log, err,
-                          "env_gateway: connect() to redis %V failed",
-                          rc->peer.name);
-            ngx_env_gateway_redis_fail(rc, NULL);
+            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_CONNECT, err,
+                                       "connect() failed");
             return;
         }
 
@@ -1226,7 +1007,8 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 
         if (n == NGX_AGAIN) {
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                ngx_env_gateway_redis_fail(rc, "write event failed");
+                ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                           "write event failed");
                 return;
             }
 
@@ -1235,8 +1017,8 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, err, "send() failed",
-                                       NGX_ENVGW_HEAD_RETRY);
+            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err,
+                                       "send() failed");
             return;
         }
 
@@ -1354,7 +1136,7 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
     void                      *reply;
     ssize_t                    n;
     ngx_err_t                  err;
-    ngx_uint_t                 generation, head, level;
+    ngx_uint_t                 generation, ft, level;
     ngx_queue_t               *q;
     redisReply                *r;
     redisReader               *reader;
@@ -1390,8 +1172,8 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
             }
 
             if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) <= 0) {
-                ngx_env_gateway_redis_drop(rc, 0, "command timed out",
-                                           NGX_ENVGW_HEAD_RETRY);
+                ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_TIMEOUT,
+                                           "command timed out");
                 return;
             }
 
@@ -1418,22 +1200,23 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
         }
 
         if (n == 0) {
-            ngx_env_gateway_redis_drop(rc, 0, "connection closed by redis",
-                                       NGX_ENVGW_HEAD_RETRY);
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_CLOSED,
+                                       "connection closed by redis");
             return;
         }
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, err, "recv() failed",
-                                       NGX_ENVGW_HEAD_RETRY);
+            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err,
+                                       "recv() failed");
             return;
         }
 
         reader = rc->reader;
 
         if (redisReaderFeed(reader, (const char *) buf, n) != REDIS_OK) {
-            ngx_env_gateway_redis_fail(rc, "reader out of memory");
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                       "reader out of memory");
             return;
         }
 
@@ -1458,7 +1241,7 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
                                   reader->errstr);
                 }
 
-                ngx_env_gateway_redis_drop(rc, 0, NULL, NGX_ENVGW_HEAD_FAIL);
+                ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_PROTOCOL, NULL);
                 return;
             }
 
@@ -1481,7 +1264,8 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 
             if (ngx_queue_empty(&rc->cmds)) {
                 freeReplyObject(r);
-                ngx_env_gateway_redis_fail(rc, "unexpected reply");
+                ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_PROTOCOL,
+                                           "unexpected reply");
                 return;
             }
 
@@ -1527,30 +1311,30 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
         if (rc->fed - rc->mark
             > (off_t) (rc->max_record + NGX_ENVGW_RESP_SLACK))
         {
-            head = NGX_ENVGW_HEAD_FAIL;
+            ft = NGX_ENVGW_FT_PROTOCOL;
+            level = NGX_LOG_ERR;
 
             if (!rc->subscriber && reader->ridx == 0
                 && reader->rstack[0].type == REDIS_REPLY_STRING)
             {
                 /* a GET's value: the record is too big, not Redis down */
-                head = NGX_ENVGW_HEAD_OVERSIZE;
+                ft = NGX_ENVGW_FT_OVERSIZE;
+                level = NGX_LOG_INFO;
             }
-
-            level = (head == NGX_ENVGW_HEAD_OVERSIZE) ? NGX_LOG_INFO
-                                                      : NGX_LOG_ERR;
 
             ngx_log_error(level, rc->log, 0,
                           "env_gateway: redis %V%s: a reply is above "
                           "max_record (%uz bytes); closing the connection",
                           &srv[rc->current].name, rc->role, rc->max_record);
 
-            ngx_env_gateway_redis_drop(rc, 0, NULL, head);
+            ngx_env_gateway_redis_fail(rc, ft, NULL);
             return;
         }
     }
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-        ngx_env_gateway_redis_fail(rc, "read event failed");
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                   "read event failed");
         return;
     }
 
@@ -1558,10 +1342,11 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 }
 
 
-static void
-ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
+void
+ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
+    const char *why)
 {
-    ngx_env_gateway_redis_drop(rc, 0, why, NGX_ENVGW_HEAD_RETRY);
+    ngx_env_gateway_redis_drop(rc, ft, 0, why);
 }
 
 
@@ -1570,18 +1355,19 @@ ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
  * deadline are kept, to be re-sent once on the next connection within that
  * deadline; so are lookups not written yet.  The other outstanding commands (past their
  * deadline, re-sent already, internal ones such as AUTH or PING, all of
- * them at shutdown, and with head != NGX_ENVGW_HEAD_RETRY the one whose
- * reply was being read) are answered with NULL, or with
- * ngx_env_gateway_redis_oversize for NGX_ENVGW_HEAD_OVERSIZE.
+ * them at shutdown, and after a protocol error or an oversize reply the one
+ * whose reply was being read) are answered with NULL, or with
+ * ngx_env_gateway_redis_oversize for NGX_ENVGW_FT_OVERSIZE.
  *
- * why == NULL: the cause was logged already (or this is shutdown).
+ * ft: the kind of failure (ngx_env_gateway_redis_ft_e); why: the log line's
+ * words, with errno err; NULL: the cause was logged already.
  */
 static void
-ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
-    const char *why, ngx_uint_t head)
+ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
+    ngx_err_t err, const char *why)
 {
     ngx_uint_t                 n, was_ready, keep, shutdown, healthy,
-                               nfailed, nretried, first, level;
+                               nfailed, nretried, first, level, head_fails;
     ngx_queue_t               *q, *next, failed;
     redisReply                *reply;
     ngx_env_gateway_cmd_t     *cmd, *oversize;
@@ -1589,10 +1375,11 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
 
     srv = rc->servers->elts;
     n = rc->servers->nelts;
-    shutdown = (rc != ngx_env_gateway_redis && rc != ngx_env_gateway_redis_sub
-                && rc != ngx_env_gateway_sentinel
-                && rc != ngx_env_gateway_sentinel_sub)
-               || ngx_exiting || ngx_quit || ngx_terminate;
+    shutdown = (ft == NGX_ENVGW_FT_SHUTDOWN || ngx_env_gateway_redis_exiting
+                || ngx_exiting || ngx_quit || ngx_terminate);
+
+    /* the reply being read when it failed is not asked again */
+    head_fails = (ft == NGX_ENVGW_FT_PROTOCOL || ft == NGX_ENVGW_FT_OVERSIZE);
 
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
     healthy = rc->healthy;
@@ -1629,7 +1416,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
              * once; either way still within its deadline, which it keeps.
              */
             if (!shutdown && was_ready && cmd->raw
-                && !(first && head != NGX_ENVGW_HEAD_RETRY)
+                && !(first && head_fails)
                 && (cmd->sent == 0 || !cmd->retried)
                 && (cmd->deadline == 0
                     || (ngx_msec_int_t)
@@ -1645,7 +1432,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
                 continue;
             }
 
-            if (first && head == NGX_ENVGW_HEAD_OVERSIZE) {
+            if (first && ft == NGX_ENVGW_FT_OVERSIZE) {
                 oversize = cmd;
             }
 
@@ -1715,25 +1502,23 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
         }
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: dropped, %ui failed, %ui kept, "
-                   "%ui re-sent", rc->role, nfailed, rc->ncmds, nretried);
+    ngx_log_debug5(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: dropped (failure %ui), %ui failed, "
+                   "%ui kept, %ui re-sent", rc->role, ft, nfailed, rc->ncmds,
+                   nretried);
 
     if (!shutdown) {
-        ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
+        ngx_env_gateway_metric_inc(ft == NGX_ENVGW_FT_TIMEOUT
                                    ? NGX_ENVGW_M_REDIS_TIMEOUTS
                                    : NGX_ENVGW_M_REDIS_ERRORS);
     }
 
-    if (rc->subscribed) {
-        rc->subscribed = 0;
-        if (rc->on_unsubscribed) {
-            rc->on_unsubscribed(rc);
-        }
+    if (rc->dropped) {
+        rc->dropped(rc);
     }
 
-    /* a Sentinel-given address is asked again after any failure */
-    if (rc->gmcf->sentinels && rc->servers == rc->gmcf->servers) {
+    /* an address given by the Sentinels is asked again after any failure */
+    if (rc->resolve) {
         srv[rc->current].resolved = 0;
     }
 
@@ -1782,6 +1567,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
          * A connection that worked, or that lookups are waiting on, was
          * dropped rather than refused: the same server again, at once.
          */
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: reconnecting to the same server",
+                       rc->role);
+
         rc->failures = 0;
         ngx_env_gateway_redis_connect(rc);
         return;
@@ -1797,6 +1586,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
     rc->failures++;
 
     if (rc->failures < n) {
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: next server, #%ui", rc->role,
+                       rc->current);
+
         /* keep queued commands connectable: state is "connecting" */
         if (keep) {
             ngx_env_gateway_redis_connect(rc);
@@ -1806,6 +1599,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
         ngx_add_timer(&rc->reconnect, 1);
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: every server failed, again in %M ms",
+                   rc->role, rc->backoff);
 
     rc->failures = 0;
     ngx_add_timer(&rc->reconnect, rc->backoff);
@@ -1824,196 +1621,5 @@ ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev)
 
     if (rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
         ngx_env_gateway_redis_connect(rc);
-    }
-}
-
-
-/* ------------------------------------------------------------------ */
-/* Sentinel                                                            */
-
-static void
-ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc)
-{
-    ngx_int_t                 rv;
-    const char               *argv[3];
-    size_t                    argvlen[3];
-    ngx_env_gateway_redis_t  *sq;
-
-    sq = ngx_env_gateway_sentinel;
-    rc->resolving = 1;
-
-    if (ngx_env_gateway_sentinel_asking) {
-        return;
-    }
-
-    if (sq == NULL || sq->state == NGX_ENVGW_REDIS_DISCONNECTED) {
-        rc->resolving = 0;
-        ngx_env_gateway_redis_fail(rc, "no Sentinel reachable");
-        return;
-    }
-
-    argv[0] = "SENTINEL";
-    argvlen[0] = 8;
-    argv[1] = "get-master-addr-by-name";
-    argvlen[1] = 23;
-    argv[2] = (const char *) rc->gmcf->sentinel_name.data;
-    argvlen[2] = rc->gmcf->sentinel_name.len;
-
-    rv = ngx_env_gateway_redis_send(sq, 3, argv, argvlen,
-                                    ngx_env_gateway_sentinel_reply, NULL, 0);
-    if (rv != NGX_OK) {
-        rc->resolving = 0;
-        ngx_env_gateway_redis_fail(rc, "out of memory");
-        return;
-    }
-
-    ngx_env_gateway_sentinel_asking = 1;
-}
-
-
-/* "ip", "port" -> the one server's address (per worker) */
-static ngx_int_t
-ngx_env_gateway_sentinel_set(ngx_env_gateway_main_conf_t *gmcf,
-    ngx_str_t *ip, ngx_str_t *port)
-{
-    u_char                    *p;
-    ngx_int_t                  n;
-    ngx_addr_t                 addr;
-    ngx_pool_t                *pool;
-    ngx_env_gateway_server_t  *srv;
-
-    n = ngx_atoi(port->data, port->len);
-    if (n < 1 || n > 65535) {
-        return NGX_ERROR;
-    }
-
-    pool = ngx_cycle->pool;
-
-    if (ngx_parse_addr(pool, &addr, ip->data, ip->len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_inet_set_port(addr.sockaddr, (in_port_t) n);
-
-    srv = gmcf->servers->elts;
-
-    if (srv->sockaddr && srv->socklen == addr.socklen
-        && ngx_cmp_sockaddr(srv->sockaddr, srv->socklen, addr.sockaddr,
-                            addr.socklen, 1) == NGX_OK)
-    {
-        srv->resolved = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(pool, NGX_SOCKADDR_STRLEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    srv->name.len = ngx_sock_ntop(addr.sockaddr, addr.socklen, p,
-                                  NGX_SOCKADDR_STRLEN, 1);
-    srv->name.data = p;
-    srv->sockaddr = addr.sockaddr;
-    srv->socklen = addr.socklen;
-    srv->resolved = 1;
-
-    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                  "env_gateway: Sentinels name %V as master \"%V\"",
-                  &srv->name, &gmcf->sentinel_name);
-
-    return NGX_DECLINED;
-}
-
-
-static void
-ngx_env_gateway_sentinel_reply(void *data, redisReply *reply)
-{
-    ngx_int_t                 rc;
-    ngx_str_t                 ip, port;
-    ngx_uint_t                i;
-    ngx_env_gateway_redis_t  *waiting[2];
-
-    ngx_env_gateway_sentinel_asking = 0;
-
-    waiting[0] = ngx_env_gateway_redis;
-    waiting[1] = ngx_env_gateway_redis_sub;
-
-    rc = NGX_ERROR;
-
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_STRING
-        && reply->element[1]->type == REDIS_REPLY_STRING
-        && waiting[0])
-    {
-        ip.data = (u_char *) reply->element[0]->str;
-        ip.len = reply->element[0]->len;
-        port.data = (u_char *) reply->element[1]->str;
-        port.len = reply->element[1]->len;
-
-        rc = ngx_env_gateway_sentinel_set(waiting[0]->gmcf, &ip, &port);
-    }
-
-    for (i = 0; i < 2; i++) {
-        if (waiting[i] == NULL || !waiting[i]->resolving) {
-            continue;
-        }
-
-        waiting[i]->resolving = 0;
-
-        if (rc == NGX_ERROR) {
-            ngx_env_gateway_redis_fail(waiting[i],
-                                       "the Sentinels name no master");
-            continue;
-        }
-
-        ngx_env_gateway_redis_connect(waiting[i]);
-    }
-}
-
-
-/* "+switch-master": <name> <old-ip> <old-port> <new-ip> <new-port> */
-static void
-ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload)
-{
-    u_char      *p, *last, *sp;
-    ngx_str_t    f[5];
-    ngx_uint_t   i;
-
-    p = payload->data;
-    last = p + payload->len;
-
-    for (i = 0; i < 5; i++) {
-        sp = ngx_strlchr(p, last, ' ');
-        f[i].data = p;
-        f[i].len = (sp ? sp : last) - p;
-        p = sp ? sp + 1 : last;
-    }
-
-    if (f[4].len == 0 || ngx_env_gateway_str_ne(&f[0],
-                                                &rc->gmcf->sentinel_name))
-    {
-        return;
-    }
-
-    if (ngx_env_gateway_sentinel_set(rc->gmcf, &f[3], &f[4]) != NGX_DECLINED)
-    {
-        return;
-    }
-
-    /* move the lookup and invalidation connections to the new master */
-    if (ngx_env_gateway_redis
-        && ngx_env_gateway_redis->state != NGX_ENVGW_REDIS_DISCONNECTED
-        && !ngx_env_gateway_redis->resolving)
-    {
-        ngx_env_gateway_redis_fail(ngx_env_gateway_redis, "master switched");
-    }
-
-    if (ngx_env_gateway_redis_sub
-        && ngx_env_gateway_redis_sub->state != NGX_ENVGW_REDIS_DISCONNECTED
-        && !ngx_env_gateway_redis_sub->resolving)
-    {
-        ngx_env_gateway_redis_fail(ngx_env_gateway_redis_sub,
-                                   "master switched");
     }
 }
