@@ -233,6 +233,10 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
     } else {
         ngx_env_gateway_cache_remove(ctx, n);
         ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: \"%V\" expired, removed", key);
+
         return NGX_DECLINED;
     }
 
@@ -392,6 +396,9 @@ ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key)
     ngx_env_gateway_cache_ctx_t  *ctx;
 
     ctx = zone->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: dropping \"%V\"", key);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 

@@ -178,6 +178,10 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
                                        &slot->rec, &negative);
 
         if (rc == NGX_OK) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: cache %s \"%V\"",
+                           negative ? "negative hit" : "hit", &key);
+
             slot->cache = NGX_ENVGW_CACHE_HIT;
             slot->status = negative ? NGX_ENVGW_FETCH_NOT_FOUND
                                     : NGX_ENVGW_FETCH_FOUND;
@@ -188,6 +192,10 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
 
         slot->stale = (rc == NGX_BUSY && gmcf->cache_stale);
         slot->cache = NGX_ENVGW_CACHE_MISS;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: cache miss \"%V\"%s", &key,
+                       slot->stale ? ", a stale copy kept aside" : "");
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_MISS);
     }
 
@@ -228,11 +236,23 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
             }
 
             /* disconnected: answer now rather than queue behind an outage */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: redis disconnected, \"%V\" not "
+                           "asked", &key);
+
             ngx_env_gateway_unavailable(slot, &key);
             return NGX_OK;
         }
 
         ngx_rbtree_insert(&ngx_env_gateway_inflight, &f->sn.node);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: GET \"%V\"", &key);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: \"%V\" asked already, waiting for it",
+                       &key);
     }
 
     slot->status = NGX_ENVGW_FETCH_PENDING;
@@ -301,6 +321,10 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
                       "not a string value", &f->sn.str);
         status = NGX_ENVGW_FETCH_MALFORMED;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "env_gateway: \"%V\" answered, status %ui", &f->sn.str,
+                   status);
 
     gmcf = ngx_env_gateway_gmcf;
 

@@ -1,9 +1,11 @@
 /*
  * env_gateway: the Redis transport, between its own files.
  *
- *   _redis.c       one connection: connect, handshake, pipelined commands,
- *                  deadlines, failover over the server list; the worker's
+ *   _redis.c       one connection: connect, handshake, failover over the
+ *                  server list, return to the first server; the worker's
  *                  lookup connection (ngx_env_gateway_redis_command).
+ *   _pipeline.c    what goes over it: queued commands, the outbound
+ *                  buffer, deadlines, replies matched and size-checked.
  *   _subscriber.c  a connection that SUBSCRIBEs to a channel and PINGs it;
  *                  the invalidation channel, told to the hooks the cache
  *                  side registered (ngx_env_gateway_subscriber_hooks).
@@ -45,6 +47,22 @@ typedef enum {
 
 
 typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
+
+
+/* a command awaiting its reply */
+typedef struct {
+    ngx_queue_t                        queue;
+    ngx_env_gateway_redis_handler_pt   handler;
+    void                              *data;
+    char                              *raw;       /* as formatted, to re-send;
+                                                     NULL: never re-sent */
+    size_t                             raw_len;
+    uint64_t                           sent;      /* usec, for the RTT;
+                                                     0: not written on c */
+    ngx_msec_t                         deadline;  /* 0: never written */
+    unsigned                           retried:1;
+} ngx_env_gateway_cmd_t;
+
 
 typedef void (*ngx_env_gateway_redis_event_pt)(ngx_env_gateway_redis_t *rc);
 typedef ngx_int_t (*ngx_env_gateway_redis_ready_pt)(
@@ -114,14 +132,36 @@ ngx_env_gateway_redis_t *ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
     const char *role);
 void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
-ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
-    const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
-void ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc,
-    ngx_uint_t ft, const char *why);
+void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
+    ngx_uint_t ft, ngx_err_t err, const char *why);
 void ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_redis_nudge(void);
 void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
+void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
+
+#define ngx_env_gateway_redis_fail(rc, ft, why)                            \
+    ngx_env_gateway_redis_drop(rc, ft, 0, why)
+
+/* _pipeline.c */
+ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
+ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
+    ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_cmd_free(ngx_env_gateway_redis_t *rc,
+    ngx_env_gateway_cmd_t *cmd);
+ngx_int_t ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen, char **raw, size_t *raw_len);
+ngx_int_t ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc, char *raw,
+    size_t len);
+redisReader *ngx_env_gateway_redis_reader(ngx_env_gateway_redis_t *rc);
+ngx_env_gateway_cmd_t *ngx_env_gateway_redis_requeue(
+    ngx_env_gateway_redis_t *rc, ngx_uint_t keep, ngx_uint_t resend,
+    ngx_uint_t head_fails, ngx_queue_t *failed, ngx_uint_t *nfailed,
+    ngx_uint_t *nretried);
+void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
+void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
 
 /* _subscriber.c */
 ngx_env_gateway_redis_t *ngx_env_gateway_subscriber_create(

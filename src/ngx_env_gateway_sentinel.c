@@ -220,6 +220,10 @@ ngx_env_gateway_sentinel_reply(void *data, redisReply *reply)
         rv = ngx_env_gateway_sentinel_set(waiting[0]->gmcf, &ip, &port);
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "env_gateway: the Sentinels answered: %s",
+                   rv == NGX_ERROR ? "no master" : "a master");
+
     for (i = 0; i < n; i++) {
         if (!waiting[i]->resolving) {
             continue;
