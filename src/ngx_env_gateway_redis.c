@@ -91,22 +91,47 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_queue_init(&rc->cmds);
     ngx_queue_init(&rc->free);
 
-    rc->flush.handler = ngx_env_gateway_redis_flush_handler;
-    rc->flush.data = rc;
-    rc->flush.log = rc->log;
+    ngx_env_gateway_redis_event(rc, &rc->flush,
+                                ngx_env_gateway_redis_flush_handler);
+    ngx_env_gateway_redis_event(rc, &rc->reconnect,
+                                ngx_env_gateway_redis_reconnect_handler);
+    ngx_env_gateway_redis_event(rc, &rc->primary,
+                                ngx_env_gateway_redis_primary_handler);
 
     /* background timers must not hold up a graceful shutdown */
-    rc->reconnect.handler = ngx_env_gateway_redis_reconnect_handler;
-    rc->reconnect.data = rc;
-    rc->reconnect.log = rc->log;
     rc->reconnect.cancelable = 1;
-
-    rc->primary.handler = ngx_env_gateway_redis_primary_handler;
-    rc->primary.data = rc;
-    rc->primary.log = rc->log;
     rc->primary.cancelable = 1;
 
     return rc;
+}
+
+
+/* an event of the connection rc, not of its socket */
+void
+ngx_env_gateway_redis_event(ngx_env_gateway_redis_t *rc, ngx_event_t *ev,
+    ngx_event_handler_pt handler)
+{
+    ev->handler = handler;
+    ev->data = rc;
+    ev->log = rc->log;
+}
+
+
+/* a non-blocking connect() ended: 0, or why it failed */
+static ngx_err_t
+ngx_env_gateway_redis_connect_error(ngx_connection_t *c)
+{
+    int        err;
+    socklen_t  len;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    return err;
 }
 
 
@@ -427,8 +452,7 @@ ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
 void
 ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
 {
-    int                       err;
-    socklen_t                 len;
+    ngx_err_t                 err;
     ngx_connection_t         *c;
     ngx_env_gateway_redis_t  *rc;
 
@@ -447,14 +471,7 @@ ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
             ngx_del_timer(wev);
         }
 
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
-            == -1)
-        {
-            err = ngx_socket_errno;
-        }
+        err = ngx_env_gateway_redis_connect_error(c);
 
         if (err) {
             ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_CONNECT, err,
@@ -569,21 +586,13 @@ ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
 static void
 ngx_env_gateway_redis_probe_handler(ngx_event_t *ev)
 {
-    int                       err;
-    socklen_t                 len;
     ngx_connection_t         *c;
     ngx_env_gateway_redis_t  *rc;
 
     c = ev->data;
     rc = c->data;
 
-    err = 0;
-    len = sizeof(int);
-
-    if (ev->timedout
-        || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1
-        || err)
-    {
+    if (ev->timedout || ngx_env_gateway_redis_connect_error(c)) {
         ngx_env_gateway_redis_probe_close(rc);
         ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
         return;

@@ -131,6 +131,8 @@ struct ngx_env_gateway_redis_s {
 ngx_env_gateway_redis_t *ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
     const char *role);
+void ngx_env_gateway_redis_event(ngx_env_gateway_redis_t *rc,
+    ngx_event_t *ev, ngx_event_handler_pt handler);
 void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
     ngx_uint_t ft, ngx_err_t err, const char *why);
