@@ -653,10 +653,10 @@ ngx_env_gateway_redis_switch_handler(ngx_event_t *ev)
 /*
  * Drop the connection.  Lookups written on it and still within their
  * deadline are kept, to be re-sent once on the next connection within that
- * deadline; so are lookups not written yet.  The other outstanding commands (past their
- * deadline, re-sent already, internal ones such as AUTH or PING, all of
- * them at shutdown, and after a protocol error or an oversize reply the one
- * whose reply was being read) are answered with NULL, or with
+ * deadline; so are lookups not written yet.  The other outstanding commands
+ * (past their deadline, re-sent already, internal ones such as AUTH or
+ * PING, all of them at shutdown, and after a protocol error or an oversize
+ * reply the one whose reply was being read) are answered with NULL, or with
  * ngx_env_gateway_redis_oversize for NGX_ENVGW_FT_OVERSIZE.
  *
  * ft: the kind of failure (ngx_env_gateway_redis_ft_e); why: the log line's

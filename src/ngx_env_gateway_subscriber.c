@@ -62,7 +62,8 @@ ngx_env_gateway_subscriber_create(ngx_cycle_t *cycle,
     rc->dropped = ngx_env_gateway_subscriber_dropped;
 
     /* a background timer must not hold up a graceful shutdown */
-    ngx_env_gateway_redis_event(rc, &rc->ping, ngx_env_gateway_subscriber_ping);
+    ngx_env_gateway_redis_event(rc, &rc->ping,
+                                ngx_env_gateway_subscriber_ping);
     rc->ping.cancelable = 1;
 
     return rc;
