@@ -1,5 +1,5 @@
 /*
- * RESP reply handling, as src/ngx_env_gateway_redis.c does it: bytes from
+ * RESP reply handling, as src/ngx_env_gateway_pipeline.c does it: bytes from
  * the socket are given to hiredis's redisReader in chunks
  * (redisReaderFeed), replies taken with redisReaderGetReply until it has
  * none, each reply classified by the module's own
@@ -8,7 +8,7 @@
  * then freed with freeReplyObject().  A protocol error ends the stream
  * (the module drops the connection).
  *
- * redis.c is #included so its static functions are the ones fuzzed, not
+ * pipeline.c is #included so its static functions are the ones fuzzed, not
  * copies.
  *
  * Input: 2 bytes seeding the chunk sizes (1..16384, the module reads at
@@ -16,7 +16,7 @@
  */
 
 #include "fuzz_common.h"
-#include "../src/ngx_env_gateway_redis.c"
+#include "../src/ngx_env_gateway_pipeline.c"
 
 
 static ngx_uint_t  fuzz_messages;

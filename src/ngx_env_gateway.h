@@ -2,7 +2,9 @@
  * env_gateway: types shared by the module's files.
  *
  * The request path is: access handler (_access.c) -> fetch layer (_fetch.c,
- * coalescing and, later, the shared cache) -> Redis client (_redis.c).
+ * coalescing, the shared cache of _cache.c) -> Redis transport (_redis.c).
+ * The transport never calls back up: the fetch layer registers on its
+ * hooks (ngx_env_gateway_subscriber_hooks) for invalidations.
  * Records arrive as JSON, are parsed once (_records.c) into a flat "blob"
  * (a header and length-prefixed strings) that can be copied into a request
  * pool, or into shared memory, with a single memcpy.
@@ -343,7 +345,7 @@ typedef struct {
 extern ngx_module_t  ngx_env_gateway_module;
 
 
-/* _redis.c */
+/* _redis.c: the worker's Redis transport (_redis.h has its insides) */
 typedef void (*ngx_env_gateway_redis_handler_pt)(void *data,
     redisReply *reply);
 
@@ -357,32 +359,46 @@ ngx_int_t ngx_env_gateway_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
     void *data);
 
+/* _subscriber.c: what the invalidation channel tells who registered */
+typedef struct {
+    void                       (*changed)(ngx_str_t *key);  /* "*": all */
+    void                       (*subscribed)(ngx_uint_t again);
+    void                       (*unsubscribed)(void);
+} ngx_env_gateway_subscriber_hooks_t;
+
+void ngx_env_gateway_subscriber_hooks(
+    ngx_env_gateway_subscriber_hooks_t *hooks);
+
 /* _fetch.c */
 ngx_int_t ngx_env_gateway_fetch(ngx_http_request_t *r,
     ngx_env_gateway_slot_t *slot, ngx_uint_t kind, ngx_str_t *family,
     ngx_str_t *id, ngx_str_t *id2);
 void ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w);
 void ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf);
-void ngx_env_gateway_invalidate(ngx_str_t *key);
 
 /* _cache.c */
 ngx_int_t ngx_env_gateway_cache_create(ngx_conf_t *cf,
     ngx_env_gateway_main_conf_t *gmcf, ngx_str_t *name, size_t size);
 ngx_int_t ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_pool_t *pool, ngx_env_gateway_record_t *rec, ngx_uint_t *negative);
-void ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
-    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale);
+ngx_uint_t ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
+    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale,
+    ngx_atomic_uint_t epoch);
 void ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key);
 void ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone);
+ngx_atomic_uint_t ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone);
+ngx_uint_t ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone,
+    ngx_uint_t add);
 void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
     size_t *bytes);
 
 /* _metrics.c */
+/* counters are only ever written here and read by the handler */
+#define ngx_env_gateway_metric_inc(i)  ngx_env_gateway_metric_add(i, 1)
+
 ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
-void ngx_env_gateway_metric_inc(ngx_uint_t i);
+void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
-ngx_atomic_uint_t ngx_env_gateway_metric_get(ngx_uint_t i);
-ngx_uint_t ngx_env_gateway_subscriber_overlap(ngx_uint_t add);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
 /* _records.c */

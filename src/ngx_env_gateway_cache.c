@@ -18,6 +18,9 @@
 #include "ngx_env_gateway.h"
 
 
+#define NGX_ENVGW_SUBSCRIBER_SLOTS   256
+
+
 typedef struct {
     ngx_str_node_t             sn;          /* str: the key, in data */
     ngx_queue_t                queue;
@@ -38,6 +41,12 @@ typedef struct {
     ngx_uint_t                 count[2];
     size_t                     bytes[2];
     size_t                     size;        /* of the zone */
+
+    /* changes dropped so far: an answer asked before one is not stored */
+    ngx_atomic_t               epoch;
+
+    /* pids of processes holding a live invalidation subscription */
+    ngx_atomic_t               subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
 } ngx_env_gateway_shcache_t;
 
 
@@ -83,7 +92,8 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_env_gateway_shcache_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool,
+                              sizeof(ngx_env_gateway_shcache_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
@@ -179,7 +189,6 @@ ngx_env_gateway_cache_evict(ngx_env_gateway_cache_ctx_t *ctx,
     n = ngx_queue_data(q, ngx_env_gateway_cnode_t, queue);
 
     ngx_env_gateway_cache_remove(ctx, n);
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_EVICTIONS);
 
     return 1;
 }
@@ -224,6 +233,10 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
     } else {
         ngx_env_gateway_cache_remove(ctx, n);
         ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: \"%V\" expired, removed", key);
+
         return NGX_DECLINED;
     }
 
@@ -243,19 +256,25 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
 }
 
 
-/* store a positive entry (blob) or a negative one (blob == NULL) */
-void
+/*
+ * Store a positive entry (blob) or a negative one (blob == NULL), unless a
+ * change was dropped since epoch (ngx_env_gateway_cache_epoch() when the
+ * answer was asked for): the answer may predate it.  Returns how many
+ * entries were evicted to make room.
+ */
+ngx_uint_t
 ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
-    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale)
+    u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale,
+    ngx_atomic_uint_t epoch)
 {
     size_t                        size;
     uint32_t                      hash;
-    ngx_uint_t                    negative, evicted;
+    ngx_uint_t                    negative, evicted, tries;
     ngx_env_gateway_cnode_t      *n;
     ngx_env_gateway_cache_ctx_t  *ctx;
 
     if (ttl == 0) {
-        return;
+        return 0;
     }
 
     ctx = zone->data;
@@ -275,15 +294,26 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "env_gateway: cache: an entry of %uz bytes is above "
                        "1/16 of the zone, not stored (\"%V\")", size, key);
-        return;
+        return 0;
     }
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->epoch != epoch) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: \"%V\" changed while asked for, "
+                       "not stored", key);
+        return 0;
+    }
 
     n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
     if (n) {
         ngx_env_gateway_cache_remove(ctx, n);
     }
+
+    evicted = 0;
 
     /* negatives stay within a quarter of the zone, evicting each other */
     if (negative) {
@@ -291,29 +321,32 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
             if (!ngx_env_gateway_cache_evict(ctx, 1)) {
                 break;
             }
+
+            evicted++;
         }
     }
 
-    for (evicted = 0; /* void */; evicted++) {
+    for (tries = 0; /* void */; tries++) {
         n = ngx_slab_alloc_locked(ctx->shpool, size);
         if (n) {
             break;
         }
 
-        if (evicted == NGX_ENVGW_EVICT_MAX) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return;
+        if (tries == NGX_ENVGW_EVICT_MAX) {
+            goto full;
         }
 
         /* a negative never evicts a positive entry */
         if (ngx_env_gateway_cache_evict(ctx, 1)) {
+            evicted++;
             continue;
         }
 
         if (negative || !ngx_env_gateway_cache_evict(ctx, 0)) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return;
+            goto full;
         }
+
+        evicted++;
     }
 
     n->sn.node.key = hash;
@@ -336,6 +369,23 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     ctx->sh->bytes[negative] += size;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: stored \"%V\" (%s, %uz bytes), "
+                   "%ui evicted", key, negative ? "negative" : "positive",
+                   size, evicted);
+
+    return evicted;
+
+full:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: no room for \"%V\", %ui evicted",
+                   key, evicted);
+
+    return evicted;
 }
 
 
@@ -347,7 +397,13 @@ ngx_env_gateway_cache_delete(ngx_shm_zone_t *zone, ngx_str_t *key)
 
     ctx = zone->data;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: dropping \"%V\"", key);
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /* first the epoch: an answer asked for before is not stored after */
+    (void) ngx_atomic_fetch_add(&ctx->sh->epoch, 1);
 
     n = ngx_env_gateway_cache_find(ctx->sh, key,
                                    ngx_env_gateway_cache_hash(key));
@@ -371,6 +427,8 @@ ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone)
     ctx = zone->data;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    (void) ngx_atomic_fetch_add(&ctx->sh->epoch, 1);
 
     for (i = 0; i < 2; i++) {
         while (!ngx_queue_empty(&ctx->sh->lru[i])) {
@@ -398,4 +456,71 @@ ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
     bytes[0] = ctx->sh->bytes[0];
     bytes[1] = ctx->sh->bytes[1];
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_atomic_uint_t
+ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone)
+{
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+
+    return ctx->sh->epoch;
+}
+
+
+/*
+ * add: register this process as subscribed to the zone's invalidations and
+ * tell whether another live process is subscribed too (then no change was
+ * missed meanwhile); !add: unregister.  Slots of crashed processes are
+ * recognised by kill(0).
+ */
+ngx_uint_t
+ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone, ngx_uint_t add)
+{
+    ngx_pid_t                     pid;
+    ngx_uint_t                    i, other, mine;
+    ngx_atomic_t                 *s;
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+    s = ctx->sh->subscribers;
+    other = 0;
+    mine = 0;
+
+    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
+        pid = (ngx_pid_t) s[i];
+
+        if (pid == ngx_pid) {
+            if (!add) {
+                (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
+            }
+            mine = 1;
+            continue;
+        }
+
+        if (pid == 0) {
+            if (add && !mine
+                && ngx_atomic_cmp_set(&s[i], 0, (ngx_atomic_uint_t) ngx_pid))
+            {
+                mine = 1;
+            }
+            continue;
+        }
+
+        if (kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+            other = 1;
+
+        } else {
+            /* a crashed process' slot */
+            (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: %s subscribers, another one live: %ui",
+                   add ? "joined the" : "left the", other);
+
+    return other;
 }

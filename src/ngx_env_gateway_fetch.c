@@ -29,17 +29,26 @@
 typedef struct {
     ngx_str_node_t      sn;         /* murmur2 of the key, the key */
     ngx_uint_t          kind;
-    ngx_atomic_uint_t   epoch;      /* invalidations seen when sent */
+    ngx_atomic_uint_t   epoch;      /* the cache's, when sent */
     ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
 } ngx_env_gateway_inflight_t;
 
 
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_invalidate(ngx_str_t *key);
+static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
+static void ngx_env_gateway_fetch_unsubscribed(void);
 
 
 static ngx_rbtree_t                  ngx_env_gateway_inflight;
 static ngx_rbtree_node_t             ngx_env_gateway_inflight_sentinel;
 static ngx_env_gateway_main_conf_t  *ngx_env_gateway_gmcf;
+
+static ngx_env_gateway_subscriber_hooks_t  ngx_env_gateway_fetch_hooks = {
+    ngx_env_gateway_invalidate,
+    ngx_env_gateway_fetch_subscribed,
+    ngx_env_gateway_fetch_unsubscribed
+};
 
 
 void
@@ -49,20 +58,20 @@ ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf)
     ngx_rbtree_init(&ngx_env_gateway_inflight,
                     &ngx_env_gateway_inflight_sentinel,
                     ngx_str_rbtree_insert_value);
+
+    /* the cache follows the invalidation channel */
+    if (gmcf->cache_zone) {
+        ngx_env_gateway_subscriber_hooks(&ngx_env_gateway_fetch_hooks);
+    }
 }
 
 
-/* a key changed in Redis (key == NULL: anything may have) */
-void
+/* a key changed in Redis (key == NULL or "*": anything may have) */
+static void
 ngx_env_gateway_invalidate(ngx_str_t *key)
 {
     ngx_env_gateway_main_conf_t  *gmcf = ngx_env_gateway_gmcf;
 
-    if (gmcf == NULL || gmcf->cache_zone == NULL) {
-        return;
-    }
-
-    /* first the epoch, so an answer in flight is not stored afterwards */
     ngx_env_gateway_metric_inc(key ? NGX_ENVGW_M_INVALIDATIONS
                                    : NGX_ENVGW_M_CACHE_FLUSHES);
 
@@ -77,11 +86,28 @@ ngx_env_gateway_invalidate(ngx_str_t *key)
 }
 
 
-static ngx_atomic_uint_t
-ngx_env_gateway_epoch(void)
+/*
+ * A re-subscription follows a gap in which messages may have been lost:
+ * drop everything.  The first one at worker start needs no drop unless no
+ * other process is subscribed (the zone may have been kept over a gap).
+ */
+static void
+ngx_env_gateway_fetch_subscribed(ngx_uint_t again)
 {
-    return ngx_env_gateway_metric_get(NGX_ENVGW_M_INVALIDATIONS)
-           + ngx_env_gateway_metric_get(NGX_ENVGW_M_CACHE_FLUSHES);
+    if (!ngx_env_gateway_cache_subscribers(ngx_env_gateway_gmcf->cache_zone,
+                                           1)
+        || again)
+    {
+        ngx_env_gateway_invalidate(NULL);
+    }
+}
+
+
+static void
+ngx_env_gateway_fetch_unsubscribed(void)
+{
+    (void) ngx_env_gateway_cache_subscribers(ngx_env_gateway_gmcf->cache_zone,
+                                             0);
 }
 
 
@@ -152,6 +178,10 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
                                        &slot->rec, &negative);
 
         if (rc == NGX_OK) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: cache %s \"%V\"",
+                           negative ? "negative hit" : "hit", &key);
+
             slot->cache = NGX_ENVGW_CACHE_HIT;
             slot->status = negative ? NGX_ENVGW_FETCH_NOT_FOUND
                                     : NGX_ENVGW_FETCH_FOUND;
@@ -162,6 +192,10 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
 
         slot->stale = (rc == NGX_BUSY && gmcf->cache_stale);
         slot->cache = NGX_ENVGW_CACHE_MISS;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: cache miss \"%V\"%s", &key,
+                       slot->stale ? ", a stale copy kept aside" : "");
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_MISS);
     }
 
@@ -182,7 +216,8 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         ngx_memcpy(f->sn.str.data, key.data, key.len);
         f->kind = kind;
         f->sn.node.key = hash;
-        f->epoch = ngx_env_gateway_epoch();
+        f->epoch = gmcf->cache_zone
+                   ? ngx_env_gateway_cache_epoch(gmcf->cache_zone) : 0;
         ngx_queue_init(&f->waiters);
 
         argv[0] = "GET";
@@ -201,11 +236,23 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
             }
 
             /* disconnected: answer now rather than queue behind an outage */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: redis disconnected, \"%V\" not "
+                           "asked", &key);
+
             ngx_env_gateway_unavailable(slot, &key);
             return NGX_OK;
         }
 
         ngx_rbtree_insert(&ngx_env_gateway_inflight, &f->sn.node);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: GET \"%V\"", &key);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: \"%V\" asked already, waiting for it",
+                       &key);
     }
 
     slot->status = NGX_ENVGW_FETCH_PENDING;
@@ -223,7 +270,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     u_char                      *blob;
     size_t                       blob_len;
     ngx_int_t                    rc;
-    ngx_uint_t                   status;
+    ngx_uint_t                   status, evicted;
     ngx_log_t                   *log;
     ngx_queue_t                 *q;
     ngx_http_request_t          *r;
@@ -275,18 +322,29 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         status = NGX_ENVGW_FETCH_MALFORMED;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "env_gateway: \"%V\" answered, status %ui", &f->sn.str,
+                   status);
+
     gmcf = ngx_env_gateway_gmcf;
 
-    if (gmcf->cache_zone && f->epoch == ngx_env_gateway_epoch()) {
+    evicted = 0;
+
+    if (gmcf->cache_zone) {
         if (status == NGX_ENVGW_FETCH_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, blob,
-                                      blob_len, gmcf->cache_ttl,
-                                      gmcf->cache_stale);
+            evicted = ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str,
+                                                blob, blob_len,
+                                                gmcf->cache_ttl,
+                                                gmcf->cache_stale, f->epoch);
 
         } else if (status == NGX_ENVGW_FETCH_NOT_FOUND) {
-            ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str, NULL, 0,
-                                      gmcf->cache_negative_ttl, 0);
+            evicted = ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str,
+                                                NULL, 0,
+                                                gmcf->cache_negative_ttl, 0,
+                                                f->epoch);
         }
+
+        ngx_env_gateway_metric_add(NGX_ENVGW_M_CACHE_EVICTIONS, evicted);
     }
 
     while (!ngx_queue_empty(&f->waiters)) {

@@ -7,12 +7,8 @@
 #include "ngx_env_gateway.h"
 
 
-#define NGX_ENVGW_SUBSCRIBER_SLOTS  256
-
 typedef struct {
     ngx_atomic_t   c[NGX_ENVGW_M_LAST];
-    /* pids of processes holding a live invalidation subscription */
-    ngx_atomic_t   subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
 } ngx_env_gateway_shmetrics_t;
 
 
@@ -83,71 +79,11 @@ ngx_env_gateway_metrics_create(ngx_conf_t *cf)
 
 
 void
-ngx_env_gateway_metric_inc(ngx_uint_t i)
+ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n)
 {
-    if (ngx_env_gateway_metrics) {
-        (void) ngx_atomic_fetch_add(&ngx_env_gateway_metrics->c[i], 1);
+    if (ngx_env_gateway_metrics && n) {
+        (void) ngx_atomic_fetch_add(&ngx_env_gateway_metrics->c[i], n);
     }
-}
-
-
-ngx_atomic_uint_t
-ngx_env_gateway_metric_get(ngx_uint_t i)
-{
-    return ngx_env_gateway_metrics ? ngx_env_gateway_metrics->c[i] : 0;
-}
-
-
-/*
- * add: register this process as subscribed and tell whether another live
- * process is subscribed too (then no invalidation was missed meanwhile);
- * !add: unregister.  Slots of crashed processes are recognised by kill(0).
- */
-ngx_uint_t
-ngx_env_gateway_subscriber_overlap(ngx_uint_t add)
-{
-    ngx_uint_t     i, other, mine;
-    ngx_atomic_t  *s;
-    ngx_pid_t      pid;
-
-    if (ngx_env_gateway_metrics == NULL) {
-        return 0;
-    }
-
-    s = ngx_env_gateway_metrics->subscribers;
-    other = 0;
-    mine = 0;
-
-    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
-        pid = (ngx_pid_t) s[i];
-
-        if (pid == ngx_pid) {
-            if (!add) {
-                (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
-            }
-            mine = 1;
-            continue;
-        }
-
-        if (pid == 0) {
-            if (add && !mine
-                && ngx_atomic_cmp_set(&s[i], 0, (ngx_atomic_uint_t) ngx_pid))
-            {
-                mine = 1;
-            }
-            continue;
-        }
-
-        if (kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
-            other = 1;
-
-        } else {
-            /* a crashed process' slot */
-            (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
-        }
-    }
-
-    return other;
 }
 
 

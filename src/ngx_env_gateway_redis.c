@@ -1,231 +1,50 @@
 /*
- * env_gateway: the per-worker Redis client.
- *
- * nginx owns the socket (ngx_event_connect_peer, c->recv, c->send, nginx
- * timers); hiredis only encodes commands (redisFormatCommandArgv) and decodes
- * replies (redisReader).  Commands from every request of the worker are
- * appended to one outbound buffer and written by a posted "flush" event, so
- * the lookups of all requests that arrived in one event-loop iteration leave
- * in a single write.  Replies match commands in FIFO order.
- *
- * Deadlines: every command has its own, read_timeout after it was first
- * written, kept when it is sent again.  The connection's read timer is
- * armed for the earliest deadline, whatever bytes trickle in meanwhile;
- * when it fires, the commands past their deadline fail and the connection
- * is closed (the replies still due on it would no longer match the FIFO).
+ * env_gateway: a Redis connection, its failover, and the worker's lookup
+ * connection.  What goes over it, and when it times out: _pipeline.c.
  *
  * Failure policy (fail closed, fail fast): on a connect error, a timeout, a
- * closed socket or a protocol error the connection is dropped.  Lookups
+ * closed socket or a protocol error (ngx_env_gateway_redis_ft_e) the
+ * connection is dropped, and the failure logged once, with errno.  Lookups
  * that were written on it and are within their deadline are re-sent once,
  * on a new connection, within that same deadline (a GET is safe to
- * repeat): a connection that Redis or
- * a load balancer closed (idle timeout, CLIENT KILL, a reset) costs a
- * reconnect, not an answer.  Every other outstanding command is answered
- * with a NULL reply (the caller turns that into 503).  A connection that
- * answered is reopened at once to the same server; otherwise the next server
- * of the failover list is tried, and when the whole list failed, a
- * reconnect timer backs off from 50ms to 500ms.  While disconnected, new
- * commands are refused at once instead of queueing.  Commands queued while
- * connecting were never sent: when that connect fails they move on to the
- * next server instead of failing.  Connected to a later server, the lookup
- * connection probes the first one every primary_retry with a plain TCP
- * connect and moves back (when idle) once it answers, so a healed primary
- * is used again.  The subscriber stays where it is while healthy: moving it
- * would open a gap in the invalidations (and with it a whole-cache drop),
- * and a replica gets the primary's messages anyway.
+ * repeat): a connection that Redis or a load balancer closed (idle timeout,
+ * CLIENT KILL, a reset) costs a reconnect, not an answer.  Every other
+ * outstanding command is answered with a NULL reply (the caller turns that
+ * into 503).  A connection that answered is reopened at once to the same
+ * server; otherwise the next server of the failover list is tried, and when
+ * the whole list failed, a reconnect timer backs off from 50ms to 500ms.
+ * While disconnected, new commands are refused at once instead of queueing.
+ * Commands queued while connecting were never sent: when that connect
+ * fails they move on to the next server instead of failing.  Connected to a
+ * later server, the lookup connection probes the first one every
+ * primary_retry with a plain TCP connect and moves back (when idle) once it
+ * answers, so a healed primary is used again.  Subscribers stay where they
+ * are while healthy (_subscriber.c).
  *
- * Sizes: no reply may exceed max_record.  The reader's object functions are
- * wrapped so that an aggregate announcing more elements than max_record
- * could hold is refused before hiredis allocates it, and the bytes of the
- * reply being read are counted after each read, so a reply above the limit
- * closes the connection without being buffered whole.  A GET whose reply
- * is a string above the limit gets ngx_env_gateway_redis_oversize instead.
- *
- * Each worker also keeps a subscriber connection on <prefix>invalidate:
- * a message names a changed key, which is dropped from the shared cache.
- * After a gap in that subscription (reconnect), the whole cache is dropped,
- * since nothing in it can be known to be fresh.
- *
- * With "env_gateway_redis sentinel=NAME ...", the one server's address is
- * asked of the Sentinels (SENTINEL get-master-addr-by-name) before each
- * connect that follows a failure, and a second Sentinel connection listens
- * to +switch-master so a failover moves every connection at once.
+ * The worker's connections are started here: the Sentinels' first
+ * (_sentinel.c), then the lookup connection, then the invalidation
+ * subscriber (_subscriber.c).
  */
 
-#include "ngx_env_gateway.h"
+#include "ngx_env_gateway_redis.h"
 
-#include <hiredis/hiredis.h>
-
-
-#define NGX_ENVGW_REDIS_DISCONNECTED  0
-#define NGX_ENVGW_REDIS_CONNECTING    1
-#define NGX_ENVGW_REDIS_READY         2
 
 #define NGX_ENVGW_BACKOFF_MIN         50
 #define NGX_ENVGW_BACKOFF_MAX         500
-#define NGX_ENVGW_OUT_MIN             16384
-#define NGX_ENVGW_PING_INTERVAL       5000
-
-/*
- * The bytes around a bulk string's data: "$", up to 20 digits, two CRLFs.
- * A reply still incomplete after max_record plus this is above the limit.
- */
-#define NGX_ENVGW_RESP_SLACK          32
-
-/* the shortest RESP element ("+\r\n"): bounds an aggregate's count */
-#define NGX_ENVGW_RESP_MIN_ELEMENT    3
-
-/* how drop() treats the first outstanding command */
-#define NGX_ENVGW_HEAD_RETRY          0   /* like the others */
-#define NGX_ENVGW_HEAD_FAIL           1   /* its reply was unusable */
-#define NGX_ENVGW_HEAD_OVERSIZE       2   /* its reply was above max_record */
 
 
-typedef struct {
-    ngx_queue_t                        queue;
-    ngx_env_gateway_redis_handler_pt   handler;
-    void                              *data;
-    char                              *raw;       /* as formatted, to re-send;
-                                                     NULL: never re-sent */
-    size_t                             raw_len;
-    uint64_t                           sent;      /* usec, for the RTT;
-                                                     0: not written on c */
-    ngx_msec_t                         deadline;  /* 0: never written */
-    unsigned                           retried:1;
-} ngx_env_gateway_cmd_t;
-
-
-typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
-
-typedef void (*ngx_env_gateway_redis_event_pt)(ngx_env_gateway_redis_t *rc);
-typedef void (*ngx_env_gateway_redis_message_pt)(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
-
-struct ngx_env_gateway_redis_s {
-    ngx_env_gateway_main_conf_t       *gmcf;
-    ngx_array_t                       *servers;   /* failover list */
-    ngx_str_t                          channel;   /* subscribers only */
-    ngx_env_gateway_redis_message_pt   on_message;
-    ngx_env_gateway_redis_event_pt     on_subscribed;
-    ngx_env_gateway_redis_event_pt     on_unsubscribed;
-    const char                        *role;      /* for log lines */
-    ngx_uint_t                         current;   /* server index */
-    ngx_uint_t                         failures;  /* in a row, this round */
-    ngx_uint_t                         state;
-    ngx_peer_connection_t              peer;
-    ngx_connection_t                  *c;
-    ngx_uint_t                         generation; /* of c: a handler may
-                                                      replace it */
-    redisReader                       *reader;
-    size_t                             max_record;
-    off_t                              fed;       /* bytes read on c */
-    off_t                              mark;      /* where the reply being
-                                                     read starts */
-    int                                refused;   /* elements announced */
-    ngx_msec_t                         resend_deadline; /* the earliest of
-                                                      the commands re-sent */
-
-    u_char                            *out;       /* outbound buffer */
-    size_t                             out_pos;
-    size_t                             out_len;
-    size_t                             out_size;
-
-    ngx_queue_t                        cmds;      /* awaiting replies */
-    ngx_queue_t                        free;      /* spare command structs */
-    ngx_uint_t                         ncmds;
-
-    ngx_event_t                        flush;
-    ngx_event_t                        reconnect;
-    ngx_event_t                        primary;   /* return to server 0 */
-    ngx_peer_connection_t              probe;     /* is server 0 back? */
-    ngx_event_t                        ping;      /* subscriber health */
-    ngx_msec_t                         backoff;
-    ngx_log_t                         *log;
-
-    unsigned                           subscriber:1;
-    unsigned                           subscribed:1;
-    unsigned                           ever_subscribed:1;
-    unsigned                           resolving:1; /* asking Sentinels */
-    unsigned                           healthy:1; /* c gave a good reply */
-};
-
-
-static void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc,
-    const char *why);
-static void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
-    ngx_err_t err, const char *why, ngx_uint_t head);
-static void ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
-static void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
-static void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev);
-static void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
-static ngx_int_t ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc,
-    int argc, const char **argv, const size_t *argvlen, char **raw,
-    size_t *raw_len);
-static ngx_int_t ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc,
-    char *raw, size_t len);
-static ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
-    ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_handshake_reply(void *data,
     redisReply *reply);
-
-
 static void ngx_env_gateway_redis_primary_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_probe_handler(ngx_event_t *ev);
 static void ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
-static void ngx_env_gateway_redis_ping_handler(ngx_event_t *ev);
-static void ngx_env_gateway_redis_subscribed(void *data, redisReply *reply);
-static void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
-static ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc,
-    int argc, const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
-static void ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc,
-    redisReply *reply);
-
-
-static void ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
-static void ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc);
-static void ngx_env_gateway_sentinel_reply(void *data, redisReply *reply);
-static void ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload);
 
 
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_redis_sub;  /* invalidate */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel;   /* queries */
-static ngx_env_gateway_redis_t  *ngx_env_gateway_sentinel_sub;
-static ngx_uint_t                ngx_env_gateway_sentinel_asking;
-
-/* hiredis' reply functions, with createArray bounded by max_record */
-static redisReplyObjectFunctions   ngx_env_gateway_reply_fn;
-static void                     *(*ngx_env_gateway_create_array)(
-                                     const redisReadTask *task, int elements);
-
-
-/* what a command's handler gets for a string reply above max_record */
-redisReply  ngx_env_gateway_redis_oversize = {
-    REDIS_REPLY_ERROR, 0, sizeof("ERR reply above max_record") - 1,
-    (char *) "ERR reply above max_record", 0, NULL
-};
-
-
-static uint64_t
-ngx_env_gateway_usec(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+static ngx_uint_t                ngx_env_gateway_redis_exiting;
 
 
 /* nginx's own lines about a connect (connect() failed ...) name the role */
@@ -242,7 +61,7 @@ ngx_env_gateway_redis_log_handler(ngx_log_t *log, u_char *buf, size_t len)
 }
 
 
-static ngx_env_gateway_redis_t *
+ngx_env_gateway_redis_t *
 ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
     const char *role)
@@ -272,27 +91,47 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     ngx_queue_init(&rc->cmds);
     ngx_queue_init(&rc->free);
 
-    rc->flush.handler = ngx_env_gateway_redis_flush_handler;
-    rc->flush.data = rc;
-    rc->flush.log = rc->log;
+    ngx_env_gateway_redis_event(rc, &rc->flush,
+                                ngx_env_gateway_redis_flush_handler);
+    ngx_env_gateway_redis_event(rc, &rc->reconnect,
+                                ngx_env_gateway_redis_reconnect_handler);
+    ngx_env_gateway_redis_event(rc, &rc->primary,
+                                ngx_env_gateway_redis_primary_handler);
 
     /* background timers must not hold up a graceful shutdown */
-    rc->reconnect.handler = ngx_env_gateway_redis_reconnect_handler;
-    rc->reconnect.data = rc;
-    rc->reconnect.log = rc->log;
     rc->reconnect.cancelable = 1;
-
-    rc->primary.handler = ngx_env_gateway_redis_primary_handler;
-    rc->primary.data = rc;
-    rc->primary.log = rc->log;
     rc->primary.cancelable = 1;
 
-    rc->ping.handler = ngx_env_gateway_redis_ping_handler;
-    rc->ping.data = rc;
-    rc->ping.log = rc->log;
-    rc->ping.cancelable = 1;
-
     return rc;
+}
+
+
+/* an event of the connection rc, not of its socket */
+void
+ngx_env_gateway_redis_event(ngx_env_gateway_redis_t *rc, ngx_event_t *ev,
+    ngx_event_handler_pt handler)
+{
+    ev->handler = handler;
+    ev->data = rc;
+    ev->log = rc->log;
+}
+
+
+/* a non-blocking connect() ended: 0, or why it failed */
+static ngx_err_t
+ngx_env_gateway_redis_connect_error(ngx_connection_t *c)
+{
+    int        err;
+    socklen_t  len;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    return err;
 }
 
 
@@ -302,64 +141,39 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
 {
     ngx_env_gateway_redis_t  *rc;
 
-    static ngx_str_t  switch_master = ngx_string("+switch-master");
+    ngx_env_gateway_redis_exiting = 0;
 
-    if (gmcf->sentinels) {
-        ngx_env_gateway_sentinel = ngx_env_gateway_redis_create(cycle, gmcf,
-                                       gmcf->sentinels, " (sentinel)");
-        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->sentinels,
-                                          " (sentinel events)");
-        if (ngx_env_gateway_sentinel == NULL || rc == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc->subscriber = 1;
-        rc->channel = switch_master;
-        rc->on_message = ngx_env_gateway_sentinel_switch;
-        ngx_env_gateway_sentinel_sub = rc;
-
-        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel);
-        ngx_env_gateway_redis_connect(ngx_env_gateway_sentinel_sub);
-    }
-
-    ngx_env_gateway_redis = ngx_env_gateway_redis_create(cycle, gmcf,
-                                                         gmcf->servers,
-                                                         " (lookups)");
-    if (ngx_env_gateway_redis == NULL) {
+    if (gmcf->sentinels
+        && ngx_env_gateway_sentinel_init(cycle, gmcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_env_gateway_redis_connect(ngx_env_gateway_redis);
-
-    if (gmcf->cache_zone) {
-        rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
-                                          " (invalidations)");
-        if (rc == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc->subscriber = 1;
-        rc->channel = gmcf->channel;
-        rc->on_message = ngx_env_gateway_inval_message;
-        rc->on_subscribed = ngx_env_gateway_inval_subscribed;
-        rc->on_unsubscribed = ngx_env_gateway_inval_unsubscribed;
-        ngx_env_gateway_redis_sub = rc;
-
-        ngx_env_gateway_redis_connect(rc);
+    rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
+                                      " (lookups)");
+    if (rc == NULL) {
+        return NGX_ERROR;
     }
 
-    return NGX_OK;
+    if (gmcf->sentinels) {
+        ngx_env_gateway_sentinel_attach(rc);
+    }
+
+    ngx_env_gateway_redis = rc;
+    ngx_env_gateway_redis_connect(rc);
+
+    return ngx_env_gateway_subscriber_init(cycle, gmcf);
 }
 
 
-static void
+void
 ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
 {
     if (rc == NULL) {
         return;
     }
 
-    ngx_env_gateway_redis_fail(rc, NULL);
+    ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_SHUTDOWN, NULL);
 
     if (rc->reconnect.timer_set) {
         ngx_del_timer(&rc->reconnect);
@@ -368,35 +182,23 @@ ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
     if (rc->primary.timer_set) {
         ngx_del_timer(&rc->primary);
     }
-
-    if (rc->ping.timer_set) {
-        ngx_del_timer(&rc->ping);
-    }
 }
 
 
 void
 ngx_env_gateway_redis_exit_worker(void)
 {
-    ngx_env_gateway_redis_t  *rc, *sub;
+    ngx_env_gateway_redis_t  *rc;
 
-    ngx_env_gateway_redis_t  *sq, *sw;
+    /* no reconnects, no error lines, new lookups refused */
+    ngx_env_gateway_redis_exiting = 1;
 
     rc = ngx_env_gateway_redis;
-    sub = ngx_env_gateway_redis_sub;
-    sq = ngx_env_gateway_sentinel;
-    sw = ngx_env_gateway_sentinel_sub;
-
-    /* "shutdown" for fail(): no reconnects, no error lines */
     ngx_env_gateway_redis = NULL;
-    ngx_env_gateway_redis_sub = NULL;
-    ngx_env_gateway_sentinel = NULL;
-    ngx_env_gateway_sentinel_sub = NULL;
 
     ngx_env_gateway_redis_close(rc);
-    ngx_env_gateway_redis_close(sub);
-    ngx_env_gateway_redis_close(sq);
-    ngx_env_gateway_redis_close(sw);
+    ngx_env_gateway_subscriber_exit();
+    ngx_env_gateway_sentinel_exit();
 }
 
 
@@ -419,230 +221,7 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
 }
 
 
-static ngx_int_t
-ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
-    const char **argv, const size_t *argvlen,
-    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry)
-{
-    ngx_env_gateway_cmd_t  *cmd;
-
-    cmd = ngx_env_gateway_redis_cmd_alloc(rc);
-    if (cmd == NULL) {
-        return NGX_ERROR;
-    }
-
-    cmd->raw = NULL;
-
-    if (ngx_env_gateway_redis_append(rc, argc, argv, argvlen,
-                                     retry ? &cmd->raw : NULL,
-                                     &cmd->raw_len)
-        != NGX_OK)
-    {
-        ngx_queue_insert_head(&rc->free, &cmd->queue);
-        return NGX_ERROR;
-    }
-
-    cmd->handler = handler;
-    cmd->data = data;
-    cmd->sent = 0;
-    cmd->deadline = 0;
-    cmd->retried = 0;
-    ngx_queue_insert_tail(&rc->cmds, &cmd->queue);
-    rc->ncmds++;
-
-    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: command queued, %ui outstanding, "
-                   "state %ui", rc->role, rc->ncmds, rc->state);
-
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_COMMANDS);
-
-    if (rc->state == NGX_ENVGW_REDIS_READY && !rc->flush.posted) {
-        ngx_post_event(&rc->flush, &ngx_posted_events);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_env_gateway_cmd_t *
-ngx_env_gateway_redis_cmd_alloc(ngx_env_gateway_redis_t *rc)
-{
-    ngx_queue_t  *q;
-
-    if (!ngx_queue_empty(&rc->free)) {
-        q = ngx_queue_head(&rc->free);
-        ngx_queue_remove(q);
-        return ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-    }
-
-    return ngx_alloc(sizeof(ngx_env_gateway_cmd_t), rc->log);
-}
-
-
-static ngx_int_t
-ngx_env_gateway_redis_reserve(ngx_env_gateway_redis_t *rc, size_t len)
-{
-    u_char  *p;
-    size_t   size;
-
-    if (rc->out_len + len <= rc->out_size) {
-        return NGX_OK;
-    }
-
-    /* reclaim what was already written before growing */
-    if (rc->out_pos > 0) {
-        ngx_memmove(rc->out, rc->out + rc->out_pos, rc->out_len - rc->out_pos);
-        rc->out_len -= rc->out_pos;
-        rc->out_pos = 0;
-
-        if (rc->out_len + len <= rc->out_size) {
-            return NGX_OK;
-        }
-    }
-
-    size = ngx_max(rc->out_size * 2, NGX_ENVGW_OUT_MIN);
-    while (size < rc->out_len + len) {
-        size *= 2;
-    }
-
-    p = ngx_alloc(size, rc->log);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (rc->out) {
-        ngx_memcpy(p, rc->out, rc->out_len);
-        ngx_free(rc->out);
-    }
-
-    rc->out = p;
-    rc->out_size = size;
-
-    return NGX_OK;
-}
-
-
-/*
- * Format a command onto the outbound buffer.  With raw != NULL the
- * formatted bytes are also handed back (to be re-sent after a drop; the
- * caller frees them), otherwise they are freed here.
- */
-static ngx_int_t
-ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
-    const char **argv, const size_t *argvlen, char **raw, size_t *raw_len)
-{
-    int    len;
-    char  *cmd;
-
-    /* arguments go as (data, length): untrusted bytes are never formatted */
-    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_env_gateway_redis_copy(rc, cmd, len) != NGX_OK) {
-        free(cmd);
-        return NGX_ERROR;
-    }
-
-    if (raw) {
-        *raw = cmd;
-        *raw_len = len;
-
-    } else {
-        free(cmd);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc, char *raw,
-    size_t len)
-{
-    if (ngx_env_gateway_redis_reserve(rc, len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(rc->out + rc->out_len, raw, len);
-    rc->out_len += len;
-
-    return NGX_OK;
-}
-
-
-/* a command is done with: its struct goes back to the free list */
-static void
-ngx_env_gateway_redis_cmd_free(ngx_env_gateway_redis_t *rc,
-    ngx_env_gateway_cmd_t *cmd)
-{
-    if (cmd->raw) {
-        free(cmd->raw);
-        cmd->raw = NULL;
-    }
-
-    ngx_queue_insert_head(&rc->free, &cmd->queue);
-}
-
-
-/*
- * hiredis' createArray, refusing a count that max_record could not hold
- * (every element takes at least NGX_ENVGW_RESP_MIN_ELEMENT bytes): a rogue
- * "*2147483647" must not make the worker calloc 16 GB.  NULL makes the
- * reader fail (as out of memory); rc->refused tells the two apart.
- */
-static void *
-ngx_env_gateway_redis_create_array(const redisReadTask *task, int elements)
-{
-    size_t                    limit;
-    ngx_env_gateway_redis_t  *rc;
-
-    /* hiredis 0.14 hands every task the reader's privdata */
-    rc = task->privdata;
-    limit = rc ? rc->max_record : NGX_ENVGW_MAX_RECORD;
-
-    if ((size_t) elements > limit / NGX_ENVGW_RESP_MIN_ELEMENT) {
-        if (rc) {
-            rc->refused = elements;
-        }
-
-        return NULL;
-    }
-
-    return ngx_env_gateway_create_array(task, elements);
-}
-
-
-static redisReader *
-ngx_env_gateway_redis_reader(ngx_env_gateway_redis_t *rc)
-{
-    redisReader  *r;
-
-    r = redisReaderCreate();
-    if (r == NULL) {
-        return NULL;
-    }
-
-    if (ngx_env_gateway_create_array == NULL) {
-        ngx_env_gateway_reply_fn = *r->fn;
-        ngx_env_gateway_create_array = r->fn->createArray;
-        ngx_env_gateway_reply_fn.createArray =
-                                            ngx_env_gateway_redis_create_array;
-    }
-
-    r->fn = &ngx_env_gateway_reply_fn;
-    r->privdata = rc;
-
-    rc->fed = 0;
-    rc->mark = 0;
-    rc->refused = 0;
-
-    return r;
-}
-
-
-static void
+void
 ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
 {
     ngx_int_t                  rv;
@@ -655,8 +234,18 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->state = NGX_ENVGW_REDIS_CONNECTING;
 
     if (srv->sockaddr == NULL || !srv->resolved) {
-        /* the address comes from the Sentinels; commands queue meanwhile */
-        ngx_env_gateway_sentinel_resolve(rc);
+        if (rc->resolve == NULL) {
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_NO_MASTER,
+                                       "no address");
+            return;
+        }
+
+        /* the address is asked for (Sentinels); commands queue meanwhile */
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: asking for the address",
+                       rc->role);
+
+        rc->resolve(rc);
         return;
     }
 
@@ -686,7 +275,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
         }
 
         /* ngx_event_connect_peer() logged why, with errno and the role */
-        ngx_env_gateway_redis_fail(rc, NULL);
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_CONNECT, NULL);
         return;
     }
 
@@ -702,11 +291,15 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
 
     rc->reader = ngx_env_gateway_redis_reader(rc);
     if (rc->reader == NULL) {
-        ngx_env_gateway_redis_fail(rc, "redisReaderCreate() failed");
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                   "redisReaderCreate() failed");
         return;
     }
 
     if (rv == NGX_AGAIN) {
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: connect in progress", rc->role);
+
         ngx_add_timer(c->write, srv->connect_timeout);
         return;
     }
@@ -815,20 +408,11 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         ngx_queue_add(&rc->cmds, &handshake);
     }
 
-    if (rc->subscriber) {
-        argv[0] = "SUBSCRIBE";
-        argvlen[0] = 9;
-        argv[1] = (const char *) rc->channel.data;
-        argvlen[1] = rc->channel.len;
-
-        if (ngx_env_gateway_redis_send(rc, 2, argv, argvlen,
-                                       ngx_env_gateway_redis_subscribed, rc,
-                                       0)
-            != NGX_OK)
-        {
-            ngx_env_gateway_redis_fail(rc, "out of memory");
-            return;
-        }
+    /* a subscriber's SUBSCRIBE goes after the handshake */
+    if (rc->connected && rc->connected(rc) != NGX_OK) {
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
+                                   "out of memory");
+        return;
     }
 
     ngx_env_gateway_redis_flush(rc);
@@ -842,12 +426,12 @@ nomem:
     ngx_queue_init(&rc->cmds);
     ngx_queue_add(&rc->cmds, &handshake);
 
-    ngx_env_gateway_redis_fail(rc, "out of memory");
+    ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL, "out of memory");
 }
 
 
 static void
-ngx_env_gateway_redis_subscribed(void *data, redisReply *reply)
+ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
 {
     ngx_env_gateway_redis_t  *rc = data;
 
@@ -855,138 +439,82 @@ ngx_env_gateway_redis_subscribed(void *data, redisReply *reply)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY) {
+    if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: SUBSCRIBE %V refused", &rc->channel);
-        ngx_env_gateway_redis_fail(rc, "subscribe failed");
-        return;
-    }
-
-    rc->subscribed = 1;
-
-    if (rc->on_subscribed) {
-        rc->on_subscribed(rc);
-    }
-
-    if (!rc->ping.timer_set) {
-        ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
+                      "env_gateway: redis refused AUTH/SELECT: %*s",
+                      (size_t) reply->len, reply->str);
+        ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_REFUSED,
+                                   "handshake failed");
     }
 }
 
 
-static void
-ngx_env_gateway_redis_ping_handler(ngx_event_t *ev)
+void
+ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
 {
-    const char               *argv[1];
-    size_t                    argvlen[1];
-    ngx_env_gateway_redis_t  *rc = ev->data;
+    ngx_err_t                 err;
+    ngx_connection_t         *c;
+    ngx_env_gateway_redis_t  *rc;
 
-    if (rc->state != NGX_ENVGW_REDIS_READY || !rc->subscribed) {
+    c = wev->data;
+    rc = c->data;
+
+    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
+
+        if (wev->timedout) {
+            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_TIMEOUT,
+                                       "connect timed out");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        err = ngx_env_gateway_redis_connect_error(c);
+
+        if (err) {
+            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_CONNECT, err,
+                                       "connect() failed");
+            return;
+        }
+
+        ngx_env_gateway_redis_connected(rc);
         return;
     }
 
-    /* a silent peer is found by the read timeout of this PING */
-    argv[0] = "PING";
-    argvlen[0] = 4;
-
-    if (ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
-                                   ngx_env_gateway_redis_ignore, rc, 0)
-        != NGX_OK)
-    {
-        ngx_env_gateway_redis_fail(rc, "out of memory");
-        return;
-    }
-
-    ngx_add_timer(&rc->ping, NGX_ENVGW_PING_INTERVAL);
+    ngx_env_gateway_redis_flush(rc);
 }
 
 
-static void
+void
 ngx_env_gateway_redis_ignore(void *data, redisReply *reply)
 {
 }
 
 
-/* a "message" push on a subscriber connection */
-static void
-ngx_env_gateway_redis_message(ngx_env_gateway_redis_t *rc, redisReply *reply)
+/* a sibling connection found Redis answering: the lookups reconnect now */
+void
+ngx_env_gateway_redis_nudge(void)
 {
-    ngx_str_t    payload;
-    redisReply  *p;
+    ngx_env_gateway_redis_t  *rc;
 
-    p = reply->element[2];
+    rc = ngx_env_gateway_redis;
 
-    if (p->type != REDIS_REPLY_STRING) {
-        return;
-    }
-
-    payload.data = (u_char *) p->str;
-    payload.len = p->len;
-
-    rc->on_message(rc, &payload);
-}
-
-
-static void
-ngx_env_gateway_inval_message(ngx_env_gateway_redis_t *rc, ngx_str_t *key)
-{
-    ngx_env_gateway_invalidate(key);
-}
-
-
-/*
- * A re-subscription follows a gap in which messages may have been lost:
- * drop everything.  The first one at worker start needs no drop unless no
- * other process is subscribed (the zone may have been kept over a gap).
- */
-static void
-ngx_env_gateway_inval_subscribed(ngx_env_gateway_redis_t *rc)
-{
-    if (!ngx_env_gateway_subscriber_overlap(1) || rc->ever_subscribed) {
-        ngx_env_gateway_invalidate(NULL);
-    }
-
-    rc->ever_subscribed = 1;
-
-    /*
-     * Redis is back: the dropped entries are about to be asked for, so the
-     * lookup connection must not sit out the rest of its backoff.
-     */
-    ngx_env_gateway_redis_nudge(ngx_env_gateway_redis);
-}
-
-
-/* a sibling connection found Redis answering: reconnect now */
-static void
-ngx_env_gateway_redis_nudge(ngx_env_gateway_redis_t *rc)
-{
     if (rc == NULL || rc->state != NGX_ENVGW_REDIS_DISCONNECTED
         || !rc->reconnect.timer_set)
     {
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: reconnecting now, not after "
+                   "the backoff", rc->role);
+
     ngx_del_timer(&rc->reconnect);
     rc->failures = 0;
     rc->current = 0;
     ngx_env_gateway_redis_connect(rc);
-}
-
-
-static void
-ngx_env_gateway_inval_unsubscribed(ngx_env_gateway_redis_t *rc)
-{
-    (void) ngx_env_gateway_subscriber_overlap(0);
-}
-
-
-static ngx_uint_t
-ngx_env_gateway_redis_is_message(redisReply *reply)
-{
-    return reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
-           && reply->element[0]->type == REDIS_REPLY_STRING
-           && reply->element[0]->len == 7
-           && ngx_strncmp(reply->element[0]->str, "message", 7) == 0;
 }
 
 
@@ -1058,21 +586,13 @@ ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
 static void
 ngx_env_gateway_redis_probe_handler(ngx_event_t *ev)
 {
-    int                       err;
-    socklen_t                 len;
     ngx_connection_t         *c;
     ngx_env_gateway_redis_t  *rc;
 
     c = ev->data;
     rc = c->data;
 
-    err = 0;
-    len = sizeof(int);
-
-    if (ev->timedout
-        || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1
-        || err)
-    {
+    if (ev->timedout || ngx_env_gateway_redis_connect_error(c)) {
         ngx_env_gateway_redis_probe_close(rc);
         ngx_add_timer(&rc->primary, rc->gmcf->primary_retry);
         return;
@@ -1116,24 +636,6 @@ ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc)
 
 
 static void
-ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
-{
-    ngx_env_gateway_redis_t  *rc = data;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: redis refused AUTH/SELECT: %*s",
-                      (size_t) reply->len, reply->str);
-        ngx_env_gateway_redis_fail(rc, "handshake failed");
-    }
-}
-
-
-static void
 ngx_env_gateway_redis_switch_handler(ngx_event_t *ev)
 {
     ngx_env_gateway_redis_t  *rc = ev->data;
@@ -1148,451 +650,36 @@ ngx_env_gateway_redis_switch_handler(ngx_event_t *ev)
 }
 
 
-static void
-ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
-{
-    int                       err;
-    socklen_t                 len;
-    ngx_connection_t         *c;
-    ngx_env_gateway_redis_t  *rc;
-
-    c = wev->data;
-    rc = c->data;
-
-    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
-
-        if (wev->timedout) {
-            ngx_env_gateway_redis_fail(rc, "connect timed out");
-            return;
-        }
-
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
-            == -1)
-        {
-            err = ngx_socket_errno;
-        }
-
-        if (err) {
-            ngx_log_error(NGX_LOG_ERR, rc->log, err,
-                          "env_gateway: connect() to redis %V failed",
-                          rc->peer.name);
-            ngx_env_gateway_redis_fail(rc, NULL);
-            return;
-        }
-
-        ngx_env_gateway_redis_connected(rc);
-        return;
-    }
-
-    ngx_env_gateway_redis_flush(rc);
-}
-
-
-static void
-ngx_env_gateway_redis_flush_handler(ngx_event_t *ev)
-{
-    ngx_env_gateway_redis_t  *rc = ev->data;
-
-    if (rc->state == NGX_ENVGW_REDIS_READY) {
-        ngx_env_gateway_redis_flush(rc);
-    }
-}
-
-
-static void
-ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
-{
-    ssize_t                    n;
-    uint64_t                   now;
-    ngx_err_t                  err;
-    ngx_msec_t                 deadline;
-    ngx_queue_t               *q;
-    ngx_env_gateway_cmd_t     *cmd;
-    ngx_connection_t          *c;
-    ngx_env_gateway_server_t  *srv;
-
-    c = rc->c;
-
-    while (rc->out_pos < rc->out_len) {
-
-        n = c->send(c, rc->out + rc->out_pos, rc->out_len - rc->out_pos);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                ngx_env_gateway_redis_fail(rc, "write event failed");
-                return;
-            }
-
-            break;
-        }
-
-        if (n == NGX_ERROR) {
-            err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, err, "send() failed",
-                                       NGX_ENVGW_HEAD_RETRY);
-            return;
-        }
-
-        rc->out_pos += n;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: written, %uz byte(s) left",
-                   rc->role, rc->out_len - rc->out_pos);
-
-    if (rc->out_pos == rc->out_len) {
-        rc->out_pos = 0;
-        rc->out_len = 0;
-    }
-
-    /*
-     * Stamp the commands written now (newest last: walk back): a deadline
-     * is read_timeout from the first write, whatever comes before it; a
-     * command sent again keeps the one it had.
-     */
-    now = 0;
-    srv = rc->servers->elts;
-    deadline = ngx_current_msec + srv[rc->current].read_timeout;
-
-    for (q = ngx_queue_last(&rc->cmds);
-         q != ngx_queue_sentinel(&rc->cmds);
-         q = ngx_queue_prev(q))
-    {
-        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-        if (cmd->sent) {
-            break;
-        }
-
-        if (now == 0) {
-            now = ngx_env_gateway_usec();
-        }
-
-        cmd->sent = now;
-
-        if (cmd->deadline == 0) {
-            cmd->deadline = deadline;
-        }
-    }
-
-    ngx_env_gateway_redis_arm(rc);
-}
-
-
-/*
- * The read timer fires at the earliest deadline of the commands written:
- * the first one's (deadlines grow along the FIFO), or that of a command
- * sent again after a drop, which kept its own.  It is not cancelable, so a
- * graceful shutdown waits for (or times out) the lookups of requests still
- * in flight.
- */
-static void
-ngx_env_gateway_redis_arm(ngx_env_gateway_redis_t *rc)
-{
-    ngx_msec_t              deadline;
-    ngx_event_t            *rev;
-    ngx_msec_int_t          left;
-    ngx_env_gateway_cmd_t  *cmd;
-
-    rev = rc->c->read;
-    deadline = 0;
-
-    if (ngx_queue_empty(&rc->cmds)) {
-        rc->resend_deadline = 0;
-
-    } else {
-        cmd = ngx_queue_data(ngx_queue_head(&rc->cmds),
-                             ngx_env_gateway_cmd_t, queue);
-
-        if (cmd->sent) {
-            deadline = cmd->deadline;
-
-            if (rc->resend_deadline
-                && (ngx_msec_int_t) (rc->resend_deadline - deadline) < 0)
-            {
-                deadline = rc->resend_deadline;
-            }
-        }
-    }
-
-    if (deadline == 0) {
-        /* nothing written is waiting: flush() arms the timer */
-        if (rev->timer_set) {
-            ngx_del_timer(rev);
-        }
-
-        return;
-    }
-
-    if (rev->timer_set) {
-        if (rev->timer.key == deadline) {
-            return;
-        }
-
-        ngx_del_timer(rev);
-    }
-
-    left = (ngx_msec_int_t) (deadline - ngx_current_msec);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: oldest command due in %i ms",
-                   rc->role, (ngx_int_t) left);
-
-    ngx_add_timer(rev, left > 0 ? (ngx_msec_t) left : 1);
-}
-
-
-static void
-ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
-{
-    void                      *reply;
-    ssize_t                    n;
-    ngx_err_t                  err;
-    ngx_uint_t                 generation, head, level;
-    ngx_queue_t               *q;
-    redisReply                *r;
-    redisReader               *reader;
-    ngx_connection_t          *c;
-    ngx_env_gateway_cmd_t     *cmd;
-    ngx_env_gateway_server_t  *srv;
-    ngx_env_gateway_redis_t   *rc;
-    u_char                     buf[16384];
-
-    c = rev->data;
-    rc = c->data;
-    srv = rc->servers->elts;
-    generation = rc->generation;
-
-    if (rc->state == NGX_ENVGW_REDIS_CONNECTING) {
-        /* a refused connect shows on both events: the write handler tells */
-        ngx_env_gateway_redis_write_handler(c->write);
-        return;
-    }
-
-    if (rev->timedout) {
-        rev->timedout = 0;
-        rc->resend_deadline = 0;
-
-        for (q = ngx_queue_head(&rc->cmds);
-             q != ngx_queue_sentinel(&rc->cmds);
-             q = ngx_queue_next(q))
-        {
-            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-            if (cmd->deadline == 0) {
-                continue;
-            }
-
-            if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) <= 0) {
-                ngx_env_gateway_redis_drop(rc, 0, "command timed out",
-                                           NGX_ENVGW_HEAD_RETRY);
-                return;
-            }
-
-            if (cmd->retried
-                && (rc->resend_deadline == 0
-                    || (ngx_msec_int_t)
-                           (cmd->deadline - rc->resend_deadline) < 0))
-            {
-                rc->resend_deadline = cmd->deadline;
-            }
-        }
-
-        /* nothing is due yet */
-        ngx_env_gateway_redis_arm(rc);
-        return;
-    }
-
-    for ( ;; ) {
-
-        n = c->recv(c, buf, sizeof(buf));
-
-        if (n == NGX_AGAIN) {
-            break;
-        }
-
-        if (n == 0) {
-            ngx_env_gateway_redis_drop(rc, 0, "connection closed by redis",
-                                       NGX_ENVGW_HEAD_RETRY);
-            return;
-        }
-
-        if (n == NGX_ERROR) {
-            err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, err, "recv() failed",
-                                       NGX_ENVGW_HEAD_RETRY);
-            return;
-        }
-
-        reader = rc->reader;
-
-        if (redisReaderFeed(reader, (const char *) buf, n) != REDIS_OK) {
-            ngx_env_gateway_redis_fail(rc, "reader out of memory");
-            return;
-        }
-
-        rc->fed += n;
-
-        for ( ;; ) {
-            reply = NULL;
-
-            if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
-
-                if (rc->refused) {
-                    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                                  "env_gateway: redis %V%s: a reply announces "
-                                  "%d elements, more than max_record "
-                                  "(%uz bytes) can hold; closing the "
-                                  "connection", &srv[rc->current].name,
-                                  rc->role, rc->refused, rc->max_record);
-                } else {
-                    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                                  "env_gateway: redis %V%s: protocol error: "
-                                  "%s", &srv[rc->current].name, rc->role,
-                                  reader->errstr);
-                }
-
-                ngx_env_gateway_redis_drop(rc, 0, NULL, NGX_ENVGW_HEAD_FAIL);
-                return;
-            }
-
-            if (reply == NULL) {
-                break;
-            }
-
-            /* the next reply starts after the bytes this one left unread */
-            rc->mark = rc->fed - (off_t) (reader->len - reader->pos);
-
-            r = reply;
-
-            if (rc->subscriber && rc->subscribed
-                && ngx_env_gateway_redis_is_message(r))
-            {
-                ngx_env_gateway_redis_message(rc, r);
-                freeReplyObject(r);
-                continue;
-            }
-
-            if (ngx_queue_empty(&rc->cmds)) {
-                freeReplyObject(r);
-                ngx_env_gateway_redis_fail(rc, "unexpected reply");
-                return;
-            }
-
-            q = ngx_queue_head(&rc->cmds);
-            ngx_queue_remove(q);
-            rc->ncmds--;
-            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-            if (cmd->sent) {
-                ngx_env_gateway_metric_rtt(ngx_env_gateway_usec()
-                                           - cmd->sent);
-            }
-
-            if (r->type != REDIS_REPLY_ERROR) {
-                rc->healthy = 1;
-            }
-
-            if (r->type == REDIS_REPLY_STRING && r->len > rc->max_record) {
-                ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                               "env_gateway: redis%s: a string reply of %uz "
-                               "bytes, above max_record %uz", rc->role,
-                               r->len, rc->max_record);
-                cmd->handler(cmd->data, &ngx_env_gateway_redis_oversize);
-
-            } else {
-                cmd->handler(cmd->data, r);
-            }
-
-            freeReplyObject(r);
-            ngx_env_gateway_redis_cmd_free(rc, cmd);
-
-            if (rc->c != c || rc->generation != generation) {
-                /* the handler dropped the connection */
-                return;
-            }
-        }
-
-        /*
-         * The reply being read, counted from its first byte (the elements
-         * of an aggregate already parsed included): above max_record, it
-         * is not waited for, let alone buffered whole.
-         */
-        if (rc->fed - rc->mark
-            > (off_t) (rc->max_record + NGX_ENVGW_RESP_SLACK))
-        {
-            head = NGX_ENVGW_HEAD_FAIL;
-
-            if (!rc->subscriber && reader->ridx == 0
-                && reader->rstack[0].type == REDIS_REPLY_STRING)
-            {
-                /* a GET's value: the record is too big, not Redis down */
-                head = NGX_ENVGW_HEAD_OVERSIZE;
-            }
-
-            level = (head == NGX_ENVGW_HEAD_OVERSIZE) ? NGX_LOG_INFO
-                                                      : NGX_LOG_ERR;
-
-            ngx_log_error(level, rc->log, 0,
-                          "env_gateway: redis %V%s: a reply is above "
-                          "max_record (%uz bytes); closing the connection",
-                          &srv[rc->current].name, rc->role, rc->max_record);
-
-            ngx_env_gateway_redis_drop(rc, 0, NULL, head);
-            return;
-        }
-    }
-
-    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-        ngx_env_gateway_redis_fail(rc, "read event failed");
-        return;
-    }
-
-    ngx_env_gateway_redis_arm(rc);
-}
-
-
-static void
-ngx_env_gateway_redis_fail(ngx_env_gateway_redis_t *rc, const char *why)
-{
-    ngx_env_gateway_redis_drop(rc, 0, why, NGX_ENVGW_HEAD_RETRY);
-}
-
-
 /*
  * Drop the connection.  Lookups written on it and still within their
  * deadline are kept, to be re-sent once on the next connection within that
- * deadline; so are lookups not written yet.  The other outstanding commands (past their
- * deadline, re-sent already, internal ones such as AUTH or PING, all of
- * them at shutdown, and with head != NGX_ENVGW_HEAD_RETRY the one whose
- * reply was being read) are answered with NULL, or with
- * ngx_env_gateway_redis_oversize for NGX_ENVGW_HEAD_OVERSIZE.
+ * deadline; so are lookups not written yet.  The other outstanding commands
+ * (past their deadline, re-sent already, internal ones such as AUTH or
+ * PING, all of them at shutdown, and after a protocol error or an oversize
+ * reply the one whose reply was being read) are answered with NULL, or with
+ * ngx_env_gateway_redis_oversize for NGX_ENVGW_FT_OVERSIZE.
  *
- * why == NULL: the cause was logged already (or this is shutdown).
+ * ft: the kind of failure (ngx_env_gateway_redis_ft_e); why: the log line's
+ * words, with errno err; NULL: the cause was logged already.
  */
-static void
-ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
-    const char *why, ngx_uint_t head)
+void
+ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
+    ngx_err_t err, const char *why)
 {
     ngx_uint_t                 n, was_ready, keep, shutdown, healthy,
-                               nfailed, nretried, first, level;
-    ngx_queue_t               *q, *next, failed;
+                               nfailed, nretried, level, head_fails;
+    ngx_queue_t               *q, failed;
     redisReply                *reply;
-    ngx_env_gateway_cmd_t     *cmd, *oversize;
+    ngx_env_gateway_cmd_t     *cmd, *head, *oversize;
     ngx_env_gateway_server_t  *srv;
 
     srv = rc->servers->elts;
     n = rc->servers->nelts;
-    shutdown = (rc != ngx_env_gateway_redis && rc != ngx_env_gateway_redis_sub
-                && rc != ngx_env_gateway_sentinel
-                && rc != ngx_env_gateway_sentinel_sub)
-               || ngx_exiting || ngx_quit || ngx_terminate;
+    shutdown = (ft == NGX_ENVGW_FT_SHUTDOWN || ngx_env_gateway_redis_exiting
+                || ngx_exiting || ngx_quit || ngx_terminate);
+
+    /* the reply being read when it failed is not asked again */
+    head_fails = (ft == NGX_ENVGW_FT_PROTOCOL || ft == NGX_ENVGW_FT_OVERSIZE);
 
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
     healthy = rc->healthy;
@@ -1611,89 +698,12 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
     ngx_queue_init(&failed);
     nfailed = 0;
     nretried = 0;
-    oversize = NULL;
-    rc->resend_deadline = 0;
 
-    if (!keep) {
-        first = 1;
+    head = ngx_env_gateway_redis_requeue(rc, keep, !shutdown && was_ready,
+                                         head_fails, &failed, &nfailed,
+                                         &nretried);
 
-        for (q = ngx_queue_head(&rc->cmds);
-             q != ngx_queue_sentinel(&rc->cmds);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-            /*
-             * Kept: a lookup not written on this connection, or written
-             * once; either way still within its deadline, which it keeps.
-             */
-            if (!shutdown && was_ready && cmd->raw
-                && !(first && head != NGX_ENVGW_HEAD_RETRY)
-                && (cmd->sent == 0 || !cmd->retried)
-                && (cmd->deadline == 0
-                    || (ngx_msec_int_t)
-                           (cmd->deadline - ngx_current_msec) > 0))
-            {
-                if (cmd->sent) {
-                    cmd->retried = 1;
-                    nretried++;
-                }
-
-                cmd->sent = 0;
-                first = 0;
-                continue;
-            }
-
-            if (first && head == NGX_ENVGW_HEAD_OVERSIZE) {
-                oversize = cmd;
-            }
-
-            first = 0;
-            ngx_queue_remove(q);
-            ngx_queue_insert_tail(&failed, q);
-            nfailed++;
-        }
-
-        /* the outbound buffer: the kept commands, in their order */
-        rc->out_pos = 0;
-        rc->out_len = 0;
-
-        for (q = ngx_queue_head(&rc->cmds);
-             q != ngx_queue_sentinel(&rc->cmds);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-            if (ngx_env_gateway_redis_copy(rc, cmd->raw, cmd->raw_len)
-                != NGX_OK)
-            {
-                ngx_queue_remove(q);
-                ngx_queue_insert_tail(&failed, q);
-                nfailed++;
-                nretried -= cmd->retried;
-            }
-        }
-
-        rc->ncmds -= nfailed;
-    }
-
-    /* the earliest deadline the commands going again keep */
-    for (q = ngx_queue_head(&rc->cmds);
-         q != ngx_queue_sentinel(&rc->cmds);
-         q = ngx_queue_next(q))
-    {
-        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-        if (cmd->deadline
-            && (rc->resend_deadline == 0
-                || (ngx_msec_int_t) (cmd->deadline - rc->resend_deadline)
-                   < 0))
-        {
-            rc->resend_deadline = cmd->deadline;
-        }
-    }
+    oversize = (ft == NGX_ENVGW_FT_OVERSIZE) ? head : NULL;
 
     if (why && !shutdown) {
         /* a connection closed when idle, and reopened, is no error */
@@ -1715,25 +725,23 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
         }
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "env_gateway: redis%s: dropped, %ui failed, %ui kept, "
-                   "%ui re-sent", rc->role, nfailed, rc->ncmds, nretried);
+    ngx_log_debug5(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: dropped (failure %ui), %ui failed, "
+                   "%ui kept, %ui re-sent", rc->role, ft, nfailed, rc->ncmds,
+                   nretried);
 
     if (!shutdown) {
-        ngx_env_gateway_metric_inc((why && ngx_strstr(why, "timed out"))
+        ngx_env_gateway_metric_inc(ft == NGX_ENVGW_FT_TIMEOUT
                                    ? NGX_ENVGW_M_REDIS_TIMEOUTS
                                    : NGX_ENVGW_M_REDIS_ERRORS);
     }
 
-    if (rc->subscribed) {
-        rc->subscribed = 0;
-        if (rc->on_unsubscribed) {
-            rc->on_unsubscribed(rc);
-        }
+    if (rc->dropped) {
+        rc->dropped(rc);
     }
 
-    /* a Sentinel-given address is asked again after any failure */
-    if (rc->gmcf->sentinels && rc->servers == rc->gmcf->servers) {
+    /* an address given by the Sentinels is asked again after any failure */
+    if (rc->resolve) {
         srv[rc->current].resolved = 0;
     }
 
@@ -1782,6 +790,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
          * A connection that worked, or that lookups are waiting on, was
          * dropped rather than refused: the same server again, at once.
          */
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: reconnecting to the same server",
+                       rc->role);
+
         rc->failures = 0;
         ngx_env_gateway_redis_connect(rc);
         return;
@@ -1797,6 +809,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
     rc->failures++;
 
     if (rc->failures < n) {
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: next server, #%ui", rc->role,
+                       rc->current);
+
         /* keep queued commands connectable: state is "connecting" */
         if (keep) {
             ngx_env_gateway_redis_connect(rc);
@@ -1806,6 +822,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_err_t err,
         ngx_add_timer(&rc->reconnect, 1);
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: every server failed, again in %M ms",
+                   rc->role, rc->backoff);
 
     rc->failures = 0;
     ngx_add_timer(&rc->reconnect, rc->backoff);
@@ -1824,196 +844,5 @@ ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev)
 
     if (rc->state == NGX_ENVGW_REDIS_DISCONNECTED) {
         ngx_env_gateway_redis_connect(rc);
-    }
-}
-
-
-/* ------------------------------------------------------------------ */
-/* Sentinel                                                            */
-
-static void
-ngx_env_gateway_sentinel_resolve(ngx_env_gateway_redis_t *rc)
-{
-    ngx_int_t                 rv;
-    const char               *argv[3];
-    size_t                    argvlen[3];
-    ngx_env_gateway_redis_t  *sq;
-
-    sq = ngx_env_gateway_sentinel;
-    rc->resolving = 1;
-
-    if (ngx_env_gateway_sentinel_asking) {
-        return;
-    }
-
-    if (sq == NULL || sq->state == NGX_ENVGW_REDIS_DISCONNECTED) {
-        rc->resolving = 0;
-        ngx_env_gateway_redis_fail(rc, "no Sentinel reachable");
-        return;
-    }
-
-    argv[0] = "SENTINEL";
-    argvlen[0] = 8;
-    argv[1] = "get-master-addr-by-name";
-    argvlen[1] = 23;
-    argv[2] = (const char *) rc->gmcf->sentinel_name.data;
-    argvlen[2] = rc->gmcf->sentinel_name.len;
-
-    rv = ngx_env_gateway_redis_send(sq, 3, argv, argvlen,
-                                    ngx_env_gateway_sentinel_reply, NULL, 0);
-    if (rv != NGX_OK) {
-        rc->resolving = 0;
-        ngx_env_gateway_redis_fail(rc, "out of memory");
-        return;
-    }
-
-    ngx_env_gateway_sentinel_asking = 1;
-}
-
-
-/* "ip", "port" -> the one server's address (per worker) */
-static ngx_int_t
-ngx_env_gateway_sentinel_set(ngx_env_gateway_main_conf_t *gmcf,
-    ngx_str_t *ip, ngx_str_t *port)
-{
-    u_char                    *p;
-    ngx_int_t                  n;
-    ngx_addr_t                 addr;
-    ngx_pool_t                *pool;
-    ngx_env_gateway_server_t  *srv;
-
-    n = ngx_atoi(port->data, port->len);
-    if (n < 1 || n > 65535) {
-        return NGX_ERROR;
-    }
-
-    pool = ngx_cycle->pool;
-
-    if (ngx_parse_addr(pool, &addr, ip->data, ip->len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_inet_set_port(addr.sockaddr, (in_port_t) n);
-
-    srv = gmcf->servers->elts;
-
-    if (srv->sockaddr && srv->socklen == addr.socklen
-        && ngx_cmp_sockaddr(srv->sockaddr, srv->socklen, addr.sockaddr,
-                            addr.socklen, 1) == NGX_OK)
-    {
-        srv->resolved = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(pool, NGX_SOCKADDR_STRLEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    srv->name.len = ngx_sock_ntop(addr.sockaddr, addr.socklen, p,
-                                  NGX_SOCKADDR_STRLEN, 1);
-    srv->name.data = p;
-    srv->sockaddr = addr.sockaddr;
-    srv->socklen = addr.socklen;
-    srv->resolved = 1;
-
-    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                  "env_gateway: Sentinels name %V as master \"%V\"",
-                  &srv->name, &gmcf->sentinel_name);
-
-    return NGX_DECLINED;
-}
-
-
-static void
-ngx_env_gateway_sentinel_reply(void *data, redisReply *reply)
-{
-    ngx_int_t                 rc;
-    ngx_str_t                 ip, port;
-    ngx_uint_t                i;
-    ngx_env_gateway_redis_t  *waiting[2];
-
-    ngx_env_gateway_sentinel_asking = 0;
-
-    waiting[0] = ngx_env_gateway_redis;
-    waiting[1] = ngx_env_gateway_redis_sub;
-
-    rc = NGX_ERROR;
-
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_STRING
-        && reply->element[1]->type == REDIS_REPLY_STRING
-        && waiting[0])
-    {
-        ip.data = (u_char *) reply->element[0]->str;
-        ip.len = reply->element[0]->len;
-        port.data = (u_char *) reply->element[1]->str;
-        port.len = reply->element[1]->len;
-
-        rc = ngx_env_gateway_sentinel_set(waiting[0]->gmcf, &ip, &port);
-    }
-
-    for (i = 0; i < 2; i++) {
-        if (waiting[i] == NULL || !waiting[i]->resolving) {
-            continue;
-        }
-
-        waiting[i]->resolving = 0;
-
-        if (rc == NGX_ERROR) {
-            ngx_env_gateway_redis_fail(waiting[i],
-                                       "the Sentinels name no master");
-            continue;
-        }
-
-        ngx_env_gateway_redis_connect(waiting[i]);
-    }
-}
-
-
-/* "+switch-master": <name> <old-ip> <old-port> <new-ip> <new-port> */
-static void
-ngx_env_gateway_sentinel_switch(ngx_env_gateway_redis_t *rc,
-    ngx_str_t *payload)
-{
-    u_char      *p, *last, *sp;
-    ngx_str_t    f[5];
-    ngx_uint_t   i;
-
-    p = payload->data;
-    last = p + payload->len;
-
-    for (i = 0; i < 5; i++) {
-        sp = ngx_strlchr(p, last, ' ');
-        f[i].data = p;
-        f[i].len = (sp ? sp : last) - p;
-        p = sp ? sp + 1 : last;
-    }
-
-    if (f[4].len == 0 || ngx_env_gateway_str_ne(&f[0],
-                                                &rc->gmcf->sentinel_name))
-    {
-        return;
-    }
-
-    if (ngx_env_gateway_sentinel_set(rc->gmcf, &f[3], &f[4]) != NGX_DECLINED)
-    {
-        return;
-    }
-
-    /* move the lookup and invalidation connections to the new master */
-    if (ngx_env_gateway_redis
-        && ngx_env_gateway_redis->state != NGX_ENVGW_REDIS_DISCONNECTED
-        && !ngx_env_gateway_redis->resolving)
-    {
-        ngx_env_gateway_redis_fail(ngx_env_gateway_redis, "master switched");
-    }
-
-    if (ngx_env_gateway_redis_sub
-        && ngx_env_gateway_redis_sub->state != NGX_ENVGW_REDIS_DISCONNECTED
-        && !ngx_env_gateway_redis_sub->resolving)
-    {
-        ngx_env_gateway_redis_fail(ngx_env_gateway_redis_sub,
-                                   "master switched");
     }
 }

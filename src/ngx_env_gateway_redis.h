@@ -1,0 +1,182 @@
+/*
+ * env_gateway: the Redis transport, between its own files.
+ *
+ *   _redis.c       one connection: connect, handshake, failover over the
+ *                  server list, return to the first server; the worker's
+ *                  lookup connection (ngx_env_gateway_redis_command).
+ *   _pipeline.c    what goes over it: queued commands, the outbound
+ *                  buffer, deadlines, replies matched and size-checked.
+ *   _subscriber.c  a connection that SUBSCRIBEs to a channel and PINGs it;
+ *                  the invalidation channel, told to the hooks the cache
+ *                  side registered (ngx_env_gateway_subscriber_hooks).
+ *   _sentinel.c    the master's address asked of the Sentinels, and
+ *                  +switch-master heard from them.
+ *
+ * A connection knows nothing of the layers built on it: they set its
+ * callbacks (connected, dropped, resolve, on_message).  Nothing in the
+ * transport calls up into fetch or cache.
+ */
+
+#ifndef NGX_ENV_GATEWAY_REDIS_H
+#define NGX_ENV_GATEWAY_REDIS_H
+
+#include "ngx_env_gateway.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_ENVGW_REDIS_DISCONNECTED  0
+#define NGX_ENVGW_REDIS_CONNECTING    1
+#define NGX_ENVGW_REDIS_READY         2
+
+
+/* why a connection was dropped: what is logged, counted and retried */
+typedef enum {
+    NGX_ENVGW_FT_CONNECT = 0,    /* connect() failed */
+    NGX_ENVGW_FT_TIMEOUT,        /* the connect, or a command's deadline */
+    NGX_ENVGW_FT_CLOSED,         /* closed by Redis */
+    NGX_ENVGW_FT_RESET,          /* recv() or send() failed */
+    NGX_ENVGW_FT_PROTOCOL,       /* a reply that cannot be read or used */
+    NGX_ENVGW_FT_OVERSIZE,       /* a GET's value above max_record */
+    NGX_ENVGW_FT_REFUSED,        /* Redis refused AUTH, SELECT, SUBSCRIBE */
+    NGX_ENVGW_FT_NO_MASTER,      /* the Sentinels name none, or are down */
+    NGX_ENVGW_FT_MOVED,          /* the Sentinels switched the master */
+    NGX_ENVGW_FT_INTERNAL,       /* out of memory, an event call failed */
+    NGX_ENVGW_FT_SHUTDOWN        /* the worker exits */
+} ngx_env_gateway_redis_ft_e;
+
+
+typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
+
+
+/* a command awaiting its reply */
+typedef struct {
+    ngx_queue_t                        queue;
+    ngx_env_gateway_redis_handler_pt   handler;
+    void                              *data;
+    char                              *raw;       /* as formatted, to re-send;
+                                                     NULL: never re-sent */
+    size_t                             raw_len;
+    uint64_t                           sent;      /* usec, for the RTT;
+                                                     0: not written on c */
+    ngx_msec_t                         deadline;  /* 0: never written */
+    unsigned                           retried:1;
+} ngx_env_gateway_cmd_t;
+
+
+typedef void (*ngx_env_gateway_redis_event_pt)(ngx_env_gateway_redis_t *rc);
+typedef ngx_int_t (*ngx_env_gateway_redis_ready_pt)(
+    ngx_env_gateway_redis_t *rc);
+typedef void (*ngx_env_gateway_redis_message_pt)(ngx_env_gateway_redis_t *rc,
+    ngx_str_t *payload);
+
+
+struct ngx_env_gateway_redis_s {
+    ngx_env_gateway_main_conf_t       *gmcf;
+    ngx_array_t                       *servers;   /* failover list */
+    const char                        *role;      /* for log lines */
+    ngx_uint_t                         current;   /* server index */
+    ngx_uint_t                         failures;  /* in a row, this round */
+    ngx_uint_t                         state;
+    ngx_peer_connection_t              peer;
+    ngx_connection_t                  *c;
+    ngx_uint_t                         generation; /* of c: a handler may
+                                                      replace it */
+    redisReader                       *reader;
+    size_t                             max_record;
+    off_t                              fed;       /* bytes read on c */
+    off_t                              mark;      /* where the reply being
+                                                     read starts */
+    int                                refused;   /* elements announced */
+    ngx_msec_t                         resend_deadline; /* the earliest of
+                                                      the commands re-sent */
+
+    u_char                            *out;       /* outbound buffer */
+    size_t                             out_pos;
+    size_t                             out_len;
+    size_t                             out_size;
+
+    ngx_queue_t                        cmds;      /* awaiting replies */
+    ngx_queue_t                        free;      /* spare command structs */
+    ngx_uint_t                         ncmds;
+
+    ngx_event_t                        flush;
+    ngx_event_t                        reconnect;
+    ngx_event_t                        primary;   /* return to server 0 */
+    ngx_peer_connection_t              probe;     /* is server 0 back? */
+    ngx_msec_t                         backoff;
+    ngx_log_t                         *log;
+
+    /* set by the layers built on the connection */
+    ngx_env_gateway_redis_ready_pt     connected; /* handshake queued */
+    ngx_env_gateway_redis_event_pt     dropped;
+    ngx_env_gateway_redis_event_pt     resolve;   /* no address: ask */
+    ngx_env_gateway_redis_message_pt   on_message; /* a pub/sub message */
+
+    /* a subscription (_subscriber.c) */
+    ngx_str_t                          channel;
+    ngx_env_gateway_redis_event_pt     on_subscribed;
+    ngx_env_gateway_redis_event_pt     on_unsubscribed;
+    ngx_event_t                        ping;      /* subscriber health */
+
+    unsigned                           subscriber:1;
+    unsigned                           subscribed:1;
+    unsigned                           ever_subscribed:1;
+    unsigned                           resolving:1; /* asking Sentinels */
+    unsigned                           healthy:1; /* c gave a good reply */
+};
+
+
+/* _redis.c */
+ngx_env_gateway_redis_t *ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf, ngx_array_t *servers,
+    const char *role);
+void ngx_env_gateway_redis_event(ngx_env_gateway_redis_t *rc,
+    ngx_event_t *ev, ngx_event_handler_pt handler);
+void ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc,
+    ngx_uint_t ft, ngx_err_t err, const char *why);
+void ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_nudge(void);
+void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
+void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
+
+#define ngx_env_gateway_redis_fail(rc, ft, why)                            \
+    ngx_env_gateway_redis_drop(rc, ft, 0, why)
+
+/* _pipeline.c */
+ngx_int_t ngx_env_gateway_redis_send(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_env_gateway_redis_handler_pt handler, void *data, ngx_uint_t retry);
+ngx_env_gateway_cmd_t *ngx_env_gateway_redis_cmd_alloc(
+    ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_cmd_free(ngx_env_gateway_redis_t *rc,
+    ngx_env_gateway_cmd_t *cmd);
+ngx_int_t ngx_env_gateway_redis_append(ngx_env_gateway_redis_t *rc, int argc,
+    const char **argv, const size_t *argvlen, char **raw, size_t *raw_len);
+ngx_int_t ngx_env_gateway_redis_copy(ngx_env_gateway_redis_t *rc, char *raw,
+    size_t len);
+redisReader *ngx_env_gateway_redis_reader(ngx_env_gateway_redis_t *rc);
+ngx_env_gateway_cmd_t *ngx_env_gateway_redis_requeue(
+    ngx_env_gateway_redis_t *rc, ngx_uint_t keep, ngx_uint_t resend,
+    ngx_uint_t head_fails, ngx_queue_t *failed, ngx_uint_t *nfailed,
+    ngx_uint_t *nretried);
+void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
+void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
+
+/* _subscriber.c */
+ngx_env_gateway_redis_t *ngx_env_gateway_subscriber_create(
+    ngx_cycle_t *cycle, ngx_env_gateway_main_conf_t *gmcf,
+    ngx_array_t *servers, ngx_str_t *channel, const char *role);
+ngx_int_t ngx_env_gateway_subscriber_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_subscriber_exit(void);
+
+/* _sentinel.c */
+ngx_int_t ngx_env_gateway_sentinel_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_sentinel_attach(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_sentinel_exit(void);
+
+#endif /* NGX_ENV_GATEWAY_REDIS_H */
