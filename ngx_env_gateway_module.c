@@ -1,9 +1,11 @@
 /*
  * env_gateway: environment isolation in front of existing backends.
  *
- * This file is the module's face: directives, configuration create/merge,
- * variables, the access-phase registration and the worker's Redis client
- * lifecycle.  The request logic lives in src/.
+ * This file is the module's face, in nginx's order: directives, module
+ * context and module, the request handlers it owns (variables,
+ * env_gateway_authorize), configuration create/merge, the directive
+ * handlers, and init (phase registration, the worker's Redis client).
+ * The request logic lives in src/.
  */
 
 #include "ngx_env_gateway.h"
@@ -279,49 +281,35 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
 };
 
 
-/*
- * A directive's error as nginx prints it: "<directive>" directive <text>,
- * with the file and line; the text is formatted into the config pool.
- */
-static char *
-ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt, ...)
-{
-    u_char   *p, *last;
-    va_list   args;
-
-    p = ngx_pnalloc(cf->pool, NGX_MAX_CONF_ERRSTR);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    last = p + NGX_MAX_CONF_ERRSTR - 1;
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(p, last, fmt, args);
-    va_end(args);
-
-    *last = '\0';
-
-    return (char *) p;
-}
-
+/* ------------------------------------------------------------------ */
+/* request handlers and variables                                      */
 
 static ngx_int_t
-ngx_env_gateway_preconfiguration(ngx_conf_t *cf)
+ngx_env_gateway_authorize_handler(ngx_http_request_t *r)
 {
-    ngx_http_variable_t  *var, *v;
+    ngx_int_t                    rc;
+    ngx_env_gateway_ctx_t       *ctx;
+    ngx_env_gateway_loc_conf_t  *glcf;
 
-    for (v = ngx_env_gateway_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
+    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
+    ctx = ngx_env_gateway_get_ctx(r);
 
-        var->get_handler = v->get_handler;
-        var->data = v->data;
+    /* fail closed: only a request this location's check passed */
+    if (!glcf->enable || ctx == NULL || ctx->refusal != NGX_ENVGW_OK
+        || ctx->checked != glcf)
+    {
+        return NGX_HTTP_FORBIDDEN;
     }
 
-    return NGX_OK;
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
 }
 
 
@@ -439,47 +427,23 @@ ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
 }
 
 
+/* ------------------------------------------------------------------ */
+/* configuration: create and merge                                    */
+
 static ngx_int_t
-ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
+ngx_env_gateway_preconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt          *h;
-    ngx_http_core_main_conf_t    *cmcf;
-    ngx_env_gateway_main_conf_t  *gmcf;
+    ngx_http_variable_t  *var, *v;
 
-    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
+    for (v = ngx_env_gateway_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
 
-    if (!gmcf->used) {
-        return NGX_OK;
+        var->get_handler = v->get_handler;
+        var->data = v->data;
     }
-
-    if (gmcf->servers == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"env_gateway on\" needs \"env_gateway_redis\" in "
-                      "the http block in %V:%ui",
-                      &gmcf->used_file, gmcf->used_line);
-        return NGX_ERROR;
-    }
-
-    if (ngx_env_gateway_metrics_create(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_env_gateway_access_handler;
-
-    /* subrequests and "satisfy any" skip the access phase: check there */
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_env_gateway_precontent_handler;
 
     return NGX_OK;
 }
@@ -643,6 +607,36 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* ------------------------------------------------------------------ */
+/* directives                                                          */
+
+/*
+ * A directive's error as nginx prints it: "<directive>" directive <text>,
+ * with the file and line; the text is formatted into the config pool.
+ */
+static char *
+ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_pnalloc(cf->pool, NGX_MAX_CONF_ERRSTR);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = p + NGX_MAX_CONF_ERRSTR - 1;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, last, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    return (char *) p;
+}
+
+
 /*
  * "$http_x_api_key" -> "x-api-key", "$arg_key" -> "key", "$cookie_sid" ->
  * "sid".  "${name}" and any case of the name are the same variable for
@@ -720,6 +714,25 @@ ngx_env_gateway_source(ngx_conf_t *cf, ngx_str_t *value, ngx_str_t *header,
         cookie->data = name.data + 7;
         cookie->len = name.len - 7;
     }
+}
+
+
+static char *
+ngx_env_gateway_enable_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        glcf->enable_file = cf->conf_file->file.name;
+        glcf->enable_line = cf->conf_file->line;
+    }
+
+    return rv;
 }
 
 
@@ -818,6 +831,153 @@ ngx_env_gateway_account_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* env_gateway_route <resource> [<rest>] */
+static char *
+ngx_env_gateway_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_complex_value_t          *cv[2];
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (glcf->route_resource) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    cv[0] = NULL;
+    cv[1] = NULL;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        cv[i - 1] = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (cv[i - 1] == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &value[i];
+        ccv.complex_value = cv[i - 1];
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    glcf->route_resource = cv[0];
+    glcf->route_file = cf->conf_file->file.name;
+    glcf->route_line = cf->conf_file->line;
+    glcf->route_rest = (cf->args->nelts == 3) ? cv[1] : NULL;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_body_field_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t  *value;
+
+    if (glcf->body_field.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || ngx_strlchr(value[1].data,
+                                         value[1].data + value[1].len, '\0'))
+    {
+        return "needs a field name";
+    }
+
+    /* a NUL-terminated copy for jansson */
+    glcf->body_field.len = value[1].len;
+    glcf->body_field.data = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (glcf->body_field.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(glcf->body_field.data, value[1].data, value[1].len);
+    glcf->body_field.data[value[1].len] = '\0';
+
+    return NGX_CONF_OK;
+}
+
+
+/* ngx_conf_set_enum_slot's message would not say what is allowed */
+static char *
+ngx_env_gateway_log_level_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_loc_conf_t  *glcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (glcf->log_level != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = ngx_env_gateway_log_levels; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strcmp(e->name.data, value[1].data) == 0)
+        {
+            glcf->log_level = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    return ngx_env_gateway_conf_error(cf, "has an invalid level \"%V\": "
+                                      "use info, notice, warn or error",
+                                      &value[1]);
+}
+
+
+/*
+ * env_gateway_authorize: the content of a location whose requests the
+ * gateway checked.  A request that gets here passed (refusals answered
+ * earlier): 204 No Content.  For auth_request endpoints, where "return"
+ * would answer in the rewrite phase, before any check.
+ */
+static char *
+ngx_env_gateway_authorize_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_env_gateway_authorize_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_env_gateway_metrics_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_env_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -847,7 +1007,6 @@ ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* "ip:port", "host:port" (resolved now, once) or "unix:/path" */
 /* a server's settings before its directive's parameters */
 static void
 ngx_env_gateway_server_init(ngx_env_gateway_server_t *srv)
@@ -859,6 +1018,7 @@ ngx_env_gateway_server_init(ngx_env_gateway_server_t *srv)
 }
 
 
+/* "ip:port", "host:port" (resolved now, once) or "unix:/path" */
 static char *
 ngx_env_gateway_parse_server(ngx_conf_t *cf, ngx_str_t *addr,
     ngx_env_gateway_server_t *srv, in_port_t default_port)
@@ -1117,37 +1277,6 @@ invalid:
 }
 
 
-static ngx_int_t
-ngx_env_gateway_init_process(ngx_cycle_t *cycle)
-{
-    ngx_env_gateway_main_conf_t  *gmcf;
-
-    /* workers only: never the master, the cache manager or the loader */
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_env_gateway_module);
-
-    if (gmcf == NULL || !gmcf->used || gmcf->servers == NULL) {
-        return NGX_OK;
-    }
-
-    ngx_env_gateway_fetch_init(gmcf);
-
-    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
-}
-
-
-static void
-ngx_env_gateway_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_env_gateway_redis_exit_worker();
-}
-
-
 /*
  * env_gateway_cache zone=name:size [ttl=30s] [negative_ttl=5s]
  *     [stale_if_error=0]
@@ -1270,196 +1399,81 @@ ngx_env_gateway_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-static char *
-ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
+/* ------------------------------------------------------------------ */
+/* init                                                                */
+
+static ngx_int_t
+ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_handler_pt          *h;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_env_gateway_main_conf_t  *gmcf;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
 
-    if (clcf->handler == ngx_env_gateway_metrics_handler) {
-        return "is duplicate";
+    if (!gmcf->used) {
+        return NGX_OK;
     }
 
-    clcf->handler = ngx_env_gateway_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-/* env_gateway_route <resource> [<rest>] */
-static char *
-ngx_env_gateway_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_env_gateway_loc_conf_t  *glcf = conf;
-
-    ngx_str_t                         *value;
-    ngx_uint_t                         i;
-    ngx_http_complex_value_t          *cv[2];
-    ngx_http_compile_complex_value_t   ccv;
-
-    if (glcf->route_resource) {
-        return "is duplicate";
+    if (gmcf->servers == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"env_gateway on\" needs \"env_gateway_redis\" in "
+                      "the http block in %V:%ui",
+                      &gmcf->used_file, gmcf->used_line);
+        return NGX_ERROR;
     }
 
-    value = cf->args->elts;
-    cv[0] = NULL;
-    cv[1] = NULL;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-        cv[i - 1] = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-        if (cv[i - 1] == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-        ccv.cf = cf;
-        ccv.value = &value[i];
-        ccv.complex_value = cv[i - 1];
-
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_env_gateway_metrics_create(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    glcf->route_resource = cv[0];
-    glcf->route_file = cf->conf_file->file.name;
-    glcf->route_line = cf->conf_file->line;
-    glcf->route_rest = (cf->args->nelts == 3) ? cv[1] : NULL;
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_env_gateway_body_field_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_env_gateway_loc_conf_t  *glcf = conf;
-
-    ngx_str_t  *value;
-
-    if (glcf->body_field.data) {
-        return "is duplicate";
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
     }
 
-    value = cf->args->elts;
+    *h = ngx_env_gateway_access_handler;
 
-    if (value[1].len == 0 || ngx_strlchr(value[1].data,
-                                         value[1].data + value[1].len, '\0'))
-    {
-        return "needs a field name";
+    /* subrequests and "satisfy any" skip the access phase: check there */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
     }
 
-    /* a NUL-terminated copy for jansson */
-    glcf->body_field.len = value[1].len;
-    glcf->body_field.data = ngx_pnalloc(cf->pool, value[1].len + 1);
-    if (glcf->body_field.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    *h = ngx_env_gateway_precontent_handler;
 
-    ngx_memcpy(glcf->body_field.data, value[1].data, value[1].len);
-    glcf->body_field.data[value[1].len] = '\0';
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_env_gateway_enable_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_env_gateway_loc_conf_t  *glcf = conf;
-
-    char  *rv;
-
-    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
-
-    if (rv == NGX_CONF_OK) {
-        glcf->enable_file = cf->conf_file->file.name;
-        glcf->enable_line = cf->conf_file->line;
-    }
-
-    return rv;
-}
-
-
-/* ngx_conf_set_enum_slot's message would not say what is allowed */
-static char *
-ngx_env_gateway_log_level_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_env_gateway_loc_conf_t  *glcf = conf;
-
-    ngx_str_t        *value;
-    ngx_conf_enum_t  *e;
-
-    if (glcf->log_level != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    for (e = ngx_env_gateway_log_levels; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strcmp(e->name.data, value[1].data) == 0)
-        {
-            glcf->log_level = e->value;
-            return NGX_CONF_OK;
-        }
-    }
-
-    return ngx_env_gateway_conf_error(cf, "has an invalid level \"%V\": "
-                                      "use info, notice, warn or error",
-                                      &value[1]);
-}
-
-
-/*
- * env_gateway_authorize: the content of a location whose requests the
- * gateway checked.  A request that gets here passed (refusals answered
- * earlier): 204 No Content.  For auth_request endpoints, where "return"
- * would answer in the rewrite phase, before any check.
- */
-static char *
-ngx_env_gateway_authorize_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_env_gateway_authorize_handler;
-
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_env_gateway_authorize_handler(ngx_http_request_t *r)
+ngx_env_gateway_init_process(ngx_cycle_t *cycle)
 {
-    ngx_int_t                    rc;
-    ngx_env_gateway_ctx_t       *ctx;
-    ngx_env_gateway_loc_conf_t  *glcf;
+    ngx_env_gateway_main_conf_t  *gmcf;
 
-    glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
-    ctx = ngx_env_gateway_get_ctx(r);
-
-    /* fail closed: only a request this location's check passed */
-    if (!glcf->enable || ctx == NULL || ctx->refusal != NGX_ENVGW_OK
-        || ctx->checked != glcf)
+    /* workers only: never the master, the cache manager or the loader */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
     {
-        return NGX_HTTP_FORBIDDEN;
+        return NGX_OK;
     }
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_env_gateway_module);
+
+    if (gmcf == NULL || !gmcf->used || gmcf->servers == NULL) {
+        return NGX_OK;
     }
 
-    r->headers_out.status = NGX_HTTP_NO_CONTENT;
-    r->header_only = 1;
+    ngx_env_gateway_fetch_init(gmcf);
 
-    return ngx_http_send_header(r);
+    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
+}
+
+
+static void
+ngx_env_gateway_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_env_gateway_redis_exit_worker();
 }
