@@ -1697,8 +1697,15 @@ fuzz_check_log(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         }
     }
 
-    /* what nginx appends to the request's error lines, and access logs */
-    for (k = 0; !fuzz_skip_appended && k < fuzz_ncand; k++) {
+    /*
+     * What nginx appends to the request's error lines, and access logs.
+     * Only once the gateway has read a credential: bytes it never read as
+     * one (a token sent where this location reads none, refused as
+     * missing_token) cannot be told from any other value.
+     */
+    for (k = 0; !fuzz_skip_appended && ctx->have_token && k < fuzz_ncand;
+         k++)
+    {
         if ((fuzz_contains(&r->request_line, &fuzz_cand[k])
              || (r->headers_in.host
                  && fuzz_contains(&r->headers_in.host->value, &fuzz_cand[k]))
