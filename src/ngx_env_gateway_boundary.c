@@ -211,46 +211,25 @@ ngx_env_gateway_path_check(ngx_http_request_t *r)
 /* ------------------------------------------------------------------ */
 /* headers                                                             */
 
-/* a client header that must never reach the upstream */
+/*
+ * Remember a client header for ngx_env_gateway_identity(): one that must
+ * never reach the upstream ("list" is ctx->hide), or a Cookie header whose
+ * credential cookies are dropped (ctx->cookies).
+ */
 static ngx_int_t
-ngx_env_gateway_hide_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+ngx_env_gateway_remember(ngx_http_request_t *r, ngx_array_t **list,
     ngx_table_elt_t *h)
 {
     ngx_table_elt_t  **p;
 
-    if (ctx->hide == NULL) {
-        ctx->hide = ngx_array_create(r->pool, 4, sizeof(ngx_table_elt_t *));
-        if (ctx->hide == NULL) {
+    if (*list == NULL) {
+        *list = ngx_array_create(r->pool, 4, sizeof(ngx_table_elt_t *));
+        if (*list == NULL) {
             return NGX_ERROR;
         }
     }
 
-    p = ngx_array_push(ctx->hide);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    *p = h;
-
-    return NGX_OK;
-}
-
-
-/* a Cookie header whose credential cookies must be dropped upstream */
-static ngx_int_t
-ngx_env_gateway_cookie_later(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    ngx_table_elt_t *h)
-{
-    ngx_table_elt_t  **p;
-
-    if (ctx->cookies == NULL) {
-        ctx->cookies = ngx_array_create(r->pool, 2, sizeof(ngx_table_elt_t *));
-        if (ctx->cookies == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    p = ngx_array_push(ctx->cookies);
+    p = ngx_array_push(*list);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -490,13 +469,13 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
             hdrs->other_cookies += nother;
 
             if ((n || nother) && glcf->hide_credentials
-                && ngx_env_gateway_cookie_later(r, ctx, &h[i]) != NGX_OK)
+                && ngx_env_gateway_remember(r, &ctx->cookies, &h[i]) != NGX_OK)
             {
                 return NGX_ERROR;
             }
         }
 
-        if (hide && ngx_env_gateway_hide_later(r, ctx, &h[i]) != NGX_OK) {
+        if (hide && ngx_env_gateway_remember(r, &ctx->hide, &h[i]) != NGX_OK) {
             return NGX_ERROR;
         }
     }

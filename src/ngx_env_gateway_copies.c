@@ -77,42 +77,17 @@ ngx_env_gateway_decoded_occurrences(ngx_pool_t *pool, ngx_str_t *in,
 
 
 /*
- * The credential's bytes anywhere else in the request, raw or
- * percent-decoded, under whatever name: in the path, the query or another
- * header (a copy the backend may read, and that hiding the known places
- * would not remove).  "in_query" and "in_headers" are the copies the
- * configured place itself accounts for.  Tokens shorter than
- * NGX_ENVGW_TOKEN_SEARCH_MIN are not searched for.
- * Returns where a copy was found (NGX_ENVGW_COPY_IN_URI or _HEADERS), 0
- * when none was, or NGX_ERROR.
+ * Copies of the credential in the request headers other than its own
+ * (raw or percent-decoded, counted once per header and kind); with
+ * "redact" every header holding one is replaced by "[REDACTED]".
  */
-ngx_int_t
-ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
-    ngx_uint_t in_headers)
+static ngx_uint_t
+ngx_env_gateway_header_copies(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t redact)
 {
-    ngx_str_t         uri;
-    ngx_uint_t        i, n, d, k;
+    ngx_uint_t        i, n, k, d;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
-
-    if (token->len < NGX_ENVGW_TOKEN_SEARCH_MIN) {
-        return 0;
-    }
-
-    /* the request target as sent: path and query */
-    uri = r->unparsed_uri;
-
-    n = ngx_env_gateway_occurrences(&uri, token);
-    d = ngx_env_gateway_decoded_occurrences(r->pool, &uri, token);
-
-    if (d == (ngx_uint_t) NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (n > in_query || d > in_query) {
-        return NGX_ENVGW_COPY_IN_URI;
-    }
 
     n = 0;
     part = &r->headers_in.headers.part;
@@ -135,14 +110,67 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
         }
 
         k = ngx_env_gateway_occurrences(&h[i].value, token);
-
         d = ngx_env_gateway_decoded_occurrences(r->pool, &h[i].value, token);
 
         if (d == (ngx_uint_t) NGX_ERROR) {
-            return NGX_ERROR;
+            if (!redact) {
+                return (ngx_uint_t) NGX_ERROR;
+            }
+
+            d = 1;
+        }
+
+        if (redact && (k || d)) {
+            ngx_str_set(&h[i].value, "[REDACTED]");
         }
 
         n += ngx_max(k, d);
+    }
+
+    return n;
+}
+
+
+/*
+ * The credential's bytes anywhere else in the request, raw or
+ * percent-decoded, under whatever name: in the path, the query or another
+ * header (a copy the backend may read, and that hiding the known places
+ * would not remove).  "in_query" and "in_headers" are the copies the
+ * configured place itself accounts for.  Tokens shorter than
+ * NGX_ENVGW_TOKEN_SEARCH_MIN are not searched for.
+ * Returns where a copy was found (NGX_ENVGW_COPY_IN_URI or _HEADERS), 0
+ * when none was, or NGX_ERROR.
+ */
+ngx_int_t
+ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *token, ngx_uint_t in_query,
+    ngx_uint_t in_headers)
+{
+    ngx_str_t   uri;
+    ngx_uint_t  n, d;
+
+    if (token->len < NGX_ENVGW_TOKEN_SEARCH_MIN) {
+        return 0;
+    }
+
+    /* the request target as sent: path and query */
+    uri = r->unparsed_uri;
+
+    n = ngx_env_gateway_occurrences(&uri, token);
+    d = ngx_env_gateway_decoded_occurrences(r->pool, &uri, token);
+
+    if (d == (ngx_uint_t) NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (n > in_query || d > in_query) {
+        return NGX_ENVGW_COPY_IN_URI;
+    }
+
+    n = ngx_env_gateway_header_copies(r, ctx, token, 0);
+
+    if (n == (ngx_uint_t) NGX_ERROR) {
+        return NGX_ERROR;
     }
 
     if (n <= in_headers) {
@@ -153,31 +181,7 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
      * The request is refused: no header that holds a copy may take it
      * into a log line (nginx's "host:" and "referrer:", access logs).
      */
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0 || &h[i] == ctx->credential) {
-            continue;
-        }
-
-        d = ngx_env_gateway_decoded_occurrences(r->pool, &h[i].value, token);
-
-        if (ngx_env_gateway_occurrences(&h[i].value, token) || d) {
-            ngx_str_set(&h[i].value, "[REDACTED]");
-        }
-    }
+    (void) ngx_env_gateway_header_copies(r, ctx, token, 1);
 
     return NGX_ENVGW_COPY_IN_HEADERS;
 }
