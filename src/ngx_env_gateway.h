@@ -306,6 +306,7 @@ typedef struct {
     ngx_str_t                    upstream_url;
 
     ngx_table_elt_t             *credential;    /* the credential header */
+    ngx_str_t                    target;        /* unparsed URI as sent */
     ngx_str_t                    token;         /* in the request's own
                                                    buffers, until allowed */
     ngx_array_t                 *hide;          /* client headers to hide */

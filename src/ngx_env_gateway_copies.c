@@ -154,7 +154,7 @@ ngx_env_gateway_token_elsewhere(ngx_http_request_t *r,
     }
 
     /* the request target as sent: path and query */
-    uri = r->unparsed_uri;
+    uri = ctx->target.data ? ctx->target : r->unparsed_uri;
 
     n = ngx_env_gateway_occurrences(&uri, token);
     d = ngx_env_gateway_decoded_occurrences(r->pool, &uri, token);

@@ -80,6 +80,11 @@ ngx_env_gateway_request_read(ngx_http_request_t *r,
     ngx_env_gateway_qarg_t      args[NGX_ENVGW_QA_N];
     ngx_env_gateway_headers_t   hdrs;
 
+    /* the target as sent, before redaction: copies of the credential */
+    if (ctx->target.data == NULL) {
+        ctx->target = r->unparsed_uri;
+    }
+
     if (ngx_env_gateway_redact_line(r, glcf) != NGX_OK) {
         return NGX_ERROR;
     }
