@@ -19,5 +19,5 @@ MATRIX_DIR     ?= $(BUILD)/matrix
 
 .PHONY: test-matrix
 
-test-matrix: cli
+test-matrix: cli backends-deps
 	scripts/matrix.sh $(NGINX_TARBALLS) $(MATRIX_DIR)

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Issue 8: an edge cluster on loopback.  A Redis primary P with replicas R1
+# An edge cluster on loopback.  A Redis primary P with replicas R1
 # and R2; gateways G1 (reads R1, then P), G2 (R2, then P), G3 (P, then R1),
 # each its own nginx with its own backend; a plain nginx load balancer in
 # front.  envgw writes to P; its invalidations reach the gateways subscribed
@@ -457,11 +457,10 @@ sub poll_status_401 {
     }
 }
 
-# --- 5. Sentinel discovery (issue 8, item 2) ---------------------------------------
+# --- 5. Sentinel discovery ---------------------------------------------------------
 #
-# >>> SENTINEL PLACE: implemented in the module by another engineer.  This
-# >>> block runs only when "env_gateway_redis sentinel=<name> <host:port>..."
-# >>> passes nginx -t; until then it is skipped.
+# Runs only when "env_gateway_redis sentinel=<name> <host:port>..." passes
+# nginx -t (a module built without Sentinel support skips it).
 
 SKIP: {
     my $S = "    env_gateway_redis sentinel=envgw 127.0.0.1:1 127.0.0.1:2"

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Hardening, faults under load (issue 7 item 4), loopback only and bounded:
+# Hardening, faults under load, loopback only and bounded:
 # wrk cycles valid requests and refused-kind requests (revoked token,
 # unknown tokens, another environment's account, no token) for a few
 # seconds while

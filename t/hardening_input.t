@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Hardening, bad input (issue 7 item 3), through real nginx + Redis: empty,
+# Hardening, bad input, through real nginx + Redis: empty,
 # oversized, binary and duplicated Authorization headers; odd schemes and
 # spacing; empty, huge, unicode and percent-encoded account ids; JSON bodies
 # nested 10000 deep, with duplicate keys or wrong types; chunked bodies;

@@ -1,6 +1,6 @@
 package EnvGwCluster;
 
-# Building blocks for multi-node tests (issue 8): several redis-server
+# Building blocks for multi-node tests: several redis-server
 # processes (a primary, replicas, optional sentinels), several gateway nginx
 # instances made from cluster/gateway.conf.in, and a load balancer from
 # cluster/lb.conf.in, all on free loopback ports.  Processes are spawned
