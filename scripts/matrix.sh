@@ -39,8 +39,9 @@ JOBS=${JOBS:-2}
 ENVGW=${ENVGW_BIN:-$REPO/cli/envgw}
 
 # not about nginx: the fuzz replays (their nginx objects are the 1.22 ASan
-# tree's) and the Debian package test (Debian's own nginx, `make test-deb`)
-DEFAULT_SKIP="fuzz_regressions.t deb_package.t"
+# tree's), the Debian package test (Debian's own nginx, `make test-deb`)
+# and the check of the docs' links
+DEFAULT_SKIP="fuzz_regressions.t deb_package.t docs_links.t"
 
 say() { printf 'matrix: %s\n' "$*" >&2; }
 
