@@ -9,6 +9,7 @@
 #                   a missing or empty folder: a message, and success)
 #   MATRIX_TESTS    test files (default: every t/*.t that starts nginx)
 #   MATRIX_PICK     all (default) or newest
+#   MATRIX_SANITIZE 1: nginx and the module built with ASan + UBSan (clang)
 #
 # Debian 12 packages only nginx 1.22: newer lines come as tarballs from
 # nginx.org (nginx-<version>.tar.gz, ./configure) or `git archive` of the

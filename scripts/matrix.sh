@@ -22,6 +22,9 @@
 #   MATRIX_TESTS   test files or folders      (default: every t/*.t that
 #                  starts nginx; see DEFAULT_SKIP below)
 #   MATRIX_PICK    all | newest               (default all)
+#   MATRIX_SANITIZE=1  both built by clang with AddressSanitizer, UBSan and
+#                  NGX_DEBUG_PALLOC, as scripts/asan-build.sh builds 1.22
+#                  (in OUTDIR/<version>-asan; any report fails the test)
 #   ENVGW_BIN      the admin tool             (default cli/envgw)
 #   JOBS           parallel compile jobs      (default 2)
 #
@@ -83,6 +86,24 @@ FLAGS=(--with-compat --with-debug --with-pcre-jit --with-threads
        --with-http_auth_request_module --with-http_dav_module
        --with-http_slice_module)
 
+MODFLAGS=(--with-compat)
+SUFFIX=
+PROVE_ENV=()
+if [ "${MATRIX_SANITIZE:-0}" = 1 ]; then
+    command -v clang >/dev/null || { say "MATRIX_SANITIZE=1 needs clang"; exit 2; }
+    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
+    IGNORE=$REPO/scripts/ubsan-nginx-core.ignore
+    # -Bsymbolic: see scripts/asan-build.sh (the module's own ngx_modules[])
+    SANFLAGS=(--with-cc=clang
+              "--with-cc-opt=-O1 -g $SAN -fsanitize-ignorelist=$IGNORE -DNGX_DEBUG_PALLOC=1"
+              "--with-ld-opt=-fsanitize=address,undefined -Wl,-Bsymbolic")
+    FLAGS+=("${SANFLAGS[@]}")
+    MODFLAGS+=("${SANFLAGS[@]}")
+    SUFFIX=-asan
+    PROVE_ENV=(ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:disable_coredump=1:detect_stack_use_after_return=1:strict_string_checks=1
+               UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+fi
+
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 exec 9>"$OUT/.lock"
@@ -107,7 +128,7 @@ configure_cmd() {
 
 # build VERSION TARBALL: nginx in DEST/nginx, the module in DEST/module
 build() {
-    local ver=$1 tarball=$2 dest=$OUT/$1 cfg sig
+    local ver=$1 tarball=$2 dest=$OUT/$1$SUFFIX cfg sig
     mkdir -p "$dest"
     unpack "$tarball" "$dest/nginx" && unpack "$tarball" "$dest/module" || {
         say "$ver: cannot unpack $tarball"; return 1; }
@@ -128,7 +149,7 @@ build() {
     # the module's sources or its config is always picked up
     cfg=$(configure_cmd "$dest/module")
     ( cd "$dest/module" && rm -rf objs \
-      && $cfg --with-compat --add-dynamic-module="$REPO" ) \
+      && $cfg "${MODFLAGS[@]}" --add-dynamic-module="$REPO" ) \
         > "$dest/module-configure.log" 2>&1 \
         || { say "$ver: module configure failed ($dest/module-configure.log)"; return 1; }
     make -C "$dest/module" -f objs/Makefile -j"$JOBS" modules \
@@ -142,17 +163,19 @@ status=0
 : > "$OUT/summary.txt"
 for tarball in "${TARBALLS[@]}"; do
     ver=$(basename "$tarball" .tar.gz); ver=${ver#nginx-}
-    dest=$OUT/$ver
+    dest=$OUT/$ver$SUFFIX
+    ver=$ver$SUFFIX
     say "$ver: building nginx and the module (logs in $dest/)"
-    if ! build "$ver" "$tarball"; then
+    if ! build "${ver%-asan}" "$tarball"; then
         line="nginx $ver: BUILD FAILED (see $dest/)"
         status=1
     else
         nginx=$dest/nginx/objs/nginx
         module=$dest/module/objs/ngx_env_gateway_module.so
-        say "$ver: $("$nginx" -v 2>&1); prove ${#TESTS[@]} test file(s)"
-        ( cd "$REPO" && ENVGW_NGINX=$nginx ENVGW_MODULE=$module \
-              ENVGW_BIN=$ENVGW prove "${TESTS[@]}" ) > "$dest/prove.log" 2>&1
+        say "$ver: $(ASAN_OPTIONS=detect_leaks=0 "$nginx" -v 2>&1); prove ${#TESTS[@]} test file(s)"
+        ( cd "$REPO" && env "${PROVE_ENV[@]}" ENVGW_NGINX="$nginx" \
+              ENVGW_MODULE="$module" ENVGW_BIN="$ENVGW" prove "${TESTS[@]}" ) \
+            > "$dest/prove.log" 2>&1
         rc=$?
         result=$(sed -n 's/^Files=\([0-9]*\), Tests=\([0-9]*\),.*/\1 files, \2 tests/p' \
                      "$dest/prove.log" | tail -1)
