@@ -1,7 +1,9 @@
-# env_gateway — top-level build.  `make` builds the nginx module and the
+# env_gateway: top-level build.  `make` builds the nginx module and the
+# envgw admin tool; `make test` installs what the tests need and runs every
+# test; `make demo` starts a demo.  See README.md ("Tests") for what `make
+# test` installs on the machine.
 
 SHELL := /bin/bash
-# envgw admin tool; `make test` runs every test; `make demo` starts a demo.
 
 NGINX_SRC   ?= /usr/share/nginx/src
 BUILD       ?= $(CURDIR)/build
@@ -13,10 +15,10 @@ MODULE_SRCS := config ngx_env_gateway_module.c $(wildcard src/*.c src/*.h)
 
 DEB_PKGS := nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
             redis-server redis-tools gcc make perl libredis-perl \
-            libjson-pp-perl wrk curl php-cli golang-go nodejs npm
+            libjson-pp-perl wrk curl php-cli golang-go nodejs npm python3
 
-.PHONY: all module cli test demo demo-stop deps check-deps clean install bench \
-        backends-deps
+.PHONY: all module cli test test-run demo demo-stop deps check-deps clean \
+        install bench backends-deps
 
 # is Debian package $$p installed, or provided by an installed package
 # (nodejs from another repository provides npm and conflicts with Debian's)
@@ -77,8 +79,17 @@ module: $(MODULE)
 cli:
 	$(MAKE) -C cli
 
-test: all backends-deps
-	ENVGW_MODULE=$(MODULE) ENVGW_BIN=$(ENVGW) prove -r t/
+# `make test` works alone on a fresh Debian 12: the Debian packages first
+# (make deps: apt-get, as root or through sudo, only what is missing), then
+# the build and the suite in a second make, so nothing is built before its
+# build dependencies are there.  TESTS picks files or folders (default t/).
+TESTS ?= t/
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+
+test-run: all backends-deps
+	ENVGW_MODULE=$(MODULE) ENVGW_BIN=$(ENVGW) prove -r $(TESTS)
 
 demo: deps all
 	./demo/demo.sh start $(MODULE)
@@ -86,13 +97,16 @@ demo: deps all
 demo-stop:
 	./demo/demo.sh stop
 
+# Outside package management: prefer `make deb` and apt (README, "Install").
 install: all
 	install -D -m 0644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/ngx_env_gateway_module.so
 	$(MAKE) -C cli install DESTDIR=$(DESTDIR)
+	install -D -m 0644 cli/envgw.1 $(DESTDIR)/usr/share/man/man1/envgw.1
 
 clean:
 	rm -rf $(BUILD)
 	$(MAKE) -C cli clean
 
-# further targets (asan, fuzz, bench, deb, cluster-demo) live in mk/*.mk
+# further targets (asan, fuzz, bench, deb, test-deb, test-matrix,
+# cluster-demo) live in mk/*.mk
 -include $(wildcard mk/*.mk)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# env_gateway edge-cluster demo (issue 8), all on 127.0.0.1:
+# env_gateway edge-cluster demo, all on 127.0.0.1:
 #
 #   Redis primary P, replicas R1 and R2 (replicaof P, read-only)
 #   gateway g1 reads R1 then P; g2 reads R2 then P; g3 reads P then R1
@@ -153,8 +153,8 @@ cmd_start() {
     local use_sentinel=0 ports="$P $R1 $R2 $LB $G1 $G2 $G3 $B1 $B2 $B3"
     mkdir -p "$RUN"
     if [ "$SENTINEL" != 0 ]; then
-        # >>> Sentinel discovery (issue 8, item 2): used only when the module
-        # >>> accepts "env_gateway_redis sentinel=NAME host:port..."
+        # Sentinel discovery: used only when the module
+        # accepts "env_gateway_redis sentinel=NAME host:port..."
         local probe
         probe=$(gateway_conf g4probe 1 1 \
             "    env_gateway_redis sentinel=envgw 127.0.0.1:$S1 127.0.0.1:$S2 127.0.0.1:$S3;")

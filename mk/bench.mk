@@ -1,4 +1,4 @@
-# Benchmarks (issue 6): `make bench` (plain vs gateway table),
+# Benchmarks: `make bench` (plain vs gateway table),
 # `make bench-callgrind` (instructions per warm request in the handler),
 # `make bench-memory` (worker RSS over 1M requests, cache entries per MB).
 .PHONY: bench bench-callgrind bench-memory

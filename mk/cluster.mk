@@ -1,4 +1,4 @@
-# Edge-cluster demo and sizing (issue 8): see docs/deployment.md.
+# Edge-cluster demo and sizing: see docs/deployment.md.
 #   make cluster-demo        primary + 2 replicas, 3 gateways, a load balancer
 #                            (+ 3 Sentinels and g4 when the module has them)
 #   make cluster-demo-stop   stop exactly what cluster-demo started

@@ -1,4 +1,4 @@
-# Debian packages (issue 9): `make deb` builds, in a copy of the tree under
+# Debian packages: `make deb` builds, in a copy of the tree under
 # build/deb/src, the binary packages
 #   build/deb/libnginx-mod-http-env-gateway_<version>_<arch>.deb
 #   build/deb/envgw_<version>_<arch>.deb
@@ -50,3 +50,14 @@ deb: deb-deps
 
 deb-clean:
 	rm -rf $(DEB_DIR)
+
+# `make test-deb` (as root; CI runs it): builds the packages, then
+# t/deb_package.t installs them on this machine with dpkg, checks what they
+# ship and that the installed module answers, and removes and purges them
+# (it leaves alone packages it did not install).  `make test` never installs
+# the project's own packages.
+.PHONY: test-deb
+
+test-deb: deps
+	@$(MAKE) --no-print-directory deb cli
+	ENVGW_TEST_DEB=1 ENVGW_BIN=$(ENVGW) prove -v t/deb_package.t

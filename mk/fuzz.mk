@@ -8,11 +8,14 @@
 # nginx's main() renamed away so libFuzzer's main runs.  New inputs go to
 # build/fuzz/work/<target>/ (the repo's corpus is only read); crashes to
 # build/fuzz/crashes/<target>/ -- keep each, once understood, under
-# fuzz/regressions/<target>/: t/fuzz_regressions.t replays them in `make test`.
+# fuzz/regressions/<target>/ (see fuzz/regressions/README.md):
+# t/fuzz_regressions.t replays them in `make test`.
 #
 # `make test` builds the targets first when clang is installed and nginx's
 # source can be had (ENVGW_FUZZ_IN_TEST=0 turns that off); otherwise
-# t/fuzz_regressions.t skips.
+# t/fuzz_regressions.t skips.  That build is the ASan nginx of mk/asan.mk,
+# in build/asan/ (several minutes the first time); getting nginx's source
+# may add a deb-src entry to apt's sources (scripts/ngx-source.sh).
 
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
@@ -36,7 +39,7 @@ FUZZ_MOD_OBJS := $(patsubst %.c,$(FUZZ_DIR)/mod/%.o,$(notdir $(FUZZ_MOD_SRCS)))
 # t/fuzz_regressions.t replays the corpora and regression inputs.  Without
 # clang, or when nginx's source cannot be fetched, it says so and goes on
 # (the .t file then skips); a target that fails to compile fails the build.
-test: fuzz-if-clang
+test-run: fuzz-if-clang
 
 fuzz-if-clang:
 	@if [ "$(ENVGW_FUZZ_IN_TEST)" = 0 ]; then exit 0; fi; \

@@ -114,6 +114,10 @@ ngx_env_gateway_add_header(ngx_http_request_t *r, const char *name,
     h->key.data = (u_char *) name;
     h->key.len = ngx_strlen(name);
     h->value = *value;
+#if (nginx_version >= 1023000)
+    /* auth_request follows www_authenticate's list of copies */
+    h->next = NULL;
+#endif
 
     return h;
 }

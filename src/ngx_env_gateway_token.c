@@ -13,8 +13,13 @@
  * allocates a provider context on every call (measured with valgrind: one
  * to three malloc()s per digest, about half the warm path's instructions).
  * nginx's own headers define OPENSSL_SUPPRESS_DEPRECATED for the same
- * reason.
+ * reason, but only in a tree configured with SSL: a module built in a bare
+ * `configure --with-compat` tree (for nginx.org's packages) defines it here.
  */
+#ifndef OPENSSL_SUPPRESS_DEPRECATED
+#define OPENSSL_SUPPRESS_DEPRECATED
+#endif
+
 #include "ngx_env_gateway.h"
 
 #include <openssl/sha.h>

@@ -16,7 +16,7 @@ my $dir = $t->dir;
 my $module = $t->{module};
 
 ok(-f $module, "module built: $module")
-    or BAIL_OUT('build the module first: make -C /work/main module');
+    or BAIL_OUT('build the module first: make module');
 
 # --- conf.example ---------------------------------------------------------------
 

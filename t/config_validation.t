@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Every env_gateway directive is validated at `nginx -t`.
+# Configuration checks: every env_gateway directive is validated at `nginx -t`.
 # Each bad configuration must fail with an [emerg] line that names the
 # directive, says what is wrong, and points at the offending line (the line
 # marked "# <-" below).  Gaps the module does not catch yet are TODO tests.

@@ -1,16 +1,19 @@
 #!/usr/bin/perl
 
 # Debian packages (make deb): libnginx-mod-http-env-gateway and envgw install
-# on this machine the way Debian's own libnginx-mod-* do — the module in
+# on this machine the way Debian's own libnginx-mod-* do -- the module in
 # /usr/lib/nginx/modules, its load snippet in modules-available, enabled by a
-# modules-enabled symlink — conf.example passes `nginx -t` with the module
-# loaded by that symlink alone, the installed module answers requests, and
-# removing then purging leaves nothing behind.
+# modules-enabled symlink --, they ship every page of docs/, the example
+# configuration, the man page and a DEP-5 copyright naming BSD-2-Clause,
+# conf.example passes `nginx -t` with the module loaded by that symlink
+# alone, the installed module answers requests, and removing then purging
+# leaves nothing behind.
 #
-# Root only (dpkg -i).  Runs when ENVGW_TEST_DEB=1, or as root with dpkg;
-# builds build/deb/*.deb with `make deb` when they are missing and the build
-# tools are installed (about 1.5 minutes), else skips.  Never leaves the
-# packages installed: an END block purges whatever this test installed.
+# It installs packages into the system (dpkg -i, as root), so it runs only
+# under `make test-deb` (ENVGW_TEST_DEB=1), never in `make test`.  It builds
+# build/deb/*.deb with `make deb` when they are missing.  Never leaves the
+# packages installed: an END block purges whatever this test installed, and
+# packages it did not install are left alone (the test skips).
 
 use strict;
 use warnings;
@@ -31,9 +34,14 @@ my $NGINX = '/usr/sbin/nginx';
 
 sub have { system("command -v $_[0] >/dev/null 2>&1") == 0 }
 
-plan skip_all => 'needs root and dpkg (or ENVGW_TEST_DEB=1)'
-    unless $ENV{ENVGW_TEST_DEB} || ($> == 0 && have('dpkg'));
-plan skip_all => 'dpkg -i needs root' unless $> == 0;
+plan skip_all => 'installs the packages into the system: '
+                 . 'run it with `make test-deb` (ENVGW_TEST_DEB=1)'
+    unless $ENV{ENVGW_TEST_DEB};
+if ($> != 0 || !have('dpkg')) {
+    plan tests => 1;
+    fail('make test-deb installs packages with dpkg: run it as root');
+    exit;
+}
 plan skip_all => "needs Debian's nginx ($NGINX)" unless -x $NGINX;
 
 sub installed {
@@ -126,10 +134,41 @@ END {
          'ships the module .so');
     like($files, qr{\./usr/share/nginx/modules-available/mod-http-env-gateway\.conf$}m,
          'ships the modules-available snippet');
+    my $doc = "./usr/share/doc/$MOD_PKG";
+    for my $page (map { (split m{/})[-1] } glob("$TOP/docs/*.md")) {
+        like($files, qr{^\S+\s+\S+\s+\d+\s+\S+\s+\S+\s+\Q$doc/$page\E(?:\.gz)?$}m,
+             "$MOD_PKG ships docs/$page");
+    }
+    like($files, qr{\Q$doc\E/examples/conf\.example$}m,
+         "$MOD_PKG ships conf.example as an example");
+    like($files, qr{\Q$doc\E/copyright$}m, "$MOD_PKG ships its copyright");
     $files = `dpkg-deb -c $debs->{$CLI_PKG}`;
     like($files, qr{\./usr/bin/envgw$}m, "$CLI_PKG ships /usr/bin/envgw");
     like($files, qr{\./usr/share/man/man1/envgw\.1\.gz$}m,
          "$CLI_PKG ships the man page");
+    like($files, qr{\./usr/share/doc/$CLI_PKG/cli\.md(?:\.gz)?$}m,
+         "$CLI_PKG ships docs/cli.md");
+}
+
+# the licence: debian/copyright is machine-readable (DEP-5), BSD-2-Clause,
+# with the LICENSE file's text
+{
+    open my $fh, '<', "$TOP/debian/copyright" or die "debian/copyright: $!";
+    my $c = do { local $/; <$fh> };
+    like($c, qr{\AFormat: https://www\.debian\.org/doc/packaging-manuals/copyright-format/1\.0/\n}m,
+         'debian/copyright is DEP-5');
+    like($c, qr{^Files: \*\nCopyright: 2026, the env_gateway authors\nLicense: BSD-2-Clause$}m,
+         'every file: BSD-2-Clause, the env_gateway authors');
+    open $fh, '<', "$TOP/LICENSE" or die "LICENSE: $!";
+    my $l = do { local $/; <$fh> };
+    like($l, qr/\ACopyright \(c\) 2026, the env_gateway authors\n/,
+         'LICENSE names the authors');
+    my ($body) = $c =~ /^License: BSD-2-Clause\n((?: .*\n)+)/m;
+    $body //= '';
+    $body =~ s/^ \.$//mg;
+    $body =~ s/^ //mg;
+    (my $text = $l) =~ s/\A.*\n\n//;
+    is($body, $text, 'debian/copyright carries the text of LICENSE');
 }
 
 # --- install -------------------------------------------------------------

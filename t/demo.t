@@ -3,8 +3,10 @@
 # The demo: demo/demo.sh start brings up Redis, nginx with conf.example and
 # the sample backend on free loopback ports (DEMO_* variables, its own state
 # directory, so a developer's running demo is untouched), the requests it
-# prints answer as it says, the custom method can be promoted, a second start
-# replaces the first, and stop ends exactly the processes it started.
+# prints answer as it says, the README's custom-method walkthrough runs as
+# printed there (only the demo's state directory differs) and answers as the
+# README says, a second start replaces the first, and stop ends exactly the
+# processes it started.
 
 use strict;
 use warnings;
@@ -148,20 +150,53 @@ is($r->{status}, 200, 'metrics answer on loopback');
 like($r->{body}, qr/^env_gateway_requests_total\{result="allowed"\} [1-9]/m,
      'metrics count the allowed requests');
 
-# --- the README's worked example: diff, promote, 200 ---------------------------
+# --- the README's walkthrough, run as printed ---------------------------------
 
-my @egw = ($envgw, '--redis', "127.0.0.1:$redis");
-my $diff = `@egw diff env_dev env_prod 2>&1`;
-is($? >> 8, 1, 'envgw diff env_dev env_prod: exit 1 (they differ)');
-like($diff, qr/^\+ hubspot contacts\.merge POST/m, 'diff shows + contacts.merge');
-my $prom = `@egw promote env_dev env_prod --method contacts.merge 2>&1`;
-is($? >> 8, 0, 'envgw promote --method contacts.merge') or diag($prom);
+my $readme = do { local $/; open my $fh, '<', "$top/README.md" or die; <$fh> };
+my ($walk) = $readme =~ /^## Custom methods per environment\n.*?^```sh\n(.*?)^```$/ms;
+ok(defined $walk, 'README has the custom-method walkthrough') or $walk = '';
+unlike($walk, qr/127\.0\.0\.1:\d+|:8080\b/, 'it names no fixed address or port');
+unlike($walk, qr/method set \S+ \S+ contacts merge\b/,
+       'it does not add again the method the demo created');
+my $n = $walk =~ s{^\. demo/run/tokens\.env}{. '$run/tokens.env'}m;
+is($n, 1, 'it reads the demo\'s tokens.env (the only line changed)');
+$n = $walk =~ s{\bcli/envgw\b}{$envgw}g;
+ok($n >= 1, 'it runs cli/envgw');
+
+# each curl prints its status after the body, as "HTTP <code>"
+my $script = <<'SH' . $walk;
+exec 2>&1
+cd "$ENVGW_TOP"
+curl() { command curl -sS -w '\nHTTP %{http_code}\n' "$@"; }
+SH
+$ENV{ENVGW_TOP} = $top;
+my $walk_out = do {
+    open my $sh, '-|', 'bash', '-c', $script or die;
+    local $/; <$sh>;
+};
+# the last command's exit status: envgw promote succeeded
+is($? >> 8, 0, 'the walkthrough ends with success') or diag($walk_out);
+my @st = $walk_out =~ /^HTTP (\d+)$/mg;
+is("@st", '200 404', 'development call 200, production call 404, as printed');
+like($walk_out, qr/"upstream":"hubspot_development","method":"POST","uri":"\/crm\/v3\/objects\/contacts\/search"/,
+     'the 200 is the printed one');
+like($walk_out, qr/"error":"method_not_found","message":"Method search of resource contacts is not defined for integration hubspot in the production environment\."/,
+     'the 404 is the printed one');
+for my $line ($walk =~ /^# ([+] hubspot .*|promoted .*|set hubspot .*)$/mg) {
+    like($walk_out, qr/^\Q$line\E$/m, "printed output: $line");
+}
+
+my $search_prod = sub {
+    $t->http('POST', '/proxy/contacts/search?integrated_account_id=acc_prod_acme',
+             [ Authorization => "Bearer $prod" ], '', port => $port);
+};
 # pub/sub invalidation reaches the worker asynchronously: allow a moment
 my $end = time + 5;
-$r = $merge_prod->();
-while ($r->{status} != 200 && time < $end) { sleep 0.05; $r = $merge_prod->(); }
+$r = $search_prod->();
+while ($r->{status} != 200 && time < $end) { sleep 0.05; $r = $search_prod->(); }
 is($r->{status}, 200, 'after promote the production call answers 200');
 is($r->{json}{upstream}, 'hubspot_production', 'from production\'s own upstream');
+is($merge_prod->()->{status}, 404, 'contacts.merge stays development\'s own');
 
 # --- start again: replaces the running demo ----------------------------------
 
@@ -172,13 +207,13 @@ my ($nginx2, $redis2) = (pidfile("$run/logs/nginx.pid"), pidfile("$run/redis.pid
 ok(!alive($nginx_pid) || $nginx_pid == ($nginx2 // 0), 'first nginx gone');
 ok(!alive($redis_pid) || $redis_pid == ($redis2 // 0), 'first redis-server gone');
 ok(alive($nginx2) && alive($redis2), 'new nginx and redis-server run');
-$r = $merge_prod->();
+$r = $search_prod->();
 is($r->{status}, 401, 'fresh seed: the old tokens are gone');
 $tok = tokens() || {};
 isnt($tok->{PROD_TOKEN} // '', $prod, 'tokens.env has the new tokens');
 $prod = $tok->{PROD_TOKEN};
-$r = $merge_prod->();
-is($r->{status}, 404, 'fresh seed: the promotion is gone again') or diag($r->{raw});
+$r = $search_prod->();
+is($r->{status}, 404, 'fresh seed: the promoted method is gone again') or diag($r->{raw});
 
 # --- stop ------------------------------------------------------------------------
 

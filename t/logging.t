@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# One error-log line per refusal, at env_gateway_log_level,
+# Refusal logging: one error-log line per refusal, at env_gateway_log_level,
 # with the status, the reason code, the token_id (never the token), the
 # environment and the account; and the log_format lines documented in
 # docs/logging.md, used verbatim, log the identity without the credential.

@@ -459,9 +459,8 @@ sub poll_status_401 {
 
 # --- 5. Sentinel discovery ---------------------------------------------------
 #
-# >>> SENTINEL PLACE: implemented in the module by another engineer.  This
-# >>> block runs only when "env_gateway_redis sentinel=<name> <host:port>..."
-# >>> passes nginx -t; until then it is skipped.
+# Runs only when "env_gateway_redis sentinel=<name> <host:port>..." passes
+# nginx -t (a module built without Sentinel support skips it).
 
 SKIP: {
     my $S = "    env_gateway_redis sentinel=envgw 127.0.0.1:1 127.0.0.1:2"
