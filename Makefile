@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # env_gateway: top-level build.  `make` builds the nginx module and the
 # envgw admin tool; `make test` installs what the tests need and runs every
 # test; `make demo` starts a demo.  See README.md ("Tests") for what `make

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # make bench-callgrind: instructions per request on a warm cache hit.
 #
 # One nginx (master_process off) runs under callgrind with two fronts in the

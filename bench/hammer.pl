@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # hammer.pl PORT N PATH TOKEN|- [ACCOUNT]: N sequential GETs on one
 # keep-alive connection to 127.0.0.1:PORT; prints "status=count ...".
 # Used where an exact request count matters (callgrind).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/lib.sh: shared helpers for bench/run.sh, callgrind.sh, memory.sh.
 # Everything runs on 127.0.0.1, on free ports, under one temp dir; every
 # process started is recorded in BENCH_PIDS and stopped (by pid) on exit.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # make bench-memory: (1) VmRSS of the gateway worker before and after
 # BENCH_MEM_REQUESTS (1,000,000) requests over 1000 tokens/accounts, half on
 # the warm "/" front and half on the /proxy/ route; (2) cache entries per MB:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # make bench: plain proxy_pass vs env_gateway (warm cache, no cache, /proxy/
 # route), interleaved rounds, medians, one markdown table.
 #

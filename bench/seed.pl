@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # Seed a benchmark Redis: prints the Redis protocol on stdout (pipe it into
 # `redis-cli --pipe`) and writes "token account environment_id" lines to
 # --pairs.  N tokens cycle over the environments; account i lives in token

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # results.tsv (round variant rps p50_us p99_us non2xx cpu_us misses errors)
 # -> one markdown table of medians; ratios are taken against plain of the
 # same round, then the median of those ratios is shown.

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: BSD-2-Clause
 -- wrk workload for env_gateway: cycles through (token, account) pairs.
 --   wrk ... -s workload.lua URL -- PAIRS_FILE [PATH] [noaccount]
 -- PAIRS_FILE: lines "token account environment_id" (bench/seed.pl).

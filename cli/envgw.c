@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * envgw — admin tool of env_gateway: writes the Redis records the nginx
  * module reads (environments, tokens, integrated accounts, integrations

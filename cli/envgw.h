@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * envgw — the env_gateway admin tool: shared declarations.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * envgw: the JSON records of the schema — loading, checking, listing.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * envgw: memory pool, errors, output, input validation, random tokens.
  */

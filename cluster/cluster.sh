@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # env_gateway edge-cluster demo, all on 127.0.0.1:
 #
 #   Redis primary P, replicas R1 and R2 (replicaof P, read-only)

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Sizing numbers for docs/deployment.md (make cluster-sizing):
 #

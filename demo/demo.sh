@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # env_gateway demo: Redis + nginx (conf.example) + a sample backend on loopback,
 # seeded with three environments by envgw.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 # Writes the seed corpus of fuzz_access (fuzz/corpus/access/): requests that
 # pass (a development token, its account, a route to a method with {id} and
 # {name} placeholders, and the other ways to name a token or an account)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The whole access decision.  A request (method, raw URI with its query,
  * headers, a body), a location's configuration and the records the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Request bodies: ngx_env_gateway_body_parse() from
  * src/ngx_env_gateway_body.c, the JSON body field reader and the form body

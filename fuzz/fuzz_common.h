@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway fuzz targets: shared set-up.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Record JSON -> blob -> struct for every record kind:
  * ngx_env_gateway_record_parse(), then ngx_env_gateway_record_load() into a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * RESP reply handling, as src/ngx_env_gateway_pipeline.c does it: bytes from
  * the socket are given to hiredis's redisReader in chunks

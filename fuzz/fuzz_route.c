@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Route selection and template expansion: an integration record is parsed
  * and loaded (as the module does), then ngx_env_gateway_route_select()

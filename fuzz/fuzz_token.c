@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Token extraction from header values: ngx_env_gateway_bearer(), then
  * ngx_env_gateway_token_syntax() and ngx_env_gateway_sha256_hex() on what

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # `make test-asan`: the whole test suite on nginx 1.22.1 built from Debian's
 # source package with AddressSanitizer + UBSan and NGX_DEBUG_PALLOC, the
 # module built in the same tree (scripts/asan-build.sh).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Benchmarks: `make bench` (plain vs gateway table),
 # `make bench-callgrind` (instructions per warm request in the handler),
 # `make bench-memory` (worker RSS over 1M requests, cache entries per MB).

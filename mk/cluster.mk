@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Edge-cluster demo and sizing: see docs/deployment.md.
 #   make cluster-demo        primary + 2 replicas, 3 gateways, a load balancer
 #                            (+ 3 Sentinels and g4 when the module has them)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Debian packages: `make deb` builds, in a copy of the tree under
 # build/deb/src, the binary packages
 #   build/deb/libnginx-mod-http-env-gateway_<version>_<arch>.deb

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # `make fuzz`: libFuzzer targets for the module's parsers (fuzz/*.c), each
 # run for FUZZ_SECONDS from its seed corpus fuzz/corpus/<target>/; prints
 # executions and coverage per target.  `make fuzz-build` only builds them.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # `make test-matrix [NGINX_TARBALLS=DIR]`: for each nginx-<version>.tar.gz
 # in DIR, build that nginx (Debian's set of modules, --with-compat) and the
 # module (in a bare `--with-compat` tree, as docs/install.md builds it for

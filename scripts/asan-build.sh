@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Build nginx 1.22.1 (upstream source from Debian's source package) and
 # env_gateway in the same tree with AddressSanitizer + UBSan and
 # NGX_DEBUG_PALLOC (every pool allocation is its own malloc, so ASan sees

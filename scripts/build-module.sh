@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Build ngx_env_gateway_module.so out of tree against Debian's nginx-dev.
 # Serialized with flock: several `make` runs (tests, benchmarks) may start
 # at once and must not configure the same build tree concurrently.

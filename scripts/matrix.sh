@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # The nginx version matrix: build nginx and env_gateway from each nginx
 # source tarball in a folder, and run the test suite (or a named subset)
 # against each.

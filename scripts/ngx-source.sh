@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Fetch upstream nginx 1.22.1 from Debian's source package and extract it.
 #
 #   scripts/ngx-source.sh DESTDIR     -> DESTDIR/nginx-1.22.1 (upstream tree)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: the Redis schema, shared by the nginx module and the envgw
  * admin tool so that the two never disagree about key names or fields.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: the query arguments iterator, and the one place where the
  * argument-name rules of the request boundary live.

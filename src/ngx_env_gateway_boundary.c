@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: the request boundary.  What the backend acts on is what the
  * gateway checked, so every part of a request that nginx and a backend

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: copies of the credential.  The one credential a request
  * carries (_request.c) is hidden from the upstream in the places the

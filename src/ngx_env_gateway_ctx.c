@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: the request's context.  It lives in the request pool; a
  * pool cleanup unlinks its slots from the in-flight fetches, so nothing

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: counters in shared memory (one small zone, summed over all
  * workers by construction) and their Prometheus text exposition.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: commands pipelined on a Redis connection (_redis.c).
  *

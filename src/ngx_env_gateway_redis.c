@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: a Redis connection, its failover, and the worker's lookup
  * connection.  What goes over it, and when it times out: _pipeline.c.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: refusals.  Every refusal is a JSON body
  * {"status":N,"error":"<code>","message":"<sentence>"} with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: per-environment methods.  Pure code: the integration record
  * in, the method and the upstream URL out.

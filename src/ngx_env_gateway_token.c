@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * env_gateway: bearer token extraction and hashing (pure code), and the
  * credential kept out of the request line, $request_uri and the query

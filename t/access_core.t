@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway core data plane: every refusal row of the contract, the check
 # order, admin and account tokens, variables, credential hiding.

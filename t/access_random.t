@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway: 1200 sequential and 400 concurrent random (token, environment, account) requests checked
 # against a Perl oracle of the contract, then the backend's log is checked

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway and its Redis: outages and recovery, a paused Redis must not
 # block the worker, clients leaving mid-lookup, big replies, unix sockets,

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Argument names that a backend parser reads as integrated_account_id or
 # access_token and the gateway reads as some other name.

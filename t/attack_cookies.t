@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Cookie names a backend reads as a credential cookie and the gateway does
 # not.  The gateway counts (and drops upstream) cookies whose name equals

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # On a route location the gateway chooses the verb the upstream is called
 # with (the method record's declared verb), and the environment decides

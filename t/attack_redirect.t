@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # An internal redirect while the gateway is still reading a body leaves the
 # request stuck for good.

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The auth_request recipe of docs/directives.md (env_gateway_authorize),
 # exactly as documented:

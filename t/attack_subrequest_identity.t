@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Subrequests into a gated location reach the upstream without the identity
 # headers.

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Bodies at the boundary: where env_gateway_account_body_field is set,
 # every request with a body is read and its account checked, whatever the

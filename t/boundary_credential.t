@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # One credential per request: the configured place plus RFC 6750's
 # (Authorization, access_token) in every spelling.  Two of them, one given

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The identity headers at the boundary: a passed request reaches the
 # upstream with X-Environment-Id, X-Environment, X-Team-Id, X-Token-Id,

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Paths at the boundary: on a location with env_gateway on, a raw path with
 # a dot segment (literal, percent-encoded, "..;"), an encoded '/' or '\', a

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The verb at the boundary: on a route location the upstream request uses
 # the method record's declared verb (a client's PUT to an "update" declared

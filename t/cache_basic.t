@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_cache: HIT/MISS through $env_gateway_cache_status, entries
 # served within ttl without Redis, negative entries and negative_ttl, a

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_cache invalidation and shared counters: DEL + PUBLISH refuses
 # a cached token within 100 ms (latency measured over 50 revocations), the

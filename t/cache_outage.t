@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_cache when Redis is away: warm entries served, cold ones 503,
 # errors and timeouts never cached, stale_if_error (only when configured,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # envgw export and apply against a real redis-server: an environment as one
 # JSON document (stable, never a token or credential), applied back into an
 # empty database (the same document again), into another environment (the

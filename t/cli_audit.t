@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The audit trail: every envgw write appends one entry to the Redis stream
 # <prefix>audit (time, actor, command, environments, changed keys) inside
 # the MULTI/EXEC of the write itself; nothing else does; the stream keeps

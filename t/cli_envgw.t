@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # envgw, the admin tool, driven against a real, private redis-server.
 #
 #   ENVGW_BIN=cli/envgw prove t/cli_envgw.t

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The admin tool drives a live gateway: what envgw writes (and publishes)
 # is what the gateway enforces, at once, through its cache.
 

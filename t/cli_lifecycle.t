@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # envgw's lifecycle commands and apply, through a live gateway whose cache
 # keeps records (and misses) for 30 s: what the tool writes and publishes
 # is enforced at once -- a promoted environment's methods, a disabled,

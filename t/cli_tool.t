@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # envgw as a tool: --version, JSON errors with --json, a command group alone
 # printing its help, token list with created_at, expires_at, last_used_at
 # (the gateway's <prefix>last_used:<token_id>, set here in Redis directly)

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway configuration: the demo's conf.example passes "nginx -t" with
 # the module built here, and bad directive arguments fail it with a message

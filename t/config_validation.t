@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Configuration checks: every env_gateway directive is validated at `nginx -t`.
 # Each bad configuration must fail with an [emerg] line that names the

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Debian packages (make deb): libnginx-mod-http-env-gateway and envgw install
 # on this machine the way Debian's own libnginx-mod-* do -- the module in

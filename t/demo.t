@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The demo: demo/demo.sh start brings up Redis, nginx with conf.example and
 # the sample backend on free loopback ports (DEMO_* variables, its own state

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The user-facing files (README.md, docs/*.md, conf.example, the man page)
 # are self-contained: every relative link leads to a file of the repository

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # Replays the fuzz corpora and the crash regression inputs through the
 # libFuzzer binaries (built by `make fuzz-build` into build/fuzz/): each file
 # is run once (no fuzzing) and must not crash or trip ASan/UBSan.

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Hardening, bad input, through real nginx + Redis: empty,
 # oversized, binary and duplicated Authorization headers; odd schemes and

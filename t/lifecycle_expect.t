@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Bodies are not invited before the token is checked: for a request with
 # "Expect: 100-continue" the first thing a refused client reads is its

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Internal redirects keep the identity: with env_gateway on at server
 # level, a request that passed keeps its checked identity through index,

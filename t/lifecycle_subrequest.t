@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Subrequests into a location with env_gateway on are checked like
 # requests, never served unchecked: auth_request (the gateway as an

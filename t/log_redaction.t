@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 use strict; use warnings;
 use lib 't/lib';
 use Test::More;

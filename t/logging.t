@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Refusal logging: one error-log line per refusal, at env_gateway_log_level,
 # with the status, the reason code, the token_id (never the token), the

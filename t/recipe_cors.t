@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The CORS recipe of docs/recipes.md, run as printed there (only its listen
 # port changes): a browser's preflight is answered by nginx before the

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Records of any size up to max_record, through real nginx and Redis: an
 # integration record of more than 326 KB (4000 methods) routes its first

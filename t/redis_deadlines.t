@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Replies a real Redis does not send, from t/lib/FakeRedis.pm, through real
 # nginx: every lookup has its own deadline (read_timeout from when it was

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A healthy Redis that drops the gateway's connection (CLIENT KILL, its own
 # idle "timeout", a kill while a lookup is in flight) costs a reconnect, not

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Sentinel discovery: the gateway asks the Sentinels for the master,
 # follows +switch-master after a failover, and keeps failing closed.
 

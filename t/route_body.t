@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_account_body_field: the integrated account read from a JSON
 # request body (POST/PUT/PATCH), the body still reaching the upstream byte

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Bounded output: every refusal of the route code, and the upstream URL,
 # with values of any size and any bytes.  Placeholder names of 200, 2000

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_route: per-environment methods through real nginx + Redis +
 # backends.  Every verb, custom methods present in development and absent

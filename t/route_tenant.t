@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_tenant: the account resolved through
 # envgw:tenant:<environment_id>:<tenant_id>.  The same tenant id in three

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package EnvGwBackends;
 
 # Echo backends written with the parsers users run (t/backends/): PHP's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package EnvGwCache;
 
 # Helpers shared by the cache tests (t/cache_*.t): one gateway config with

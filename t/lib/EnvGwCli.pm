@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package EnvGwCli;
 
 # envgw, the admin tool, driven against the redis-server of an EnvGwTest:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package EnvGwCluster;
 
 # Building blocks for multi-node tests: several redis-server

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package EnvGwTest;
 
 # A small harness in nginx-tests' style: a temp dir, redis-server and nginx

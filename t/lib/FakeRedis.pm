@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package FakeRedis;
 
 # A small RESP server for the replies a real Redis cannot send, so that the

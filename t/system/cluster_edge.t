@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # An edge cluster on loopback.  A Redis primary P with replicas R1
 # and R2; gateways G1 (reads R1, then P), G2 (R2, then P), G3 (P, then R1),

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Hardening, faults under load, loopback only and bounded:
 # wrk cycles valid requests and refused-kind requests (revoked token,

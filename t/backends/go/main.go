@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Echo backend for t/differential.t, run as `echo-go PORT`: answers every
 // request with a JSON object of what net/http made of it: r.URL.Query(),
 // r.ParseForm (r.PostForm), encoding/json of the body, r.Header.Get,

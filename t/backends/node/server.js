@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 'use strict';
 // Echo backend for t/differential.t, run as `node server.js PORT`: answers
 // every request with a JSON object of what Express 4 made of it: req.query

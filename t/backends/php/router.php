@@ -1,4 +1,5 @@
 <?php
+// SPDX-License-Identifier: BSD-2-Clause
 // Echo backend for t/differential.t, run as `php -S 127.0.0.1:PORT router.php`:
 // answers every request with a JSON object of what PHP's own parsers made
 // of it ($_GET, $_POST, php://input, $_SERVER HTTP_*, $_COOKIE) and what a

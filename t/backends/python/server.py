@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 # Echo backend for t/differential.t, run as `python3 server.py PORT`:
 # answers every request, whatever its verb, with a JSON object of what the
 # standard library made of it: urllib.parse.parse_qs of the query and of a
