@@ -39,13 +39,23 @@ sub new {
 
 sub dir { $_[0]{dir} }
 
+# A port nobody listens on, and never one this process handed out before:
+# the kernel may offer a just-closed port again, and two servers of one
+# nginx.conf on the same port would share it silently.
+my %given_ports;
+
 sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                      LocalPort => 0, Proto => 'tcp',
+                                      ReuseAddr => 1)
+            or die "no free port: $!";
+        my $p = $s->sockport;
+        close $s;
+        next if $given_ports{$p}++;
+        return $p;
+    }
+    die "no free port not handed out before";
 }
 
 sub spawn {
