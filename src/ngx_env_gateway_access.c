@@ -31,6 +31,8 @@
 #include "ngx_env_gateway.h"
 
 
+static ngx_int_t ngx_env_gateway_suspend(ngx_http_request_t *r,
+    ngx_int_t rc);
 static ngx_int_t ngx_env_gateway_check(ngx_http_request_t *r,
     ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_start(ngx_http_request_t *r,
@@ -78,7 +80,35 @@ ngx_env_gateway_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    return ngx_env_gateway_check(r, glcf);
+    return ngx_env_gateway_suspend(r, ngx_env_gateway_check(r, glcf));
+}
+
+
+/*
+ * While a main request waits for Redis, watch its client as the upstream
+ * module does (ngx_http_test_reading): a client that goes away ends the
+ * request there, before it could go upstream (nginx 1.29+ no longer
+ * notices it later, with keepalive to upstreams by default).  The resume
+ * puts nginx's default back.
+ */
+static ngx_int_t
+ngx_env_gateway_suspend(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_env_gateway_ctx_t  *ctx;
+
+    if (rc != NGX_AGAIN || r != r->main) {
+        return rc;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+
+    if (ctx && ctx->waiter.pending && !ctx->body_reading
+        && r->read_event_handler == ngx_http_block_reading)
+    {
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    return rc;
 }
 
 
@@ -114,7 +144,7 @@ ngx_env_gateway_precontent_handler(ngx_http_request_t *r)
                    "env_gateway: precontent check, subrequest:%d",
                    r != r->main);
 
-    rc = ngx_env_gateway_check(r, glcf);
+    rc = ngx_env_gateway_suspend(r, ngx_env_gateway_check(r, glcf));
 
     return (rc == NGX_OK) ? NGX_DECLINED : rc;
 }

@@ -188,6 +188,11 @@ ngx_env_gateway_resume(ngx_event_t *ev)
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "env_gateway: records here, resuming");
 
+    /* nginx's default again: the client was watched while waiting */
+    if (r->read_event_handler == ngx_http_test_reading) {
+        r->read_event_handler = ngx_http_block_reading;
+    }
+
     ngx_http_core_run_phases(r);
     ngx_http_run_posted_requests(c);
 }
