@@ -283,15 +283,27 @@ ngx_int_t
 ngx_env_gateway_redact_line(ngx_http_request_t *r,
     ngx_env_gateway_loc_conf_t *glcf)
 {
+    u_char  *line;
+
     if (r != r->main || r->args.len == 0) {
         return NGX_OK;
     }
+
+    line = r->request_line.data;
 
     if (ngx_env_gateway_redact(r->pool, &r->request_line, &glcf->token_arg,
                                &r->request_line)
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    /*
+     * Nothing was redacted (the common case): the target has no
+     * credential either, and proxy_pass keeps sending it as received.
+     */
+    if (r->request_line.data == line) {
+        return NGX_OK;
     }
 
     if (glcf->hide_credentials) {
