@@ -72,6 +72,8 @@ typedef struct {
     uint32_t                     rate;
     uint32_t                     burst;
     ngx_msec_t                   window;
+    ngx_str_t                    file;      /* where the line is */
+    ngx_uint_t                   line;
 } ngx_env_gateway_limit_t;
 
 
@@ -197,6 +199,32 @@ static ngx_uint_t                     ngx_env_gateway_limit_rounds;
 /* configuration                                                       */
 
 /*
+ * A directive's error as nginx prints it: "<directive>" directive <text>,
+ * with the file and line; the text is formatted into the config pool.
+ */
+static char *
+ngx_env_gateway_limit_conf_error(ngx_conf_t *cf, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_pnalloc(cf->pool, NGX_MAX_CONF_ERRSTR);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = p + NGX_MAX_CONF_ERRSTR - 1;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, last, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    return (char *) p;
+}
+
+/*
  * A rate's window, "10s" (any nginx time), and its requests: both within
  * bounds (NGX_ENVGW_RATE_MAX, NGX_ENVGW_WINDOW_MAX).  Records' rate_limit
  * and the directive share it.
@@ -286,10 +314,9 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             p = (u_char *) ngx_strchr(name.data, ':');
 
             if (p == NULL || p == name.data) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                return ngx_env_gateway_limit_conf_error(cf,
                                    "invalid zone \"%V\": zone=name:size",
                                    &value[i]);
-                return NGX_CONF_ERROR;
             }
 
             name.len = p - name.data;
@@ -299,16 +326,14 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             size = ngx_parse_size(&s);
 
             if (size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                return ngx_env_gateway_limit_conf_error(cf,
                                    "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
             }
 
             if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                return ngx_env_gateway_limit_conf_error(cf,
                                    "zone \"%V\" is too small: at least %uzk",
                                    &value[i], 8 * ngx_pagesize / 1024);
-                return NGX_CONF_ERROR;
             }
 
             continue;
@@ -333,25 +358,22 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             if (lz->interval == (ngx_msec_t) NGX_ERROR
                 || lz->interval == 0)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                return ngx_env_gateway_limit_conf_error(cf,
                                    "invalid time \"%V\": a time above 0, "
                                    "like 100ms", &value[i]);
-                return NGX_CONF_ERROR;
             }
 
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        return ngx_env_gateway_limit_conf_error(cf,
                            "unknown parameter \"%V\": zone=, sync=off|redis "
                            "and sync_interval= are known", &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" needs zone=name:size", &cmd->name);
-        return NGX_CONF_ERROR;
+        return ngx_env_gateway_limit_conf_error(cf,
+                           "needs zone=name:size");
     }
 
     gmcf->limit_zone = ngx_shared_memory_add(cf, &name, size,
@@ -361,9 +383,8 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (gmcf->limit_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        return ngx_env_gateway_limit_conf_error(cf,
                            "zone \"%V\" is already used", &name);
-        return NGX_CONF_ERROR;
     }
 
     gmcf->limit_zone->init = ngx_env_gateway_limit_init_zone;
@@ -399,10 +420,9 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (kind == NGX_ENVGW_LIMIT_NKINDS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        return ngx_env_gateway_limit_conf_error(cf,
                            "unknown key \"%V\": token, account, tenant, "
                            "environment or team", &value[1]);
-        return NGX_CONF_ERROR;
     }
 
     /* "Nr/s", "Nr/m", "Nr/<nginx time>" */
@@ -422,11 +442,10 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     if (n == NGX_ERROR || last - p < 3 || p[0] != 'r' || p[1] != '/'
         || ngx_env_gateway_rate_parse(&window, n, &rate) != NGX_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        return ngx_env_gateway_limit_conf_error(cf,
                            "invalid rate \"%V\": Nr/s, Nr/m or Nr/<time> "
                            "like 500r/10s, with N from 1 to %d and a "
                            "window up to 7d", &value[2], NGX_ENVGW_RATE_MAX);
-        return NGX_CONF_ERROR;
     }
 
     burst = 0;
@@ -436,19 +455,17 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
 
             if (burst == NGX_ERROR || burst > NGX_ENVGW_RATE_MAX) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                return ngx_env_gateway_limit_conf_error(cf,
                                    "invalid burst \"%V\": a number from 0 "
                                    "to %d", &value[i], NGX_ENVGW_RATE_MAX);
-                return NGX_CONF_ERROR;
             }
 
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+        return ngx_env_gateway_limit_conf_error(cf,
                            "unknown parameter \"%V\": burst= is known",
                            &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (glcf->limits == NULL) {
@@ -468,6 +485,8 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     lim->rate = rate.requests;
     lim->burst = (uint32_t) burst;
     lim->window = rate.window;
+    lim->file = cf->conf_file->file.name;
+    lim->line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }
@@ -481,6 +500,7 @@ char *
 ngx_env_gateway_limit_merge(ngx_conf_t *cf, ngx_env_gateway_loc_conf_t *prev,
     ngx_env_gateway_loc_conf_t *conf)
 {
+    ngx_env_gateway_limit_t      *lim;
     ngx_env_gateway_main_conf_t  *gmcf;
 
     if (conf->limits == NULL) {
@@ -494,9 +514,12 @@ ngx_env_gateway_limit_merge(ngx_conf_t *cf, ngx_env_gateway_loc_conf_t *prev,
     gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
 
     if (gmcf->limit_zone == NULL) {
+        /* found only now, at the end of http{}: point at the directive */
+        lim = conf->limits->elts;
+
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"env_gateway_limit\" needs \"env_gateway_limit_zone\" "
-                      "in the http block");
+                      "in the http block in %V:%ui", &lim->file, lim->line);
         return NGX_CONF_ERROR;
     }
 
