@@ -61,15 +61,6 @@ static const cmd_t commands[] = {
         OPT("ttl", ttl, CHECK_NONE),
         OPT("account", account, CHECK_ACCOUNT_ID),
         OPT("rate-limit", rate_limit, CHECK_NONE) } },
-    { "token", "set-limit", cmd_token_set_limit,
-      "TOKEN_ID N/WINDOW|none",
-      "set or remove a token's own rate limit",
-      "N/WINDOW: N requests a WINDOW (500/10s, 100/m, 5000/1h), which\n"
-      "replaces the token limit of the gateway's locations for this token\n"
-      "(the record's rate_limit); none removes it.  Gateways drop their\n"
-      "cached copy at once.",
-      { POS("TOKEN_ID", token, CHECK_TOKEN_ID),
-        POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "token", "list", cmd_token_list,
       "ENV [--expiring DURATION]",
       "list the tokens of ENV (never the raw tokens)",
@@ -93,6 +84,15 @@ static const cmd_t commands[] = {
       "         lifetime (1h for account tokens), or no expiry",
       { POS("TOKEN_ID", token, CHECK_TOKEN_ID), OPT("grace", grace, CHECK_NONE),
         OPT("ttl", ttl, CHECK_NONE) } },
+    { "token", "set-limit", cmd_token_set_limit,
+      "TOKEN_ID N/WINDOW|none",
+      "set or remove a token's own rate limit",
+      "N/WINDOW: N requests a WINDOW (500/10s, 100/m, 5000/1h), which\n"
+      "replaces the token limit of the gateway's locations for this token\n"
+      "(the record's rate_limit); none removes it.  Gateways drop their\n"
+      "cached copy at once.",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID),
+        POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "account", "add", cmd_account_add,
       "ENV ID --integration I --tenant T",
       "add an integrated account and index it under its tenant",
