@@ -38,12 +38,19 @@ PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 
 cg_run() {   # NAME VALGRIND-OPTIONS...
     local name=$1; shift
-    local GW PL
-    GW=$(free_port); PL=$(free_port)
+    local GW PL LM
+    GW=$(free_port); PL=$(free_port); LM=$(free_port)
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     env_gateway_cache zone=envgw:8m ttl=1h;
+    env_gateway_limit_zone zone=envgw_limits:8m;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
+    server { listen 127.0.0.1:$LM;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          env_gateway_limit token 1000000000r/s;
+                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
+                          proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
@@ -60,12 +67,16 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     # Redis and fills the cache; the rest warm nginx's own pools and paths
     perl "$HAMMER" "$GW" 200 / "$TOK" "$ACC" > /dev/null
     perl "$HAMMER" "$PL" 200 / "$TOK" "$ACC" > /dev/null
+    perl "$HAMMER" "$LM" 200 / "$TOK" "$ACC" > /dev/null
     callgrind_control -z "$pid" > /dev/null
     echo "  $name gw:    $(perl "$HAMMER" "$GW" "$N" / "$TOK" "$ACC")" >&2
     callgrind_control -d gw "$pid" > /dev/null
     callgrind_control -z "$pid" > /dev/null
     echo "  $name plain: $(perl "$HAMMER" "$PL" "$N" / "$TOK" "$ACC")" >&2
     callgrind_control -d plain "$pid" > /dev/null
+    callgrind_control -z "$pid" > /dev/null
+    echo "  $name limit: $(perl "$HAMMER" "$LM" "$N" / "$TOK" "$ACC")" >&2
+    callgrind_control -d limit "$pid" > /dev/null
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -81,6 +92,7 @@ cg_run cgA
 cg_run cgB --toggle-collect=ngx_env_gateway_access_handler
 
 A_GW=$(dump_file cgA gw); A_PL=$(dump_file cgA plain); B_GW=$(dump_file cgB gw)
+A_LM=$(dump_file cgA limit); B_LM=$(dump_file cgB limit)
 [ -n "$A_GW" ] && [ -n "$A_PL" ] && [ -n "$B_GW" ] || { ls -l "$BENCH_DIR"/cg*/ >&2; echo "bench: dumps missing" >&2; exit 1; }
 
 # the report below cuts listings with head: no pipefail from here
@@ -111,6 +123,13 @@ echo "| whole front worker, env_gateway warm hit | $(per "$gw_total") |"
 echo "| added by env_gateway (difference) | $(per $((gw_total - pl_total))) |"
 echo "| ngx_env_gateway_access_handler inclusive (run A) | $(per "${h_incl:-0}") |"
 echo "| ngx_env_gateway_access_handler inclusive (run B, toggle-collect) | $(per "$b_total") |"
+if [ -n "$A_LM" ] && [ -n "$B_LM" ]; then
+    lm_total=$(total_ir "$A_LM"); lmb_total=$(total_ir "$B_LM")
+    echo "| whole front worker, env_gateway warm hit + token limit never reached | $(per "$lm_total") |"
+    echo "| added by the token limit (difference to the warm hit) | $(per $((lm_total - gw_total))) |"
+    echo "| ngx_env_gateway_access_handler inclusive with the limit (run B) | $(per "$lmb_total") |"
+    echo "| of which ngx_env_gateway_limit_check (run B, inclusive) | $(per "$(incl_ir "$B_LM" ngx_env_gateway_limit_check)") |"
+fi
 echo
 echo "Functions reached inside the handler on a warm hit (self Ir per request, run B):"
 echo

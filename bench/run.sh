@@ -10,7 +10,8 @@
 # Server side: redis-server and four single-worker nginx instances, all
 # pinned to BENCH_SERVER_CPU: "backend" (return 200, 3 bytes), "plain"
 # (proxy_pass to it, no module loaded), "gw" (module with env_gateway_cache:
-# the warm and /proxy/ route fronts, and metrics), "nocache" (module, no
+# the warm and /proxy/ route fronts, the "limit" front (warm, plus a token
+# limit never reached), and metrics), "nocache" (module, no
 # env_gateway_cache: every request asks Redis).  wrk (-t1) runs pinned to
 # BENCH_CLIENT_CPU.  Server CPU per request = utime+stime of every server
 # process (all nginx masters and workers, Redis) over the run / requests;
@@ -33,7 +34,7 @@ start_redis
 seed_redis "$NTOK" "$BENCH_DIR/pairs.txt"
 
 BK=$(free_port); PL=$(free_port); WARM=$(free_port); ROUTE=$(free_port)
-NC=$(free_port); MG=$(free_port); MN=$(free_port)
+NC=$(free_port); MG=$(free_port); MN=$(free_port); LIM=$(free_port)
 
 PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
@@ -50,7 +51,13 @@ nginx_conf plain "
 nginx_conf gw "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;
+    env_gateway_limit_zone zone=envgw_limits:16m;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 32; keepalive_requests 100000; }
+    server { listen 127.0.0.1:$LIM backlog=4096;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          env_gateway_limit token 1000000000r/s;
+                          $GWPROXY proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$WARM backlog=4096;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
@@ -81,9 +88,11 @@ start_nginx nocache "$NC"
 sleep 0.3
 
 declare -A URL=( [plain]="http://127.0.0.1:$PL" [warm]="http://127.0.0.1:$WARM"
-                 [nocache]="http://127.0.0.1:$NC" [route]="http://127.0.0.1:$ROUTE" )
-declare -A PATHV=( [plain]=/ [warm]=/ [nocache]=/ [route]=/proxy/contacts )
-declare -A METRICS=( [warm]=$MG [route]=$MG [nocache]=$MN )
+                 [nocache]="http://127.0.0.1:$NC" [route]="http://127.0.0.1:$ROUTE"
+                 [limit]="http://127.0.0.1:$LIM" )
+declare -A PATHV=( [plain]=/ [warm]=/ [nocache]=/ [route]=/proxy/contacts [limit]=/ )
+declare -A METRICS=( [warm]=$MG [route]=$MG [nocache]=$MN [limit]=$MG )
+VARIANTS="plain warm nocache route limit"
 
 metric() {  # port name-with-labels
     curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}' | head -1
@@ -98,7 +107,7 @@ miss_count() {
 # sanity: one request per variant answers 200
 TOK=$(head -1 "$BENCH_DIR/pairs.txt" | cut -d' ' -f1)
 ACC=$(head -1 "$BENCH_DIR/pairs.txt" | cut -d' ' -f2)
-for v in plain warm nocache route; do
+for v in $VARIANTS; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOK" \
         "${URL[$v]}${PATHV[$v]}?integrated_account_id=$ACC")
     [ "$code" = 200 ] || { echo "bench: $v answered $code" >&2;
@@ -108,11 +117,11 @@ done
 mapfile -t SPIDS < <(server_pids)
 RES="$BENCH_DIR/results.tsv"
 : > "$RES"
-echo "bench: ${ROUNDS} rounds x 4 variants x ${DUR}s, $CONNS connections, $NTOK tokens/accounts in 3 environments" >&2
+echo "bench: ${ROUNDS} rounds x 5 variants x ${DUR}s, $CONNS connections, $NTOK tokens/accounts in 3 environments" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
-    for v in plain warm nocache route; do
-        if [ "$v" = warm ] || [ "$v" = route ]; then
+    for v in $VARIANTS; do
+        if [ "$v" = warm ] || [ "$v" = route ] || [ "$v" = limit ]; then
             # warm the cache: two passes over every pair, not measured
             run_wrk "${URL[$v]}" 2s 10 "$BENCH_DIR/pairs.txt" "${PATHV[$v]}" > /dev/null
         fi

@@ -20,7 +20,8 @@ sub median { my @s = sort { $a <=> $b } @_; return undef unless @s;
 my @names = ([plain => 'plain proxy_pass (no module)'],
              [warm => 'env_gateway, warm cache'],
              [nocache => 'env_gateway, no cache (Redis every request)'],
-             [route => 'env_gateway /proxy/ route, warm cache']);
+             [route => 'env_gateway /proxy/ route, warm cache'],
+             [limit => 'env_gateway, warm cache, a token limit never reached']);
 my @R = sort { $a <=> $b } keys %rounds;
 print "| variant | req/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU µs/req | added µs/req | throughput / plain | CPU ratio plain/variant | cache misses | Redis cmds/req |\n";
 print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -40,6 +41,9 @@ for my $n (@names) {
         $v eq 'plain' ? '–' : median(map { $_->{miss} } @rows),
         median(map { $_->{rcmd} } @rows);
 }
+my @lw = grep { $r{$_}{limit} && $r{$_}{warm} } @R;
+printf "\nthe token limit (sync=off) adds %+.2f µs of server CPU per request over the warm row (median of the rounds' differences).\n",
+    median(map { $r{$_}{limit}{cpu} - $r{$_}{warm}{cpu} } @lw) if @lw;
 printf "\nmedians of %d interleaved rounds; ratios are per round against plain of the same round, then the median.\n", scalar @R;
 print "\nper round (req/s, server CPU µs/req):\n\n";
 for my $round (@R) {

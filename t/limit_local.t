@@ -80,6 +80,17 @@ $t->start_nginx(<<'CONF');
             env_gateway on;
             proxy_pass http://127.0.0.1:%%BACKEND%%;
         }
+        location /own/ {
+            env_gateway on;
+            env_gateway_limit token 5r/h;
+            proxy_pass http://127.0.0.1:%%PORT%%/upstream/;
+        }
+        location /upstream/ {
+            add_header RateLimit-Limit 999;
+            add_header ratelimit-remaining 999;
+            add_header RateLimit-Reset 999;
+            return 200 "upstream\n";
+        }
         location = /env_gateway/metrics { env_gateway_metrics; }
     }
 CONF
@@ -163,6 +174,14 @@ is($t->get('/tok/y', $C)->{status}, 200, 'another token: its own count');
 my $r = $t->get('/free/x', $A);
 is($r->{status}, 200, 'no limit: passed');
 ok(!exists $r->{headers}{'ratelimit-limit'}, 'no limit: no RateLimit-Limit');
+
+# an upstream's own RateLimit-* headers are replaced by the gateway's
+$r = $t->get('/own/x', limit_token($t, 'own'));
+is($r->{status}, 200, 'upstream RateLimit-*: passed');
+my @names = $r->{raw} =~ /^(ratelimit-\w+):/mgi;
+is(scalar @names, 3, 'upstream RateLimit-*: three headers, not six');
+is($r->{headers}{'ratelimit-limit'}, 5, 'upstream RateLimit-*: the gateway\'s');
+is($r->{headers}{'ratelimit-remaining'}, 4, '... Remaining');
 
 # --- burst= ------------------------------------------------------------------
 
