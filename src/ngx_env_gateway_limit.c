@@ -872,7 +872,11 @@ ngx_env_gateway_limit_get(ngx_env_gateway_limit_zone_t *lz,
     n->len1 = (uint32_t) k->id1.len;
     n->len2 = (uint32_t) k->id2.len;
     ngx_memcpy(n->data, k->id1.data, k->id1.len);
-    ngx_memcpy(n->data + k->id1.len, k->id2.data, k->id2.len);
+
+    if (k->id2.len) {
+        /* no ngx_memcpy() from the NULL data of an empty id */
+        ngx_memcpy(n->data + k->id1.len, k->id2.data, k->id2.len);
+    }
 
     ngx_rbtree_insert(&lz->sh->rbtree, &n->node);
     ngx_queue_insert_head(&lz->sh->lru, &n->lru);
