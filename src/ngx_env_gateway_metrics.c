@@ -24,7 +24,8 @@ static const char  *ngx_env_gateway_result_names[NGX_ENVGW_NREFUSALS] = {
     "allowed", "missing_token", "invalid_token",
     "integrated_account_not_found", "missing_integrated_account_id",
     "environment_mismatch", "method_not_found", "method_not_allowed",
-    "gateway_unavailable", "invalid_request", "gateway_misconfigured"
+    "gateway_unavailable", "invalid_request", "gateway_misconfigured",
+    "credentials_unavailable"
 };
 
 

@@ -49,6 +49,9 @@ static ngx_env_gateway_refusal_t
     { NGX_HTTP_INTERNAL_SERVER_ERROR, "gateway_misconfigured",
       "A gateway record is malformed; see the gateway's error log.",
       ngx_null_string },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "credentials_unavailable",
+      "The integrated account's upstream credentials are missing, expired "
+      "or unusable.", ngx_null_string },
 };
 
 
