@@ -618,28 +618,29 @@ int cmd_credentials_remove(const cmd_t *cmd, const args_t *a)
 int cmd_keys_rotate(const cmd_t *cmd, const args_t *a)
 {
     size_t n, i, rotated = 0, kept = 0, failed = 0;
-    size_t lead = strlen(key_of(ENVGW_KEY_CREDENTIALS, ""));
-    char **keys;
+    char **accs;
 
     (void) cmd;
     load_keys(a->keys);
-    keys = store_scan(ENVGW_KEY_CREDENTIALS, "", &n);
+    accs = store_scan(ENVGW_KEY_CREDENTIALS, "", &n);
 
     for (i = 0; i < n; i++) {
-        const char *acc = keys[i] + lead, *why = NULL;
-        bool done = false;
+        const char *acc = accs[i], *why = NULL;
+        char *key = key_of(ENVGW_KEY_CREDENTIALS, acc);
+        bool done = false, gone = false;
         txn_t *t;
 
         for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
             json_t *rec, *fields, *acc_rec;
             const char *env;
 
-            store_watch(keys[i]);
+            store_watch(key);
             store_watch(key_of(ENVGW_KEY_ACCOUNT, acc));
-            rec = load_json(keys[i]);
+            rec = load_json(key);
             acc_rec = load_json(key_of(ENVGW_KEY_ACCOUNT, acc));
             done = false;
             if (rec == NULL) {
+                gone = true;
                 txn_discard(t);
                 break;
             }
@@ -660,7 +661,7 @@ int cmd_keys_rotate(const cmd_t *cmd, const args_t *a)
                 txn_discard(t);
                 break;
             }
-            txn_set_json(t, keys[i], seal(fields, acc, env,
+            txn_set_json(t, key, seal(fields, acc, env,
                                           record_expiry(rec)));
             txn_env(t, env);
         }
@@ -669,7 +670,7 @@ int cmd_keys_rotate(const cmd_t *cmd, const args_t *a)
             warnx_("cannot re-encrypt the credentials of %s: %s", acc, why);
         } else if (done) {
             kept++;
-        } else {
+        } else if (!gone) {
             rotated++;
         }
     }
@@ -810,19 +811,19 @@ static json_t *refresh_grant(const char *url, json_t *fields,
 static size_t refresh_round(long long within)
 {
     size_t n, i, failed = 0, refreshed = 0;
-    size_t lead = strlen(key_of(ENVGW_KEY_CREDENTIALS, ""));
-    char **keys = store_scan(ENVGW_KEY_CREDENTIALS, "", &n);
+    char **accs = store_scan(ENVGW_KEY_CREDENTIALS, "", &n);
     long long now = (long long) time(NULL);
 
     for (i = 0; i < n; i++) {
-        const char *acc = keys[i] + lead, *why = NULL, *env, *integ, *url;
+        const char *acc = accs[i], *why = NULL, *env, *integ, *url;
+        char *key = key_of(ENVGW_KEY_CREDENTIALS, acc);
         const char *before;
         char *seen;
         json_t *rec, *acc_rec, *ir, *oauth, *fields, *nf;
         long long exp, ahead = within, secs, new_exp = 0;
         txn_t *t;
 
-        seen = store_get(keys[i]);
+        seen = store_get(key);
         rec = seen ? parse_json(seen) : NULL;
         if (rec == NULL)
             continue;
@@ -853,14 +854,14 @@ static size_t refresh_round(long long within)
         for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
             char *cur;
 
-            store_watch(keys[i]);
-            cur = store_get(keys[i]);
+            store_watch(key);
+            cur = store_get(key);
             if (cur == NULL || strcmp(cur, seen) != 0) {
                 why = "changed while refreshing";
                 txn_discard(t);
                 break;
             }
-            txn_set_json(t, keys[i], seal(nf, acc, env, new_exp));
+            txn_set_json(t, key, seal(nf, acc, env, new_exp));
             txn_env(t, env);
         }
         if (why) {

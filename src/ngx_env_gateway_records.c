@@ -491,7 +491,10 @@ ngx_env_gateway_parse_auth(json_t *root, ngx_env_gateway_fields_t *f,
         }
     }
 
-    for (i = NGX_ENVGW_INT_AUTH_FORMAT; i < NGX_ENVGW_INT_FIRST; i++) {
+    n = (*flags & NGX_ENVGW_INT_AUTH_BASIC) ? NGX_ENVGW_INT_AUTH_FORMAT2
+                                            : NGX_ENVGW_INT_AUTH_FORMAT;
+
+    for (i = NGX_ENVGW_INT_AUTH_FORMAT; i <= n; i++) {
         if (ngx_env_gateway_auth_format_ok(f->str[i], f->len[i]) != NGX_OK) {
             return NGX_DECLINED;
         }
