@@ -165,7 +165,7 @@ like($r->{out}, qr/refreshed the credentials of acc_ok/, 'second refresh: acc_ok
 my @grants = grep { length } split /\n/, $t->slurp('oauth.log');
 my ($first) = grep { $grants[$_] =~ /refresh_token=rt_ok_0&/ } 0 .. $#grants;
 my $issued = 'rt_ok_' . ($first + 1);
-like($grants[-1] // '', qr/refresh_token=$issued&/,
+ok(scalar(grep { /refresh_token=$issued&/ } @grants[3 .. $#grants]),
      'second refresh: with the refresh_token the endpoint returned');
 unlike(join('', map { $t->redis->get($_) } $t->redis->keys('*credentials*')),
        qr/at_new|rt_ok|csecret/, 'redis: no value in clear');
