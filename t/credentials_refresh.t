@@ -60,7 +60,7 @@ while (my $c = $srv->accept) {
     my ($status, $out);
     $n++;
     if ($body =~ /refresh_token=rt_ok/) {
-        ($status, $out) = ('200 OK', qq({"access_token":"at_new_$n","token_type":"bearer","expires_in":3600,"refresh_token":"rt_ok_$n"}));
+        ($status, $out) = ('200 OK', qq({"access_token":"at_new_$n","token_type":"bearer","expires_in":3600,"refresh_token":"rt_ok_next"}));
     } elsif ($body =~ /refresh_token=rt_bad/) {
         ($status, $out) = ('400 Bad Request', '{"error":"invalid_grant","error_description":"refresh token revoked"}');
     } else {
@@ -162,10 +162,7 @@ like($t->get("/proxy/contacts?integrated_account_id=acc_ok", $DEV)->{body},
 # the rotated refresh_token is kept for the next refresh
 $r = envgw('credentials', 'refresh', '--within', '2h');
 like($r->{out}, qr/refreshed the credentials of acc_ok/, 'second refresh: acc_ok');
-my @grants = grep { length } split /\n/, $t->slurp('oauth.log');
-my ($first) = grep { $grants[$_] =~ /refresh_token=rt_ok_0&/ } 0 .. $#grants;
-my $issued = 'rt_ok_' . ($first + 1);
-ok(scalar(grep { /refresh_token=$issued&/ } @grants[3 .. $#grants]),
+like($t->slurp('oauth.log'), qr/refresh_token=rt_ok_next&/,
      'second refresh: with the refresh_token the endpoint returned');
 unlike(join('', map { $t->redis->get($_) } $t->redis->keys('*credentials*')),
        qr/at_new|rt_ok|csecret/, 'redis: no value in clear');
