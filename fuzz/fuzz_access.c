@@ -242,7 +242,11 @@ static const char  *fuzz_default_rec[NGX_ENVGW_REC_LAST] = {
     "\"get\":{\"method\":\"\002=\",\"path\":\"\0027\"},"
     "\"\002>\":{\"method\":\"POST\","
     "\"path\":\"/crm/v3/objects/\0024/\002>\"},"
-    "\"list\":{\"method\":\"GET\",\"path\":\"/crm/v3/objects/\0024\"}}}}"
+    "\"list\":{\"method\":\"GET\",\"path\":\"/crm/v3/objects/\0024\"}}}}",
+
+    /* credentials: fetched only for an integration that declares auth */
+    "{\"v\":1,\"kid\":\"k1\",\"nonce\":\"AAAAAAAAAAAAAAAA\","
+    "\"ciphertext\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}"
 };
 
 static u_char  fuzz_default_cfg[9] = {
