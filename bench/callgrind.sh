@@ -35,6 +35,20 @@ nginx_conf backend "
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
 start_nginx backend "$BK"
 
+# an account of the first environment whose integration declares "auth",
+# with encrypted credentials: the "routecred" path decrypts and injects
+printf 'kcg %s\n' "$(head -c 32 /dev/urandom | base64)" > "$BENCH_DIR/secret_keys"
+chmod 0600 "$BENCH_DIR/secret_keys"
+CENV=$(sed -n 1p "$BENCH_DIR/pairs.txt" | cut -d' ' -f3)
+CACC=acct_cg_cred
+ENVGW_C=("$BENCH_TOP/cli/envgw" --redis "127.0.0.1:$REDIS_PORT")
+export ENVGW_SECRET_KEYS="$BENCH_DIR/secret_keys"
+rcli GET "envgw:integration:$CENV:hubspot" \
+    | sed 's/^{/{"auth":{"header":"Authorization","format":"Bearer {access_token}"},/' \
+    | rcli -x SET "envgw:integration:$CENV:hubspotc" > /dev/null
+rcli SET "envgw:account:$CACC" "{\"integrated_account_id\":\"$CACC\",\"environment_id\":\"$CENV\",\"integration\":\"hubspotc\",\"status\":\"active\"}" > /dev/null
+"${ENVGW_C[@]}" credentials set "$CACC" --field "access_token=at_$(head -c 18 /dev/urandom | base64)" > /dev/null
+
 HAMMER="$BENCH_TOP/bench/hammer.pl"
 PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 
@@ -45,6 +59,7 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;
+    env_gateway_secret_keys $BENCH_DIR/secret_keys;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
@@ -71,7 +86,8 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     # the /proxy/ route, an unknown token (401, negatively cached) and an
     # account of another environment (404)
     for scen in "gw $GW / $TOK $ACC" "plain $PL / $TOK $ACC" \
-                "route $GW /proxy/contacts $TOK $ACC" "r401 $GW / $UNKNOWN $ACC" \
+                "route $GW /proxy/contacts $TOK $ACC" \
+                "routecred $GW /proxy/contacts $TOK $CACC" "r401 $GW / $UNKNOWN $ACC" \
                 "r404 $GW / $TOK $XACC"
     do
         read -r d port path tok acc <<< "$scen"
@@ -130,13 +146,14 @@ echo "Every path ($N requests each on one keep-alive connection, Ir per request)
 echo
 echo "| path | whole front worker | minus plain proxy_pass | access handler inclusive (run B) |"
 echo "|---|---:|---:|---:|"
-for d in gw route r401 r404; do
+for d in gw route routecred r401 r404; do
     fa=$(dump_file cgA "$d"); fb=$(dump_file cgB "$d")
     [ -n "$fa" ] && [ -n "$fb" ] || continue
     ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
     case $d in
         gw) what="warm pass, / (200)" ;;
         route) what="warm pass, /proxy/contacts route (200)" ;;
+        routecred) what="warm pass, /proxy/contacts route with credentials injected (200)" ;;
         r401) what="unknown token (401, negative cache)" ;;
         r404) what="account of another environment (404)" ;;
     esac

@@ -45,6 +45,10 @@ static ngx_int_t ngx_env_gateway_cred_refuse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, const char *why);
 
 
+/* the worker's AES-256-GCM decryption context */
+static EVP_CIPHER_CTX  *ngx_env_gateway_evp;
+
+
 static ngx_str_t  ngx_env_gateway_reserved_headers[] = {
     ngx_string("host"),
     ngx_string("content-length"),
@@ -1028,19 +1032,33 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    evp = EVP_CIPHER_CTX_new();
+    /* one cipher context a worker, set up once: no allocation a request */
+
+    evp = ngx_env_gateway_evp;
+
     if (evp == NULL) {
-        return NGX_ERROR;
+        evp = EVP_CIPHER_CTX_new();
+        if (evp == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (EVP_DecryptInit_ex(evp, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1
+            || EVP_CIPHER_CTX_ctrl(evp, EVP_CTRL_GCM_SET_IVLEN,
+                                   NGX_ENVGW_NONCE_LEN, NULL)
+               != 1)
+        {
+            EVP_CIPHER_CTX_free(evp);
+            return NGX_ERROR;
+        }
+
+        ngx_env_gateway_evp = evp;
     }
 
     rc = NGX_DECLINED;
     *why = "it does not decrypt (another key, or a record of another "
            "account or environment)";
 
-    if (EVP_DecryptInit_ex(evp, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1
-        && EVP_CIPHER_CTX_ctrl(evp, EVP_CTRL_GCM_SET_IVLEN,
-                               NGX_ENVGW_NONCE_LEN, NULL) == 1
-        && EVP_DecryptInit_ex(evp, NULL, NULL, key->key, nonce.data) == 1
+    if (EVP_DecryptInit_ex(evp, NULL, NULL, key->key, nonce.data) == 1
         && EVP_DecryptUpdate(evp, NULL, &len, aad.data, (int) aad.len) == 1
         && EVP_DecryptUpdate(evp, plain->data, &len, ct.data, (int) ct.len)
            == 1
@@ -1051,8 +1069,6 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     {
         rc = NGX_OK;
     }
-
-    EVP_CIPHER_CTX_free(evp);
 
     return rc;
 }
