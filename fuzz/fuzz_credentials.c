@@ -17,6 +17,8 @@
 
 #include "fuzz_common.h"
 
+#include <ctype.h>
+
 
 static void
 fuzz_check_fields(ngx_array_t *fields, ngx_str_t *buf)
@@ -121,7 +123,7 @@ fuzz_build(ngx_pool_t *pool, ngx_env_gateway_record_t *rec,
         for (p = cred.value.data + 6; p < cred.value.data + cred.value.len;
              p++)
         {
-            if (!ngx_isalnum(*p) && *p != '+' && *p != '/' && *p != '=') {
+            if (!isalnum(*p) && *p != '+' && *p != '/' && *p != '=') {
                 abort();
             }
         }
