@@ -598,8 +598,28 @@ ngx_env_gateway_json_string(u_char **pp, u_char *last, ngx_str_t *out)
  * caller wipes.  Jansson is not used here, so that no copy of a value is
  * made in memory nobody wipes.
  */
+static ngx_int_t ngx_env_gateway_cred_object(u_char *p, size_t len,
+    ngx_array_t *fields);
+
+
 ngx_int_t
 ngx_env_gateway_cred_parse(u_char *p, size_t len, ngx_array_t *fields)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_env_gateway_cred_object(p, len, fields);
+
+    if (rc != NGX_OK) {
+        /* no half-read field is left for anyone to use */
+        fields->nelts = 0;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_cred_object(u_char *p, size_t len, ngx_array_t *fields)
 {
     u_char                        *last;
     ngx_uint_t                     i;
