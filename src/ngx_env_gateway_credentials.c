@@ -721,8 +721,8 @@ ngx_env_gateway_cred_field(ngx_array_t *fields, u_char *name, size_t len)
 /*
  * The format with each "{field}" replaced by the field's value, measured
  * then written.  NGX_DECLINED: a field is missing (*missing names it);
- * NGX_ABORT: with "header", a value has a control character (CR, LF, NUL
- * ...) that must never reach a header.
+ * NGX_ABORT: with "header", a value (or the format) has a control
+ * character (CR, LF, NUL ...) that must never reach a header.
  */
 ngx_int_t
 ngx_env_gateway_cred_format(ngx_pool_t *pool, ngx_str_t *tmpl,
@@ -744,6 +744,12 @@ ngx_env_gateway_cred_format(ngx_pool_t *pool, ngx_str_t *tmpl,
             close = (*p == '{') ? ngx_strlchr(p, last, '}') : NULL;
 
             if (close == NULL) {
+                /* a checked format has none; a header never gets one */
+                if (header && ((*p < 0x20 && *p != '\t') || *p == 0x7f)) {
+                    ngx_str_null(missing);
+                    return NGX_ABORT;
+                }
+
                 ngx_env_gateway_text_bytes(&t, p, 1);
                 p++;
                 continue;
