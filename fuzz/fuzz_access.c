@@ -1874,7 +1874,7 @@ fuzz_check_url(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     f = rec->fields;
     quad = NULL;
 
-    for (i = 1; i + 3 < rec->nfields; i += 4) {
+    for (i = NGX_ENVGW_INT_FIRST; i + 3 < rec->nfields; i += 4) {
         if (fuzz_eq(&f[i], &ctx->resource) && fuzz_eq(&f[i + 1], &ctx->method))
         {
             quad = &f[i];
