@@ -99,6 +99,13 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("env_gateway_secret_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_env_gateway_secret_keys,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("env_gateway_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_env_gateway_metrics_directive,
@@ -277,7 +284,7 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("env_gateway_upstream_url"), NULL,
-      ngx_env_gateway_variable,
+      ngx_env_gateway_upstream_url_variable,
       offsetof(ngx_env_gateway_ctx_t, upstream_url),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 

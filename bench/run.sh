@@ -92,10 +92,35 @@ variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_
 variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
 variant limit   "valid mix" yes "env_gateway, warm cache, a token limit never reached" \
                                  "$GW_REDIS $GW_CACHE $GW_LIMIT" "$GW_LIMIT_LOC"
+# the same records under another prefix, each integration declaring
+# "auth" and each account holding encrypted credentials (seeded below):
+# the /proxy/ requests of "mix" decrypt and inject them
+GW_CRED="env_gateway_key_prefix envgwc:; env_gateway_secret_keys $BENCH_DIR/secret_keys;"
+variant cred    "mix"       yes "env_gateway, warm cache, upstream credentials" \
+                                "$GW_REDIS $GW_CACHE $GW_CRED" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 
 [ -n "${BENCH_VARIANTS:-}" ] && read -r -a V_NAMES <<< "plain ${BENCH_VARIANTS//plain/}"
+
+# credentials: a keyring, then through envgw (encryption needs it) the auth
+# declaration of each environment's integration and one record an account
+if [[ " ${V_NAMES[*]} " == *" cred "* ]]; then
+    printf 'kbench %s\n' "$(head -c 32 /dev/urandom | base64)" > "$BENCH_DIR/secret_keys"
+    chmod 0600 "$BENCH_DIR/secret_keys"
+    perl "$BENCH_TOP/bench/seed.pl" --tokens "$NTOK" --envs 3 --prefix envgwc: \
+        --pairs "$BENCH_DIR/pairs_cred.txt" | rcli --pipe > "$BENCH_DIR/seed_cred.log" 2>&1
+    ENVGW_C=("$BENCH_TOP/cli/envgw" --redis "127.0.0.1:$REDIS_PORT" --prefix envgwc:)
+    export ENVGW_SECRET_KEYS="$BENCH_DIR/secret_keys"
+    for e in 0 1 2; do
+        "${ENVGW_C[@]}" integration set "env_bench_$e" hubspot \
+            --auth '{"header":"Authorization","format":"Bearer {access_token}"}' > /dev/null
+    done
+    while read -r _ acct _; do
+        "${ENVGW_C[@]}" credentials set "$acct" \
+            --field "access_token=at_$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')" > /dev/null
+    done < "$BENCH_DIR/pairs_cred.txt"
+fi
 WORKLOADS=(${BENCH_WORKLOADS:-valid mix})
 
 declare -A PORT MPORT EXPECT

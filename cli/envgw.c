@@ -127,10 +127,18 @@ static const cmd_t commands[] = {
       "--resources  JSON file (- for stdin) replacing all resources:\n"
       "             {\"contacts\":{\"list\":{\"method\":\"GET\",\"path\":"
       "\"/crm/v3/objects/contacts\"}}}\n"
-      "Without --resources the existing resources are kept.",
+      "Without --resources the existing resources are kept.\n"
+      "--auth       how the account's credentials go upstream (JSON), or\n"
+      "             none: {\"header\":\"Authorization\",\"format\":\"Bearer\n"
+      "             {access_token}\"}, {\"query\":\"hapikey\",\"format\":\n"
+      "             \"{api_key}\"} or {\"basic\":{\"username\":\"{client_id}\",\n"
+      "             \"password\":\"{client_secret}\"}}\n"
+      "--oauth      OAuth2 refresh settings (JSON), or none:\n"
+      "             {\"token_url\":\"https://...\",\"refresh_before\":\"5m\"}",
       { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
         OPT("upstream", upstream, CHECK_NONE),
-        OPT("resources", resources, CHECK_NONE) } },
+        OPT("resources", resources, CHECK_NONE),
+        OPT("auth", auth, CHECK_NONE), OPT("oauth", oauth, CHECK_NONE) } },
     { "integration", "list", cmd_integration_list,
       "ENV",
       "list the integrations of ENV", NULL,
@@ -183,11 +191,13 @@ static const cmd_t commands[] = {
       "defines (all of them, or those of --integration / --method); TO's own\n"
       "upstream and its other methods are kept.  When TO lacks the\n"
       "integration it is created with --upstream, or FROM's upstream (with a\n"
-      "warning).  --dry-run prints the change and writes nothing.",
+      "warning).  --dry-run prints the change and writes nothing.\n"
+      "--auth also copies the integrations' auth and oauth declarations\n"
+      "(never credentials: those belong to each account).",
       { POS("FROM", from, CHECK_ENV_ID), POS("TO", to, CHECK_ENV_ID),
         OPT("integration", integration, CHECK_INTEGRATION),
         OPT("method", method, CHECK_NONE), FLAG("dry-run", dry_run),
-        OPT("upstream", upstream, CHECK_NONE) } },
+        OPT("upstream", upstream, CHECK_NONE), FLAG("auth", with_auth) } },
     { "export", NULL, cmd_export,
       "ENV",
       "print ENV as one JSON document (for 'envgw apply')",
@@ -212,6 +222,53 @@ static const cmd_t commands[] = {
       "--dry-run  print the plan and write nothing",
       { POS("FILE", file, CHECK_NONE), OPT("env", env, CHECK_ENV_ID),
         FLAG("prune", prune), FLAG("dry-run", dry_run) } },
+    { "credentials", "set", cmd_credentials_set,
+      "ACCOUNT (--field NAME=VALUE ... | --from-file F) [--expires-at T] "
+      "[--keys FILE]",
+      "encrypt and store the upstream credentials of an integrated account",
+      "The fields (access_token, refresh_token, api_key, client_id, ...)\n"
+      "replace the account's credentials, encrypted with AES-256-GCM under\n"
+      "the first key of the keyring and bound to the account and its\n"
+      "environment.  --from-file reads a JSON object of strings (- for\n"
+      "stdin).  --expires-at: Unix seconds, or a duration from now (1h).\n"
+      "The keyring: --keys FILE or ENVGW_SECRET_KEYS (lines \"<kid>\n"
+      "<base64 of 32 bytes>\", as env_gateway_secret_keys).  The audit trail\n"
+      "records field names, never values.",
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID), LIST("field"),
+        OPT("from-file", from_file, CHECK_NONE),
+        OPT("expires-at", expires_at, CHECK_NONE),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "credentials", "show", cmd_credentials_show,
+      "ACCOUNT [--keys FILE]",
+      "show the key id, expiry and field names of an account's credentials",
+      "Values are never shown.  Without a keyring the field names are not\n"
+      "known (they are encrypted too).",
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "credentials", "remove", cmd_credentials_remove,
+      "ACCOUNT",
+      "remove an account's credentials (its routes then answer 503)", NULL,
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID) } },
+    { "credentials", "refresh", cmd_credentials_refresh,
+      "[--within DURATION] [--loop DURATION] [--keys FILE]",
+      "refresh OAuth2 access tokens that expire soon",
+      "For every credentials record expiring within DURATION (default 10m)\n"
+      "whose integration declares \"oauth\", POSTs the refresh_token grant\n"
+      "(RFC 6749 section 6) to its token_url with the fields client_id,\n"
+      "client_secret and refresh_token, and stores the new access_token\n"
+      "(and refresh_token, expiry).  An error (400 invalid_grant, 5xx, no\n"
+      "answer) leaves the old record and is reported; the exit status is\n"
+      "then 1.  --loop repeats every DURATION (a service; see the systemd\n"
+      "example in the package).",
+      { OPT("within", within, CHECK_NONE), OPT("loop", loop, CHECK_NONE),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "keys", "rotate", cmd_keys_rotate,
+      "[--keys FILE]",
+      "re-encrypt every credentials record with the keyring's first key",
+      "Put the new key first in the keyring, reload nginx (it reads all\n"
+      "keys), run this, then remove the old key.  Records already under the\n"
+      "first key are left as they are.",
+      { OPT("keys", keys, CHECK_NONE) } },
     { "audit", NULL, cmd_audit,
       "[--since T] [--env ENV]",
       "show the audit trail of envgw writes",
@@ -474,6 +531,17 @@ static const char *command_line(const cmd_t *cmd, args_t *a)
         for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
             const char *v = *field_of(a, s);
 
+            if (s->kind == ARG_LIST) {
+                size_t k;
+
+                /* names only: the values may be secrets */
+                for (k = 0; pass == 1 && k < a->nlist; k++)
+                    line = pfmt("%s --%s %s", line, s->name,
+                                shell_word(pfmt("%.*s",
+                                    (int) strcspn(a->list[k], "="),
+                                    a->list[k])));
+                continue;
+            }
             if (v == NULL || (s->kind == ARG_POS) != (pass == 0))
                 continue;
             if (s->kind == ARG_POS)
@@ -531,11 +599,22 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
         s = strncmp(arg, "--", 2) == 0 ? find_option(cmd, arg) : NULL;
         if (s == NULL)
             usage_error(cmd, "unknown option '%s'", arg);
+        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
+                                              : NULL;
+        if (s->kind == ARG_LIST) {
+            if (a->list == NULL)
+                a->list = pool_keep(calloc((size_t) argc + 1,
+                                           sizeof(char *)), free);
+            if (a->list == NULL)
+                die("out of memory");
+            if (eq == NULL && i + 1 >= argc)
+                usage_error(cmd, "--%s needs a value", s->name);
+            a->list[a->nlist++] = eq ? eq : argv[++i];
+            continue;
+        }
         f = field_of(a, s);
         if (*f != NULL)
             usage_error(cmd, "--%s given twice", s->name);
-        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
-                                              : NULL;
         if (s->kind == ARG_FLAG) {
             if (eq)
                 usage_error(cmd, "--%s takes no value", s->name);
@@ -558,6 +637,8 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
     for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
         const char *v = *field_of(a, s);
 
+        if (s->kind == ARG_LIST)
+            continue;
         if (v == NULL && s->kind == ARG_NEEDED)
             usage_error(cmd, "--%s is required", s->name);
         if (v != NULL && s->check != CHECK_NONE && !checks[s->check].ok(v))

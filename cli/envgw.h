@@ -14,6 +14,7 @@
  *   cmd_diff.c     diff, promote
  *   cmd_apply.c    export, apply
  *   cmd_audit.c    audit
+ *   cmd_credentials.c  credentials set|show|remove|refresh, keys rotate
  */
 
 #ifndef ENVGW_H
@@ -124,6 +125,16 @@ typedef struct {
     const char *expiring;       /* token list --expiring DURATION */
     const char *since;          /* audit --since T */
     const char *rate_limit;     /* --rate-limit, set-limit LIMIT */
+    const char *auth;           /* integration set --auth JSON|none */
+    const char *oauth;          /* integration set --oauth JSON|none */
+    const char *with_auth;      /* promote --auth */
+    const char *keys;           /* --keys FILE (the keyring) */
+    const char *from_file;      /* credentials set --from-file F */
+    const char *expires_at;     /* credentials set --expires-at T */
+    const char *within;         /* credentials refresh --within D */
+    const char *loop;           /* credentials refresh --loop D */
+    const char **list;          /* the values of a repeated option */
+    size_t      nlist;
 } args_t;
 
 typedef enum {
@@ -131,7 +142,9 @@ typedef enum {
     ARG_POS,                    /* a positional (always required) */
     ARG_VALUE,                  /* --name VALUE */
     ARG_NEEDED,                 /* --name VALUE that must be given */
-    ARG_FLAG                    /* --name */
+    ARG_FLAG,                   /* --name */
+    ARG_LIST                    /* --name NAME=VALUE, repeated; the audit
+                                   records the NAMEs only */
 } arg_kind_t;
 
 /* What a value must look like; parse_args() refuses anything else. */
@@ -159,6 +172,7 @@ typedef struct {
 #define OPT(n, f, c)    { ARG_VALUE, n, offsetof(args_t, f), c }
 #define NEED(n, f, c)   { ARG_NEEDED, n, offsetof(args_t, f), c }
 #define FLAG(n, f)      { ARG_FLAG, n, offsetof(args_t, f), CHECK_NONE }
+#define LIST(n)         { ARG_LIST, n, offsetof(args_t, list), CHECK_NONE }
 
 #define ARGS_MAX 8
 
@@ -330,5 +344,15 @@ int cmd_env_set_limit(const cmd_t *, const args_t *);
 /* cmd_limit.c: "500/10s" as a record's rate_limit object (pooled), NULL
  * for "none"; a usage error for anything else */
 json_t *parse_rate_limit(const cmd_t *cmd, const char *s);
+int cmd_credentials_set(const cmd_t *, const args_t *);
+int cmd_credentials_show(const cmd_t *, const args_t *);
+int cmd_credentials_remove(const cmd_t *, const args_t *);
+int cmd_credentials_refresh(const cmd_t *, const args_t *);
+int cmd_keys_rotate(const cmd_t *, const args_t *);
+
+/* cmd_credentials.c: an integration's "auth" and "oauth" declarations;
+ * NULL if fine, else why */
+const char *check_auth(json_t *auth);
+const char *check_oauth(json_t *oauth);
 
 #endif /* ENVGW_H */

@@ -90,9 +90,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             }
             break;
+        case NGX_ENVGW_REC_CREDENTIALS:
+            if (rec.nfields != NGX_ENVGW_CRED_NFIELDS) {
+                abort();
+            }
+            break;
         default:
-            if (rec.nfields % 4 != 1
-                || rec.fields[NGX_ENVGW_INT_UPSTREAM].len == 0)
+            if (rec.nfields < NGX_ENVGW_INT_FIRST
+                || (rec.nfields - NGX_ENVGW_INT_FIRST) % 4 != 0
+                || rec.fields[NGX_ENVGW_INT_UPSTREAM].len == 0
+                || ((rec.flags & NGX_ENVGW_INT_AUTH)
+                    && rec.fields[NGX_ENVGW_INT_AUTH_NAME].len == 0))
             {
                 abort();
             }

@@ -125,7 +125,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                           &method);
 
         if (rc == NGX_ENVGW_OK || rc == NGX_ENVGW_METHOD_NOT_ALLOWED) {
-            if (quad == NULL || quad < rec.fields + 1
+            if (quad == NULL || quad < rec.fields + NGX_ENVGW_INT_FIRST
                 || quad + 4 > rec.fields + rec.nfields)
             {
                 abort();

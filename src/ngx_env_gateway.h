@@ -58,6 +58,9 @@ typedef struct {
     size_t                       max_record;    /* 0: the default */
 
     ngx_shm_zone_t              *limit_zone;    /* env_gateway_limit_zone */
+    ngx_array_t                 *secret_keys;   /* env_gateway_secret_keys:
+                                                   ngx_env_gateway_key_t,
+                                                   the first writes */
 } ngx_env_gateway_main_conf_t;
 
 
@@ -109,6 +112,7 @@ typedef enum {
     NGX_ENVGW_REC_ENV,
     NGX_ENVGW_REC_TENANT,
     NGX_ENVGW_REC_INTEGRATION,
+    NGX_ENVGW_REC_CREDENTIALS,
     NGX_ENVGW_REC_LAST
 } ngx_env_gateway_rec_kind_e;
 
@@ -161,9 +165,27 @@ typedef struct {
 #define NGX_ENVGW_TEN_ACCOUNT_ID     1
 #define NGX_ENVGW_TEN_NFIELDS        2      /* fields a pair */
 
-/* integration: the upstream, then a method a quad from NGX_ENVGW_INT_FIRST */
+/*
+ * integration: the upstream, the upstream credentials' declaration (empty
+ * without "auth"), then a method a quad from NGX_ENVGW_INT_FIRST
+ */
 #define NGX_ENVGW_INT_UPSTREAM       0
-#define NGX_ENVGW_INT_FIRST          1
+#define NGX_ENVGW_INT_AUTH_NAME      1      /* header or argument name */
+#define NGX_ENVGW_INT_AUTH_FORMAT    2      /* its format; basic: username */
+#define NGX_ENVGW_INT_AUTH_FORMAT2   3      /* basic: the password's */
+#define NGX_ENVGW_INT_FIRST          4
+
+/* integration flags: how the credentials go upstream */
+#define NGX_ENVGW_INT_AUTH_HEADER    0x01
+#define NGX_ENVGW_INT_AUTH_QUERY     0x02
+#define NGX_ENVGW_INT_AUTH_BASIC     0x04
+#define NGX_ENVGW_INT_AUTH           0x07
+
+/* credentials: AES-256-GCM of a JSON object of fields (_credentials.c) */
+#define NGX_ENVGW_CRED_KID           0
+#define NGX_ENVGW_CRED_NONCE         1      /* base64 */
+#define NGX_ENVGW_CRED_CIPHERTEXT    2      /* base64, the tag at its end */
+#define NGX_ENVGW_CRED_NFIELDS       3
 
 /* a method's quad, from its first field */
 #define NGX_ENVGW_INT_RESOURCE       0
@@ -262,6 +284,7 @@ typedef enum {
     NGX_ENVGW_INVALID_REQUEST,
     NGX_ENVGW_MISCONFIGURED,
     NGX_ENVGW_RATE_LIMITED,
+    NGX_ENVGW_CREDENTIALS_UNAVAILABLE,
     NGX_ENVGW_NREFUSALS
 } ngx_env_gateway_refusal_e;
 
@@ -372,6 +395,7 @@ typedef struct {
     unsigned                     body_parsed:1;
 
     void                        *limit;         /* _limit.c's, or NULL */
+    struct ngx_env_gateway_cred_s  *cred;       /* upstream credentials */
 } ngx_env_gateway_ctx_t;
 
 
@@ -631,6 +655,53 @@ ngx_int_t ngx_env_gateway_rate_parse(ngx_str_t *window, int64_t requests,
     ngx_env_gateway_rate_t *rate);
 void ngx_env_gateway_limit_metrics(ngx_env_gateway_text_t *t,
     ngx_atomic_uint_t *c);
+/* _credentials.c: the keyring, and the account's upstream credentials */
+#define NGX_ENVGW_KEY_LEN            32     /* AES-256 */
+#define NGX_ENVGW_NONCE_LEN          12
+#define NGX_ENVGW_TAG_LEN            16
+
+typedef struct {
+    ngx_str_t                    kid;
+    u_char                       key[NGX_ENVGW_KEY_LEN];
+} ngx_env_gateway_key_t;
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_str_t                    value;
+} ngx_env_gateway_cred_field_t;
+
+typedef struct ngx_env_gateway_cred_s {
+    ngx_str_t                    name;      /* the header's */
+    ngx_str_t                    value;     /* header value, or "" */
+    ngx_str_t                    url;       /* upstream URL with the
+                                               argument, or "" */
+    ngx_table_elt_t             *header;    /* ours, in headers_in */
+    unsigned                     url_given:1;
+} ngx_env_gateway_cred_t;
+
+char *ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_env_gateway_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_record_t *integration);
+ngx_int_t ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
+void ngx_env_gateway_credentials_clear(ngx_env_gateway_ctx_t *ctx);
+ngx_int_t ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_env_gateway_cred_parse(u_char *p, size_t len,
+    ngx_array_t *fields);
+ngx_int_t ngx_env_gateway_cred_format(ngx_pool_t *pool, ngx_str_t *tmpl,
+    ngx_array_t *fields, ngx_uint_t header, ngx_str_t *out,
+    ngx_str_t *missing);
+ngx_int_t ngx_env_gateway_cred_build(ngx_pool_t *pool,
+    ngx_env_gateway_record_t *integration, ngx_array_t *fields,
+    ngx_str_t *url, ngx_env_gateway_cred_t *cred, const char **why);
+ngx_int_t ngx_env_gateway_auth_format_ok(const char *s, size_t len);
+ngx_int_t ngx_env_gateway_auth_name_ok(const char *s, size_t len,
+    ngx_uint_t header);
+
+/* _boundary.c: a request header no upstream module sends */
+void ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h);
 
 /* _ctx.c */
 ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);

@@ -59,6 +59,8 @@ static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
 static ngx_int_t ngx_env_gateway_limits(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_uint_t stage, ngx_env_gateway_record_t *tok);
+static ngx_int_t ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
 
 
 /* the key family of each record kind, in ngx_env_gateway_rec_kind_e order */
@@ -67,7 +69,8 @@ static ngx_str_t  ngx_env_gateway_family[NGX_ENVGW_REC_LAST] = {
     ngx_string(ENVGW_KEY_ACCOUNT),
     ngx_string(ENVGW_KEY_ENV),
     ngx_string(ENVGW_KEY_TENANT),
-    ngx_string(ENVGW_KEY_INTEGRATION)
+    ngx_string(ENVGW_KEY_INTEGRATION),
+    ngx_string(ENVGW_KEY_CREDENTIALS)
 };
 
 
@@ -444,6 +447,17 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         if (rc != NGX_OK) {
             return rc;
         }
+
+        /* the account's upstream credentials: 503 without them */
+
+        rc = ngx_env_gateway_upstream_credentials(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+    } else {
+        /* redirected from a route location: nothing of its credentials */
+        ngx_env_gateway_credentials_clear(ctx);
     }
 
     return ngx_env_gateway_allow(r, ctx, glcf);
@@ -651,7 +665,7 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     ngx_int_t                  rc;
     ngx_str_t                 *quad, name, bad;
-    ngx_str_t                  consumed[NGX_ENVGW_CONSUMED_MAX];
+    ngx_str_t                  consumed[NGX_ENVGW_CONSUMED_MAX + 1];
     ngx_uint_t                 refusal, n;
     const char                *why;
     ngx_env_gateway_record_t  *rec;
@@ -708,6 +722,11 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     n = ngx_env_gateway_request_consumed(glcf, consumed);
+
+    /* a client argument named like the credential argument is dropped */
+    if (rec->flags & NGX_ENVGW_INT_AUTH_QUERY) {
+        consumed[n++] = rec->fields[NGX_ENVGW_INT_AUTH_NAME];
+    }
 
     rc = ngx_env_gateway_route_url(r->pool,
                                    &rec->fields[NGX_ENVGW_INT_UPSTREAM],
@@ -778,6 +797,36 @@ ngx_env_gateway_limits(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
+/*
+ * An integration that declares "auth" is called with the account's
+ * credentials (_credentials.c), never without: the credentials record is
+ * fetched like the others, and its absence is a refusal.
+ */
+static ngx_int_t
+ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_int_t                  rc;
+    ngx_env_gateway_record_t  *rec;
+
+    rec = &ctx->waiter.slots[NGX_ENVGW_REC_INTEGRATION].rec;
+
+    if (!(rec->flags & NGX_ENVGW_INT_AUTH)) {
+        ngx_env_gateway_credentials_clear(ctx);
+        return NGX_OK;
+    }
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_CREDENTIALS,
+                              &ctx->account_id, NULL,
+                              NGX_ENVGW_CREDENTIALS_UNAVAILABLE);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_env_gateway_credentials(r, ctx, rec);
+}
+
+
 /* ------------------------------------------------------------------ */
 /* allow                                                               */
 
@@ -821,5 +870,9 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         r->method = ngx_env_gateway_method_flag(&ctx->upstream_method);
     }
 
-    return ngx_env_gateway_identity(r, ctx, glcf);
+    if (ngx_env_gateway_identity(r, ctx, glcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_env_gateway_credentials_inject(r, ctx);
 }

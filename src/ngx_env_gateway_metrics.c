@@ -25,7 +25,7 @@ static const char  *ngx_env_gateway_result_names[NGX_ENVGW_NREFUSALS] = {
     "integrated_account_not_found", "missing_integrated_account_id",
     "environment_mismatch", "method_not_found", "method_not_allowed",
     "gateway_unavailable", "invalid_request", "gateway_misconfigured",
-    "rate_limited"
+    "rate_limited", "credentials_unavailable"
 };
 
 

@@ -53,6 +53,9 @@ static ngx_env_gateway_refusal_t
     { NGX_HTTP_TOO_MANY_REQUESTS, "rate_limited",
       "Too many requests; retry after Retry-After seconds.",
       ngx_null_string },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "credentials_unavailable",
+      "The integrated account's upstream credentials are missing, expired "
+      "or unusable.", ngx_null_string },
 };
 
 
