@@ -417,6 +417,7 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
     ssize_t                    n;
     uint64_t                   now;
     ngx_err_t                  err;
+    ngx_uint_t                 ft;
     const char                *why;
     ngx_msec_t                 deadline;
     ngx_queue_t               *q;
@@ -442,8 +443,9 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            why = ngx_env_gateway_tls_why(rc, "send() failed", &err);
-            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err, why);
+            ft = NGX_ENVGW_FT_RESET;
+            why = ngx_env_gateway_tls_why(rc, "send() failed", &err, &ft);
+            ngx_env_gateway_redis_drop(rc, ft, err, why);
             return;
         }
 
@@ -633,8 +635,9 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            why = ngx_env_gateway_tls_why(rc, "recv() failed", &err);
-            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err, why);
+            ft = NGX_ENVGW_FT_RESET;
+            why = ngx_env_gateway_tls_why(rc, "recv() failed", &err, &ft);
+            ngx_env_gateway_redis_drop(rc, ft, err, why);
             return;
         }
 

@@ -824,7 +824,8 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
 
     if (why && !shutdown) {
         /* a connection closed when idle, and reopened, is no error */
-        level = (nfailed || !was_ready) ? NGX_LOG_ERR
+        level = (nfailed || !was_ready || ft == NGX_ENVGW_FT_TLS)
+                ? NGX_LOG_ERR
                 : nretried ? NGX_LOG_WARN : NGX_LOG_INFO;
 
         if (keep) {

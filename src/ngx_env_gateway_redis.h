@@ -187,9 +187,9 @@ void ngx_env_gateway_tls_handshake(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_tls_close(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_tls_free(ngx_env_gateway_redis_t *rc);
 const char *ngx_env_gateway_tls_why(ngx_env_gateway_redis_t *rc,
-    const char *why, ngx_err_t *err);
+    const char *why, ngx_err_t *err, ngx_uint_t *ft);
 #else
-#define ngx_env_gateway_tls_why(rc, why, err)  (why)
+#define ngx_env_gateway_tls_why(rc, why, err, ft)  (why)
 #endif
 
 /* _subscriber.c */

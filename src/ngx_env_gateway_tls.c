@@ -748,16 +748,24 @@ ngx_env_gateway_tls_free(ngx_env_gateway_redis_t *rc)
 }
 
 
-/* what a failed recv() or send() is logged with: the SSL layer's reason */
+/*
+ * What a failed recv() or send() is logged with: the SSL layer's reason.
+ * On a connection that never answered it is a TLS failure (a client
+ * certificate Redis requires is refused after a TLS 1.3 handshake).
+ */
 const char *
 ngx_env_gateway_tls_why(ngx_env_gateway_redis_t *rc, const char *why,
-    ngx_err_t *err)
+    ngx_err_t *err, ngx_uint_t *ft)
 {
     if (rc->c == NULL || rc->c->ssl == NULL || rc->tls_error[0] == '\0') {
         return why;
     }
 
     *err = 0;
+
+    if (!rc->healthy) {
+        *ft = NGX_ENVGW_FT_TLS;
+    }
 
     return (const char *) rc->tls_error;
 }
