@@ -390,9 +390,21 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     rc->failures = 0;
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
 
-    ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                  "env_gateway: connected to redis %V%s", &srv->name,
-                  rc->role);
+#if (NGX_SSL)
+    if (rc->c->ssl) {
+        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                      "env_gateway: connected to redis %V%s over %s, %s "
+                      "TLS session", &srv->name, rc->role,
+                      SSL_get_version(rc->c->ssl->connection),
+                      SSL_session_reused(rc->c->ssl->connection)
+                      ? "resumed" : "new");
+    } else
+#endif
+    {
+        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                      "env_gateway: connected to redis %V%s", &srv->name,
+                      rc->role);
+    }
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_CONNECTS);
 

@@ -536,11 +536,8 @@ ngx_env_gateway_tls_handshake_done(ngx_connection_t *c)
         c->read->handler = ngx_env_gateway_redis_read_handler;
         c->write->handler = ngx_env_gateway_redis_write_handler;
 
-        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                      "env_gateway: redis%s: TLS handshake done, %s, %s "
-                      "session", rc->role, SSL_get_version(c->ssl->connection),
-                      SSL_session_reused(c->ssl->connection) ? "resumed"
-                                                             : "new");
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s: TLS handshake done", rc->role);
 
         ngx_env_gateway_redis_connected(rc);
         return;

@@ -71,10 +71,10 @@ sub errors_like {
     is($g->get('/x', 'egw_tls_unknown')->{status}, 401,
        'an unknown token over TLS: 401');
     like($g->slurp('error.log'),
-         qr/redis \(lookups\): TLS handshake done, TLSv1\.[23], new session/,
+         qr/connected to redis 127\.0\.0\.1:$port \(lookups\) over TLSv1\.[23], new TLS session/,
          'the lookup connection is TLS');
     like($g->slurp('error.log'),
-         qr/redis \(invalidations\): TLS handshake done/,
+         qr/connected to redis 127\.0\.0\.1:$port \(invalidations\) over TLSv1/,
          'the invalidation subscriber is TLS');
 
     # a revocation published over TLS reaches the cache
@@ -98,7 +98,7 @@ sub errors_like {
     my $ok = 0;
     for (1 .. 50) {
         $ok = 1, last if $g->slurp('error.log')
-            =~ /redis \(lookups\): TLS handshake done, TLSv1\.[23], resumed session/;
+            =~ /\(lookups\) over TLSv1\.[23], resumed TLS session/;
         $g->get('/x', 'egw_tls_unknown_' . $_);
         sleep 0.05;
     }
