@@ -1115,7 +1115,9 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
         for ( /* void */ ; first < cf->args->nelts; first++) {
             if (ngx_strlchr(value[first].data,
-                            value[first].data + value[first].len, '='))
+                            value[first].data + value[first].len, '=')
+                || (value[first].len == 3
+                    && ngx_strncmp(value[first].data, "tls", 3) == 0))
             {
                 break;
             }
