@@ -317,6 +317,27 @@ void conn_append(int argc, const char **argv)
     free(cmd);
 }
 
+/*
+ * Why the TLS session failed: a server that refuses the client (TLS 1.3: no
+ * client certificate) says so in an alert after the handshake, and a write
+ * may fail before that alert is read.
+ */
+static const char *tls_failure(void)
+{
+    const char *e = ssl_errors();
+    char b;
+
+    if (e[0] || ssl == NULL)
+        return e[0] ? e : pick_error();
+    ERR_clear_error();
+    if (SSL_read(ssl, &b, 1) <= 0) {
+        e = ssl_errors();
+        if (e[0])
+            return e;
+    }
+    return pick_error();
+}
+
 static void conn_flush(void)
 {
     size_t done = 0;
@@ -333,7 +354,7 @@ static void conn_flush(void)
         if (n < 0 && errno == EINTR && ssl == NULL)
             continue;
         if (n <= 0)
-            die("Redis at %s: cannot send: %s", desc, pick_error());
+            die("Redis at %s: cannot send: %s", desc, tls_failure());
         done += n;
     }
     out_len = 0;

@@ -115,7 +115,7 @@ like($audit->{out}, qr/token revoke/, 'audit over TLS (XRANGE)');
         or diag($res->{err});
     $res = $m->run('--tls', '--cacert', $c->{ca}, 'env', 'list');
     is($res->{rc}, 1, 'no client certificate where one is required: exit 1');
-    like($res->{err}, qr/certificate required|Redis at 127\.0\.0\.1:$mport/,
+    like($res->{err}, qr/Redis at 127\.0\.0\.1:$mport: .*certificate required/,
          '... with a message') or diag($res->{err});
 }
 
