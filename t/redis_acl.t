@@ -127,6 +127,30 @@ my $pwfile = write_file('gw.pass', "gw-pass-1\n");
     $g->stop;
 }
 
+# --- each of those commands is needed -------------------------------------------
+
+for my $case ([ 'get', qr/redis error for "envgw:token:[0-9a-f]+": NOPERM/,
+                'GET' ],
+              [ 'subscribe', qr/SUBSCRIBE envgw:invalidate refused/,
+                'SUBSCRIBE' ]) {
+    my ($cmd, $re, $name) = @$case;
+    my @acl = grep { $_ ne "+$cmd" } @gw_acl;
+    $acl[0] = "gw_no_$cmd";
+    @acl = map { $_ eq '>gw-pass-1' ? '>less-pass' : $_ } @acl;
+    $t->redis->acl('setuser', @acl);
+    my $pw = write_file("no_$cmd.pass", "less-pass\n");
+    my $g = gateway("username=gw_no_$cmd password_file=$pw", fails => 1);
+    my $r;
+    for (1 .. 20) {
+        $r = $g->get('/x', $good);
+        last if $g->slurp('error.log') =~ $re;
+        sleep 0.05;
+    }
+    like($g->slurp('error.log'), $re, "without $name: refused by Redis");
+    unavailable($g->get('/x', $good), "without $name") if $cmd eq 'get';
+    $g->stop;
+}
+
 # --- a wrong password: 503, and one error line --------------------------------
 
 {
