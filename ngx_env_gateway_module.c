@@ -183,6 +183,22 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       offsetof(ngx_env_gateway_loc_conf_t, log_level),
       &ngx_env_gateway_log_levels },
 
+    /* rate limits (src/ngx_env_gateway_limit.c) */
+
+    { ngx_string("env_gateway_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_limit_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      ngx_env_gateway_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -591,6 +607,10 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "(\"env_gateway_account\", \"env_gateway_tenant\" or "
                       "\"env_gateway_account_body_field\") in %V:%ui",
                       &conf->route_file, conf->route_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_env_gateway_limit_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1476,7 +1496,7 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_env_gateway_precontent_handler;
 
-    return NGX_OK;
+    return ngx_env_gateway_limit_init(cf);
 }
 
 
@@ -1499,6 +1519,10 @@ ngx_env_gateway_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_env_gateway_fetch_init(gmcf);
+
+    if (ngx_env_gateway_limit_init_worker(cycle, gmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_env_gateway_redis_init_worker(cycle, gmcf);
 }

@@ -40,12 +40,19 @@ PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 
 cg_run() {   # NAME VALGRIND-OPTIONS...
     local name=$1; shift
-    local GW PL d
-    GW=$(free_port); PL=$(free_port)
+    local GW PL LM d
+    GW=$(free_port); PL=$(free_port); LM=$(free_port)
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;
+    env_gateway_limit_zone zone=envgw_limits:8m;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
+    server { listen 127.0.0.1:$LM;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          env_gateway_limit token 1000000000r/s;
+                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
+                          proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
@@ -69,10 +76,11 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     local scen port path tok acc
     # dump-name port path token account: the gateway's warm pass, plain,
     # the /proxy/ route, an unknown token (401, negatively cached) and an
-    # account of another environment (404)
+    # account of another environment (404), and the warm pass with a token
+    # limit that is never reached
     for scen in "gw $GW / $TOK $ACC" "plain $PL / $TOK $ACC" \
                 "route $GW /proxy/contacts $TOK $ACC" "r401 $GW / $UNKNOWN $ACC" \
-                "r404 $GW / $TOK $XACC"
+                "r404 $GW / $TOK $XACC" "limit $LM / $TOK $ACC"
     do
         read -r d port path tok acc <<< "$scen"
         perl "$HAMMER" "$port" 200 "$path" "$tok" "$acc" > /dev/null
@@ -130,7 +138,7 @@ echo "Every path ($N requests each on one keep-alive connection, Ir per request)
 echo
 echo "| path | whole front worker | minus plain proxy_pass | access handler inclusive (run B) |"
 echo "|---|---:|---:|---:|"
-for d in gw route r401 r404; do
+for d in gw route r401 r404 limit; do
     fa=$(dump_file cgA "$d"); fb=$(dump_file cgB "$d")
     [ -n "$fa" ] && [ -n "$fb" ] || continue
     ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
@@ -138,6 +146,7 @@ for d in gw route r401 r404; do
         gw) what="warm pass, / (200)" ;;
         route) what="warm pass, /proxy/contacts route (200)" ;;
         r401) what="unknown token (401, negative cache)" ;;
+        limit) what="warm pass, / with env_gateway_limit token (200, never reached)" ;;
         r404) what="account of another environment (404)" ;;
     esac
     echo "| $what | $(per "$ta") | $(per $((ta - pl_total))) | $(per "$tb") |"

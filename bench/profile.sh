@@ -4,7 +4,8 @@
 # wrk run (BENCH_PROFILE_WORKLOAD=valid|mix, BENCH_DURATION=8 s), then the
 # top of perf report (self and with children) for that worker.  Needs
 # /usr/bin/perf (Debian linux-perf) and kernel.perf_event_paranoid <= 1
-# (or root).
+# (or root).  BENCH_PROFILE_CACHE=0: the gateway without env_gateway_cache
+# (Redis on every request).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -20,13 +21,16 @@ start_redis
 seed_redis 1000 "$BENCH_DIR/pairs.txt" --valid "$BENCH_DIR/valid.txt" --mix "$BENCH_DIR/mix.txt"
 
 BK=$(free_port); GW=$(free_port)
+CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=1h;"
+[ "${BENCH_PROFILE_CACHE:-1}" = 0 ] && CACHE=""
+
 nginx_conf backend "
     server { listen 127.0.0.1:$BK backlog=4096;
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
 PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 nginx_conf gw "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
-    env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=1h;
+    $CACHE
     upstream bench_backend { server 127.0.0.1:$BK; keepalive $((CONNS + 14)); keepalive_requests 100000; }
     server { listen 127.0.0.1:$GW backlog=4096;
              location / { env_gateway on;
@@ -51,7 +55,8 @@ PERF_PID=$!
 run_wrk "http://127.0.0.1:$GW" "${DUR}s" "$CONNS" "$BENCH_DIR/$WL.txt" >&2
 wait "$PERF_PID" || { cat "$BENCH_DIR/perf.log" >&2; exit 1; }
 
-echo "### perf: gateway worker, warm cache, workload $WL (${DUR}s, $(uptime | sed 's/.*load/load/'))"
+set +o pipefail
+echo "### perf: gateway worker, ${CACHE:+warm cache}${CACHE:-no cache}, workload $WL (${DUR}s, $(uptime | sed 's/.*load/load/'))"
 echo
 echo "Self (children excluded), % of the worker's samples:"
 echo

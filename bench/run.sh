@@ -73,6 +73,11 @@ GW_LOC="location / { env_gateway on;
                      env_gateway_route \$res \$rest;
                      $GWPROXY proxy_pass \$env_gateway_upstream_url; }"
 
+# the gateway with a token limit never reached (sync=off): what counting
+# adds to a warm request
+GW_LIMIT="env_gateway_limit_zone zone=envgw_limits:16m;"
+GW_LIMIT_LOC=${GW_LOC//env_gateway on;/env_gateway on; env_gateway_limit token 1000000000r/s;}
+
 # ---- the variants: one line each -----------------------------------------
 # variant NAME WORKLOADS MODULE(yes|no) LABEL HTTP-CONF LOCATIONS
 #   HTTP-CONF goes in http{} (upstream bench_backend is always there),
@@ -87,6 +92,8 @@ variant() {
 variant plain   "valid mix" no  "plain proxy_pass (no module)"   ""                      "$PLAIN_LOC"
 variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_CACHE"   "$GW_LOC"
 variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
+variant limit   "valid mix" yes "env_gateway, warm cache, a token limit never reached" \
+                                 "$GW_REDIS $GW_CACHE $GW_LIMIT" "$GW_LIMIT_LOC"
 variant tls_warm "valid mix" yes "env_gateway, warm cache, Redis over TLS" "$GW_REDIS_TLS $GW_CACHE" "$GW_LOC"
 variant tls_nocache "valid mix" yes "env_gateway, no cache, Redis over TLS" "$GW_REDIS_TLS" "$GW_LOC"
 

@@ -39,18 +39,29 @@ static const cmd_t commands[] = {
       "then its tokens are revoked (their records stay, marked revoked) and\n"
       "every other record of ENV is deleted, all in one transaction.",
       { POS("ENV", env, CHECK_ENV_ID), FLAG("force", force) } },
+    { "env", "set-limit", cmd_env_set_limit,
+      "ENV N/WINDOW|none",
+      "set or remove an environment's own rate limit",
+      "N/WINDOW: N requests a WINDOW (20000/m, 500/10s) for all the\n"
+      "environment's requests, which replaces the environment limit of the\n"
+      "gateway's locations (the record's rate_limit); none removes it.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "token", "create", cmd_token_create,
-      "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
+      "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID] "
+      "[--rate-limit N/WINDOW]",
       "mint a token in ENV; the raw token is printed once",
       "--kind     data (default), admin (team-scoped) or account\n"
       "--ttl      lifetime: N[s|m|h|d], e.g. 30d; default: no expiry, or 1h\n"
       "           for account tokens\n"
       "--account  the integrated account of an account token (required for\n"
       "           --kind account; the account must belong to ENV)\n"
+      "--rate-limit  the token's own rate limit, N/WINDOW (500/10s, 100/m):\n"
+      "           it replaces the gateway's token limit for this token\n"
       "Only the SHA-256 of the token is stored; it cannot be shown again.",
       { POS("ENV", env, CHECK_ENV_ID), OPT("kind", kind, CHECK_NONE),
         OPT("ttl", ttl, CHECK_NONE),
-        OPT("account", account, CHECK_ACCOUNT_ID) } },
+        OPT("account", account, CHECK_ACCOUNT_ID),
+        OPT("rate-limit", rate_limit, CHECK_NONE) } },
     { "token", "list", cmd_token_list,
       "ENV [--expiring DURATION]",
       "list the tokens of ENV (never the raw tokens)",
@@ -74,6 +85,15 @@ static const cmd_t commands[] = {
       "         lifetime (1h for account tokens), or no expiry",
       { POS("TOKEN_ID", token, CHECK_TOKEN_ID), OPT("grace", grace, CHECK_NONE),
         OPT("ttl", ttl, CHECK_NONE) } },
+    { "token", "set-limit", cmd_token_set_limit,
+      "TOKEN_ID N/WINDOW|none",
+      "set or remove a token's own rate limit",
+      "N/WINDOW: N requests a WINDOW (500/10s, 100/m, 5000/1h), which\n"
+      "replaces the token limit of the gateway's locations for this token\n"
+      "(the record's rate_limit); none removes it.  Gateways drop their\n"
+      "cached copy at once.",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID),
+        POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "account", "add", cmd_account_add,
       "ENV ID --integration I --tenant T",
       "add an integrated account and index it under its tenant",

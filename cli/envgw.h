@@ -129,6 +129,7 @@ typedef struct {
     const char *file;           /* apply FILE */
     const char *expiring;       /* token list --expiring DURATION */
     const char *since;          /* audit --since T */
+    const char *rate_limit;     /* --rate-limit, set-limit LIMIT */
 } args_t;
 
 typedef enum {
@@ -336,5 +337,11 @@ int cmd_account_enable(const cmd_t *, const args_t *);
 int cmd_export(const cmd_t *, const args_t *);
 int cmd_apply(const cmd_t *, const args_t *);
 int cmd_audit(const cmd_t *, const args_t *);
+int cmd_token_set_limit(const cmd_t *, const args_t *);
+int cmd_env_set_limit(const cmd_t *, const args_t *);
+
+/* cmd_limit.c: "500/10s" as a record's rate_limit object (pooled), NULL
+ * for "none"; a usage error for anything else */
+json_t *parse_rate_limit(const cmd_t *cmd, const char *s);
 
 #endif /* ENVGW_H */

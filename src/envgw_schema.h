@@ -38,6 +38,12 @@
 #define ENVGW_F_RESOURCES           "resources"
 #define ENVGW_F_METHOD              "method"
 #define ENVGW_F_PATH                "path"
+#define ENVGW_F_RATE_LIMIT          "rate_limit"    /* token, environment */
+#define ENVGW_F_REQUESTS            "requests"
+#define ENVGW_F_WINDOW              "window"        /* "10s", "1m", "500ms" */
+
+/* <prefix>ratelimit:<key>:<id>:<window ms>:<window start ms> (sync=redis) */
+#define ENVGW_KEY_RATELIMIT         "ratelimit:"
 
 /* token kinds */
 #define ENVGW_KIND_DATA             "data"

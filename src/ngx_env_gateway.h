@@ -77,6 +77,8 @@ typedef struct {
     ngx_str_t                    sentinel_name; /* sentinel=NAME */
     ngx_array_t                 *sentinels;     /* ngx_env_gateway_server_t */
     size_t                       max_record;    /* 0: the default */
+
+    ngx_shm_zone_t              *limit_zone;    /* env_gateway_limit_zone */
 } ngx_env_gateway_main_conf_t;
 
 
@@ -114,6 +116,8 @@ typedef struct {
     ngx_uint_t                   route_line;
     ngx_str_t                    enable_file;
     ngx_uint_t                   enable_line;
+
+    ngx_array_t                 *limits;        /* env_gateway_limit */
 } ngx_env_gateway_loc_conf_t;
 
 
@@ -135,7 +139,8 @@ typedef enum {
 #define NGX_ENVGW_TOK_ENV_ID         2
 #define NGX_ENVGW_TOK_ENV_NAME       3
 #define NGX_ENVGW_TOK_ACCOUNT_ID     4
-#define NGX_ENVGW_TOK_NFIELDS        5
+#define NGX_ENVGW_TOK_RATE_LIMIT     5      /* ngx_env_gateway_rate_t or "" */
+#define NGX_ENVGW_TOK_NFIELDS        6
 
 /* token flags */
 #define NGX_ENVGW_TOK_REVOKED        0x01
@@ -155,7 +160,22 @@ typedef enum {
 #define NGX_ENVGW_ENV_ID             0
 #define NGX_ENVGW_ENV_TEAM_ID        1
 #define NGX_ENVGW_ENV_NAME           2
-#define NGX_ENVGW_ENV_NFIELDS        3
+#define NGX_ENVGW_ENV_RATE_LIMIT     3      /* ngx_env_gateway_rate_t or "" */
+#define NGX_ENVGW_ENV_NFIELDS        4
+
+
+/*
+ * A record's "rate_limit":{"requests":N,"window":"10s"}, as the bytes of a
+ * field (copied out with ngx_memcpy: a field is not aligned).
+ */
+typedef struct {
+    uint32_t                     requests;
+    uint32_t                     window;        /* ms */
+} ngx_env_gateway_rate_t;
+
+/* bounds of a rate, in a directive or a record */
+#define NGX_ENVGW_RATE_MAX           1000000000
+#define NGX_ENVGW_WINDOW_MAX         (7 * 86400 * 1000)   /* 7d, in ms */
 
 /* tenant: pairs (integration, account id) */
 #define NGX_ENVGW_TEN_INTEGRATION    0
@@ -262,6 +282,7 @@ typedef enum {
     NGX_ENVGW_UNAVAILABLE,
     NGX_ENVGW_INVALID_REQUEST,
     NGX_ENVGW_MISCONFIGURED,
+    NGX_ENVGW_RATE_LIMITED,
     NGX_ENVGW_NREFUSALS
 } ngx_env_gateway_refusal_e;
 
@@ -270,6 +291,19 @@ typedef enum {
 /* metrics (shared counters)                                           */
 
 #define NGX_ENVGW_RTT_BUCKETS        10
+
+/* rate limit keys (_limit.c), in this order */
+#define NGX_ENVGW_LIMIT_TOKEN        0
+#define NGX_ENVGW_LIMIT_ACCOUNT      1
+#define NGX_ENVGW_LIMIT_TENANT       2
+#define NGX_ENVGW_LIMIT_ENVIRONMENT  3
+#define NGX_ENVGW_LIMIT_TEAM         4
+#define NGX_ENVGW_LIMIT_NKINDS       5
+
+/* when limits are checked: after the token (and environment), the account */
+#define NGX_ENVGW_LIMIT_STAGE_TOKEN    1
+#define NGX_ENVGW_LIMIT_STAGE_ACCOUNT  2
+
 
 enum {
     NGX_ENVGW_M_REQUESTS = 0,   /* + refusal code; 0 is "allowed" */
@@ -286,8 +320,14 @@ enum {
     NGX_ENVGW_M_REDIS_CONNECTS,
     NGX_ENVGW_M_RTT_SUM_US,
     NGX_ENVGW_M_RTT_BUCKET,     /* NGX_ENVGW_RTT_BUCKETS + 1 (+Inf) */
-    NGX_ENVGW_M_LAST = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1
+    NGX_ENVGW_M_LIMITED = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1,
+                                /* + NGX_ENVGW_LIMIT_* key kind */
+    NGX_ENVGW_M_LIMIT_EVICTIONS = NGX_ENVGW_M_LIMITED + NGX_ENVGW_LIMIT_NKINDS,
+    NGX_ENVGW_M_LIMIT_SYNCS,
+    NGX_ENVGW_M_LIMIT_SYNC_FAILURES,
+    NGX_ENVGW_M_LAST
 };
+
 
 
 /* ------------------------------------------------------------------ */
@@ -351,6 +391,8 @@ typedef struct {
     unsigned                     body_failed:1; /* nginx gave up on it */
     unsigned                     body_encoded:1; /* Content-Encoding */
     unsigned                     body_parsed:1;
+
+    void                        *limit;         /* _limit.c's, or NULL */
 } ngx_env_gateway_ctx_t;
 
 
@@ -596,6 +638,27 @@ ngx_int_t ngx_env_gateway_id_syntax(ngx_str_t *id);
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
+
+/* _limit.c: rate limits */
+char *ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_env_gateway_limit_merge(ngx_conf_t *cf,
+    ngx_env_gateway_loc_conf_t *prev, ngx_env_gateway_loc_conf_t *conf);
+ngx_int_t ngx_env_gateway_limit_init(ngx_conf_t *cf);
+ngx_int_t ngx_env_gateway_limit_init_worker(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+ngx_uint_t ngx_env_gateway_limit_wants_env(ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf);
+ngx_int_t ngx_env_gateway_limit_check(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_uint_t stage, ngx_env_gateway_record_t *tok,
+    ngx_env_gateway_record_t *env);
+ngx_int_t ngx_env_gateway_rate_parse(ngx_str_t *window, int64_t requests,
+    ngx_env_gateway_rate_t *rate);
+void ngx_env_gateway_limit_metrics(ngx_env_gateway_text_t *t,
+    ngx_atomic_uint_t *c);
 
 /* _ctx.c */
 ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);

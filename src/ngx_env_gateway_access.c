@@ -56,6 +56,9 @@ static ngx_int_t ngx_env_gateway_route(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_limits(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_uint_t stage, ngx_env_gateway_record_t *tok);
 
 
 /* the key family of each record kind, in ngx_env_gateway_rec_kind_e order */
@@ -407,11 +410,31 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->environment = rec->fields[NGX_ENVGW_ENV_NAME];
     }
 
+    /* rate limits of the token, its team, the environment: 429 */
+
+    if (glcf->limits) {
+        rc = ngx_env_gateway_limits(r, ctx, glcf,
+                                    NGX_ENVGW_LIMIT_STAGE_TOKEN, tok);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     /* account: 400/404 */
 
     rc = ngx_env_gateway_account(r, ctx, glcf, tok);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    /* rate limits of the account and its tenant: 429 */
+
+    if (glcf->limits) {
+        rc = ngx_env_gateway_limits(r, ctx, glcf,
+                                    NGX_ENVGW_LIMIT_STAGE_ACCOUNT, tok);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     /* route: 404/405 */
@@ -712,6 +735,46 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                    ctx->method.len, ctx->upstream_url.len);
 
     return NGX_OK;
+}
+
+
+/*
+ * A stage of rate limits (_limit.c).  An environment limit may be
+ * replaced by the environment record's rate_limit: the record of the
+ * environment the request acts in is fetched for it (no record: the
+ * location's limit; Redis unavailable: 503, as for any record).
+ */
+static ngx_int_t
+ngx_env_gateway_limits(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_uint_t stage,
+    ngx_env_gateway_record_t *tok)
+{
+    ngx_int_t                  rc;
+    ngx_env_gateway_record_t  *env;
+
+    env = NULL;
+
+    if (stage == NGX_ENVGW_LIMIT_STAGE_TOKEN
+        && ngx_env_gateway_limit_wants_env(ctx, glcf))
+    {
+        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_ENV,
+                                  &ctx->environment_id, NULL, NGX_ENVGW_OK);
+
+        if (rc == NGX_OK) {
+            env = &ctx->waiter.slots[NGX_ENVGW_REC_ENV].rec;
+
+            if (ngx_env_gateway_str_ne(&env->fields[NGX_ENVGW_ENV_ID],
+                                       &ctx->environment_id))
+            {
+                env = NULL;
+            }
+
+        } else if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return ngx_env_gateway_limit_check(r, ctx, glcf, stage, tok, env);
 }
 
 

@@ -27,6 +27,19 @@
 #include "ngx_env_gateway.h"
 
 
+/*
+ * ngx_strlchr() with libc's memchr(): every argument of every request is
+ * scanned for '&', '=' and, once per name the gateway reads, ';'; the
+ * byte-at-a-time loop was an eighth of the access handler's instructions
+ * (make bench-callgrind).
+ */
+static ngx_inline u_char *
+ngx_env_gateway_chr(u_char *p, u_char *last, u_char c)
+{
+    return (p < last) ? memchr(p, c, last - p) : NULL;
+}
+
+
 void
 ngx_env_gateway_args_init(ngx_env_gateway_args_t *it, ngx_str_t *args)
 {
@@ -52,7 +65,7 @@ ngx_env_gateway_args_next(ngx_env_gateway_args_t *it,
             return NGX_DONE;
         }
 
-        end = ngx_strlchr(p, it->last, '&');
+        end = ngx_env_gateway_chr(p, it->last, '&');
         if (end == NULL) {
             end = it->last;
         }
@@ -64,7 +77,7 @@ ngx_env_gateway_args_next(ngx_env_gateway_args_t *it,
         }
     }
 
-    eq = ngx_strlchr(p, end, '=');
+    eq = ngx_env_gateway_chr(p, end, '=');
 
     arg->raw.data = p;
     arg->raw.len = end - p;
@@ -220,14 +233,14 @@ ngx_env_gateway_arg_match(ngx_env_gateway_arg_t *arg, ngx_str_t *name)
     last = p + arg->raw.len;
 
     for ( ;; ) {
-        semi = ngx_strlchr(p, last, ';');
+        semi = ngx_env_gateway_chr(p, last, ';');
         if (semi == NULL) {
             break;
         }
 
         p = semi + 1;
-        semi = ngx_strlchr(p, last, ';');
-        eq = ngx_strlchr(p, semi ? semi : last, '=');
+        semi = ngx_env_gateway_chr(p, last, ';');
+        eq = ngx_env_gateway_chr(p, semi ? semi : last, '=');
 
         part.data = p;
         part.len = (eq ? eq : (semi ? semi : last)) - p;

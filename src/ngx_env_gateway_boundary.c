@@ -58,6 +58,14 @@ static ngx_str_t  ngx_env_gateway_method_override[] = {
     ngx_string("x-method-override")
 };
 
+/*
+ * ngx_hash_key() of the names above and of "keep-alive", computed once:
+ * every passed request sets its identity headers and hides its credential
+ */
+static ngx_uint_t  ngx_env_gateway_identity_hash[NGX_ENVGW_NIDENTITY];
+static ngx_uint_t  ngx_env_gateway_hidden_hash;
+static ngx_uint_t  ngx_env_gateway_hashed;
+
 static ngx_str_t  ngx_env_gateway_authorization = ngx_string("authorization");
 static ngx_str_t  ngx_env_gateway_cookie = ngx_string("cookie");
 static ngx_str_t  ngx_env_gateway_content_encoding =
@@ -534,6 +542,26 @@ ngx_env_gateway_read_args(ngx_str_t *args, ngx_str_t *names,
 /* ------------------------------------------------------------------ */
 /* upstream                                                            */
 
+static void
+ngx_env_gateway_hash_names(void)
+{
+    ngx_uint_t  i;
+
+    if (ngx_env_gateway_hashed) {
+        return;
+    }
+
+    for (i = 0; i < NGX_ENVGW_NIDENTITY; i++) {
+        ngx_env_gateway_identity_hash[i] =
+                        ngx_hash_key(ngx_env_gateway_identity_lc[i].data,
+                                     ngx_env_gateway_identity_lc[i].len);
+    }
+
+    ngx_env_gateway_hidden_hash = ngx_hash_key((u_char *) "keep-alive", 10);
+    ngx_env_gateway_hashed = 1;
+}
+
+
 /*
  * Hide a request header from every upstream module without moving list
  * elements (headers_in pointers refer to them): it becomes an empty
@@ -546,9 +574,11 @@ ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h)
     static ngx_str_t  hidden = ngx_string("Keep-Alive");
     static ngx_str_t  hidden_lc = ngx_string("keep-alive");
 
+    ngx_env_gateway_hash_names();
+
     h->key = hidden;
     h->lowcase_key = hidden_lc.data;
-    h->hash = ngx_hash_key(hidden_lc.data, hidden_lc.len);
+    h->hash = ngx_env_gateway_hidden_hash;
     ngx_str_null(&h->value);
 
     if (h == r->headers_in.authorization) {
@@ -709,6 +739,8 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_uint_t         i;
     ngx_table_elt_t   *h, **hide;
 
+    ngx_env_gateway_hash_names();
+
     /*
      * Hidden in the request's own header list first: for a subrequest
      * that is its main request's list, which goes upstream too
@@ -779,7 +811,7 @@ ngx_env_gateway_identity(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         h->key = ngx_env_gateway_identity_names[i];
         h->lowcase_key = ngx_env_gateway_identity_lc[i].data;
-        h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+        h->hash = ngx_env_gateway_identity_hash[i];
         h->value = *v;
 #if (nginx_version >= 1023000)
         h->next = NULL;

@@ -24,7 +24,8 @@ static const char  *ngx_env_gateway_result_names[NGX_ENVGW_NREFUSALS] = {
     "allowed", "missing_token", "invalid_token",
     "integrated_account_not_found", "missing_integrated_account_id",
     "environment_mismatch", "method_not_found", "method_not_allowed",
-    "gateway_unavailable", "invalid_request", "gateway_misconfigured"
+    "gateway_unavailable", "invalid_request", "gateway_misconfigured",
+    "rate_limited"
 };
 
 
@@ -264,6 +265,8 @@ ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
 
     ngx_env_gateway_metric_line(t, "env_gateway_redis_rtt_seconds_count",
                                 cum);
+
+    ngx_env_gateway_limit_metrics(t, c);
 }
 
 

@@ -38,6 +38,7 @@ typedef struct {
     size_t             *len;
     const char         *str0[NGX_ENVGW_FIELDS_INLINE];
     size_t              len0[NGX_ENVGW_FIELDS_INLINE];
+    ngx_env_gateway_rate_t  rate;       /* a rate_limit field's bytes */
 } ngx_env_gateway_fields_t;
 
 
@@ -136,6 +137,52 @@ ngx_env_gateway_push(ngx_env_gateway_fields_t *f, const char *s, size_t len,
 }
 
 
+/*
+ * "rate_limit": {"requests": N, "window": "10s"} (token and environment
+ * records), absent or null for none: the field "i" is the rate's bytes, or
+ * empty.  Anything else is malformed, as a bad field of any kind is.
+ */
+static ngx_int_t
+ngx_env_gateway_rate_limit(json_t *root, ngx_env_gateway_fields_t *f,
+    ngx_uint_t i, const char **err)
+{
+    json_t     *v, *n, *w;
+    ngx_str_t   window;
+
+    f->str[i] = "";
+    f->len[i] = 0;
+
+    v = json_object_get(root, ENVGW_F_RATE_LIMIT);
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_OK;
+    }
+
+    n = json_object_get(v, ENVGW_F_REQUESTS);
+    w = json_object_get(v, ENVGW_F_WINDOW);
+
+    if (!json_is_object(v) || !json_is_integer(n) || !json_is_string(w)) {
+        *err = ENVGW_F_RATE_LIMIT;
+        return NGX_DECLINED;
+    }
+
+    window.data = (u_char *) json_string_value(w);
+    window.len = json_string_length(w);
+
+    if (ngx_env_gateway_rate_parse(&window, json_integer_value(n), &f->rate)
+        != NGX_OK)
+    {
+        *err = ENVGW_F_RATE_LIMIT;
+        return NGX_DECLINED;
+    }
+
+    f->str[i] = (const char *) &f->rate;
+    f->len[i] = sizeof(ngx_env_gateway_rate_t);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     uint32_t *flags, int64_t *expires_at, const char **err)
@@ -144,12 +191,12 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     json_t      *v;
     const char  *s;
 
-    static const char *names[NGX_ENVGW_TOK_NFIELDS] = {
+    static const char *names[NGX_ENVGW_TOK_RATE_LIMIT] = {
         ENVGW_F_TOKEN_ID, ENVGW_F_TEAM_ID, ENVGW_F_ENVIRONMENT_ID,
         ENVGW_F_ENVIRONMENT, ENVGW_F_ACCOUNT_ID
     };
 
-    for (f->n = 0; f->n < NGX_ENVGW_TOK_NFIELDS; f->n++) {
+    for (f->n = 0; f->n < NGX_ENVGW_TOK_RATE_LIMIT; f->n++) {
         if (f->n == NGX_ENVGW_TOK_ENV_ID) {
             if (ngx_env_gateway_req_string(root, names[f->n], &f->str[f->n],
                                            &f->len[f->n], err)
@@ -238,6 +285,14 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
         }
     }
 
+    if (ngx_env_gateway_rate_limit(root, f, NGX_ENVGW_TOK_RATE_LIMIT, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    f->n = NGX_ENVGW_TOK_NFIELDS;
+
     return NGX_OK;
 }
 
@@ -286,11 +341,11 @@ static ngx_int_t
 ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
     const char **err)
 {
-    static const char *names[NGX_ENVGW_ENV_NFIELDS] = {
+    static const char *names[NGX_ENVGW_ENV_RATE_LIMIT] = {
         ENVGW_F_ENVIRONMENT_ID, ENVGW_F_TEAM_ID, ENVGW_F_NAME
     };
 
-    for (f->n = 0; f->n < NGX_ENVGW_ENV_NFIELDS; f->n++) {
+    for (f->n = 0; f->n < NGX_ENVGW_ENV_RATE_LIMIT; f->n++) {
         if (((f->n == NGX_ENVGW_ENV_NAME)
              ? ngx_env_gateway_opt_string
              : ngx_env_gateway_req_string)(root, names[f->n], &f->str[f->n],
@@ -300,6 +355,14 @@ ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
             return NGX_DECLINED;
         }
     }
+
+    if (ngx_env_gateway_rate_limit(root, f, NGX_ENVGW_ENV_RATE_LIMIT, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    f->n = NGX_ENVGW_ENV_NFIELDS;
 
     return NGX_OK;
 }
