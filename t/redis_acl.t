@@ -127,6 +127,47 @@ my $pwfile = write_file('gw.pass', "gw-pass-1\n");
     $g->stop;
 }
 
+# --- rate limits synced through Redis: INCRBY and PEXPIRE on its counters ---------
+
+{
+    $t->redis->acl('setuser', 'gw_sync', 'on', '>sync-pass', 'resetkeys',
+                   '%R~envgw:*', '~envgw:ratelimit:*', 'resetchannels',
+                   '&envgw:invalidate', '-@all', '+get', '+subscribe', '+ping',
+                   '+incrby', '+pexpire');
+    my $pw = write_file('sync.pass', "sync-pass\n");
+    my $g = EnvGwTest->new;
+    $g->{redis_port} = $port;
+    $g->{redis} = $t->{redis};
+    $g->start_nginx(<<"EOF", subscribed => 1);
+    env_gateway_redis 127.0.0.1:%%REDIS%% tls tls_ca=$c->{ca}
+                      username=gw_sync password_file=$pw;
+    env_gateway_cache zone=envgw:1m ttl=30s;
+    env_gateway_limit_zone zone=envgw_limits:1m sync=redis sync_interval=50ms;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / {
+            env_gateway on;
+            env_gateway_limit token 5r/h;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+    }
+EOF
+    my @st = map { $g->get('/x', $good)->{status} } 1 .. 7;
+    is_deeply(\@st, [ (200) x 5, 429, 429 ],
+              'sync=redis over TLS with its ACL user: the limit holds');
+    my @keys;
+    for (1 .. 40) {
+        @keys = grep { /^envgw:ratelimit:token:/ }
+                $t->redis->keys('envgw:ratelimit:*');
+        last if @keys;
+        sleep 0.05;
+    }
+    ok(scalar @keys, 'sync=redis over TLS: the counter is in Redis');
+    unlike($g->slurp('error.log'), qr/NOPERM/,
+           'sync=redis over TLS: INCRBY and PEXPIRE are allowed');
+    $g->stop;
+}
+
 # --- each of those commands is needed -------------------------------------------
 
 for my $case ([ 'get', qr/redis error for "envgw:token:[0-9a-f]+": NOPERM/,
