@@ -1108,14 +1108,19 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
-    char                      *rv;
-    ssize_t                    size;
-    ngx_str_t                 *value, s;
-    ngx_uint_t                 i, first;
-    ngx_env_gateway_server_t  *srv, *sn, *other;
+    char                        *rv;
+    ssize_t                      size;
+    ngx_int_t                    rc;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i, first;
+    ngx_env_gateway_server_t    *srv, *sn, *other;
+    ngx_env_gateway_tls_conf_t   tc;
 
     value = cf->args->elts;
     first = 2;
+
+    ngx_memzero(&tc, sizeof(ngx_env_gateway_tls_conf_t));
+    tc.verify = -1;
 
     if (ngx_strncmp(value[1].data, "sentinel=", 9) == 0) {
         if (gmcf->servers) {
@@ -1137,7 +1142,9 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
         for ( /* void */ ; first < cf->args->nelts; first++) {
             if (ngx_strlchr(value[first].data,
-                            value[first].data + value[first].len, '='))
+                            value[first].data + value[first].len, '=')
+                || (value[first].len == 3
+                    && ngx_strncmp(value[first].data, "tls", 3) == 0))
             {
                 break;
             }
@@ -1279,18 +1286,42 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
+        /* tls, tls_*=, username=, password_file= (_tls.c) */
+        rc = ngx_env_gateway_tls_param(cf, &tc, srv, &value[i]);
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
         return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
-                                          "\"%V\": password=, db=, "
+                                          "\"%V\": password=, "
+                                          "password_file=, username=, db=, "
                                           "connect_timeout=, read_timeout=, "
-                                          "max_record= are known",
+                                          "max_record=, tls, tls_verify=, "
+                                          "tls_ca=, tls_name=, tls_cert=, "
+                                          "tls_key= are known",
                                           &value[i]);
     }
 
+    if (ngx_env_gateway_tls_conf(cf, &tc, srv) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (gmcf->sentinels) {
+        /* the Sentinels are reached as the master is: TLS, not AUTH */
         sn = gmcf->sentinels->elts;
         for (i = 0; i < gmcf->sentinels->nelts; i++) {
             sn[i].connect_timeout = srv->connect_timeout;
             sn[i].read_timeout = srv->read_timeout;
+#if (NGX_SSL)
+            sn[i].ssl = srv->ssl;
+#endif
+            sn[i].tls_verify = srv->tls_verify;
+            sn[i].tls_name = srv->tls_name;
         }
     }
 

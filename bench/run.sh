@@ -57,6 +57,8 @@ PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
 GW_REDIS="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
 GW_CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;"
+# the same Redis over TLS, its certificate verified
+GW_REDIS_TLS="env_gateway_redis 127.0.0.1:$REDIS_TLS_PORT tls tls_ca=$TLS_DIR/ca.crt;"
 
 # plain: every path proxied as it is, no module loaded
 PLAIN_LOC="location / { $PROXY proxy_pass http://bench_backend; }"
@@ -98,6 +100,8 @@ variant limit   "valid mix" yes "env_gateway, warm cache, a token limit never re
 GW_CRED="env_gateway_key_prefix envgwc:; env_gateway_secret_keys $BENCH_DIR/secret_keys;"
 variant cred    "mix"       yes "env_gateway, warm cache, upstream credentials" \
                                 "$GW_REDIS $GW_CACHE $GW_CRED" "$GW_LOC"
+variant tls_warm "valid mix" yes "env_gateway, warm cache, Redis over TLS" "$GW_REDIS_TLS $GW_CACHE" "$GW_LOC"
+variant tls_nocache "valid mix" yes "env_gateway, no cache, Redis over TLS" "$GW_REDIS_TLS" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
  */
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +294,18 @@ static const char global_help[] =
     "(env ENVGW_REDIS;\n"
     "                    default 127.0.0.1:6379)\n"
     "  --password PASS   Redis password (env ENVGW_REDIS_PASSWORD)\n"
+    "  --password-file F the Redis password from file F, its trailing newline\n"
+    "                    removed (env ENVGW_REDIS_PASSWORD_FILE)\n"
+    "  --user USER       Redis ACL user: AUTH USER PASSWORD (env\n"
+    "                    ENVGW_REDIS_USER)\n"
+    "  --tls             TLS to Redis, the certificate verified (env\n"
+    "                    ENVGW_REDIS_TLS=1)\n"
+    "  --cacert FILE     the CA certificates to verify with (env\n"
+    "                    ENVGW_REDIS_CACERT; default: the system's)\n"
+    "  --tls-name NAME   the name the certificate must have, sent as SNI\n"
+    "                    (env ENVGW_REDIS_TLS_NAME; default: the host)\n"
+    "  --cert FILE --key FILE  a client certificate and its key (env\n"
+    "                    ENVGW_REDIS_CERT, ENVGW_REDIS_KEY)\n"
     "  --db N            Redis database number (default 0)\n"
     "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
     ENVGW_DEFAULT_PREFIX "\")\n"
@@ -385,6 +398,108 @@ static bool parse_maxlen(const char *s, long *out)
     return true;
 }
 
+/* --password and --password-file as given (they beat the environment) */
+static const char *password_opt, *password_file_opt;
+
+static const char *nonempty(const cmd_t *cmd, const char *name,
+                            const char *val)
+{
+    if (val[0] == '\0')
+        usage_error(cmd, "--%s needs a value", name);
+    return val;
+}
+
+/* An environment variable, NULL when unset or empty. */
+static const char *env_of(const char *name)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* The password from a file: its trailing newline is not part of it. */
+static const char *read_password_file(const char *path)
+{
+    char buf[4097];
+    size_t n;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        die("cannot read the password file %s: %s", path, strerror(errno));
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    if (ferror(f) || !feof(f)) {
+        const char *why = ferror(f) ? strerror(errno)
+                                    : "larger than 4096 bytes";
+        fclose(f);
+        die("cannot read the password file %s: %s", path, why);
+    }
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0)
+        die("the password file %s is empty", path);
+    if (memchr(buf, '\0', n) != NULL)
+        die("the password file %s holds a NUL byte", path);
+    buf[n] = '\0';
+    return pstrdup(buf);
+}
+
+/*
+ * The Redis connection's options, once every option is read: TLS and its
+ * files, the ACL user, the password from --password, --password-file or
+ * their environment variables (an option beats the environment; both
+ * forms at one level is an error).
+ */
+static void redis_options(void)
+{
+    const char *env_pw = env_of("ENVGW_REDIS_PASSWORD");
+    const char *env_pwfile = env_of("ENVGW_REDIS_PASSWORD_FILE");
+    const char *v;
+
+    if (password_opt && password_file_opt)
+        usage_error(NULL, "--password and --password-file: use one");
+    if (password_opt)
+        g_opt.password = password_opt;
+    else if (password_file_opt)
+        g_opt.password = read_password_file(password_file_opt);
+    else if (env_pw && env_pwfile)
+        usage_error(NULL, "ENVGW_REDIS_PASSWORD and "
+                    "ENVGW_REDIS_PASSWORD_FILE: use one");
+    else if (env_pwfile)
+        g_opt.password = read_password_file(env_pwfile);
+    else
+        g_opt.password = env_pw;
+
+    v = env_of("ENVGW_REDIS_TLS");
+    if (v != NULL && !g_opt.tls) {
+        if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0
+            || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+            g_opt.tls = true;
+        else if (strcmp(v, "0") != 0 && strcmp(v, "no") != 0
+                 && strcmp(v, "off") != 0 && strcmp(v, "false") != 0)
+            usage_error(NULL, "ENVGW_REDIS_TLS wants 1 or 0, not '%s'", v);
+    }
+    if (g_opt.user == NULL)
+        g_opt.user = env_of("ENVGW_REDIS_USER");
+    if (g_opt.cacert == NULL)
+        g_opt.cacert = env_of("ENVGW_REDIS_CACERT");
+    if (g_opt.tls_name == NULL)
+        g_opt.tls_name = env_of("ENVGW_REDIS_TLS_NAME");
+    if (g_opt.cert == NULL)
+        g_opt.cert = env_of("ENVGW_REDIS_CERT");
+    if (g_opt.key == NULL)
+        g_opt.key = env_of("ENVGW_REDIS_KEY");
+
+    if (!g_opt.tls && (g_opt.cacert || g_opt.tls_name || g_opt.cert
+                       || g_opt.key))
+        usage_error(NULL, "--cacert, --tls-name, --cert and --key need "
+                    "--tls");
+    if ((g_opt.cert == NULL) != (g_opt.key == NULL))
+        usage_error(NULL, "--cert and --key go together");
+    if (g_opt.user && (g_opt.password == NULL || g_opt.password[0] == '\0'))
+        usage_error(NULL, "--user needs --password or --password-file");
+}
+
 /*
  * One global option at argv[*i]: 1 if consumed (advances *i past a value),
  * 0 if it is not a global option.
@@ -392,7 +507,9 @@ static bool parse_maxlen(const char *s, long *out)
 static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
 {
     static const char *with_arg[] = { "redis", "password", "db", "prefix",
-                                      "actor", "audit-maxlen", NULL };
+                                      "actor", "audit-maxlen", "user",
+                                      "password-file", "cacert", "tls-name",
+                                      "cert", "key", NULL };
     const char *a = argv[*i], *name, *eq, *val = NULL;
     char *n;
     int k;
@@ -406,6 +523,12 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
         if (eq)
             usage_error(cmd, "--json takes no value");
         g_opt.json = true;
+        return 1;
+    }
+    if (strcmp(n, "tls") == 0) {
+        if (eq)
+            usage_error(cmd, "--tls takes no value");
+        g_opt.tls = true;
         return 1;
     }
     for (k = 0; with_arg[k]; k++) {
@@ -426,7 +549,19 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
             usage_error(cmd, "--redis needs host:port");
         g_opt.redis = val;
     } else if (strcmp(n, "password") == 0) {
-        g_opt.password = val;
+        password_opt = val;
+    } else if (strcmp(n, "password-file") == 0) {
+        password_file_opt = nonempty(cmd, n, val);
+    } else if (strcmp(n, "user") == 0) {
+        g_opt.user = nonempty(cmd, n, val);
+    } else if (strcmp(n, "cacert") == 0) {
+        g_opt.cacert = nonempty(cmd, n, val);
+    } else if (strcmp(n, "tls-name") == 0) {
+        g_opt.tls_name = nonempty(cmd, n, val);
+    } else if (strcmp(n, "cert") == 0) {
+        g_opt.cert = nonempty(cmd, n, val);
+    } else if (strcmp(n, "key") == 0) {
+        g_opt.key = nonempty(cmd, n, val);
     } else if (strcmp(n, "prefix") == 0) {
         g_opt.prefix = val;
     } else if (strcmp(n, "actor") == 0) {
@@ -711,7 +846,6 @@ int main(int argc, char **argv)
     g_opt.redis = getenv("ENVGW_REDIS");
     if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
         g_opt.redis = "127.0.0.1:6379";
-    g_opt.password = getenv("ENVGW_REDIS_PASSWORD");
     g_opt.prefix = getenv("ENVGW_PREFIX");
     if (g_opt.prefix == NULL)
         g_opt.prefix = ENVGW_DEFAULT_PREFIX;
@@ -770,6 +904,7 @@ int main(int argc, char **argv)
         i++;
 
     parse_args(cmd, argc - i, argv + i, &a);
+    redis_options();
     rc = cmd->run(cmd, &a);
     fflush(stdout);
     if (ferror(stdout)) {

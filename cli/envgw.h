@@ -44,6 +44,12 @@ typedef struct {
     const char *actor;      /* --actor, else the OS user */
     long        audit_maxlen;   /* cap of the audit stream (XADD MAXLEN ~) */
     const char *command;    /* this command line, as the audit records it */
+    const char *user;       /* Redis ACL user (AUTH user password) */
+    bool        tls;        /* TLS to Redis (conn.c) */
+    const char *cacert;     /* CA file; NULL: the system store */
+    const char *tls_name;   /* the name checked; NULL: the host */
+    const char *cert;       /* client certificate and key */
+    const char *key;
 } envgw_opts_t;
 
 #define AUDIT_MAXLEN_DEFAULT  10000
@@ -217,6 +223,13 @@ char  *key_of(const char *family, const char *rest);   /* pooled */
 char  *key2_of(const char *family, const char *a, const char *b);
 char  *index_key(const char *name, const char *env);   /* tool's own sets */
 char  *channel_name(void);
+
+/* conn.c: the connection to Redis (plain, unix socket or TLS) */
+struct redisReply;
+void        conn_connect(void);
+void        conn_append(int argc, const char **argv);
+struct redisReply *conn_reply(void);            /* dies on a lost link */
+const char *conn_desc(void);
 
 void   store_connect(void);
 char  *store_get(const char *key);                      /* NULL if missing */

@@ -37,7 +37,28 @@ typedef struct {
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   read_timeout;
     ngx_uint_t                   resolved;      /* 0: ask the Sentinels */
+
+    /* ACL user, TLS (_tls.c) */
+    ngx_str_t                    username;      /* AUTH username password */
+#if (NGX_SSL)
+    ngx_ssl_t                   *ssl;           /* NULL: plain TCP */
+#endif
+    ngx_str_t                    tls_name;      /* SNI and the name checked;
+                                                   empty: the host */
+    ngx_flag_t                   tls_verify;
 } ngx_env_gateway_server_t;
+
+
+/* an env_gateway_redis line's TLS and password_file= parameters */
+typedef struct {
+    ngx_uint_t                   tls;
+    ngx_int_t                    verify;        /* -1: unset (on) */
+    ngx_str_t                    ca;
+    ngx_str_t                    name;
+    ngx_str_t                    cert;
+    ngx_str_t                    key;
+    ngx_str_t                    password_file;
+} ngx_env_gateway_tls_conf_t;
 
 
 typedef struct {
@@ -426,6 +447,13 @@ void ngx_env_gateway_redis_exit_worker(void);
 ngx_int_t ngx_env_gateway_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
     void *data);
+
+/* _tls.c: the TLS and ACL parameters of env_gateway_redis */
+ngx_int_t ngx_env_gateway_tls_param(ngx_conf_t *cf,
+    ngx_env_gateway_tls_conf_t *tc, ngx_env_gateway_server_t *srv,
+    ngx_str_t *value);
+char *ngx_env_gateway_tls_conf(ngx_conf_t *cf,
+    ngx_env_gateway_tls_conf_t *tc, ngx_env_gateway_server_t *srv);
 
 /* _subscriber.c: what the invalidation channel tells who registered */
 typedef struct {

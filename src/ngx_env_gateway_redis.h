@@ -43,8 +43,13 @@ typedef enum {
     NGX_ENVGW_FT_NO_MASTER,      /* the Sentinels name none, or are down */
     NGX_ENVGW_FT_MOVED,          /* the Sentinels switched the master */
     NGX_ENVGW_FT_INTERNAL,       /* out of memory, an event call failed */
-    NGX_ENVGW_FT_SHUTDOWN        /* the worker exits */
+    NGX_ENVGW_FT_SHUTDOWN,       /* the worker exits */
+    NGX_ENVGW_FT_TLS             /* TLS handshake or verification failed */
 } ngx_env_gateway_redis_ft_e;
+
+
+/* the longest TLS failure kept to be logged */
+#define NGX_ENVGW_TLS_ERROR_LEN       512
 
 
 typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
@@ -125,6 +130,14 @@ struct ngx_env_gateway_redis_s {
     unsigned                           ever_subscribed:1;
     unsigned                           resolving:1; /* asking Sentinels */
     unsigned                           healthy:1; /* c gave a good reply */
+
+    /* TLS (_tls.c) */
+#if (NGX_SSL)
+    ngx_ssl_session_t                 *ssl_session; /* to resume */
+    ngx_uint_t                         ssl_session_server;
+#endif
+    ngx_log_t                         *tls_log;   /* c->log: SSL errors kept */
+    u_char                             tls_error[NGX_ENVGW_TLS_ERROR_LEN];
 };
 
 
@@ -141,6 +154,8 @@ void ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_redis_nudge(void);
 void ngx_env_gateway_redis_ignore(void *data, redisReply *reply);
 void ngx_env_gateway_redis_write_handler(ngx_event_t *wev);
+void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_redis_close_connection(ngx_env_gateway_redis_t *rc);
 
 #define ngx_env_gateway_redis_fail(rc, ft, why)                            \
     ngx_env_gateway_redis_drop(rc, ft, 0, why)
@@ -165,6 +180,17 @@ ngx_env_gateway_cmd_t *ngx_env_gateway_redis_requeue(
 void ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_redis_flush_handler(ngx_event_t *ev);
 void ngx_env_gateway_redis_read_handler(ngx_event_t *rev);
+
+/* _tls.c */
+#if (NGX_SSL)
+void ngx_env_gateway_tls_handshake(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_tls_close(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_tls_free(ngx_env_gateway_redis_t *rc);
+const char *ngx_env_gateway_tls_why(ngx_env_gateway_redis_t *rc,
+    const char *why, ngx_err_t *err, ngx_uint_t *ft);
+#else
+#define ngx_env_gateway_tls_why(rc, why, err, ft)  (why)
+#endif
 
 /* _subscriber.c */
 ngx_env_gateway_redis_t *ngx_env_gateway_subscriber_create(
