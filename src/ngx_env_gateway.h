@@ -330,6 +330,8 @@ typedef struct {
     unsigned                     body_failed:1; /* nginx gave up on it */
     unsigned                     body_encoded:1; /* Content-Encoding */
     unsigned                     body_parsed:1;
+
+    ngx_str_t                    allow;         /* a 405's Allow value */
 } ngx_env_gateway_ctx_t;
 
 
@@ -544,6 +546,7 @@ ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
     ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
 ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
+ngx_uint_t ngx_env_gateway_http_token(ngx_str_t *s);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,

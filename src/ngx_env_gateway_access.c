@@ -678,6 +678,14 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED) {
+        /* Allow: the declared verb, if it can be written as a token */
+        if (ngx_env_gateway_http_token(&quad[NGX_ENVGW_INT_VERB])) {
+            ctx->allow = quad[NGX_ENVGW_INT_VERB];
+
+        } else {
+            ngx_str_null(&ctx->allow);
+        }
+
         return ngx_env_gateway_refuse_detail(r, ctx, refusal,
                    "Method %V of resource %V takes %V, not %V.",
                    &ctx->method, &ctx->resource, &quad[NGX_ENVGW_INT_VERB],

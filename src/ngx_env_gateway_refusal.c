@@ -307,6 +307,13 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         return ngx_env_gateway_refusal_send(r, refusal, NULL);
     }
 
+    /* a 405 names the verb the method takes (empty: none can be named) */
+    if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED
+        && ngx_env_gateway_add_header(r, "Allow", &ctx->allow) == NULL)
+    {
+        return ngx_env_gateway_refusal_send(r, refusal, NULL);
+    }
+
     return ngx_env_gateway_refusal_send(r, refusal, &body);
 }
 
