@@ -53,6 +53,8 @@ static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_authorize_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_status_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_env_gateway_authorize_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -182,6 +184,13 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_env_gateway_loc_conf_t, log_level),
       &ngx_env_gateway_log_levels },
+
+    { ngx_string("env_gateway_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_env_gateway_status_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
       ngx_null_command
 };
@@ -974,6 +983,24 @@ ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     clcf->handler = ngx_env_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_env_gateway_status_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_env_gateway_status_handler;
 
     return NGX_CONF_OK;
 }

@@ -405,6 +405,10 @@ void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
+/* _status.c */
+ngx_int_t ngx_env_gateway_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_get_only(ngx_http_request_t *r);
+
 /* _records.c */
 ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,
     size_t len, ngx_log_t *log, ngx_str_t *key, u_char **blob,

@@ -280,8 +280,9 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
     ngx_env_gateway_text_t        t;
     ngx_env_gateway_main_conf_t  *gmcf;
 
-    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return NGX_HTTP_NOT_ALLOWED;
+    rc = ngx_env_gateway_get_only(r);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     rc = ngx_http_discard_request_body(r);
