@@ -249,6 +249,12 @@ typedef enum {
 /* metrics (shared counters)                                           */
 
 #define NGX_ENVGW_RTT_BUCKETS        10
+#define NGX_ENVGW_LOOKUP_BUCKETS     13
+
+/* env_gateway_requests_total's environment label: so many names, then
+   "other"; a longer name is "other" too */
+#define NGX_ENVGW_ENV_LABELS         16
+#define NGX_ENVGW_ENV_LABEL_LEN      64
 
 enum {
     NGX_ENVGW_M_REQUESTS = 0,   /* + refusal code; 0 is "allowed" */
@@ -265,7 +271,14 @@ enum {
     NGX_ENVGW_M_REDIS_CONNECTS,
     NGX_ENVGW_M_RTT_SUM_US,
     NGX_ENVGW_M_RTT_BUCKET,     /* NGX_ENVGW_RTT_BUCKETS + 1 (+Inf) */
-    NGX_ENVGW_M_LAST = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1
+    NGX_ENVGW_M_LOOKUP_SUM_US = NGX_ENVGW_M_RTT_BUCKET
+                                + NGX_ENVGW_RTT_BUCKETS + 1,
+    NGX_ENVGW_M_LOOKUP_BUCKET,  /* NGX_ENVGW_LOOKUP_BUCKETS + 1 (+Inf) */
+    NGX_ENVGW_M_LAST_USED_WRITES = NGX_ENVGW_M_LOOKUP_BUCKET
+                                   + NGX_ENVGW_LOOKUP_BUCKETS + 1,
+    NGX_ENVGW_M_LAST_USED_DROPPED,
+    NGX_ENVGW_M_LAST_USED_ERRORS,
+    NGX_ENVGW_M_LAST
 };
 
 
@@ -403,7 +416,14 @@ void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
 ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
 void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
+void ngx_env_gateway_metric_lookup(ngx_uint_t usec);
+uint64_t ngx_env_gateway_metric_usec(void);
+void ngx_env_gateway_metric_request(ngx_str_t *environment,
+    ngx_uint_t result);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
+
+/* _health.c: is this worker's lookup connection up */
+ngx_uint_t ngx_env_gateway_lookups_up(void);
 
 /* _status.c */
 ngx_int_t ngx_env_gateway_status_handler(ngx_http_request_t *r);

@@ -748,7 +748,7 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ngx_env_gateway_waiter_detach(&ctx->waiter);
     }
 
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
+    ngx_env_gateway_metric_request(&ctx->environment, NGX_ENVGW_OK);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "env_gateway: allowed, environment \"%V\", "

@@ -307,6 +307,25 @@ ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 }
 
 
+/* this worker's lookup connection is up (env_gateway_redis_up) */
+ngx_uint_t
+ngx_env_gateway_lookups_up(void)
+{
+    ngx_uint_t                i;
+    ngx_env_gateway_redis_t  *rc;
+
+    for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
+        rc = ngx_env_gateway_health_conns[i];
+
+        if (rc && ngx_env_gateway_health_lookups(rc)) {
+            return rc->state == NGX_ENVGW_REDIS_READY;
+        }
+    }
+
+    return 0;
+}
+
+
 /* what env_gateway_status says of the connection */
 const char *
 ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc)

@@ -155,7 +155,7 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     }
 
     rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
-                                      " (lookups)");
+                                      NGX_ENVGW_ROLE_LOOKUPS);
     if (rc == NULL) {
         return NGX_ERROR;
     }

@@ -210,6 +210,11 @@ void ngx_env_gateway_health_exit(void);
 
 #define ngx_env_gateway_health_log(rc)  (&(rc)->health.quiet)
 
+/* the worker's lookup connection, not a subscriber or the Sentinels' */
+#define NGX_ENVGW_ROLE_LOOKUPS        " (lookups)"
+#define ngx_env_gateway_health_lookups(rc)                                 \
+    (ngx_strcmp((rc)->role, NGX_ENVGW_ROLE_LOOKUPS) == 0)
+
 /* _sentinel.c */
 ngx_int_t ngx_env_gateway_sentinel_init(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf);

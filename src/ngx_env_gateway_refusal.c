@@ -157,7 +157,7 @@ ngx_env_gateway_refusal_build(ngx_http_request_t *r,
     rf = &ngx_env_gateway_refusals[refusal];
     ctx->refusal = refusal;
 
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + refusal);
+    ngx_env_gateway_metric_request(&ctx->environment, refusal);
 
     if (r->connection->log->log_level >= glcf->log_level) {
         ngx_env_gateway_log_value(r->pool, &ctx->token_id, &token_id);

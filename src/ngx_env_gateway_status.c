@@ -187,8 +187,7 @@ ngx_env_gateway_status_json(ngx_http_request_t *r, ngx_uint_t *ready)
         }
 
         /* lookups can be served: the lookup connection is up */
-        if (!rc->subscriber && role.len == 7
-            && ngx_strncmp(role.data, "lookups", 7) == 0
+        if (ngx_env_gateway_health_lookups(rc)
             && rc->state == NGX_ENVGW_REDIS_READY)
         {
             *ready = 1;
