@@ -185,6 +185,13 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       offsetof(ngx_env_gateway_loc_conf_t, log_level),
       &ngx_env_gateway_log_levels },
 
+    { ngx_string("env_gateway_last_used"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_last_used_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("env_gateway_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_env_gateway_status_directive,
@@ -508,6 +515,8 @@ ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     if (gmcf->primary_retry == NGX_CONF_UNSET_MSEC) {
         gmcf->primary_retry = NGX_ENVGW_PRIMARY_RETRY;
     }
+
+    ngx_env_gateway_last_used_conf(gmcf);
 
     return NGX_CONF_OK;
 }
@@ -1496,7 +1505,11 @@ ngx_env_gateway_init_process(ngx_cycle_t *cycle)
 
     ngx_env_gateway_fetch_init(gmcf);
 
-    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
+    if (ngx_env_gateway_redis_init_worker(cycle, gmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_env_gateway_last_used_init(cycle, gmcf);
 }
 
 

@@ -56,6 +56,12 @@ typedef struct {
     ngx_str_t                    sentinel_name; /* sentinel=NAME */
     ngx_array_t                 *sentinels;     /* ngx_env_gateway_server_t */
     size_t                       max_record;    /* 0: the default */
+
+    /* env_gateway_last_used (_last_used.c) */
+    ngx_flag_t                   last_used_set;
+    ngx_msec_t                   last_used_interval;    /* 0: off */
+    ngx_uint_t                   last_used_entries;
+    ngx_msec_t                   last_used_backoff;
 } ngx_env_gateway_main_conf_t;
 
 
@@ -424,6 +430,14 @@ ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
 /* _health.c: is this worker's lookup connection up */
 ngx_uint_t ngx_env_gateway_lookups_up(void);
+
+/* _last_used.c: token last-use times, written in batches */
+char *ngx_env_gateway_last_used_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_env_gateway_last_used_conf(ngx_env_gateway_main_conf_t *gmcf);
+ngx_int_t ngx_env_gateway_last_used_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_last_used(ngx_str_t *id);
 
 /* _status.c */
 ngx_int_t ngx_env_gateway_status_handler(ngx_http_request_t *r);

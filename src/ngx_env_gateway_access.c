@@ -749,6 +749,7 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     ngx_env_gateway_metric_request(&ctx->environment, NGX_ENVGW_OK);
+    ngx_env_gateway_last_used(&ctx->token_id);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "env_gateway: allowed, environment \"%V\", "
