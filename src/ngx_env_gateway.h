@@ -428,6 +428,10 @@ void ngx_env_gateway_metric_request(ngx_str_t *environment,
     ngx_uint_t result);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
+/* _metrics.c, after _text.c's types: a label value, escaped */
+void ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len);
+
 /* _health.c: is this worker's lookup connection up */
 ngx_uint_t ngx_env_gateway_lookups_up(void);
 

@@ -308,8 +308,8 @@ ngx_env_gateway_metric_seconds(ngx_env_gateway_text_t *t, uint64_t usec)
 
 
 /* a label value as the text format wants it: \\, \" and \n escaped */
-static void
-ngx_env_gateway_metric_label(ngx_env_gateway_text_t *t, u_char *p,
+void
+ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
     size_t len)
 {
     u_char  *last, *start;
@@ -409,7 +409,7 @@ ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
         for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
             ngx_env_gateway_text_literal(t,
                 "env_gateway_requests_total{environment=\"");
-            ngx_env_gateway_metric_label(t, e->name, e->len);
+            ngx_env_gateway_metrics_label(t, e->name, e->len);
             ngx_env_gateway_text_literal(t, "\",result=\"");
             ngx_env_gateway_text_bytes(t,
                 (u_char *) ngx_env_gateway_result_names[i],
