@@ -428,10 +428,6 @@ void ngx_env_gateway_metric_request(ngx_str_t *environment,
     ngx_uint_t result);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
 
-/* _metrics.c, after _text.c's types: a label value, escaped */
-void ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
-    size_t len);
-
 /* _health.c: is this worker's lookup connection up */
 ngx_uint_t ngx_env_gateway_lookups_up(void);
 
@@ -576,6 +572,10 @@ ngx_int_t ngx_env_gateway_text_format(ngx_pool_t *pool, ngx_str_t *out,
     const char *fmt, va_list args);
 ngx_int_t ngx_env_gateway_text_escaped(ngx_pool_t *pool, ngx_str_t *in,
     ngx_uint_t type, ngx_str_t *out);
+
+/* _metrics.c: a label value, escaped as the Prometheus text format wants */
+void ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len);
 
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_name(ngx_str_t *rest, ngx_str_t *verb,
