@@ -26,6 +26,8 @@ export BENCH_START_TIMEOUT=90
 start_redis
 seed_redis 1000 "$BENCH_DIR/pairs.txt"
 read -r TOK ACC _ < "$BENCH_DIR/pairs.txt"
+XACC=$(sed -n 2p "$BENCH_DIR/pairs.txt" | cut -d' ' -f2)     # another environment
+UNKNOWN=egw_cg_0000000000000000000000000000000000000000     # in no record
 
 BK=$(free_port)
 nginx_conf backend "
@@ -38,17 +40,23 @@ PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 
 cg_run() {   # NAME VALGRIND-OPTIONS...
     local name=$1; shift
-    local GW PL
+    local GW PL d
     GW=$(free_port); PL=$(free_port)
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
-    env_gateway_cache zone=envgw:8m ttl=1h;
+    env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
                           $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
-                          proxy_pass http://bench_backend; } }
+                          proxy_pass http://bench_backend; }
+             location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+                          env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          env_gateway_route \$res \$rest;
+                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
+                          proxy_pass \$env_gateway_upstream_url; } }
     server { listen 127.0.0.1:$PL;
              location / { $PROXY proxy_pass http://bench_backend; } }" \
         "load_module $MODULE; master_process off;"
@@ -58,14 +66,20 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     wait_port "$PL" 30
     # warm: the first request fetches token, account and environment from
     # Redis and fills the cache; the rest warm nginx's own pools and paths
-    perl "$HAMMER" "$GW" 200 / "$TOK" "$ACC" > /dev/null
-    perl "$HAMMER" "$PL" 200 / "$TOK" "$ACC" > /dev/null
-    callgrind_control -z "$pid" > /dev/null
-    echo "  $name gw:    $(perl "$HAMMER" "$GW" "$N" / "$TOK" "$ACC")" >&2
-    callgrind_control -d gw "$pid" > /dev/null
-    callgrind_control -z "$pid" > /dev/null
-    echo "  $name plain: $(perl "$HAMMER" "$PL" "$N" / "$TOK" "$ACC")" >&2
-    callgrind_control -d plain "$pid" > /dev/null
+    local scen port path tok acc
+    # dump-name port path token account: the gateway's warm pass, plain,
+    # the /proxy/ route, an unknown token (401, negatively cached) and an
+    # account of another environment (404)
+    for scen in "gw $GW / $TOK $ACC" "plain $PL / $TOK $ACC" \
+                "route $GW /proxy/contacts $TOK $ACC" "r401 $GW / $UNKNOWN $ACC" \
+                "r404 $GW / $TOK $XACC"
+    do
+        read -r d port path tok acc <<< "$scen"
+        perl "$HAMMER" "$port" 200 "$path" "$tok" "$acc" > /dev/null
+        callgrind_control -z "$pid" > /dev/null
+        echo "  $name $d: $(perl "$HAMMER" "$port" "$N" "$path" "$tok" "$acc")" >&2
+        callgrind_control -d "$d" "$pid" > /dev/null
+    done
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -111,6 +125,34 @@ echo "| whole front worker, env_gateway warm hit | $(per "$gw_total") |"
 echo "| added by env_gateway (difference) | $(per $((gw_total - pl_total))) |"
 echo "| ngx_env_gateway_access_handler inclusive (run A) | $(per "${h_incl:-0}") |"
 echo "| ngx_env_gateway_access_handler inclusive (run B, toggle-collect) | $(per "$b_total") |"
+echo
+echo "Every path ($N requests each on one keep-alive connection, Ir per request):"
+echo
+echo "| path | whole front worker | minus plain proxy_pass | access handler inclusive (run B) |"
+echo "|---|---:|---:|---:|"
+for d in gw route r401 r404; do
+    fa=$(dump_file cgA "$d"); fb=$(dump_file cgB "$d")
+    [ -n "$fa" ] && [ -n "$fb" ] || continue
+    ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
+    case $d in
+        gw) what="warm pass, / (200)" ;;
+        route) what="warm pass, /proxy/contacts route (200)" ;;
+        r401) what="unknown token (401, negative cache)" ;;
+        r404) what="account of another environment (404)" ;;
+    esac
+    echo "| $what | $(per "$ta") | $(per $((ta - pl_total))) | $(per "$tb") |"
+done
+for d in route r401 r404; do
+    fa=$(dump_file cgA "$d")
+    [ -n "$fa" ] || continue
+    callgrind_annotate --auto=no --inclusive=no --threshold=100 "$fa" 2>/dev/null > "$BENCH_DIR/${d}_self.txt"
+    echo
+    echo "Top self cost, whole front worker, $d (Ir per request):"
+    echo
+    echo '```'
+    fnlist "$BENCH_DIR/${d}_self.txt" | head -25
+    echo '```'
+done
 echo
 echo "Functions reached inside the handler on a warm hit (self Ir per request, run B):"
 echo

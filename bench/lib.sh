@@ -135,6 +135,25 @@ cpu_ticks() {
     echo "$t"
 }
 
+# cpu_ns PID...: CPU time run so far by every thread of the processes, in
+# nanoseconds (/proc/PID/task/*/schedstat; exact, where utime+stime is
+# sampled at CLK_TCK); falls back to utime+stime when schedstat is absent
+cpu_ns() {
+    local p t f v
+    if [ ! -r /proc/self/schedstat ]; then
+        echo $(( $(cpu_ticks "$@") * 1000000000 / CLK_TCK ))
+        return
+    fi
+    t=0
+    for p in "$@"; do
+        for f in /proc/"$p"/task/*/schedstat; do
+            read -r v _ < "$f" 2>/dev/null || continue
+            t=$(( t + v ))
+        done
+    done
+    echo "$t"
+}
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$1"/status; }
 
 # run_wrk URL DURATION CONNS ARGS...: prints the BENCH line

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-2-Clause
-# make bench: plain proxy_pass vs env_gateway (warm cache, no cache, /proxy/
-# route), interleaved rounds, medians, one markdown table.
+# make bench: plain proxy_pass vs env_gateway variants on two workloads,
+# interleaved rounds, one markdown table per workload.
 #
 #   bench/run.sh [MODULE.so]
-#   BENCH_DURATION=10 BENCH_ROUNDS=3 BENCH_CONNS=50 BENCH_TOKENS=1000
-#   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 BENCH_KEEP=1 (keep the temp dir)
+#   BENCH_DURATION=8 BENCH_ROUNDS=3 BENCH_CONNS=50 BENCH_TOKENS=1000
+#   BENCH_WARMUP=2 BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1
+#   BENCH_VARIANTS="plain warm" BENCH_WORKLOADS="valid mix" (subsets)
+#   BENCH_KEEP=1 (keep the temp dir)
 #
-# Server side: redis-server and four single-worker nginx instances, all
-# pinned to BENCH_SERVER_CPU: "backend" (return 200, 3 bytes), "plain"
-# (proxy_pass to it, no module loaded), "gw" (module with env_gateway_cache:
-# the warm and /proxy/ route fronts, and metrics), "nocache" (module, no
-# env_gateway_cache: every request asks Redis).  wrk (-t1) runs pinned to
-# BENCH_CLIENT_CPU.  Server CPU per request = utime+stime of every server
-# process (all nginx masters and workers, Redis) over the run / requests;
-# it includes the backend for every variant alike.
+# Workloads (request lists written by bench/seed.pl, cycled by
+# bench/workload.lua):
+#   valid: every request passes, the account in the query (all 200);
+#   mix:   half through the /proxy/ route front, 10 % accounts of another
+#          environment (404), 5 % unknown tokens (401), the rest valid.
+#
+# Every variant is its own single-worker nginx (with the module loaded or
+# not), all pinned to BENCH_SERVER_CPU with redis-server and the backend
+# nginx (return 200, 3 bytes); wrk (-t1) runs pinned to BENCH_CLIENT_CPU.
+# Server CPU per request = CPU time of every server process (all nginx
+# masters and workers, Redis; /proc/PID/task/*/schedstat) over the run /
+# requests; it includes the backend and Redis for every variant alike.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 MODULE=${1:-$BENCH_TOP/build/nginx/objs/ngx_env_gateway_module.so}
-DUR=${BENCH_DURATION:-10}
+DUR=${BENCH_DURATION:-8}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNS:-50}
 NTOK=${BENCH_TOKENS:-1000}
+WARMUP=${BENCH_WARMUP:-2}
 [ -f "$MODULE" ] || { echo "bench: $MODULE not found (make module)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench: wrk not installed" >&2; exit 1; }
 
@@ -30,106 +37,142 @@ bench_init
 LOAD_BEFORE=$(uptime)
 
 start_redis
-seed_redis "$NTOK" "$BENCH_DIR/pairs.txt"
+seed_redis "$NTOK" "$BENCH_DIR/pairs.txt" \
+    --valid "$BENCH_DIR/valid.txt" --mix "$BENCH_DIR/mix.txt"
 
-BK=$(free_port); PL=$(free_port); WARM=$(free_port); ROUTE=$(free_port)
-NC=$(free_port); MG=$(free_port); MN=$(free_port)
-
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
-GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
-
+BK=$(free_port)
 nginx_conf backend "
     server { listen 127.0.0.1:$BK backlog=4096;
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
-
-nginx_conf plain "
-    upstream backend { server 127.0.0.1:$BK; keepalive 32; keepalive_requests 100000; }
-    server { listen 127.0.0.1:$PL backlog=4096;
-             location / { $PROXY proxy_pass http://backend; } }"
-
-nginx_conf gw "
-    env_gateway_redis 127.0.0.1:$REDIS_PORT;
-    env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;
-    upstream bench_backend { server 127.0.0.1:$BK; keepalive 32; keepalive_requests 100000; }
-    server { listen 127.0.0.1:$WARM backlog=4096;
-             location / { env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          $GWPROXY proxy_pass http://bench_backend; } }
-    server { listen 127.0.0.1:$ROUTE backlog=4096;
-             location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
-                          env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          env_gateway_route \$res \$rest;
-                          $GWPROXY proxy_pass \$env_gateway_upstream_url; } }
-    server { listen 127.0.0.1:$MG; location = /metrics { env_gateway_metrics; } }" \
-    "load_module $MODULE;"
-
-nginx_conf nocache "
-    env_gateway_redis 127.0.0.1:$REDIS_PORT;
-    upstream bench_backend { server 127.0.0.1:$BK; keepalive 32; keepalive_requests 100000; }
-    server { listen 127.0.0.1:$NC backlog=4096;
-             location / { env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          $GWPROXY proxy_pass http://bench_backend; } }
-    server { listen 127.0.0.1:$MN; location = /metrics { env_gateway_metrics; } }" \
-    "load_module $MODULE;"
-
 start_nginx backend "$BK"
-start_nginx plain "$PL"
-start_nginx gw "$WARM"
-start_nginx nocache "$NC"
-sleep 0.3
 
-declare -A URL=( [plain]="http://127.0.0.1:$PL" [warm]="http://127.0.0.1:$WARM"
-                 [nocache]="http://127.0.0.1:$NC" [route]="http://127.0.0.1:$ROUTE" )
-declare -A PATHV=( [plain]=/ [warm]=/ [nocache]=/ [route]=/proxy/contacts )
-declare -A METRICS=( [warm]=$MG [route]=$MG [nocache]=$MN )
+# ---- building blocks of the variants' nginx.conf -------------------------
+
+# keepalive >= the client connections: with fewer, every request beyond
+# the idle pool connects to the backend and closes after (measured: a
+# quarter of the front worker's CPU in connect/close at -c50, keepalive 32)
+UPSTREAM="upstream bench_backend { server 127.0.0.1:$BK; keepalive $((CONNS + 14));
+                                   keepalive_requests 100000; }"
+PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
+GW_REDIS="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
+GW_CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;"
+
+# plain: every path proxied as it is, no module loaded
+PLAIN_LOC="location / { $PROXY proxy_pass http://bench_backend; }"
+
+# the gateway: / passes the request on, /proxy/RESOURCE[/REST] is routed
+GW_LOC="location / { env_gateway on;
+                     env_gateway_account \$arg_integrated_account_id;
+                     $GWPROXY proxy_pass http://bench_backend; }
+        location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+                     env_gateway on;
+                     env_gateway_account \$arg_integrated_account_id;
+                     env_gateway_route \$res \$rest;
+                     $GWPROXY proxy_pass \$env_gateway_upstream_url; }"
+
+# ---- the variants: one line each -----------------------------------------
+# variant NAME WORKLOADS MODULE(yes|no) LABEL HTTP-CONF LOCATIONS
+#   HTTP-CONF goes in http{} (upstream bench_backend is always there),
+#   LOCATIONS in the variant's server{}; "plain" is the reference.
+V_NAMES=()
+declare -A V_WL V_MOD V_LABEL V_HTTP V_LOC
+variant() {
+    V_NAMES+=("$1"); V_WL[$1]=$2; V_MOD[$1]=$3; V_LABEL[$1]=$4
+    V_HTTP[$1]=$5; V_LOC[$1]=$6
+}
+
+variant plain   "valid mix" no  "plain proxy_pass (no module)"   ""                      "$PLAIN_LOC"
+variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_CACHE"   "$GW_LOC"
+variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
+
+# ---------------------------------------------------------------------------
+
+[ -n "${BENCH_VARIANTS:-}" ] && read -r -a V_NAMES <<< "plain ${BENCH_VARIANTS//plain/}"
+WORKLOADS=(${BENCH_WORKLOADS:-valid mix})
+
+declare -A PORT MPORT EXPECT
+for v in "${V_NAMES[@]}"; do
+    [ -n "${V_LABEL[$v]:-}" ] || { echo "bench: no variant $v" >&2; exit 1; }
+    PORT[$v]=$(free_port)
+    main="" metrics=""
+    if [ "${V_MOD[$v]}" = yes ]; then
+        MPORT[$v]=$(free_port)
+        main="load_module $MODULE;"
+        metrics="server { listen 127.0.0.1:${MPORT[$v]};
+                          location = /metrics { env_gateway_metrics; } }"
+    fi
+    nginx_conf "v_$v" "
+    $UPSTREAM
+    ${V_HTTP[$v]}
+    server { listen 127.0.0.1:${PORT[$v]} backlog=4096;
+             ${V_LOC[$v]} }
+    $metrics" "$main"
+    start_nginx "v_$v" "${PORT[$v]}"
+done
+sleep 0.3
 
 metric() {  # port name-with-labels
     curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}' | head -1
 }
 redis_cmds() { rcli info stats | tr -d "\r" | sed -n "s/^total_commands_processed://p"; }
 miss_count() {
-    [ -n "${METRICS[$1]:-}" ] || { echo 0; return; }
-    local v; v=$(metric "${METRICS[$1]}" 'env_gateway_cache_lookups_total{outcome="miss"}')
+    [ -n "${MPORT[$1]:-}" ] || { echo 0; return; }
+    local v; v=$(metric "${MPORT[$1]}" 'env_gateway_cache_lookups_total{outcome="miss"}')
     echo "${v:-0}"
 }
+runs_in() { [[ " ${V_WL[$1]} " == *" $2 "* ]]; }
 
-# sanity: one request per variant answers 200
-TOK=$(head -1 "$BENCH_DIR/pairs.txt" | cut -d' ' -f1)
-ACC=$(head -1 "$BENCH_DIR/pairs.txt" | cut -d' ' -f2)
-for v in plain warm nocache route; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOK" \
-        "${URL[$v]}${PATHV[$v]}?integrated_account_id=$ACC")
-    [ "$code" = 200 ] || { echo "bench: $v answered $code" >&2;
-        cat "$BENCH_DIR"/*/error.log >&2; exit 1; }
+# sanity: the first 20 requests of each workload answer what they should
+# (a plain proxy: 200 to all)
+for wl in "${WORKLOADS[@]}"; do
+    for v in "${V_NAMES[@]}"; do
+        runs_in "$v" "$wl" || continue
+        head -20 "$BENCH_DIR/$wl.txt" | while read -r tok path want; do
+            [ "${V_MOD[$v]}" = yes ] || want=200
+            code=$(curl -s -o /dev/null -w '%{http_code}' \
+                -H "Authorization: Bearer $tok" "http://127.0.0.1:${PORT[$v]}$path")
+            [ "$code" = "$want" ] || { echo "bench: $v ($wl) answered $code, not $want" >&2
+                cat "$BENCH_DIR"/*/error.log >&2; exit 1; }
+        done
+    done
+    # share of refusals the gateway answers in this workload
+    EXPECT[$wl]=$(awk '$3 != 200 { r++ } END { printf "%.4f", r / NR }' "$BENCH_DIR/$wl.txt")
 done
 
 mapfile -t SPIDS < <(server_pids)
 RES="$BENCH_DIR/results.tsv"
 : > "$RES"
-echo "bench: ${ROUNDS} rounds x 4 variants x ${DUR}s, $CONNS connections, $NTOK tokens/accounts in 3 environments" >&2
+nrun=0
+for wl in "${WORKLOADS[@]}"; do
+    for v in "${V_NAMES[@]}"; do runs_in "$v" "$wl" && nrun=$((nrun + 1)); done
+done
+echo "bench: $ROUNDS rounds x $nrun runs x (${WARMUP}s warm-up + ${DUR}s), $CONNS connections, $NTOK tokens/accounts in 3 environments: about $(( ROUNDS * nrun * (DUR + WARMUP + 1) )) s" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
-    for v in plain warm nocache route; do
-        if [ "$v" = warm ] || [ "$v" = route ]; then
-            # warm the cache: two passes over every pair, not measured
-            run_wrk "${URL[$v]}" 2s 10 "$BENCH_DIR/pairs.txt" "${PATHV[$v]}" > /dev/null
-        fi
-        m0=$(miss_count "$v")
-        c0=$(redis_cmds)
-        t0=$(cpu_ticks "${SPIDS[@]}")
-        line=$(run_wrk "${URL[$v]}" "${DUR}s" "$CONNS" "$BENCH_DIR/pairs.txt" "${PATHV[$v]}")
-        t1=$(cpu_ticks "${SPIDS[@]}")
-        m1=$(miss_count "$v")
-        c1=$(redis_cmds)
-        req=$(field requests "$line")
-        errs=$(( $(field err_connect "$line") + $(field err_read "$line") + $(field err_write "$line") + $(field err_timeout "$line") ))
-        cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$v" "$(field rps "$line")" \
-            "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field non2xx "$line")" \
-            "$cpu_us" "$((m1 - m0))" "$errs" "$(awk -v c=$((c1 - c0)) -v n="$req" 'BEGIN { printf "%.2f", c / n }')" >> "$RES"
-        echo "  round $round $v: $line cpu_us_per_req=$cpu_us cache_misses=$((m1 - m0))" >&2
+    for wl in "${WORKLOADS[@]}"; do
+        for v in "${V_NAMES[@]}"; do
+            runs_in "$v" "$wl" || continue
+            url="http://127.0.0.1:${PORT[$v]}"
+            # every variant alike: a pass over the requests, not measured
+            # (fills the cache, opens upstream keepalive connections)
+            run_wrk "$url" "${WARMUP}s" "$CONNS" "$BENCH_DIR/$wl.txt" > /dev/null
+            mapfile -t FPIDS < <(echo "${NGX_PID[v_$v]}"; children "${NGX_PID[v_$v]}")
+            m0=$(miss_count "$v"); c0=$(redis_cmds)
+            t0=$(cpu_ns "${SPIDS[@]}"); f0=$(cpu_ns "${FPIDS[@]}"); r0=$(cpu_ns "$REDIS_PID")
+            line=$(run_wrk "$url" "${DUR}s" "$CONNS" "$BENCH_DIR/$wl.txt")
+            t1=$(cpu_ns "${SPIDS[@]}"); f1=$(cpu_ns "${FPIDS[@]}"); r1=$(cpu_ns "$REDIS_PID")
+            m1=$(miss_count "$v"); c1=$(redis_cmds)
+            errs=$(( $(field err_connect "$line") + $(field err_read "$line") + $(field err_write "$line") + $(field err_timeout "$line") ))
+            want=${EXPECT[$wl]}
+            [ "${V_MOD[$v]}" = yes ] || want=0
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                "$round" "$wl" "$v" "$(field requests "$line")" "$(field rps "$line")" \
+                "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field non2xx "$line")" \
+                "$want" "$((t1 - t0))" "$((f1 - f0))" "$((r1 - r0))" "$((m1 - m0))" \
+                "$errs" "$((c1 - c0))" >> "$RES"
+            echo "  round $round $wl $v: $line cpu_ns=$((t1 - t0)) front_ns=$((f1 - f0)) redis_ns=$((r1 - r0)) cache_misses=$((m1 - m0)) redis_cmds=$((c1 - c0))" >&2
+        done
     done
 done
 
@@ -140,9 +183,11 @@ if grep -h -E '\[(alert|emerg|crit)\]|exited on signal' "$BENCH_DIR"/*/error.log
     echo "bench: WARNING: alerts in error.log (above)" >&2
 fi
 
-perl "$BENCH_TOP/bench/table.pl" "$RES"
+labels=()
+for v in "${V_NAMES[@]}"; do labels+=("$v=${V_LABEL[$v]}"); done
+perl "$BENCH_TOP/bench/table.pl" "$RES" "${labels[@]}"
 echo
 machine
 echo "- load before: ${LOAD_BEFORE#*load }"
 echo "- load after:  ${LOAD_AFTER#*load }"
-echo "- command: make bench (BENCH_DURATION=$DUR BENCH_ROUNDS=$ROUNDS BENCH_CONNS=$CONNS BENCH_TOKENS=$NTOK): server processes on CPU $SERVER_CPU, wrk -t1 -c$CONNS on CPU $CLIENT_CPU"
+echo "- command: make bench (BENCH_DURATION=$DUR BENCH_ROUNDS=$ROUNDS BENCH_CONNS=$CONNS BENCH_TOKENS=$NTOK BENCH_WARMUP=$WARMUP): server processes on CPU $SERVER_CPU, wrk -t1 -c$CONNS on CPU $CLIENT_CPU"

@@ -1,9 +1,12 @@
 -- SPDX-License-Identifier: BSD-2-Clause
 -- wrk workload for env_gateway: cycles through (token, account) pairs.
 --   wrk ... -s workload.lua URL -- PAIRS_FILE [PATH] [noaccount]
+--   wrk ... -s workload.lua URL -- REQUESTS_FILE
 -- PAIRS_FILE: lines "token account environment_id" (bench/seed.pl).
 -- PATH: request path (default "/"); the account goes in
 -- ?integrated_account_id= unless the third argument is "noaccount".
+-- REQUESTS_FILE: lines "token /path?query [status]" (seed.pl --valid,
+-- --mix), sent as they are.
 -- Requests are formatted once in init(); done() prints one BENCH line.
 
 local reqs, n, i = {}, 0, 0
@@ -15,7 +18,9 @@ function init(args)
       local tok, acct = line:match("^(%S+)%s+(%S+)")
       if tok then
          local p = path
-         if mode ~= "noaccount" then
+         if acct:sub(1, 1) == "/" then
+            p = acct
+         elseif mode ~= "noaccount" then
             p = path .. "?integrated_account_id=" .. acct
          end
          n = n + 1

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # Benchmarks: `make bench` (plain vs gateway table),
 # `make bench-callgrind` (instructions per warm request in the handler),
-# `make bench-memory` (worker RSS over 1M requests, cache entries per MB).
+# `make bench-memory` (worker RSS over 1M requests, cache entries per MB),
+# `make bench-profile` (perf record -g on the gateway worker, warm run).
 .PHONY: bench bench-callgrind bench-memory
 
 bench: all
@@ -12,3 +13,7 @@ bench-callgrind: all
 
 bench-memory: all
 	bench/memory.sh $(MODULE)
+
+.PHONY: bench-profile
+bench-profile: all
+	bench/profile.sh $(MODULE)
