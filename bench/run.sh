@@ -85,6 +85,8 @@ variant() {
 variant plain   "valid mix" no  "plain proxy_pass (no module)"   ""                      "$PLAIN_LOC"
 variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_CACHE"   "$GW_LOC"
 variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
+variant nolastuse "valid mix" yes "env_gateway, warm cache, last use off" "$GW_REDIS $GW_CACHE env_gateway_last_used off;" "$GW_LOC"
+variant lastuse1s "valid mix" yes "env_gateway, warm cache, last use every 1 s" "$GW_REDIS $GW_CACHE env_gateway_last_used interval=1s;" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 
