@@ -25,7 +25,6 @@
 #define NGX_ENVGW_LAST_USED_ENTRIES   4096
 #define NGX_ENVGW_LAST_USED_BACKOFF   300000    /* ms */
 #define NGX_ENVGW_LAST_USED_ID_AVG    48        /* arena bytes an entry */
-#define NGX_ENVGW_LAST_USED_KEY       "last_used:"
 
 
 typedef struct {
@@ -321,7 +320,7 @@ ngx_env_gateway_last_used_flush(ngx_event_t *ev)
         max = ngx_max(max, lu->slots[i].len);
     }
 
-    len = lu->prefix.len + sizeof(NGX_ENVGW_LAST_USED_KEY) - 1 + max;
+    len = lu->prefix.len + sizeof(ENVGW_KEY_LAST_USED) - 1 + max;
 
     key = ngx_alloc(len, lu->log);
     if (key == NULL) {
@@ -330,8 +329,8 @@ ngx_env_gateway_last_used_flush(ngx_event_t *ev)
     }
 
     p = ngx_cpymem(key, lu->prefix.data, lu->prefix.len);
-    p = ngx_cpymem(p, NGX_ENVGW_LAST_USED_KEY,
-                   sizeof(NGX_ENVGW_LAST_USED_KEY) - 1);
+    p = ngx_cpymem(p, ENVGW_KEY_LAST_USED,
+                   sizeof(ENVGW_KEY_LAST_USED) - 1);
 
     argv[0] = "SET";
     argvlen[0] = 3;
