@@ -512,11 +512,9 @@ ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
         "asked of Redis, from the GET to its answer or failure.\n"
         "# TYPE env_gateway_redis_lookup_duration_seconds histogram\n");
     ngx_env_gateway_metric_histogram(t,
-                                     "env_gateway_redis_lookup_duration_seconds",
-                                     ngx_env_gateway_lookup_le,
-                                     NGX_ENVGW_LOOKUP_BUCKETS,
-                                     &c[NGX_ENVGW_M_LOOKUP_BUCKET],
-                                     c[NGX_ENVGW_M_LOOKUP_SUM_US]);
+        "env_gateway_redis_lookup_duration_seconds",
+        ngx_env_gateway_lookup_le, NGX_ENVGW_LOOKUP_BUCKETS,
+        &c[NGX_ENVGW_M_LOOKUP_BUCKET], c[NGX_ENVGW_M_LOOKUP_SUM_US]);
 
     ngx_env_gateway_text_literal(t,
         "# HELP env_gateway_redis_up Whether the answering worker's lookup "
