@@ -163,12 +163,13 @@ ngx_env_gateway_path_check(ngx_http_request_t *r)
      * A request target has no fragment (RFC 9112, 3.2): nginx ends the
      * path at '#', other servers read on past it.
      */
-    if (ngx_strlchr(p, last, '#')) {
+    /* memchr(), not ngx_strlchr()'s byte loop: every request's target */
+    if (memchr(p, '#', last - p)) {
         return NGX_DECLINED;
     }
 
     /* the path ends at the query */
-    seg = ngx_strlchr(p, last, '?');
+    seg = memchr(p, '?', last - p);
     if (seg) {
         last = seg;
     }

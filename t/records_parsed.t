@@ -93,7 +93,7 @@ sub parsed    { count_lines($_[0] // $t, $_[1] // $TOKKEY, 'parsed and kept') }
 sub reused    { count_lines($_[0] // $t, $_[1] // $TOKKEY,
                             'unchanged, parsed before') }
 
-sub pass {
+sub allowed {
     my ($name, $acc, $gw) = @_;
     my $r = ($gw // $t)->get('/x?integrated_account_id=' . ($acc // 'acc_pr'),
                              $RAW);
@@ -103,14 +103,14 @@ sub pass {
 
 # --- the same bytes: parsed once ----------------------------------------------
 
-my $r = pass('first request');
+my $r = allowed('first request');
 is($r->{headers}{'x-env'}, 'env_dev', 'first request: environment');
 is(parsed(), 1, 'first request: the token record parsed and kept');
 is(parsed($t, 'envgw:account:acc_pr'), 1,
    'first request: the account record parsed and kept');
 is(reused(), 0, 'first request: nothing reused yet');
 
-pass("same records, request $_") for 1 .. 3;
+allowed("same records, request $_") for 1 .. 3;
 is(parsed(), 1, 'same bytes: the token record not parsed again');
 is(reused(), 3, 'same bytes: the kept token record used three times');
 is(reused($t, 'envgw:account:acc_pr'), 3,
@@ -124,7 +124,7 @@ refused($t->get('/x?integrated_account_id=acc_pr', $RAW), 401,
 is(parsed(), 2, 'revoked: the new bytes parsed');
 
 put_token();
-pass('revocation withdrawn (the first bytes again)');
+allowed('revocation withdrawn (the first bytes again)');
 is(parsed(), 3, 'the first bytes again: parsed again (one entry a key)');
 
 put_token(expires_at => time - 60);
@@ -132,7 +132,7 @@ refused($t->get('/x?integrated_account_id=acc_pr', $RAW), 401,
         'invalid_token', 'expired, next request');
 
 put_token(token_id => 'tok_pr02');
-$r = pass('token_id changed, same length');
+$r = allowed('token_id changed, same length');
 is($r->{headers}{'x-token'}, 'tok_pr02',
    'a one-byte change of the same length is seen');
 
@@ -146,7 +146,7 @@ refused($t->get('/x?integrated_account_id=acc_pr', $RAW), 404,
         'account moved to another environment, next request');
 
 put_account('acc_pr', 'env_dev');
-pass('account back');
+allowed('account back');
 
 # --- a malformed record is never kept -----------------------------------------
 
@@ -162,15 +162,15 @@ is($malformed, 2, 'malformed: logged on every request (parsed each time)');
 is(parsed(), $before, 'malformed: never kept');
 
 put_token(token_id => 'tok_pr02');
-pass('the last good bytes again');
+allowed('the last good bytes again');
 is(parsed(), $before + 1, 'the last good bytes: parsed (the entry was gone)');
-pass('and then reused');
+allowed('and then reused');
 is(reused() > 3, 1, 'kept again once good');
 
 # --- a record above the entry limit is parsed every time ----------------------
 
 put_account('acc_big', 'env_dev', notes => 'n' x (300 * 1024));
-pass('a 300 KB account record', 'acc_big') for 1 .. 2;
+allowed('a 300 KB account record', 'acc_big') for 1 .. 2;
 is(parsed($t, 'envgw:account:acc_big'), 0, 'a 300 KB record is not kept');
 is(reused($t, 'envgw:account:acc_big'), 0, '... nor reused');
 put_account('acc_big', 'env_prod', notes => 'n' x (300 * 1024));
@@ -195,18 +195,18 @@ for my $i (1 .. $N) {
 is($fails, 0, "$N accounts, one request each: all 200");
 
 # the token is used by every request: never the least recently used
-pass('after the flood, the token again');
+allowed('after the flood, the token again');
 is(reused($t, 'envgw:account:acc_n1'), 0, 'acc_n1 never reused so far');
-pass('the first account of the flood again', 'acc_n1');
+allowed('the first account of the flood again', 'acc_n1');
 is(parsed($t, 'envgw:account:acc_n1'), 2,
    'the first account was dropped (4096 at most): parsed again');
-pass('the last account of the flood again', "acc_n$N");
+allowed('the last account of the flood again', "acc_n$N");
 is(reused($t, "envgw:account:acc_n$N"), 1,
    'the last account was still kept: reused');
 
 # --- with a cache zone the table is not used ------------------------------------
 
-pass("cache zone, request $_", 'acc_pr', $c) for 1 .. 3;
+allowed("cache zone, request $_", 'acc_pr', $c) for 1 .. 3;
 my $clog = $c->slurp('error.log');
 like($clog, qr/env_gateway: cache hit "\Q$TOKKEY\E"/,
      'cache zone: the token from the zone');
