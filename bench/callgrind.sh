@@ -24,9 +24,11 @@ MODULE=${1:-$BENCH_TOP/build/nginx/objs/ngx_env_gateway_module.so}
 N=${BENCH_CG_REQUESTS:-2000}
 if [ "${BENCH_CG_CACHE:-1}" = 0 ]; then
     CG_CACHE=""; CG_WHAT="no cache (Redis asked on every request)"
+    CG_PASS="pass, no cache"
 else
     CG_CACHE="env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;"
     CG_WHAT="warm cache hit"
+    CG_PASS="warm pass"
 fi
 command -v valgrind >/dev/null || { echo "bench: valgrind not installed" >&2; exit 1; }
 bench_init
@@ -130,7 +132,7 @@ echo
 echo "| measure | Ir per request |"
 echo "|---|---:|"
 echo "| whole front worker, plain proxy_pass | $(per "$pl_total") |"
-echo "| whole front worker, env_gateway warm hit | $(per "$gw_total") |"
+echo "| whole front worker, env_gateway $CG_PASS | $(per "$gw_total") |"
 echo "| added by env_gateway (difference) | $(per $((gw_total - pl_total))) |"
 echo "| ngx_env_gateway_access_handler inclusive (run A) | $(per "${h_incl:-0}") |"
 echo "| ngx_env_gateway_access_handler inclusive (run B, toggle-collect) | $(per "$b_total") |"
@@ -152,9 +154,9 @@ for d in gw route r401 r404; do
     [ -n "$fa" ] && [ -n "$fb" ] || continue
     ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
     case $d in
-        gw) what="warm pass, / (200)" ;;
-        route) what="warm pass, /proxy/contacts route (200)" ;;
-        r401) what="unknown token (401, negative cache)" ;;
+        gw) what="$CG_PASS, / (200)" ;;
+        route) what="$CG_PASS, /proxy/contacts route (200)" ;;
+        r401) what="unknown token (401${CG_CACHE:+, negative cache})" ;;
         r404) what="account of another environment (404)" ;;
     esac
     echo "| $what | $(per "$ta") | $(per $((ta - pl_total))) | $(per "$tb") |"
