@@ -15,7 +15,8 @@ ENVGW       := $(CURDIR)/cli/envgw
 MODULE_SRCS := config ngx_env_gateway_module.c $(wildcard src/*.c src/*.h)
 
 DEB_PKGS := nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
-            redis-server redis-tools gcc make perl libredis-perl \
+            libcurl4-openssl-dev \
+            redis-server redis-tools openssl gcc make perl libredis-perl \
             libjson-pp-perl wrk curl php-cli golang-go nodejs npm python3
 
 .PHONY: all module cli test test-run demo demo-stop deps check-deps clean \

@@ -53,6 +53,8 @@ static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_authorize_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_status_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_env_gateway_authorize_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -95,6 +97,13 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
     { ngx_string("env_gateway_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_env_gateway_cache_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_secret_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_env_gateway_secret_keys,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -183,6 +192,36 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       offsetof(ngx_env_gateway_loc_conf_t, log_level),
       &ngx_env_gateway_log_levels },
 
+    /* rate limits (src/ngx_env_gateway_limit.c) */
+
+    { ngx_string("env_gateway_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_limit_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_last_used"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_last_used_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      ngx_env_gateway_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_env_gateway_status_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -261,7 +300,7 @@ static ngx_http_variable_t  ngx_env_gateway_vars[] = {
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("env_gateway_upstream_url"), NULL,
-      ngx_env_gateway_variable,
+      ngx_env_gateway_upstream_url_variable,
       offsetof(ngx_env_gateway_ctx_t, upstream_url),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
@@ -500,6 +539,8 @@ ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
         gmcf->primary_retry = NGX_ENVGW_PRIMARY_RETRY;
     }
 
+    ngx_env_gateway_last_used_conf(gmcf);
+
     return NGX_CONF_OK;
 }
 
@@ -591,6 +632,10 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "(\"env_gateway_account\", \"env_gateway_tenant\" or "
                       "\"env_gateway_account_body_field\") in %V:%ui",
                       &conf->route_file, conf->route_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_env_gateway_limit_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -980,6 +1025,24 @@ ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
+ngx_env_gateway_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_env_gateway_status_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_env_gateway_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_env_gateway_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -1081,14 +1144,19 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
-    char                      *rv;
-    ssize_t                    size;
-    ngx_str_t                 *value, s;
-    ngx_uint_t                 i, first;
-    ngx_env_gateway_server_t  *srv, *sn, *other;
+    char                        *rv;
+    ssize_t                      size;
+    ngx_int_t                    rc;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i, first;
+    ngx_env_gateway_server_t    *srv, *sn, *other;
+    ngx_env_gateway_tls_conf_t   tc;
 
     value = cf->args->elts;
     first = 2;
+
+    ngx_memzero(&tc, sizeof(ngx_env_gateway_tls_conf_t));
+    tc.verify = -1;
 
     if (ngx_strncmp(value[1].data, "sentinel=", 9) == 0) {
         if (gmcf->servers) {
@@ -1110,7 +1178,9 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
         for ( /* void */ ; first < cf->args->nelts; first++) {
             if (ngx_strlchr(value[first].data,
-                            value[first].data + value[first].len, '='))
+                            value[first].data + value[first].len, '=')
+                || (value[first].len == 3
+                    && ngx_strncmp(value[first].data, "tls", 3) == 0))
             {
                 break;
             }
@@ -1252,18 +1322,42 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
+        /* tls, tls_*=, username=, password_file= (_tls.c) */
+        rc = ngx_env_gateway_tls_param(cf, &tc, srv, &value[i]);
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
         return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
-                                          "\"%V\": password=, db=, "
+                                          "\"%V\": password=, "
+                                          "password_file=, username=, db=, "
                                           "connect_timeout=, read_timeout=, "
-                                          "max_record= are known",
+                                          "max_record=, tls, tls_verify=, "
+                                          "tls_ca=, tls_name=, tls_cert=, "
+                                          "tls_key= are known",
                                           &value[i]);
     }
 
+    if (ngx_env_gateway_tls_conf(cf, &tc, srv) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (gmcf->sentinels) {
+        /* the Sentinels are reached as the master is: TLS, not AUTH */
         sn = gmcf->sentinels->elts;
         for (i = 0; i < gmcf->sentinels->nelts; i++) {
             sn[i].connect_timeout = srv->connect_timeout;
             sn[i].read_timeout = srv->read_timeout;
+#if (NGX_SSL)
+            sn[i].ssl = srv->ssl;
+#endif
+            sn[i].tls_verify = srv->tls_verify;
+            sn[i].tls_name = srv->tls_name;
         }
     }
 
@@ -1445,7 +1539,7 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_env_gateway_precontent_handler;
 
-    return NGX_OK;
+    return ngx_env_gateway_limit_init(cf);
 }
 
 
@@ -1469,7 +1563,15 @@ ngx_env_gateway_init_process(ngx_cycle_t *cycle)
 
     ngx_env_gateway_fetch_init(gmcf);
 
-    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
+    if (ngx_env_gateway_limit_init_worker(cycle, gmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_env_gateway_redis_init_worker(cycle, gmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_env_gateway_last_used_init(cycle, gmcf);
 }
 
 

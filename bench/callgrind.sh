@@ -46,17 +46,39 @@ nginx_conf backend "
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
 start_nginx backend "$BK"
 
+# an account of the first environment whose integration declares "auth",
+# with encrypted credentials: the "routecred" path decrypts and injects
+printf 'kcg %s\n' "$(head -c 32 /dev/urandom | base64)" > "$BENCH_DIR/secret_keys"
+chmod 0600 "$BENCH_DIR/secret_keys"
+CENV=$(sed -n 1p "$BENCH_DIR/pairs.txt" | cut -d' ' -f3)
+CACC=acct_cg_cred
+ENVGW_C=("$BENCH_TOP/cli/envgw" --redis "127.0.0.1:$REDIS_PORT")
+export ENVGW_SECRET_KEYS="$BENCH_DIR/secret_keys"
+rcli GET "envgw:integration:$CENV:hubspot" \
+    | sed 's/^{/{"auth":{"header":"Authorization","format":"Bearer {access_token}"},/' \
+    | rcli -x SET "envgw:integration:$CENV:hubspotc" > /dev/null
+rcli SET "envgw:account:$CACC" "{\"integrated_account_id\":\"$CACC\",\"environment_id\":\"$CENV\",\"integration\":\"hubspotc\",\"status\":\"active\"}" > /dev/null
+"${ENVGW_C[@]}" credentials set "$CACC" --field "access_token=at_$(head -c 18 /dev/urandom | base64)" > /dev/null
+
 HAMMER="$BENCH_TOP/bench/hammer.pl"
 PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 
 cg_run() {   # NAME VALGRIND-OPTIONS...
     local name=$1; shift
-    local GW PL d
-    GW=$(free_port); PL=$(free_port)
+    local GW PL LM d
+    GW=$(free_port); PL=$(free_port); LM=$(free_port)
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     $CG_CACHE
+    env_gateway_limit_zone zone=envgw_limits:8m;
+    env_gateway_secret_keys $BENCH_DIR/secret_keys;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
+    server { listen 127.0.0.1:$LM;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          env_gateway_limit token 1000000000r/s;
+                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
+                          proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
@@ -80,10 +102,12 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     local scen port path tok acc
     # dump-name port path token account: the gateway's warm pass, plain,
     # the /proxy/ route, an unknown token (401, negatively cached) and an
-    # account of another environment (404)
+    # account of another environment (404), and the warm pass with a token
+    # limit that is never reached
     for scen in "gw $GW / $TOK $ACC" "plain $PL / $TOK $ACC" \
                 "route $GW /proxy/contacts $TOK $ACC" "r401 $GW / $UNKNOWN $ACC" \
-                "r404 $GW / $TOK $XACC"
+                "r404 $GW / $TOK $XACC" "limit $LM / $TOK $ACC" \
+                "routecred $GW /proxy/contacts $TOK $CACC"
     do
         read -r d port path tok acc <<< "$scen"
         perl "$HAMMER" "$port" 200 "$path" "$tok" "$acc" > /dev/null
@@ -149,14 +173,16 @@ echo "Every path ($N requests each on one keep-alive connection, Ir per request)
 echo
 echo "| path | whole front worker | minus plain proxy_pass | access handler inclusive (run B) |"
 echo "|---|---:|---:|---:|"
-for d in gw route r401 r404; do
+for d in gw route routecred r401 r404 limit; do
     fa=$(dump_file cgA "$d"); fb=$(dump_file cgB "$d")
     [ -n "$fa" ] && [ -n "$fb" ] || continue
     ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
     case $d in
         gw) what="$CG_PASS, / (200)" ;;
         route) what="$CG_PASS, /proxy/contacts route (200)" ;;
+        routecred) what="$CG_PASS, /proxy/contacts route with credentials injected (200)" ;;
         r401) what="unknown token (401${CG_CACHE:+, negative cache})" ;;
+        limit) what="$CG_PASS, / with env_gateway_limit token (200, never reached)" ;;
         r404) what="account of another environment (404)" ;;
     esac
     echo "| $what | $(per "$ta") | $(per $((ta - pl_total))) | $(per "$tb") |"

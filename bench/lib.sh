@@ -55,16 +55,39 @@ wait_port() {   # port [seconds]
     return 1
 }
 
-# start_redis -> REDIS_PORT, REDIS_PID
+# tls_certs -> TLS_DIR with ca.crt and server.crt/key for 127.0.0.1 (a
+# throwaway CA made with the openssl CLI)
+tls_certs() {
+    TLS_DIR=$BENCH_DIR/tls
+    mkdir -p "$TLS_DIR"
+    local key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 -new "${key[@]}" -days 2 -keyout "$TLS_DIR/ca.key" \
+        -out "$TLS_DIR/ca.crt" -subj '/CN=envgw bench CA' 2>/dev/null
+    openssl req -new "${key[@]}" -keyout "$TLS_DIR/server.key" \
+        -out "$TLS_DIR/server.csr" -subj '/CN=envgw bench redis' 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$TLS_DIR/server.ext"
+    openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" \
+        -CAkey "$TLS_DIR/ca.key" -CAcreateserial -days 2 \
+        -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.crt" 2>/dev/null
+}
+
+# start_redis -> REDIS_PORT, REDIS_TLS_PORT (the same server over TLS,
+# certificates of tls_certs: TLS_DIR/ca.crt verifies it), REDIS_PID
 start_redis() {
     REDIS_PORT=$(free_port)
+    REDIS_TLS_PORT=$(free_port)
     mkdir -p "$BENCH_DIR/redis"
+    tls_certs
     taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --tls-port "$REDIS_TLS_PORT" --tls-cert-file "$TLS_DIR/server.crt" \
+        --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.crt" \
+        --tls-auth-clients no \
         --save '' --appendonly no --daemonize no --dir "$BENCH_DIR/redis" \
         > "$BENCH_DIR/redis/out.log" 2>&1 &
     REDIS_PID=$!
     BENCH_PIDS+=("$REDIS_PID")
     wait_port "$REDIS_PORT"
+    wait_port "$REDIS_TLS_PORT"
 }
 
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }

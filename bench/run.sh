@@ -57,6 +57,8 @@ PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
 GW_REDIS="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
 GW_CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;"
+# the same Redis over TLS, its certificate verified
+GW_REDIS_TLS="env_gateway_redis 127.0.0.1:$REDIS_TLS_PORT tls tls_ca=$TLS_DIR/ca.crt;"
 
 # plain: every path proxied as it is, no module loaded
 PLAIN_LOC="location / { $PROXY proxy_pass http://bench_backend; }"
@@ -70,6 +72,11 @@ GW_LOC="location / { env_gateway on;
                      env_gateway_account \$arg_integrated_account_id;
                      env_gateway_route \$res \$rest;
                      $GWPROXY proxy_pass \$env_gateway_upstream_url; }"
+
+# the gateway with a token limit never reached (sync=off): what counting
+# adds to a warm request
+GW_LIMIT="env_gateway_limit_zone zone=envgw_limits:16m;"
+GW_LIMIT_LOC=${GW_LOC//env_gateway on;/env_gateway on; env_gateway_limit token 1000000000r/s;}
 
 # ---- the variants: one line each -----------------------------------------
 # variant NAME WORKLOADS MODULE(yes|no) LABEL HTTP-CONF LOCATIONS
@@ -85,10 +92,41 @@ variant() {
 variant plain   "valid mix" no  "plain proxy_pass (no module)"   ""                      "$PLAIN_LOC"
 variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_CACHE"   "$GW_LOC"
 variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
+variant limit   "valid mix" yes "env_gateway, warm cache, a token limit never reached" \
+                                 "$GW_REDIS $GW_CACHE $GW_LIMIT" "$GW_LIMIT_LOC"
+# the same records under another prefix, each integration declaring
+# "auth" and each account holding encrypted credentials (seeded below):
+# the /proxy/ requests of "mix" decrypt and inject them
+GW_CRED="env_gateway_key_prefix envgwc:; env_gateway_secret_keys $BENCH_DIR/secret_keys;"
+variant cred    "mix"       yes "env_gateway, warm cache, upstream credentials" \
+                                "$GW_REDIS $GW_CACHE $GW_CRED" "$GW_LOC"
+variant tls_warm "valid mix" yes "env_gateway, warm cache, Redis over TLS" "$GW_REDIS_TLS $GW_CACHE" "$GW_LOC"
+variant tls_nocache "valid mix" yes "env_gateway, no cache, Redis over TLS" "$GW_REDIS_TLS" "$GW_LOC"
+variant nolastuse "valid mix" yes "env_gateway, warm cache, last use off" "$GW_REDIS $GW_CACHE env_gateway_last_used off;" "$GW_LOC"
+variant lastuse1s "valid mix" yes "env_gateway, warm cache, last use every 1 s" "$GW_REDIS $GW_CACHE env_gateway_last_used interval=1s;" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 
 [ -n "${BENCH_VARIANTS:-}" ] && read -r -a V_NAMES <<< "plain ${BENCH_VARIANTS//plain/}"
+
+# credentials: a keyring, then through envgw (encryption needs it) the auth
+# declaration of each environment's integration and one record an account
+if [[ " ${V_NAMES[*]} " == *" cred "* ]]; then
+    printf 'kbench %s\n' "$(head -c 32 /dev/urandom | base64)" > "$BENCH_DIR/secret_keys"
+    chmod 0600 "$BENCH_DIR/secret_keys"
+    perl "$BENCH_TOP/bench/seed.pl" --tokens "$NTOK" --envs 3 --prefix envgwc: \
+        --pairs "$BENCH_DIR/pairs_cred.txt" | rcli --pipe > "$BENCH_DIR/seed_cred.log" 2>&1
+    ENVGW_C=("$BENCH_TOP/cli/envgw" --redis "127.0.0.1:$REDIS_PORT" --prefix envgwc:)
+    export ENVGW_SECRET_KEYS="$BENCH_DIR/secret_keys"
+    for e in 0 1 2; do
+        "${ENVGW_C[@]}" integration set "env_bench_$e" hubspot \
+            --auth '{"header":"Authorization","format":"Bearer {access_token}"}' > /dev/null
+    done
+    while read -r _ acct _; do
+        "${ENVGW_C[@]}" credentials set "$acct" \
+            --field "access_token=at_$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')" > /dev/null
+    done < "$BENCH_DIR/pairs_cred.txt"
+fi
 WORKLOADS=(${BENCH_WORKLOADS:-valid mix})
 
 declare -A PORT MPORT EXPECT

@@ -12,6 +12,8 @@
  *   {"op":"~","type":"method",...,"left":{...},"right":{...}}
  *   {"op":"+"|"-","type":"resource",...}       (a resource with no methods)
  *   {"op":"~","type":"upstream","integration":I,"left":U,"right":U}
+ *   {"op":"~","type":"auth"|"oauth","integration":I,"left":A,"right":A}
+ *      (an integration's credential declarations; null where absent)
  */
 
 #include <stdio.h>
@@ -101,6 +103,30 @@ static void diff_methods(json_t *out, const char *integ, json_t *rec_a,
     }
 }
 
+/* "auth" and "oauth" of an integration in both environments */
+static void diff_auth(json_t *out, const char *integ, json_t *ra, json_t *rb)
+{
+    static const char *fields[] = { ENVGW_F_AUTH, ENVGW_F_OAUTH };
+    size_t i;
+
+    for (i = 0; i < 2; i++) {
+        json_t *va = json_object_get(ra, fields[i]);
+        json_t *vb = json_object_get(rb, fields[i]);
+        json_t *c;
+
+        if (va == NULL && vb == NULL)
+            continue;
+        if (va && vb && json_equal(va, vb))
+            continue;
+        c = change("~", fields[i], integ);
+        json_object_set_new(c, "left", va ? json_deep_copy(va)
+                                          : json_null());
+        json_object_set_new(c, "right", vb ? json_deep_copy(vb)
+                                           : json_null());
+        json_array_append_new(out, c);
+    }
+}
+
 static void print_change(json_t *c, const char *prefix)
 {
     const char *op = jstr(c, "op"), *type = jstr(c, "type");
@@ -113,6 +139,16 @@ static void print_change(json_t *c, const char *prefix)
     } else if (strcmp(type, "resource") == 0) {
         printf("%s%s %s resource %s (only in %s)\n", prefix, op, integ, r,
                only);
+    } else if (strcmp(type, "auth") == 0 || strcmp(type, "oauth") == 0) {
+        char *l = json_dumps(json_object_get(c, "left"),
+                             JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        char *rt = json_dumps(json_object_get(c, "right"),
+                              JSON_COMPACT | JSON_SORT_KEYS
+                              | JSON_ENCODE_ANY);
+        printf("%s~ %s %s: %s vs %s\n", prefix, integ, type,
+               l ? l : "?", rt ? rt : "?");
+        free(l);
+        free(rt);
     } else if (strcmp(type, "upstream") == 0) {
         printf("%s~ %s upstream: %s vs %s\n", prefix, integ,
                jstr(c, "left"), jstr(c, "right"));
@@ -167,6 +203,8 @@ int cmd_diff(const cmd_t *cmd, const args_t *args)
                             json_object_get(rb, ENVGW_F_UPSTREAM));
             json_array_append_new(out, c);
         }
+        if (ra && rb)
+            diff_auth(out, all[i], ra, rb);
         diff_methods(out, all[i], ra, rb, "+", a, true);
         diff_methods(out, all[i], rb, ra, "-", b, false);
     }
@@ -284,6 +322,31 @@ int cmd_promote(const cmd_t *cmd, const args_t *a)
                         mt = json_object_get(res, rs[r]);
                     }
                     json_object_set_new(mt, ms[m], json_deep_copy(df));
+                }
+            }
+
+            if (a->with_auth) {
+                static const char *af[] = { ENVGW_F_AUTH, ENVGW_F_OAUTH };
+                size_t k;
+
+                for (k = 0; k < 2; k++) {
+                    json_t *vf = json_object_get(rf, af[k]);
+                    json_t *vt = json_object_get(nt, af[k]);
+                    json_t *c;
+
+                    if ((vf == NULL && vt == NULL)
+                        || (vf && vt && json_equal(vf, vt)))
+                        continue;
+                    c = change("~", af[k], names[i]);
+                    json_object_set_new(c, "left", vf ? json_deep_copy(vf)
+                                                      : json_null());
+                    json_object_set_new(c, "right", vt ? json_deep_copy(vt)
+                                                       : json_null());
+                    json_array_append_new(changes, c);
+                    if (vf)
+                        json_object_set_new(nt, af[k], json_deep_copy(vf));
+                    else
+                        json_object_del(nt, af[k]);
                 }
             }
 

@@ -63,7 +63,7 @@ int cmd_integration_set(const cmd_t *cmd, const args_t *a)
 {
     const char *env_id = a->env, *name = a->integration;
     const char *upstream = a->upstream, *why, *file_upstream = NULL;
-    json_t *resources = NULL, *rec = NULL;
+    json_t *resources = NULL, *rec = NULL, *auth = NULL, *oauth = NULL;
     char *key;
     bool created = false;
     txn_t *t;
@@ -74,9 +74,20 @@ int cmd_integration_set(const cmd_t *cmd, const args_t *a)
         upstream = file_upstream;
     if (upstream && (why = check_upstream(upstream)) != NULL)
         usage_error(cmd, "bad upstream '%s': %s", upstream, why);
-    if (upstream == NULL && resources == NULL)
-        usage_error(cmd, "nothing to set: give --upstream and/or "
-                    "--resources");
+    if (a->auth && strcmp(a->auth, "none") != 0) {
+        auth = parse_json(a->auth);
+        if (auth == NULL || (why = check_auth(auth)) != NULL)
+            usage_error(cmd, "bad --auth: %s", auth ? why : "not JSON");
+    }
+    if (a->oauth && strcmp(a->oauth, "none") != 0) {
+        oauth = parse_json(a->oauth);
+        if (oauth == NULL || (why = check_oauth(oauth)) != NULL)
+            usage_error(cmd, "bad --oauth: %s", oauth ? why : "not JSON");
+    }
+    if (upstream == NULL && resources == NULL && a->auth == NULL
+        && a->oauth == NULL)
+        usage_error(cmd, "nothing to set: give --upstream, --resources, "
+                    "--auth and/or --oauth");
 
     key = key2_of(ENVGW_KEY_INTEGRATION, env_id, name);
     for (t = txn_begin(); t != NULL; t = txn_commit(t)) {
@@ -104,6 +115,14 @@ int cmd_integration_set(const cmd_t *cmd, const args_t *a)
             json_object_set(rec, ENVGW_F_RESOURCES, resources);
         else if (json_object_get(rec, ENVGW_F_RESOURCES) == NULL)
             json_object_set_new(rec, ENVGW_F_RESOURCES, json_object());
+        if (auth)
+            json_object_set(rec, ENVGW_F_AUTH, auth);
+        else if (a->auth)
+            json_object_del(rec, ENVGW_F_AUTH);
+        if (oauth)
+            json_object_set(rec, ENVGW_F_OAUTH, oauth);
+        else if (a->oauth)
+            json_object_del(rec, ENVGW_F_OAUTH);
 
         txn_set_json(t, key, rec);
         txn_sadd(t, index_key("integrations", env_id), name);

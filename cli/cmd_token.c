@@ -56,7 +56,7 @@ typedef struct {
 
 static minted_t mint(txn_t *t, const char *env_id, json_t *env,
                      const char *kind, const char *account,
-                     long long expires_at)
+                     long long expires_at, json_t *rate_limit)
 {
     minted_t m;
     const char *hash;
@@ -91,6 +91,8 @@ static minted_t mint(txn_t *t, const char *env_id, json_t *env,
     if (account)
         json_object_set_new(m.rec, ENVGW_F_ACCOUNT_ID, json_string(account));
     json_object_set_new(m.rec, "created_at", json_integer(time(NULL)));
+    if (rate_limit && !json_is_null(rate_limit))
+        json_object_set(m.rec, ENVGW_F_RATE_LIMIT, rate_limit);
 
     txn_set_json(t, tkey, m.rec);
     txn_set_json(t, key_of(ENVGW_KEY_TOKEN_ID, m.token_id),
@@ -132,6 +134,7 @@ int cmd_token_create(const cmd_t *cmd, const args_t *a)
     long long ttl = 0;
     minted_t m;
     txn_t *t;
+    json_t *rl = a->rate_limit ? parse_rate_limit(cmd, a->rate_limit) : NULL;
 
     if (check_kind(kind) == NULL)
         usage_error(cmd, "bad --kind '%s' (want data, admin or account)",
@@ -156,7 +159,7 @@ int cmd_token_create(const cmd_t *cmd, const args_t *a)
         if (account)
             check_account_for_token(env_id, account);
         m = mint(t, env_id, env, kind, account,
-                 ttl > 0 ? (long long) time(NULL) + ttl : 0);
+                 ttl > 0 ? (long long) time(NULL) + ttl : 0, rl);
         txn_env(t, env_id);
     }
     print_minted(&m, NULL);
@@ -395,8 +398,10 @@ int cmd_token_rotate(const cmd_t *cmd, const args_t *a)
              * new token gets none; --ttl sets one */
         }
 
+        /* the replacement keeps the token's own rate limit */
         m = mint(t, env_id, env, kind, account,
-                 new_ttl > 0 ? now + new_ttl : 0);
+                 new_ttl > 0 ? now + new_ttl : 0,
+                 json_object_get(old, ENVGW_F_RATE_LIMIT));
 
         new_old_exp = now + grace;
         if (old_exp > 0 && old_exp < new_old_exp)

@@ -8,6 +8,7 @@
  */
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,18 +39,29 @@ static const cmd_t commands[] = {
       "then its tokens are revoked (their records stay, marked revoked) and\n"
       "every other record of ENV is deleted, all in one transaction.",
       { POS("ENV", env, CHECK_ENV_ID), FLAG("force", force) } },
+    { "env", "set-limit", cmd_env_set_limit,
+      "ENV N/WINDOW|none",
+      "set or remove an environment's own rate limit",
+      "N/WINDOW: N requests a WINDOW (20000/m, 500/10s) for all the\n"
+      "environment's requests, which replaces the environment limit of the\n"
+      "gateway's locations (the record's rate_limit); none removes it.",
+      { POS("ENV", env, CHECK_ENV_ID), POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "token", "create", cmd_token_create,
-      "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID]",
+      "ENV [--kind data|admin|account] [--ttl DURATION] [--account ID] "
+      "[--rate-limit N/WINDOW]",
       "mint a token in ENV; the raw token is printed once",
       "--kind     data (default), admin (team-scoped) or account\n"
       "--ttl      lifetime: N[s|m|h|d], e.g. 30d; default: no expiry, or 1h\n"
       "           for account tokens\n"
       "--account  the integrated account of an account token (required for\n"
       "           --kind account; the account must belong to ENV)\n"
+      "--rate-limit  the token's own rate limit, N/WINDOW (500/10s, 100/m):\n"
+      "           it replaces the gateway's token limit for this token\n"
       "Only the SHA-256 of the token is stored; it cannot be shown again.",
       { POS("ENV", env, CHECK_ENV_ID), OPT("kind", kind, CHECK_NONE),
         OPT("ttl", ttl, CHECK_NONE),
-        OPT("account", account, CHECK_ACCOUNT_ID) } },
+        OPT("account", account, CHECK_ACCOUNT_ID),
+        OPT("rate-limit", rate_limit, CHECK_NONE) } },
     { "token", "list", cmd_token_list,
       "ENV [--expiring DURATION]",
       "list the tokens of ENV (never the raw tokens)",
@@ -73,6 +85,15 @@ static const cmd_t commands[] = {
       "         lifetime (1h for account tokens), or no expiry",
       { POS("TOKEN_ID", token, CHECK_TOKEN_ID), OPT("grace", grace, CHECK_NONE),
         OPT("ttl", ttl, CHECK_NONE) } },
+    { "token", "set-limit", cmd_token_set_limit,
+      "TOKEN_ID N/WINDOW|none",
+      "set or remove a token's own rate limit",
+      "N/WINDOW: N requests a WINDOW (500/10s, 100/m, 5000/1h), which\n"
+      "replaces the token limit of the gateway's locations for this token\n"
+      "(the record's rate_limit); none removes it.  Gateways drop their\n"
+      "cached copy at once.",
+      { POS("TOKEN_ID", token, CHECK_TOKEN_ID),
+        POS("LIMIT", rate_limit, CHECK_NONE) } },
     { "account", "add", cmd_account_add,
       "ENV ID --integration I --tenant T",
       "add an integrated account and index it under its tenant",
@@ -107,10 +128,18 @@ static const cmd_t commands[] = {
       "--resources  JSON file (- for stdin) replacing all resources:\n"
       "             {\"contacts\":{\"list\":{\"method\":\"GET\",\"path\":"
       "\"/crm/v3/objects/contacts\"}}}\n"
-      "Without --resources the existing resources are kept.",
+      "Without --resources the existing resources are kept.\n"
+      "--auth       how the account's credentials go upstream (JSON), or\n"
+      "             none: {\"header\":\"Authorization\",\"format\":\"Bearer\n"
+      "             {access_token}\"}, {\"query\":\"hapikey\",\"format\":\n"
+      "             \"{api_key}\"} or {\"basic\":{\"username\":\"{client_id}\",\n"
+      "             \"password\":\"{client_secret}\"}}\n"
+      "--oauth      OAuth2 refresh settings (JSON), or none:\n"
+      "             {\"token_url\":\"https://...\",\"refresh_before\":\"5m\"}",
       { POS("ENV", env, CHECK_ENV_ID), POS("I", integration, CHECK_INTEGRATION),
         OPT("upstream", upstream, CHECK_NONE),
-        OPT("resources", resources, CHECK_NONE) } },
+        OPT("resources", resources, CHECK_NONE),
+        OPT("auth", auth, CHECK_NONE), OPT("oauth", oauth, CHECK_NONE) } },
     { "integration", "list", cmd_integration_list,
       "ENV",
       "list the integrations of ENV", NULL,
@@ -163,11 +192,13 @@ static const cmd_t commands[] = {
       "defines (all of them, or those of --integration / --method); TO's own\n"
       "upstream and its other methods are kept.  When TO lacks the\n"
       "integration it is created with --upstream, or FROM's upstream (with a\n"
-      "warning).  --dry-run prints the change and writes nothing.",
+      "warning).  --dry-run prints the change and writes nothing.\n"
+      "--auth also copies the integrations' auth and oauth declarations\n"
+      "(never credentials: those belong to each account).",
       { POS("FROM", from, CHECK_ENV_ID), POS("TO", to, CHECK_ENV_ID),
         OPT("integration", integration, CHECK_INTEGRATION),
         OPT("method", method, CHECK_NONE), FLAG("dry-run", dry_run),
-        OPT("upstream", upstream, CHECK_NONE) } },
+        OPT("upstream", upstream, CHECK_NONE), FLAG("auth", with_auth) } },
     { "export", NULL, cmd_export,
       "ENV",
       "print ENV as one JSON document (for 'envgw apply')",
@@ -192,6 +223,53 @@ static const cmd_t commands[] = {
       "--dry-run  print the plan and write nothing",
       { POS("FILE", file, CHECK_NONE), OPT("env", env, CHECK_ENV_ID),
         FLAG("prune", prune), FLAG("dry-run", dry_run) } },
+    { "credentials", "set", cmd_credentials_set,
+      "ACCOUNT (--field NAME=VALUE ... | --from-file F) [--expires-at T] "
+      "[--keys FILE]",
+      "encrypt and store the upstream credentials of an integrated account",
+      "The fields (access_token, refresh_token, api_key, client_id, ...)\n"
+      "replace the account's credentials, encrypted with AES-256-GCM under\n"
+      "the first key of the keyring and bound to the account and its\n"
+      "environment.  --from-file reads a JSON object of strings (- for\n"
+      "stdin).  --expires-at: Unix seconds, or a duration from now (1h).\n"
+      "The keyring: --keys FILE or ENVGW_SECRET_KEYS (lines \"<kid>\n"
+      "<base64 of 32 bytes>\", as env_gateway_secret_keys).  The audit trail\n"
+      "records field names, never values.",
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID), LIST("field"),
+        OPT("from-file", from_file, CHECK_NONE),
+        OPT("expires-at", expires_at, CHECK_NONE),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "credentials", "show", cmd_credentials_show,
+      "ACCOUNT [--keys FILE]",
+      "show the key id, expiry and field names of an account's credentials",
+      "Values are never shown.  Without a keyring the field names are not\n"
+      "known (they are encrypted too).",
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "credentials", "remove", cmd_credentials_remove,
+      "ACCOUNT",
+      "remove an account's credentials (its routes then answer 503)", NULL,
+      { POS("ACCOUNT", account, CHECK_ACCOUNT_ID) } },
+    { "credentials", "refresh", cmd_credentials_refresh,
+      "[--within DURATION] [--loop DURATION] [--keys FILE]",
+      "refresh OAuth2 access tokens that expire soon",
+      "For every credentials record expiring within DURATION (default 10m)\n"
+      "whose integration declares \"oauth\", POSTs the refresh_token grant\n"
+      "(RFC 6749 section 6) to its token_url with the fields client_id,\n"
+      "client_secret and refresh_token, and stores the new access_token\n"
+      "(and refresh_token, expiry).  An error (400 invalid_grant, 5xx, no\n"
+      "answer) leaves the old record and is reported; the exit status is\n"
+      "then 1.  --loop repeats every DURATION (a service; see the systemd\n"
+      "example in the package).",
+      { OPT("within", within, CHECK_NONE), OPT("loop", loop, CHECK_NONE),
+        OPT("keys", keys, CHECK_NONE) } },
+    { "keys", "rotate", cmd_keys_rotate,
+      "[--keys FILE]",
+      "re-encrypt every credentials record with the keyring's first key",
+      "Put the new key first in the keyring, reload nginx (it reads all\n"
+      "keys), run this, then remove the old key.  Records already under the\n"
+      "first key are left as they are.",
+      { OPT("keys", keys, CHECK_NONE) } },
     { "audit", NULL, cmd_audit,
       "[--since T] [--env ENV]",
       "show the audit trail of envgw writes",
@@ -216,6 +294,18 @@ static const char global_help[] =
     "(env ENVGW_REDIS;\n"
     "                    default 127.0.0.1:6379)\n"
     "  --password PASS   Redis password (env ENVGW_REDIS_PASSWORD)\n"
+    "  --password-file F the Redis password from file F, its trailing newline\n"
+    "                    removed (env ENVGW_REDIS_PASSWORD_FILE)\n"
+    "  --user USER       Redis ACL user: AUTH USER PASSWORD (env\n"
+    "                    ENVGW_REDIS_USER)\n"
+    "  --tls             TLS to Redis, the certificate verified (env\n"
+    "                    ENVGW_REDIS_TLS=1)\n"
+    "  --cacert FILE     the CA certificates to verify with (env\n"
+    "                    ENVGW_REDIS_CACERT; default: the system's)\n"
+    "  --tls-name NAME   the name the certificate must have, sent as SNI\n"
+    "                    (env ENVGW_REDIS_TLS_NAME; default: the host)\n"
+    "  --cert FILE --key FILE  a client certificate and its key (env\n"
+    "                    ENVGW_REDIS_CERT, ENVGW_REDIS_KEY)\n"
     "  --db N            Redis database number (default 0)\n"
     "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
     ENVGW_DEFAULT_PREFIX "\")\n"
@@ -308,6 +398,108 @@ static bool parse_maxlen(const char *s, long *out)
     return true;
 }
 
+/* --password and --password-file as given (they beat the environment) */
+static const char *password_opt, *password_file_opt;
+
+static const char *nonempty(const cmd_t *cmd, const char *name,
+                            const char *val)
+{
+    if (val[0] == '\0')
+        usage_error(cmd, "--%s needs a value", name);
+    return val;
+}
+
+/* An environment variable, NULL when unset or empty. */
+static const char *env_of(const char *name)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* The password from a file: its trailing newline is not part of it. */
+static const char *read_password_file(const char *path)
+{
+    char buf[4097];
+    size_t n;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        die("cannot read the password file %s: %s", path, strerror(errno));
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    if (ferror(f) || !feof(f)) {
+        const char *why = ferror(f) ? strerror(errno)
+                                    : "larger than 4096 bytes";
+        fclose(f);
+        die("cannot read the password file %s: %s", path, why);
+    }
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0)
+        die("the password file %s is empty", path);
+    if (memchr(buf, '\0', n) != NULL)
+        die("the password file %s holds a NUL byte", path);
+    buf[n] = '\0';
+    return pstrdup(buf);
+}
+
+/*
+ * The Redis connection's options, once every option is read: TLS and its
+ * files, the ACL user, the password from --password, --password-file or
+ * their environment variables (an option beats the environment; both
+ * forms at one level is an error).
+ */
+static void redis_options(void)
+{
+    const char *env_pw = env_of("ENVGW_REDIS_PASSWORD");
+    const char *env_pwfile = env_of("ENVGW_REDIS_PASSWORD_FILE");
+    const char *v;
+
+    if (password_opt && password_file_opt)
+        usage_error(NULL, "--password and --password-file: use one");
+    if (password_opt)
+        g_opt.password = password_opt;
+    else if (password_file_opt)
+        g_opt.password = read_password_file(password_file_opt);
+    else if (env_pw && env_pwfile)
+        usage_error(NULL, "ENVGW_REDIS_PASSWORD and "
+                    "ENVGW_REDIS_PASSWORD_FILE: use one");
+    else if (env_pwfile)
+        g_opt.password = read_password_file(env_pwfile);
+    else
+        g_opt.password = env_pw;
+
+    v = env_of("ENVGW_REDIS_TLS");
+    if (v != NULL && !g_opt.tls) {
+        if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0
+            || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+            g_opt.tls = true;
+        else if (strcmp(v, "0") != 0 && strcmp(v, "no") != 0
+                 && strcmp(v, "off") != 0 && strcmp(v, "false") != 0)
+            usage_error(NULL, "ENVGW_REDIS_TLS wants 1 or 0, not '%s'", v);
+    }
+    if (g_opt.user == NULL)
+        g_opt.user = env_of("ENVGW_REDIS_USER");
+    if (g_opt.cacert == NULL)
+        g_opt.cacert = env_of("ENVGW_REDIS_CACERT");
+    if (g_opt.tls_name == NULL)
+        g_opt.tls_name = env_of("ENVGW_REDIS_TLS_NAME");
+    if (g_opt.cert == NULL)
+        g_opt.cert = env_of("ENVGW_REDIS_CERT");
+    if (g_opt.key == NULL)
+        g_opt.key = env_of("ENVGW_REDIS_KEY");
+
+    if (!g_opt.tls && (g_opt.cacert || g_opt.tls_name || g_opt.cert
+                       || g_opt.key))
+        usage_error(NULL, "--cacert, --tls-name, --cert and --key need "
+                    "--tls");
+    if ((g_opt.cert == NULL) != (g_opt.key == NULL))
+        usage_error(NULL, "--cert and --key go together");
+    if (g_opt.user && (g_opt.password == NULL || g_opt.password[0] == '\0'))
+        usage_error(NULL, "--user needs --password or --password-file");
+}
+
 /*
  * One global option at argv[*i]: 1 if consumed (advances *i past a value),
  * 0 if it is not a global option.
@@ -315,7 +507,9 @@ static bool parse_maxlen(const char *s, long *out)
 static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
 {
     static const char *with_arg[] = { "redis", "password", "db", "prefix",
-                                      "actor", "audit-maxlen", NULL };
+                                      "actor", "audit-maxlen", "user",
+                                      "password-file", "cacert", "tls-name",
+                                      "cert", "key", NULL };
     const char *a = argv[*i], *name, *eq, *val = NULL;
     char *n;
     int k;
@@ -329,6 +523,12 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
         if (eq)
             usage_error(cmd, "--json takes no value");
         g_opt.json = true;
+        return 1;
+    }
+    if (strcmp(n, "tls") == 0) {
+        if (eq)
+            usage_error(cmd, "--tls takes no value");
+        g_opt.tls = true;
         return 1;
     }
     for (k = 0; with_arg[k]; k++) {
@@ -349,7 +549,19 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
             usage_error(cmd, "--redis needs host:port");
         g_opt.redis = val;
     } else if (strcmp(n, "password") == 0) {
-        g_opt.password = val;
+        password_opt = val;
+    } else if (strcmp(n, "password-file") == 0) {
+        password_file_opt = nonempty(cmd, n, val);
+    } else if (strcmp(n, "user") == 0) {
+        g_opt.user = nonempty(cmd, n, val);
+    } else if (strcmp(n, "cacert") == 0) {
+        g_opt.cacert = nonempty(cmd, n, val);
+    } else if (strcmp(n, "tls-name") == 0) {
+        g_opt.tls_name = nonempty(cmd, n, val);
+    } else if (strcmp(n, "cert") == 0) {
+        g_opt.cert = nonempty(cmd, n, val);
+    } else if (strcmp(n, "key") == 0) {
+        g_opt.key = nonempty(cmd, n, val);
     } else if (strcmp(n, "prefix") == 0) {
         g_opt.prefix = val;
     } else if (strcmp(n, "actor") == 0) {
@@ -454,6 +666,17 @@ static const char *command_line(const cmd_t *cmd, args_t *a)
         for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
             const char *v = *field_of(a, s);
 
+            if (s->kind == ARG_LIST) {
+                size_t k;
+
+                /* names only: the values may be secrets */
+                for (k = 0; pass == 1 && k < a->nlist; k++)
+                    line = pfmt("%s --%s %s", line, s->name,
+                                shell_word(pfmt("%.*s",
+                                    (int) strcspn(a->list[k], "="),
+                                    a->list[k])));
+                continue;
+            }
             if (v == NULL || (s->kind == ARG_POS) != (pass == 0))
                 continue;
             if (s->kind == ARG_POS)
@@ -511,11 +734,22 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
         s = strncmp(arg, "--", 2) == 0 ? find_option(cmd, arg) : NULL;
         if (s == NULL)
             usage_error(cmd, "unknown option '%s'", arg);
+        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
+                                              : NULL;
+        if (s->kind == ARG_LIST) {
+            if (a->list == NULL)
+                a->list = pool_keep(calloc((size_t) argc + 1,
+                                           sizeof(char *)), free);
+            if (a->list == NULL)
+                die("out of memory");
+            if (eq == NULL && i + 1 >= argc)
+                usage_error(cmd, "--%s needs a value", s->name);
+            a->list[a->nlist++] = eq ? eq : argv[++i];
+            continue;
+        }
         f = field_of(a, s);
         if (*f != NULL)
             usage_error(cmd, "--%s given twice", s->name);
-        eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
-                                              : NULL;
         if (s->kind == ARG_FLAG) {
             if (eq)
                 usage_error(cmd, "--%s takes no value", s->name);
@@ -538,6 +772,8 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
     for (s = cmd->args; s < cmd->args + ARGS_MAX && s->kind; s++) {
         const char *v = *field_of(a, s);
 
+        if (s->kind == ARG_LIST)
+            continue;
         if (v == NULL && s->kind == ARG_NEEDED)
             usage_error(cmd, "--%s is required", s->name);
         if (v != NULL && s->check != CHECK_NONE && !checks[s->check].ok(v))
@@ -610,7 +846,6 @@ int main(int argc, char **argv)
     g_opt.redis = getenv("ENVGW_REDIS");
     if (g_opt.redis == NULL || g_opt.redis[0] == '\0')
         g_opt.redis = "127.0.0.1:6379";
-    g_opt.password = getenv("ENVGW_REDIS_PASSWORD");
     g_opt.prefix = getenv("ENVGW_PREFIX");
     if (g_opt.prefix == NULL)
         g_opt.prefix = ENVGW_DEFAULT_PREFIX;
@@ -669,6 +904,7 @@ int main(int argc, char **argv)
         i++;
 
     parse_args(cmd, argc - i, argv + i, &a);
+    redis_options();
     rc = cmd->run(cmd, &a);
     fflush(stdout);
     if (ferror(stdout)) {

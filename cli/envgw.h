@@ -14,6 +14,7 @@
  *   cmd_diff.c     diff, promote
  *   cmd_apply.c    export, apply
  *   cmd_audit.c    audit
+ *   cmd_credentials.c  credentials set|show|remove|refresh, keys rotate
  */
 
 #ifndef ENVGW_H
@@ -43,6 +44,12 @@ typedef struct {
     const char *actor;      /* --actor, else the OS user */
     long        audit_maxlen;   /* cap of the audit stream (XADD MAXLEN ~) */
     const char *command;    /* this command line, as the audit records it */
+    const char *user;       /* Redis ACL user (AUTH user password) */
+    bool        tls;        /* TLS to Redis (conn.c) */
+    const char *cacert;     /* CA file; NULL: the system store */
+    const char *tls_name;   /* the name checked; NULL: the host */
+    const char *cert;       /* client certificate and key */
+    const char *key;
 } envgw_opts_t;
 
 #define AUDIT_MAXLEN_DEFAULT  10000
@@ -123,6 +130,17 @@ typedef struct {
     const char *file;           /* apply FILE */
     const char *expiring;       /* token list --expiring DURATION */
     const char *since;          /* audit --since T */
+    const char *rate_limit;     /* --rate-limit, set-limit LIMIT */
+    const char *auth;           /* integration set --auth JSON|none */
+    const char *oauth;          /* integration set --oauth JSON|none */
+    const char *with_auth;      /* promote --auth */
+    const char *keys;           /* --keys FILE (the keyring) */
+    const char *from_file;      /* credentials set --from-file F */
+    const char *expires_at;     /* credentials set --expires-at T */
+    const char *within;         /* credentials refresh --within D */
+    const char *loop;           /* credentials refresh --loop D */
+    const char **list;          /* the values of a repeated option */
+    size_t      nlist;
 } args_t;
 
 typedef enum {
@@ -130,7 +148,9 @@ typedef enum {
     ARG_POS,                    /* a positional (always required) */
     ARG_VALUE,                  /* --name VALUE */
     ARG_NEEDED,                 /* --name VALUE that must be given */
-    ARG_FLAG                    /* --name */
+    ARG_FLAG,                   /* --name */
+    ARG_LIST                    /* --name NAME=VALUE, repeated; the audit
+                                   records the NAMEs only */
 } arg_kind_t;
 
 /* What a value must look like; parse_args() refuses anything else. */
@@ -158,6 +178,7 @@ typedef struct {
 #define OPT(n, f, c)    { ARG_VALUE, n, offsetof(args_t, f), c }
 #define NEED(n, f, c)   { ARG_NEEDED, n, offsetof(args_t, f), c }
 #define FLAG(n, f)      { ARG_FLAG, n, offsetof(args_t, f), CHECK_NONE }
+#define LIST(n)         { ARG_LIST, n, offsetof(args_t, list), CHECK_NONE }
 
 #define ARGS_MAX 8
 
@@ -202,6 +223,13 @@ char  *key_of(const char *family, const char *rest);   /* pooled */
 char  *key2_of(const char *family, const char *a, const char *b);
 char  *index_key(const char *name, const char *env);   /* tool's own sets */
 char  *channel_name(void);
+
+/* conn.c: the connection to Redis (plain, unix socket or TLS) */
+struct redisReply;
+void        conn_connect(void);
+void        conn_append(int argc, const char **argv);
+struct redisReply *conn_reply(void);            /* dies on a lost link */
+const char *conn_desc(void);
 
 void   store_connect(void);
 char  *store_get(const char *key);                      /* NULL if missing */
@@ -323,5 +351,21 @@ int cmd_account_enable(const cmd_t *, const args_t *);
 int cmd_export(const cmd_t *, const args_t *);
 int cmd_apply(const cmd_t *, const args_t *);
 int cmd_audit(const cmd_t *, const args_t *);
+int cmd_token_set_limit(const cmd_t *, const args_t *);
+int cmd_env_set_limit(const cmd_t *, const args_t *);
+
+/* cmd_limit.c: "500/10s" as a record's rate_limit object (pooled), NULL
+ * for "none"; a usage error for anything else */
+json_t *parse_rate_limit(const cmd_t *cmd, const char *s);
+int cmd_credentials_set(const cmd_t *, const args_t *);
+int cmd_credentials_show(const cmd_t *, const args_t *);
+int cmd_credentials_remove(const cmd_t *, const args_t *);
+int cmd_credentials_refresh(const cmd_t *, const args_t *);
+int cmd_keys_rotate(const cmd_t *, const args_t *);
+
+/* cmd_credentials.c: an integration's "auth" and "oauth" declarations;
+ * NULL if fine, else why */
+const char *check_auth(json_t *auth);
+const char *check_oauth(json_t *oauth);
 
 #endif /* ENVGW_H */

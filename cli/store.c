@@ -22,8 +22,6 @@
 
 #include "envgw.h"
 
-static redisContext *rc;
-static const char *addr_desc;
 
 /* ---- key names ---------------------------------------------------------- */
 
@@ -60,30 +58,16 @@ char *audit_key(void)
 
 /* ---- connection --------------------------------------------------------- */
 
-static void free_context(void *p)
-{
-    redisFree(p);
-}
-
-static void free_reply(void *p)
-{
-    freeReplyObject(p);
-}
-
 /* Runs a command; dies on I/O errors and on Redis error replies. */
 static redisReply *cmd_argv(int argc, const char **argv)
 {
-    redisReply *r = redisCommandArgv(rc, argc, argv, NULL);
+    redisReply *r;
 
-    if (r == NULL)
-        die("Redis at %s: %s", addr_desc,
-            rc->errstr[0] ? rc->errstr : "connection lost");
-    if (r->type == REDIS_REPLY_ERROR) {
-        char *msg = pstrdup(r->str);
-        freeReplyObject(r);
-        die("Redis at %s: %s failed: %s", addr_desc, argv[0], msg);
-    }
-    return pool_keep(r, free_reply);
+    conn_append(argc, argv);
+    r = conn_reply();
+    if (r->type == REDIS_REPLY_ERROR)
+        die("Redis at %s: %s failed: %s", conn_desc(), argv[0], r->str);
+    return r;
 }
 
 static redisReply *cmd2(const char *a, const char *b)
@@ -92,62 +76,29 @@ static redisReply *cmd2(const char *a, const char *b)
     return cmd_argv(b ? 2 : 1, argv);
 }
 
+/* The connection (conn.c), then AUTH [user] password, SELECT and a PING. */
 void store_connect(void)
 {
-    struct timeval tv = { 3, 0 };
-    const char *a = g_opt.redis;
+    static bool connected;
 
-    if (rc != NULL)
+    if (connected)
         return;
-    if (strncmp(a, "unix:", 5) == 0) {
-        addr_desc = a;
-        rc = redisConnectUnixWithTimeout(a + 5, tv);
-    } else {
-        char *host;
-        const char *colon;
-        long port = 6379;
-        char *end;
-
-        if (a[0] == '[') {                      /* [::1]:6379 */
-            const char *close = strchr(a, ']');
-            if (close == NULL)
-                die("bad --redis address '%s'", a);
-            host = pfmt("%.*s", (int) (close - a - 1), a + 1);
-            colon = close[1] == ':' ? close + 1 : NULL;
-        } else {
-            colon = strrchr(a, ':');
-            host = colon ? pfmt("%.*s", (int) (colon - a), a) : pstrdup(a);
-        }
-        if (colon != NULL) {
-            port = strtol(colon + 1, &end, 10);
-            if (*end != '\0' || colon[1] == '\0' || port < 1 || port > 65535)
-                die("bad --redis address '%s' (want host:port)", a);
-        }
-        if (host[0] == '\0')
-            die("bad --redis address '%s' (want host:port)", a);
-        addr_desc = pfmt("%s:%ld", host, port);
-        rc = redisConnectWithTimeout(host, (int) port, tv);
-    }
-    if (rc == NULL)
-        die("cannot connect to Redis at %s: out of memory", addr_desc);
-    pool_keep(rc, free_context);
-    if (rc->err)
-        die("cannot connect to Redis at %s: %s", addr_desc, rc->errstr);
-
-    tv.tv_sec = 10;
-    redisSetTimeout(rc, tv);
+    connected = true;
+    conn_connect();
 
     if (g_opt.password != NULL && g_opt.password[0] != '\0') {
-        const char *argv[2] = { "AUTH", g_opt.password };
-        redisReply *r = redisCommandArgv(rc, 2, argv, NULL);
-        if (r == NULL)
-            die("Redis at %s: %s", addr_desc, rc->errstr);
-        if (r->type == REDIS_REPLY_ERROR) {
-            char *msg = pstrdup(r->str);
-            freeReplyObject(r);
-            die("Redis at %s: authentication failed: %s", addr_desc, msg);
-        }
-        freeReplyObject(r);
+        const char *argv[3] = { "AUTH" };
+        int argc = 1;
+        redisReply *r;
+
+        if (g_opt.user != NULL)
+            argv[argc++] = g_opt.user;
+        argv[argc++] = g_opt.password;
+        conn_append(argc, argv);
+        r = conn_reply();
+        if (r->type == REDIS_REPLY_ERROR)
+            die("Redis at %s: authentication failed: %s", conn_desc(),
+                r->str);
     }
     if (g_opt.db != 0)
         cmd2("SELECT", pfmt("%d", g_opt.db));
@@ -435,12 +386,7 @@ void txn_srem(txn_t *t, const char *key, const char *member)
 /* Reads one queued reply; dies on a lost connection. */
 static redisReply *read_reply(void)
 {
-    void *vr = NULL;
-
-    if (redisGetReply(rc, &vr) != REDIS_OK || vr == NULL)
-        die("Redis at %s: %s", addr_desc,
-            rc->errstr[0] ? rc->errstr : "connection lost");
-    return pool_keep(vr, free_reply);
+    return conn_reply();
 }
 
 /* EXEC does not roll back a command that fails at run time (say SADD on a
@@ -501,7 +447,7 @@ static void append_audit(txn_t *t)
     argv[13] = envs;
     argv[14] = "keys";
     argv[15] = changed;
-    redisAppendCommandArgv(rc, 16, argv, NULL);
+    conn_append(16, argv);
 }
 
 /* 0 on success, -1 if a WATCHed key changed before EXEC. */
@@ -520,36 +466,36 @@ static int txn_exec(txn_t *t)
 
     /* Pipeline MULTI, the writes, the audit entry, the PUBLISHes and EXEC
      * in one round trip; then read every reply in order. */
-    redisAppendCommand(rc, "MULTI");
+    conn_append(1, (const char *[]) { "MULTI" });
     for (i = 0; i < t->n; i++)
-        redisAppendCommandArgv(rc, t->cmds[i].argc, t->cmds[i].argv, NULL);
+        conn_append(t->cmds[i].argc, t->cmds[i].argv);
     append_audit(t);
     for (i = 0; i < t->nchanged; i++) {
         const char *argv[3] = { "PUBLISH", chan, t->changed[i] };
-        redisAppendCommandArgv(rc, 3, argv, NULL);
+        conn_append(3, argv);
     }
-    redisAppendCommand(rc, "EXEC");
+    conn_append(1, (const char *[]) { "EXEC" });
 
     for (i = 0; i < 2 + t->n + t->nchanged; i++) {
         r = read_reply();
         if (r->type == REDIS_REPLY_ERROR)
             /* a command refused while queueing: EXEC will abort all */
             die("Redis at %s refused the update (nothing written): %s",
-                addr_desc, r->str);
+                conn_desc(), r->str);
     }
     r = read_reply();
     if (r->type == REDIS_REPLY_NIL)
         return -1;
     if (r->type == REDIS_REPLY_ERROR)
         die("Redis at %s refused the update (nothing written): %s",
-            addr_desc, r->str);
+            conn_desc(), r->str);
     if (r->type != REDIS_REPLY_ARRAY)
         die("unexpected reply to EXEC");
     for (i = 0; i < r->elements; i++) {
         redisReply *e = r->element[i];
         if (e->type == REDIS_REPLY_ERROR)
             die("Redis at %s: part of the update failed: %s (key %s)",
-                addr_desc, e->str,
+                conn_desc(), e->str,
                 i < t->n ? t->cmds[i].argv[1]
                          : i == t->n ? audit_key() : chan);
     }

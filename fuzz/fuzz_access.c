@@ -242,7 +242,11 @@ static const char  *fuzz_default_rec[NGX_ENVGW_REC_LAST] = {
     "\"get\":{\"method\":\"\002=\",\"path\":\"\0027\"},"
     "\"\002>\":{\"method\":\"POST\","
     "\"path\":\"/crm/v3/objects/\0024/\002>\"},"
-    "\"list\":{\"method\":\"GET\",\"path\":\"/crm/v3/objects/\0024\"}}}}"
+    "\"list\":{\"method\":\"GET\",\"path\":\"/crm/v3/objects/\0024\"}}}}",
+
+    /* credentials: fetched only for an integration that declares auth */
+    "{\"v\":1,\"kid\":\"k1\",\"nonce\":\"AAAAAAAAAAAAAAAA\","
+    "\"ciphertext\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}"
 };
 
 static u_char  fuzz_default_cfg[9] = {
@@ -1870,7 +1874,7 @@ fuzz_check_url(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     f = rec->fields;
     quad = NULL;
 
-    for (i = 1; i + 3 < rec->nfields; i += 4) {
+    for (i = NGX_ENVGW_INT_FIRST; i + 3 < rec->nfields; i += 4) {
         if (fuzz_eq(&f[i], &ctx->resource) && fuzz_eq(&f[i + 1], &ctx->method))
         {
             quad = &f[i];

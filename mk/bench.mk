@@ -2,7 +2,8 @@
 # Benchmarks: `make bench` (plain vs gateway table),
 # `make bench-callgrind` (instructions per warm request in the handler),
 # `make bench-memory` (worker RSS over 1M requests, cache entries per MB),
-# `make bench-profile` (perf record -g on the gateway worker, warm run).
+# `make bench-profile` (perf record -g on the gateway worker, warm run),
+# `make bench-callgrind-tls` (instructions per request added by TLS to Redis).
 .PHONY: bench bench-callgrind bench-memory
 
 bench: all
@@ -17,3 +18,7 @@ bench-memory: all
 .PHONY: bench-profile
 bench-profile: all
 	bench/profile.sh $(MODULE)
+
+.PHONY: bench-callgrind-tls
+bench-callgrind-tls: all
+	bench/callgrind_tls.sh $(MODULE)

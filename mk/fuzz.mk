@@ -21,7 +21,7 @@
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_DIR      := $(BUILD)/fuzz
-FUZZ_TARGETS  := token records route resp body access
+FUZZ_TARGETS  := token records route resp body access credentials
 FUZZ_BINS     := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 FUZZ_ASAN_DIR  = $(or $(ASAN_DIR),$(BUILD)/asan)
 ASAN_SRC       = $(FUZZ_ASAN_DIR)/nginx-1.22.1

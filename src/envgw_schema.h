@@ -17,6 +17,8 @@
 #define ENVGW_KEY_ACCOUNT           "account:"      /* <account id> */
 #define ENVGW_KEY_TENANT            "tenant:"       /* <env_id>:<tenant_id> */
 #define ENVGW_KEY_INTEGRATION       "integration:"  /* <env_id>:<integration> */
+#define ENVGW_KEY_CREDENTIALS       "credentials:"  /* <account id> */
+#define ENVGW_KEY_LAST_USED         "last_used:"    /* <token_id>: Unix s */
 
 /* pub/sub channel: <prefix>invalidate, message = the full changed key */
 #define ENVGW_CHANNEL_INVALIDATE    "invalidate"
@@ -38,6 +40,35 @@
 #define ENVGW_F_RESOURCES           "resources"
 #define ENVGW_F_METHOD              "method"
 #define ENVGW_F_PATH                "path"
+#define ENVGW_F_RATE_LIMIT          "rate_limit"    /* token, environment */
+#define ENVGW_F_REQUESTS            "requests"
+#define ENVGW_F_WINDOW              "window"        /* "10s", "1m", "500ms" */
+
+/* <prefix>ratelimit:<key>:<id>:<window ms>:<window start ms> (sync=redis) */
+#define ENVGW_KEY_RATELIMIT         "ratelimit:"
+
+/* an integration's upstream credentials: how they are sent, and refreshed */
+#define ENVGW_F_AUTH                "auth"
+#define ENVGW_F_AUTH_HEADER         "header"
+#define ENVGW_F_AUTH_QUERY          "query"
+#define ENVGW_F_AUTH_BASIC          "basic"
+#define ENVGW_F_FORMAT              "format"
+#define ENVGW_F_USERNAME            "username"
+#define ENVGW_F_PASSWORD            "password"
+#define ENVGW_F_OAUTH               "oauth"
+#define ENVGW_F_TOKEN_URL           "token_url"
+#define ENVGW_F_REFRESH_BEFORE      "refresh_before"
+
+/*
+ * credentials record: AES-256-GCM, a 12-byte nonce, the 16-byte tag after
+ * the ciphertext, additional data = be32(len(account id)) account id
+ * be32(len(environment id)) environment id
+ */
+#define ENVGW_F_VERSION             "v"
+#define ENVGW_F_KID                 "kid"
+#define ENVGW_F_NONCE               "nonce"
+#define ENVGW_F_CIPHERTEXT          "ciphertext"
+#define ENVGW_CRED_VERSION          1
 
 /* token kinds */
 #define ENVGW_KIND_DATA             "data"

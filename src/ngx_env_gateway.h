@@ -37,7 +37,28 @@ typedef struct {
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   read_timeout;
     ngx_uint_t                   resolved;      /* 0: ask the Sentinels */
+
+    /* ACL user, TLS (_tls.c) */
+    ngx_str_t                    username;      /* AUTH username password */
+#if (NGX_SSL)
+    ngx_ssl_t                   *ssl;           /* NULL: plain TCP */
+#endif
+    ngx_str_t                    tls_name;      /* SNI and the name checked;
+                                                   empty: the host */
+    ngx_flag_t                   tls_verify;
 } ngx_env_gateway_server_t;
+
+
+/* an env_gateway_redis line's TLS and password_file= parameters */
+typedef struct {
+    ngx_uint_t                   tls;
+    ngx_int_t                    verify;        /* -1: unset (on) */
+    ngx_str_t                    ca;
+    ngx_str_t                    name;
+    ngx_str_t                    cert;
+    ngx_str_t                    key;
+    ngx_str_t                    password_file;
+} ngx_env_gateway_tls_conf_t;
 
 
 typedef struct {
@@ -56,6 +77,16 @@ typedef struct {
     ngx_str_t                    sentinel_name; /* sentinel=NAME */
     ngx_array_t                 *sentinels;     /* ngx_env_gateway_server_t */
     size_t                       max_record;    /* 0: the default */
+
+    ngx_shm_zone_t              *limit_zone;    /* env_gateway_limit_zone */
+    ngx_array_t                 *secret_keys;   /* env_gateway_secret_keys:
+                                                   ngx_env_gateway_key_t,
+                                                   the first writes */
+    /* env_gateway_last_used (_last_used.c) */
+    ngx_flag_t                   last_used_set;
+    ngx_msec_t                   last_used_interval;    /* 0: off */
+    ngx_uint_t                   last_used_entries;
+    ngx_msec_t                   last_used_backoff;
 } ngx_env_gateway_main_conf_t;
 
 
@@ -93,6 +124,8 @@ typedef struct {
     ngx_uint_t                   route_line;
     ngx_str_t                    enable_file;
     ngx_uint_t                   enable_line;
+
+    ngx_array_t                 *limits;        /* env_gateway_limit */
 } ngx_env_gateway_loc_conf_t;
 
 
@@ -105,6 +138,7 @@ typedef enum {
     NGX_ENVGW_REC_ENV,
     NGX_ENVGW_REC_TENANT,
     NGX_ENVGW_REC_INTEGRATION,
+    NGX_ENVGW_REC_CREDENTIALS,
     NGX_ENVGW_REC_LAST
 } ngx_env_gateway_rec_kind_e;
 
@@ -114,7 +148,8 @@ typedef enum {
 #define NGX_ENVGW_TOK_ENV_ID         2
 #define NGX_ENVGW_TOK_ENV_NAME       3
 #define NGX_ENVGW_TOK_ACCOUNT_ID     4
-#define NGX_ENVGW_TOK_NFIELDS        5
+#define NGX_ENVGW_TOK_RATE_LIMIT     5      /* ngx_env_gateway_rate_t or "" */
+#define NGX_ENVGW_TOK_NFIELDS        6
 
 /* token flags */
 #define NGX_ENVGW_TOK_REVOKED        0x01
@@ -134,16 +169,49 @@ typedef enum {
 #define NGX_ENVGW_ENV_ID             0
 #define NGX_ENVGW_ENV_TEAM_ID        1
 #define NGX_ENVGW_ENV_NAME           2
-#define NGX_ENVGW_ENV_NFIELDS        3
+#define NGX_ENVGW_ENV_RATE_LIMIT     3      /* ngx_env_gateway_rate_t or "" */
+#define NGX_ENVGW_ENV_NFIELDS        4
+
+
+/*
+ * A record's "rate_limit":{"requests":N,"window":"10s"}, as the bytes of a
+ * field (copied out with ngx_memcpy: a field is not aligned).
+ */
+typedef struct {
+    uint32_t                     requests;
+    uint32_t                     window;        /* ms */
+} ngx_env_gateway_rate_t;
+
+/* bounds of a rate, in a directive or a record */
+#define NGX_ENVGW_RATE_MAX           1000000000
+#define NGX_ENVGW_WINDOW_MAX         (7 * 86400 * 1000)   /* 7d, in ms */
 
 /* tenant: pairs (integration, account id) */
 #define NGX_ENVGW_TEN_INTEGRATION    0
 #define NGX_ENVGW_TEN_ACCOUNT_ID     1
 #define NGX_ENVGW_TEN_NFIELDS        2      /* fields a pair */
 
-/* integration: the upstream, then a method a quad from NGX_ENVGW_INT_FIRST */
+/*
+ * integration: the upstream, the upstream credentials' declaration (empty
+ * without "auth"), then a method a quad from NGX_ENVGW_INT_FIRST
+ */
 #define NGX_ENVGW_INT_UPSTREAM       0
-#define NGX_ENVGW_INT_FIRST          1
+#define NGX_ENVGW_INT_AUTH_NAME      1      /* header or argument name */
+#define NGX_ENVGW_INT_AUTH_FORMAT    2      /* its format; basic: username */
+#define NGX_ENVGW_INT_AUTH_FORMAT2   3      /* basic: the password's */
+#define NGX_ENVGW_INT_FIRST          4
+
+/* integration flags: how the credentials go upstream */
+#define NGX_ENVGW_INT_AUTH_HEADER    0x01
+#define NGX_ENVGW_INT_AUTH_QUERY     0x02
+#define NGX_ENVGW_INT_AUTH_BASIC     0x04
+#define NGX_ENVGW_INT_AUTH           0x07
+
+/* credentials: AES-256-GCM of a JSON object of fields (_credentials.c) */
+#define NGX_ENVGW_CRED_KID           0
+#define NGX_ENVGW_CRED_NONCE         1      /* base64 */
+#define NGX_ENVGW_CRED_CIPHERTEXT    2      /* base64, the tag at its end */
+#define NGX_ENVGW_CRED_NFIELDS       3
 
 /* a method's quad, from its first field */
 #define NGX_ENVGW_INT_RESOURCE       0
@@ -241,6 +309,8 @@ typedef enum {
     NGX_ENVGW_UNAVAILABLE,
     NGX_ENVGW_INVALID_REQUEST,
     NGX_ENVGW_MISCONFIGURED,
+    NGX_ENVGW_RATE_LIMITED,
+    NGX_ENVGW_CREDENTIALS_UNAVAILABLE,
     NGX_ENVGW_NREFUSALS
 } ngx_env_gateway_refusal_e;
 
@@ -249,6 +319,25 @@ typedef enum {
 /* metrics (shared counters)                                           */
 
 #define NGX_ENVGW_RTT_BUCKETS        10
+#define NGX_ENVGW_LOOKUP_BUCKETS     13
+
+/* env_gateway_requests_total's environment label: so many names, then
+   "other"; a longer name is "other" too */
+#define NGX_ENVGW_ENV_LABELS         16
+#define NGX_ENVGW_ENV_LABEL_LEN      64
+
+/* rate limit keys (_limit.c), in this order */
+#define NGX_ENVGW_LIMIT_TOKEN        0
+#define NGX_ENVGW_LIMIT_ACCOUNT      1
+#define NGX_ENVGW_LIMIT_TENANT       2
+#define NGX_ENVGW_LIMIT_ENVIRONMENT  3
+#define NGX_ENVGW_LIMIT_TEAM         4
+#define NGX_ENVGW_LIMIT_NKINDS       5
+
+/* when limits are checked: after the token (and environment), the account */
+#define NGX_ENVGW_LIMIT_STAGE_TOKEN    1
+#define NGX_ENVGW_LIMIT_STAGE_ACCOUNT  2
+
 
 enum {
     NGX_ENVGW_M_REQUESTS = 0,   /* + refusal code; 0 is "allowed" */
@@ -265,8 +354,20 @@ enum {
     NGX_ENVGW_M_REDIS_CONNECTS,
     NGX_ENVGW_M_RTT_SUM_US,
     NGX_ENVGW_M_RTT_BUCKET,     /* NGX_ENVGW_RTT_BUCKETS + 1 (+Inf) */
-    NGX_ENVGW_M_LAST = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1
+    NGX_ENVGW_M_LIMITED = NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS + 1,
+                                /* + NGX_ENVGW_LIMIT_* key kind */
+    NGX_ENVGW_M_LIMIT_EVICTIONS = NGX_ENVGW_M_LIMITED + NGX_ENVGW_LIMIT_NKINDS,
+    NGX_ENVGW_M_LIMIT_SYNCS,
+    NGX_ENVGW_M_LIMIT_SYNC_FAILURES,
+    NGX_ENVGW_M_LOOKUP_SUM_US,
+    NGX_ENVGW_M_LOOKUP_BUCKET,  /* NGX_ENVGW_LOOKUP_BUCKETS + 1 (+Inf) */
+    NGX_ENVGW_M_LAST_USED_WRITES = NGX_ENVGW_M_LOOKUP_BUCKET
+                                   + NGX_ENVGW_LOOKUP_BUCKETS + 1,
+    NGX_ENVGW_M_LAST_USED_DROPPED,
+    NGX_ENVGW_M_LAST_USED_ERRORS,
+    NGX_ENVGW_M_LAST
 };
+
 
 
 /* ------------------------------------------------------------------ */
@@ -330,6 +431,10 @@ typedef struct {
     unsigned                     body_failed:1; /* nginx gave up on it */
     unsigned                     body_encoded:1; /* Content-Encoding */
     unsigned                     body_parsed:1;
+
+    void                        *limit;         /* _limit.c's, or NULL */
+    struct ngx_env_gateway_cred_s  *cred;       /* upstream credentials */
+    ngx_str_t                    allow;         /* a 405's Allow value */
 } ngx_env_gateway_ctx_t;
 
 
@@ -360,6 +465,13 @@ void ngx_env_gateway_redis_exit_worker(void);
 ngx_int_t ngx_env_gateway_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
     void *data);
+
+/* _tls.c: the TLS and ACL parameters of env_gateway_redis */
+ngx_int_t ngx_env_gateway_tls_param(ngx_conf_t *cf,
+    ngx_env_gateway_tls_conf_t *tc, ngx_env_gateway_server_t *srv,
+    ngx_str_t *value);
+char *ngx_env_gateway_tls_conf(ngx_conf_t *cf,
+    ngx_env_gateway_tls_conf_t *tc, ngx_env_gateway_server_t *srv);
 
 /* _subscriber.c: what the invalidation channel tells who registered */
 typedef struct {
@@ -401,7 +513,26 @@ void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
 ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
 void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
+void ngx_env_gateway_metric_lookup(ngx_uint_t usec);
+uint64_t ngx_env_gateway_metric_usec(void);
+void ngx_env_gateway_metric_request(ngx_str_t *environment,
+    ngx_uint_t result);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
+
+/* _health.c: is this worker's lookup connection up */
+ngx_uint_t ngx_env_gateway_lookups_up(void);
+
+/* _last_used.c: token last-use times, written in batches */
+char *ngx_env_gateway_last_used_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_env_gateway_last_used_conf(ngx_env_gateway_main_conf_t *gmcf);
+ngx_int_t ngx_env_gateway_last_used_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_last_used(ngx_str_t *id);
+
+/* _status.c */
+ngx_int_t ngx_env_gateway_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_get_only(ngx_http_request_t *r);
 
 /* _records.c */
 ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,
@@ -538,6 +669,10 @@ ngx_int_t ngx_env_gateway_text_format(ngx_pool_t *pool, ngx_str_t *out,
 ngx_int_t ngx_env_gateway_text_escaped(ngx_pool_t *pool, ngx_str_t *in,
     ngx_uint_t type, ngx_str_t *out);
 
+/* _metrics.c: a label value, escaped as the Prometheus text format wants */
+void ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_name(ngx_str_t *rest, ngx_str_t *verb,
     ngx_str_t *name);
@@ -549,6 +684,7 @@ ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
     ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
 ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
+ngx_uint_t ngx_env_gateway_http_token(ngx_str_t *s);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,
@@ -573,6 +709,74 @@ ngx_int_t ngx_env_gateway_id_syntax(ngx_str_t *id);
 /* _access.c */
 ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
+
+/* _limit.c: rate limits */
+char *ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_env_gateway_limit_merge(ngx_conf_t *cf,
+    ngx_env_gateway_loc_conf_t *prev, ngx_env_gateway_loc_conf_t *conf);
+ngx_int_t ngx_env_gateway_limit_init(ngx_conf_t *cf);
+ngx_int_t ngx_env_gateway_limit_init_worker(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+ngx_uint_t ngx_env_gateway_limit_wants_env(ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf);
+ngx_int_t ngx_env_gateway_limit_check(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_uint_t stage, ngx_env_gateway_record_t *tok,
+    ngx_env_gateway_record_t *env);
+ngx_int_t ngx_env_gateway_rate_parse(ngx_str_t *window, int64_t requests,
+    ngx_env_gateway_rate_t *rate);
+void ngx_env_gateway_limit_metrics(ngx_env_gateway_text_t *t,
+    ngx_atomic_uint_t *c);
+/* _credentials.c: the keyring, and the account's upstream credentials */
+#define NGX_ENVGW_KEY_LEN            32     /* AES-256 */
+#define NGX_ENVGW_NONCE_LEN          12
+#define NGX_ENVGW_TAG_LEN            16
+
+typedef struct {
+    ngx_str_t                    kid;
+    u_char                       key[NGX_ENVGW_KEY_LEN];
+} ngx_env_gateway_key_t;
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_str_t                    value;
+} ngx_env_gateway_cred_field_t;
+
+typedef struct ngx_env_gateway_cred_s {
+    ngx_str_t                    name;      /* the header's */
+    ngx_str_t                    value;     /* header value, or "" */
+    ngx_str_t                    url;       /* upstream URL with the
+                                               argument, or "" */
+    ngx_table_elt_t             *header;    /* ours, in headers_in */
+    unsigned                     url_given:1;
+} ngx_env_gateway_cred_t;
+
+char *ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_env_gateway_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_record_t *integration);
+ngx_int_t ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
+void ngx_env_gateway_credentials_clear(ngx_env_gateway_ctx_t *ctx);
+ngx_int_t ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_env_gateway_cred_parse(u_char *p, size_t len,
+    ngx_array_t *fields);
+ngx_int_t ngx_env_gateway_cred_format(ngx_pool_t *pool, ngx_str_t *tmpl,
+    ngx_array_t *fields, ngx_uint_t header, ngx_str_t *out,
+    ngx_str_t *missing);
+ngx_int_t ngx_env_gateway_cred_build(ngx_pool_t *pool,
+    ngx_env_gateway_record_t *integration, ngx_array_t *fields,
+    ngx_str_t *url, ngx_env_gateway_cred_t *cred, const char **why);
+ngx_int_t ngx_env_gateway_auth_format_ok(const char *s, size_t len);
+ngx_int_t ngx_env_gateway_auth_name_ok(const char *s, size_t len,
+    ngx_uint_t header);
+
+/* _boundary.c: a request header no upstream module sends */
+void ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h);
 
 /* _ctx.c */
 ngx_env_gateway_ctx_t *ngx_env_gateway_get_ctx(ngx_http_request_t *r);

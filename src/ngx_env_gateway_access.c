@@ -56,6 +56,11 @@ static ngx_int_t ngx_env_gateway_route(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
 static ngx_int_t ngx_env_gateway_allow(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf);
+static ngx_int_t ngx_env_gateway_limits(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
+    ngx_uint_t stage, ngx_env_gateway_record_t *tok);
+static ngx_int_t ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx);
 
 
 /* the key family of each record kind, in ngx_env_gateway_rec_kind_e order */
@@ -64,7 +69,8 @@ static ngx_str_t  ngx_env_gateway_family[NGX_ENVGW_REC_LAST] = {
     ngx_string(ENVGW_KEY_ACCOUNT),
     ngx_string(ENVGW_KEY_ENV),
     ngx_string(ENVGW_KEY_TENANT),
-    ngx_string(ENVGW_KEY_INTEGRATION)
+    ngx_string(ENVGW_KEY_INTEGRATION),
+    ngx_string(ENVGW_KEY_CREDENTIALS)
 };
 
 
@@ -407,11 +413,31 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ctx->environment = rec->fields[NGX_ENVGW_ENV_NAME];
     }
 
+    /* rate limits of the token, its team, the environment: 429 */
+
+    if (glcf->limits) {
+        rc = ngx_env_gateway_limits(r, ctx, glcf,
+                                    NGX_ENVGW_LIMIT_STAGE_TOKEN, tok);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     /* account: 400/404 */
 
     rc = ngx_env_gateway_account(r, ctx, glcf, tok);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    /* rate limits of the account and its tenant: 429 */
+
+    if (glcf->limits) {
+        rc = ngx_env_gateway_limits(r, ctx, glcf,
+                                    NGX_ENVGW_LIMIT_STAGE_ACCOUNT, tok);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     /* route: 404/405 */
@@ -421,6 +447,17 @@ ngx_env_gateway_evaluate(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         if (rc != NGX_OK) {
             return rc;
         }
+
+        /* the account's upstream credentials: 503 without them */
+
+        rc = ngx_env_gateway_upstream_credentials(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+    } else {
+        /* redirected from a route location: nothing of its credentials */
+        ngx_env_gateway_credentials_clear(ctx);
     }
 
     return ngx_env_gateway_allow(r, ctx, glcf);
@@ -628,7 +665,7 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     ngx_int_t                  rc;
     ngx_str_t                 *quad, name, bad;
-    ngx_str_t                  consumed[NGX_ENVGW_CONSUMED_MAX];
+    ngx_str_t                  consumed[NGX_ENVGW_CONSUMED_MAX + 1];
     ngx_uint_t                 refusal, n;
     const char                *why;
     ngx_env_gateway_record_t  *rec;
@@ -678,6 +715,14 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED) {
+        /* Allow: the declared verb, if it can be written as a token */
+        if (ngx_env_gateway_http_token(&quad[NGX_ENVGW_INT_VERB])) {
+            ctx->allow = quad[NGX_ENVGW_INT_VERB];
+
+        } else {
+            ngx_str_null(&ctx->allow);
+        }
+
         return ngx_env_gateway_refuse_detail(r, ctx, refusal,
                    "Method %V of resource %V takes %V, not %V.",
                    &ctx->method, &ctx->resource, &quad[NGX_ENVGW_INT_VERB],
@@ -685,6 +730,11 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     n = ngx_env_gateway_request_consumed(glcf, consumed);
+
+    /* a client argument named like the credential argument is dropped */
+    if (rec->flags & NGX_ENVGW_INT_AUTH_QUERY) {
+        consumed[n++] = rec->fields[NGX_ENVGW_INT_AUTH_NAME];
+    }
 
     rc = ngx_env_gateway_route_url(r->pool,
                                    &rec->fields[NGX_ENVGW_INT_UPSTREAM],
@@ -715,6 +765,76 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
+/*
+ * A stage of rate limits (_limit.c).  An environment limit may be
+ * replaced by the environment record's rate_limit: the record of the
+ * environment the request acts in is fetched for it (no record: the
+ * location's limit; Redis unavailable: 503, as for any record).
+ */
+static ngx_int_t
+ngx_env_gateway_limits(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_uint_t stage,
+    ngx_env_gateway_record_t *tok)
+{
+    ngx_int_t                  rc;
+    ngx_env_gateway_record_t  *env;
+
+    env = NULL;
+
+    if (stage == NGX_ENVGW_LIMIT_STAGE_TOKEN
+        && ngx_env_gateway_limit_wants_env(ctx, glcf))
+    {
+        rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_ENV,
+                                  &ctx->environment_id, NULL, NGX_ENVGW_OK);
+
+        if (rc == NGX_OK) {
+            env = &ctx->waiter.slots[NGX_ENVGW_REC_ENV].rec;
+
+            if (ngx_env_gateway_str_ne(&env->fields[NGX_ENVGW_ENV_ID],
+                                       &ctx->environment_id))
+            {
+                env = NULL;
+            }
+
+        } else if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return ngx_env_gateway_limit_check(r, ctx, glcf, stage, tok, env);
+}
+
+
+/*
+ * An integration that declares "auth" is called with the account's
+ * credentials (_credentials.c), never without: the credentials record is
+ * fetched like the others, and its absence is a refusal.
+ */
+static ngx_int_t
+ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx)
+{
+    ngx_int_t                  rc;
+    ngx_env_gateway_record_t  *rec;
+
+    rec = &ctx->waiter.slots[NGX_ENVGW_REC_INTEGRATION].rec;
+
+    if (!(rec->flags & NGX_ENVGW_INT_AUTH)) {
+        ngx_env_gateway_credentials_clear(ctx);
+        return NGX_OK;
+    }
+
+    rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_CREDENTIALS,
+                              &ctx->account_id, NULL,
+                              NGX_ENVGW_CREDENTIALS_UNAVAILABLE);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_env_gateway_credentials(r, ctx, rec);
+}
+
+
 /* ------------------------------------------------------------------ */
 /* allow                                                               */
 
@@ -740,7 +860,8 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ngx_env_gateway_waiter_detach(&ctx->waiter);
     }
 
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
+    ngx_env_gateway_metric_request(&ctx->environment, NGX_ENVGW_OK);
+    ngx_env_gateway_last_used(&ctx->token_id);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "env_gateway: allowed, environment \"%V\", "
@@ -758,5 +879,9 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         r->method = ngx_env_gateway_method_flag(&ctx->upstream_method);
     }
 
-    return ngx_env_gateway_identity(r, ctx, glcf);
+    if (ngx_env_gateway_identity(r, ctx, glcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_env_gateway_credentials_inject(r, ctx);
 }

@@ -593,7 +593,7 @@ ngx_env_gateway_hash_names(void)
  * "Keep-Alive", which proxy_pass always replaces with its own and the
  * other upstream modules pass as an empty HTTP_KEEP_ALIVE.
  */
-static void
+void
 ngx_env_gateway_hide(ngx_http_request_t *r, ngx_table_elt_t *h)
 {
     static ngx_str_t  hidden = ngx_string("Keep-Alive");

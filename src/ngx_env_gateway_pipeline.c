@@ -417,6 +417,8 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
     ssize_t                    n;
     uint64_t                   now;
     ngx_err_t                  err;
+    ngx_uint_t                 ft;
+    const char                *why;
     ngx_msec_t                 deadline;
     ngx_queue_t               *q;
     ngx_env_gateway_cmd_t     *cmd;
@@ -441,8 +443,9 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err,
-                                       "send() failed");
+            ft = NGX_ENVGW_FT_RESET;
+            why = ngx_env_gateway_tls_why(rc, "send() failed", &err, &ft);
+            ngx_env_gateway_redis_drop(rc, ft, err, why);
             return;
         }
 
@@ -560,6 +563,7 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
     void                      *reply;
     ssize_t                    n;
     ngx_err_t                  err;
+    const char                *why;
     ngx_uint_t                 generation, ft, level;
     ngx_queue_t               *q;
     redisReply                *r;
@@ -631,8 +635,9 @@ ngx_env_gateway_redis_read_handler(ngx_event_t *rev)
 
         if (n == NGX_ERROR) {
             err = ngx_socket_errno;
-            ngx_env_gateway_redis_drop(rc, NGX_ENVGW_FT_RESET, err,
-                                       "recv() failed");
+            ft = NGX_ENVGW_FT_RESET;
+            why = ngx_env_gateway_tls_why(rc, "recv() failed", &err, &ft);
+            ngx_env_gateway_redis_drop(rc, ft, err, why);
             return;
         }
 

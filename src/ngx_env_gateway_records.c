@@ -38,7 +38,12 @@ typedef struct {
     size_t             *len;
     const char         *str0[NGX_ENVGW_FIELDS_INLINE];
     size_t              len0[NGX_ENVGW_FIELDS_INLINE];
+    ngx_env_gateway_rate_t  rate;       /* a rate_limit field's bytes */
 } ngx_env_gateway_fields_t;
+
+
+static ngx_int_t ngx_env_gateway_expires_at(json_t *root,
+    int64_t *expires_at, const char **err);
 
 
 static ngx_int_t
@@ -136,6 +141,52 @@ ngx_env_gateway_push(ngx_env_gateway_fields_t *f, const char *s, size_t len,
 }
 
 
+/*
+ * "rate_limit": {"requests": N, "window": "10s"} (token and environment
+ * records), absent or null for none: the field "i" is the rate's bytes, or
+ * empty.  Anything else is malformed, as a bad field of any kind is.
+ */
+static ngx_int_t
+ngx_env_gateway_rate_limit(json_t *root, ngx_env_gateway_fields_t *f,
+    ngx_uint_t i, const char **err)
+{
+    json_t     *v, *n, *w;
+    ngx_str_t   window;
+
+    f->str[i] = "";
+    f->len[i] = 0;
+
+    v = json_object_get(root, ENVGW_F_RATE_LIMIT);
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_OK;
+    }
+
+    n = json_object_get(v, ENVGW_F_REQUESTS);
+    w = json_object_get(v, ENVGW_F_WINDOW);
+
+    if (!json_is_object(v) || !json_is_integer(n) || !json_is_string(w)) {
+        *err = ENVGW_F_RATE_LIMIT;
+        return NGX_DECLINED;
+    }
+
+    window.data = (u_char *) json_string_value(w);
+    window.len = json_string_length(w);
+
+    if (ngx_env_gateway_rate_parse(&window, json_integer_value(n), &f->rate)
+        != NGX_OK)
+    {
+        *err = ENVGW_F_RATE_LIMIT;
+        return NGX_DECLINED;
+    }
+
+    f->str[i] = (const char *) &f->rate;
+    f->len[i] = sizeof(ngx_env_gateway_rate_t);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     uint32_t *flags, int64_t *expires_at, const char **err)
@@ -144,12 +195,12 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     json_t      *v;
     const char  *s;
 
-    static const char *names[NGX_ENVGW_TOK_NFIELDS] = {
+    static const char *names[NGX_ENVGW_TOK_RATE_LIMIT] = {
         ENVGW_F_TOKEN_ID, ENVGW_F_TEAM_ID, ENVGW_F_ENVIRONMENT_ID,
         ENVGW_F_ENVIRONMENT, ENVGW_F_ACCOUNT_ID
     };
 
-    for (f->n = 0; f->n < NGX_ENVGW_TOK_NFIELDS; f->n++) {
+    for (f->n = 0; f->n < NGX_ENVGW_TOK_RATE_LIMIT; f->n++) {
         if (f->n == NGX_ENVGW_TOK_ENV_ID) {
             if (ngx_env_gateway_req_string(root, names[f->n], &f->str[f->n],
                                            &f->len[f->n], err)
@@ -201,28 +252,8 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
         return NGX_DECLINED;
     }
 
-    /*
-     * expires_at: seconds since the epoch, a positive number.  An integer
-     * beyond 64 bits never gets here (jansson refuses the JSON); a real is
-     * converted only once it is known to be in range (NaN and infinities
-     * fail the comparisons), so no value makes the conversion undefined.
-     */
-    v = json_object_get(root, ENVGW_F_EXPIRES_AT);
-
-    if (v && !json_is_null(v)) {
-        if (json_is_integer(v) && json_integer_value(v) > 0) {
-            *expires_at = json_integer_value(v);
-
-        } else if (json_is_real(v) && json_real_value(v) >= 1
-                   && json_real_value(v) <= NGX_ENVGW_REAL_INT_MAX)
-        {
-            /* truncation: a positive real is rounded down */
-            *expires_at = (int64_t) json_real_value(v);
-
-        } else {
-            *err = ENVGW_F_EXPIRES_AT;
-            return NGX_DECLINED;
-        }
+    if (ngx_env_gateway_expires_at(root, expires_at, err) != NGX_OK) {
+        return NGX_DECLINED;
     }
 
     v = json_object_get(root, ENVGW_F_REVOKED);
@@ -237,6 +268,14 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
             *flags |= NGX_ENVGW_TOK_REVOKED;
         }
     }
+
+    if (ngx_env_gateway_rate_limit(root, f, NGX_ENVGW_TOK_RATE_LIMIT, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    f->n = NGX_ENVGW_TOK_NFIELDS;
 
     return NGX_OK;
 }
@@ -286,11 +325,11 @@ static ngx_int_t
 ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
     const char **err)
 {
-    static const char *names[NGX_ENVGW_ENV_NFIELDS] = {
+    static const char *names[NGX_ENVGW_ENV_RATE_LIMIT] = {
         ENVGW_F_ENVIRONMENT_ID, ENVGW_F_TEAM_ID, ENVGW_F_NAME
     };
 
-    for (f->n = 0; f->n < NGX_ENVGW_ENV_NFIELDS; f->n++) {
+    for (f->n = 0; f->n < NGX_ENVGW_ENV_RATE_LIMIT; f->n++) {
         if (((f->n == NGX_ENVGW_ENV_NAME)
              ? ngx_env_gateway_opt_string
              : ngx_env_gateway_req_string)(root, names[f->n], &f->str[f->n],
@@ -300,6 +339,14 @@ ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
             return NGX_DECLINED;
         }
     }
+
+    if (ngx_env_gateway_rate_limit(root, f, NGX_ENVGW_ENV_RATE_LIMIT, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    f->n = NGX_ENVGW_ENV_NFIELDS;
 
     return NGX_OK;
 }
@@ -338,9 +385,226 @@ ngx_env_gateway_parse_tenant(json_t *root, ngx_env_gateway_fields_t *f,
 }
 
 
+/*
+ * expires_at of a token or credentials record: seconds since the epoch, a
+ * positive number.  An integer beyond 64 bits never gets here (jansson
+ * refuses the JSON); a real is converted only once it is known to be in
+ * range (NaN and infinities fail the comparisons), so no value makes the
+ * conversion undefined.
+ */
+static ngx_int_t
+ngx_env_gateway_expires_at(json_t *root, int64_t *expires_at,
+    const char **err)
+{
+    json_t  *v;
+
+    v = json_object_get(root, ENVGW_F_EXPIRES_AT);
+
+    if (v && !json_is_null(v)) {
+        if (json_is_integer(v) && json_integer_value(v) > 0) {
+            *expires_at = json_integer_value(v);
+
+        } else if (json_is_real(v) && json_real_value(v) >= 1
+                   && json_real_value(v) <= NGX_ENVGW_REAL_INT_MAX)
+        {
+            /* truncation: a positive real is rounded down */
+            *expires_at = (int64_t) json_real_value(v);
+
+        } else {
+            *err = ENVGW_F_EXPIRES_AT;
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An integration's "auth": {"header":NAME,"format":F}, {"query":NAME,
+ * "format":F} or {"basic":{"username":F,"password":F}}, and "oauth":
+ * {"token_url":URL,"refresh_before":DURATION} (read by envgw only, checked
+ * here all the same).  A declaration the gateway cannot follow exactly is
+ * malformed: the record is refused, and so are the requests that need it.
+ */
+static ngx_int_t
+ngx_env_gateway_parse_auth(json_t *root, ngx_env_gateway_fields_t *f,
+    uint32_t *flags, const char **err)
+{
+    size_t       len;
+    json_t      *auth, *basic, *oauth, *v;
+    ngx_uint_t   i, n;
+    const char  *s, *key;
+
+    static const char *kinds[] = {
+        ENVGW_F_AUTH_HEADER, ENVGW_F_AUTH_QUERY, ENVGW_F_AUTH_BASIC
+    };
+
+    for (i = NGX_ENVGW_INT_AUTH_NAME; i < NGX_ENVGW_INT_FIRST; i++) {
+        f->str[i] = "";
+        f->len[i] = 0;
+    }
+
+    oauth = json_object_get(root, ENVGW_F_OAUTH);
+
+    if (oauth && !json_is_null(oauth)) {
+        if (!json_is_object(oauth)
+            || ngx_env_gateway_req_string(oauth, ENVGW_F_TOKEN_URL, &s, &len,
+                                          err)
+               != NGX_OK
+            || ngx_env_gateway_opt_string(oauth, ENVGW_F_REFRESH_BEFORE, &s,
+                                          &len, err)
+               != NGX_OK)
+        {
+            *err = ENVGW_F_OAUTH;
+            return NGX_DECLINED;
+        }
+    }
+
+    auth = json_object_get(root, ENVGW_F_AUTH);
+
+    if (auth == NULL || json_is_null(auth)) {
+        return NGX_OK;
+    }
+
+    *err = ENVGW_F_AUTH;
+
+    if (!json_is_object(auth)) {
+        return NGX_DECLINED;
+    }
+
+    /* exactly one of header, query, basic, and nothing unknown */
+
+    n = 0;
+
+    json_object_foreach(auth, key, v) {
+        for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+            if (ngx_strcmp(key, kinds[i]) == 0) {
+                n++;
+                *flags |= (NGX_ENVGW_INT_AUTH_HEADER << i);
+                break;
+            }
+        }
+
+        if (i == sizeof(kinds) / sizeof(kinds[0])
+            && ngx_strcmp(key, ENVGW_F_FORMAT) != 0)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (n != 1) {
+        return NGX_DECLINED;
+    }
+
+    if (*flags & NGX_ENVGW_INT_AUTH_BASIC) {
+        basic = json_object_get(auth, ENVGW_F_AUTH_BASIC);
+
+        if (!json_is_object(basic)
+            || json_object_get(auth, ENVGW_F_FORMAT) != NULL
+            || json_object_size(basic) != 2)
+        {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_env_gateway_req_string(basic, ENVGW_F_USERNAME,
+                                       &f->str[NGX_ENVGW_INT_AUTH_FORMAT],
+                                       &f->len[NGX_ENVGW_INT_AUTH_FORMAT],
+                                       err)
+               != NGX_OK
+            || ngx_env_gateway_req_string(basic, ENVGW_F_PASSWORD,
+                                          &f->str[NGX_ENVGW_INT_AUTH_FORMAT2],
+                                          &f->len[NGX_ENVGW_INT_AUTH_FORMAT2],
+                                          err)
+               != NGX_OK)
+        {
+            *err = ENVGW_F_AUTH;
+            return NGX_DECLINED;
+        }
+
+        f->str[NGX_ENVGW_INT_AUTH_NAME] = "Authorization";
+        f->len[NGX_ENVGW_INT_AUTH_NAME] = sizeof("Authorization") - 1;
+
+    } else {
+        key = (*flags & NGX_ENVGW_INT_AUTH_HEADER) ? ENVGW_F_AUTH_HEADER
+                                                   : ENVGW_F_AUTH_QUERY;
+
+        if (ngx_env_gateway_req_string(auth, key,
+                                       &f->str[NGX_ENVGW_INT_AUTH_NAME],
+                                       &f->len[NGX_ENVGW_INT_AUTH_NAME], err)
+               != NGX_OK
+            || ngx_env_gateway_req_string(auth, ENVGW_F_FORMAT,
+                                          &f->str[NGX_ENVGW_INT_AUTH_FORMAT],
+                                          &f->len[NGX_ENVGW_INT_AUTH_FORMAT],
+                                          err)
+               != NGX_OK)
+        {
+            *err = ENVGW_F_AUTH;
+            return NGX_DECLINED;
+        }
+
+        *err = ENVGW_F_AUTH;
+
+        if (ngx_env_gateway_auth_name_ok(f->str[NGX_ENVGW_INT_AUTH_NAME],
+                                         f->len[NGX_ENVGW_INT_AUTH_NAME],
+                                         *flags & NGX_ENVGW_INT_AUTH_HEADER)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    n = (*flags & NGX_ENVGW_INT_AUTH_BASIC) ? NGX_ENVGW_INT_AUTH_FORMAT2
+                                            : NGX_ENVGW_INT_AUTH_FORMAT;
+
+    for (i = NGX_ENVGW_INT_AUTH_FORMAT; i <= n; i++) {
+        if (ngx_env_gateway_auth_format_ok(f->str[i], f->len[i]) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * envgw:credentials:<account id>: {"v":1,"kid":..,"nonce":..,
+ * "ciphertext":..,"expires_at":N|null}.  Kept as written: the shared
+ * cache holds ciphertext only; _credentials.c decrypts per request.
+ */
+static ngx_int_t
+ngx_env_gateway_parse_credentials(json_t *root, ngx_env_gateway_fields_t *f,
+    int64_t *expires_at, const char **err)
+{
+    json_t  *v;
+
+    static const char *names[NGX_ENVGW_CRED_NFIELDS] = {
+        ENVGW_F_KID, ENVGW_F_NONCE, ENVGW_F_CIPHERTEXT
+    };
+
+    v = json_object_get(root, ENVGW_F_VERSION);
+
+    if (!json_is_integer(v) || json_integer_value(v) != ENVGW_CRED_VERSION) {
+        *err = ENVGW_F_VERSION;
+        return NGX_DECLINED;
+    }
+
+    for (f->n = 0; f->n < NGX_ENVGW_CRED_NFIELDS; f->n++) {
+        if (ngx_env_gateway_req_string(root, names[f->n], &f->str[f->n],
+                                       &f->len[f->n], err)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return ngx_env_gateway_expires_at(root, expires_at, err);
+}
+
+
 static ngx_int_t
 ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
-    ngx_log_t *log, const char **err)
+    uint32_t *flags, ngx_log_t *log, const char **err)
 {
     size_t       n, upstream_len;
     json_t      *resources, *methods, *m, *verb, *path;
@@ -364,9 +628,12 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
         return NGX_DECLINED;
     }
 
-    /* the upstream, then a quad (resource, method, verb, path) a method */
+    /*
+     * the upstream, the auth declaration, then a quad (resource, method,
+     * verb, path) a method
+     */
 
-    n = 1;
+    n = NGX_ENVGW_INT_FIRST;
 
     if (resources) {
         json_object_foreach(resources, rname, methods) {
@@ -383,9 +650,13 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
         return NGX_ERROR;
     }
 
-    f->str[0] = upstream;
-    f->len[0] = upstream_len;
-    f->n = 1;
+    f->str[NGX_ENVGW_INT_UPSTREAM] = upstream;
+    f->len[NGX_ENVGW_INT_UPSTREAM] = upstream_len;
+    f->n = NGX_ENVGW_INT_FIRST;
+
+    if (ngx_env_gateway_parse_auth(root, f, flags, err) != NGX_OK) {
+        return NGX_DECLINED;
+    }
 
     if (resources == NULL) {
         return NGX_OK;
@@ -487,8 +758,14 @@ ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json, size_t len,
             rc = ngx_env_gateway_parse_tenant(root, f, log, &err);
             break;
 
-        default: /* NGX_ENVGW_REC_INTEGRATION */
-            rc = ngx_env_gateway_parse_integration(root, f, log, &err);
+        case NGX_ENVGW_REC_INTEGRATION:
+            rc = ngx_env_gateway_parse_integration(root, f, &flags, log,
+                                                   &err);
+            break;
+
+        case NGX_ENVGW_REC_CREDENTIALS:
+            rc = ngx_env_gateway_parse_credentials(root, f, &expires_at,
+                                                   &err);
             break;
         }
     }

@@ -34,8 +34,9 @@
 #define NGX_ENVGW_BACKOFF_MAX         500
 
 
-static void ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc);
+static void ngx_env_gateway_redis_established(ngx_env_gateway_redis_t *rc);
 static void ngx_env_gateway_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_env_gateway_redis_auth_reply(void *data, redisReply *reply);
 static void ngx_env_gateway_redis_handshake_reply(void *data,
     redisReply *reply);
 static void ngx_env_gateway_redis_primary_handler(ngx_event_t *ev);
@@ -46,6 +47,9 @@ static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
 
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
 static ngx_uint_t                ngx_env_gateway_redis_exiting;
+
+/* an AUTH refusal was logged: the next ones are not, until one succeeds */
+static ngx_uint_t                ngx_env_gateway_redis_auth_refused;
 
 
 /* nginx's own lines about a connect (connect() failed ...) name the role */
@@ -103,6 +107,10 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     rc->reconnect.cancelable = 1;
     rc->primary.cancelable = 1;
 
+    if (ngx_env_gateway_health_init(rc) != NGX_OK) {
+        return NULL;
+    }
+
     return rc;
 }
 
@@ -151,7 +159,7 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     }
 
     rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
-                                      " (lookups)");
+                                      NGX_ENVGW_ROLE_LOOKUPS);
     if (rc == NULL) {
         return NGX_ERROR;
     }
@@ -183,6 +191,10 @@ ngx_env_gateway_redis_close(ngx_env_gateway_redis_t *rc)
     if (rc->primary.timer_set) {
         ngx_del_timer(&rc->primary);
     }
+
+#if (NGX_SSL)
+    ngx_env_gateway_tls_free(rc);
+#endif
 }
 
 
@@ -200,6 +212,7 @@ ngx_env_gateway_redis_exit_worker(void)
     ngx_env_gateway_redis_close(rc);
     ngx_env_gateway_subscriber_exit();
     ngx_env_gateway_sentinel_exit();
+    ngx_env_gateway_health_exit();
 }
 
 
@@ -255,7 +268,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->peer.socklen = srv->socklen;
     rc->peer.name = &srv->name;
     rc->peer.get = ngx_event_get_peer;
-    rc->peer.log = rc->log;
+    rc->peer.log = ngx_env_gateway_health_log(rc);   /* connect() lines */
 
     /* recv() and send() errors are logged once, by drop(), with errno */
     rc->peer.log_error = NGX_ERROR_INFO;
@@ -305,17 +318,71 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
         return;
     }
 
+    ngx_env_gateway_redis_established(rc);
+}
+
+
+/* the TCP connection is up: TLS first if the server has it */
+static void
+ngx_env_gateway_redis_established(ngx_env_gateway_redis_t *rc)
+{
+#if (NGX_SSL)
+    ngx_env_gateway_server_t  *srv;
+
+    srv = rc->servers->elts;
+
+    if (srv[rc->current].ssl) {
+        ngx_env_gateway_tls_handshake(rc);
+        return;
+    }
+#endif
+
+    if (rc->c->write->timer_set) {
+        ngx_del_timer(rc->c->write);
+    }
+
     ngx_env_gateway_redis_connected(rc);
 }
 
 
-static void
+/* the socket is closed, and with TLS its session ended and pool freed */
+void
+ngx_env_gateway_redis_close_connection(ngx_env_gateway_redis_t *rc)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    c = rc->c;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        ngx_env_gateway_tls_close(rc);
+    }
+#endif
+
+    pool = c->pool;
+    c->log = rc->log;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
+    rc->c = NULL;
+    rc->peer.connection = NULL;
+}
+
+
+void
 ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
 {
-    int                        argc;
-    size_t                     old, argvlen[2];
+    int                        argc, n;
+    size_t                     old, argvlen[3];
     u_char                    *tmp;
-    const char                *argv[2];
+    const char                *argv[3];
     u_char                     db[NGX_INT_T_LEN];
     ngx_queue_t                handshake;
     ngx_env_gateway_cmd_t     *cmd;
@@ -328,9 +395,23 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     rc->failures = 0;
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
 
-    ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                  "env_gateway: connected to redis %V%s", &srv->name,
-                  rc->role);
+    ngx_env_gateway_health_connected(rc);
+
+#if (NGX_SSL)
+    if (rc->c->ssl) {
+        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                      "env_gateway: connected to redis %V%s over %s, %s "
+                      "TLS session", &srv->name, rc->role,
+                      SSL_get_version(rc->c->ssl->connection),
+                      SSL_session_reused(rc->c->ssl->connection)
+                      ? "resumed" : "new");
+    } else
+#endif
+    {
+        ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                      "env_gateway: connected to redis %V%s", &srv->name,
+                      rc->role);
+    }
 
     ngx_env_gateway_metric_inc(NGX_ENVGW_M_REDIS_CONNECTS);
 
@@ -352,15 +433,25 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
             if (srv->password.len == 0) {
                 continue;
             }
-            argv[0] = "AUTH";
-            argvlen[0] = 4;
-            argv[1] = (const char *) srv->password.data;
-            argvlen[1] = srv->password.len;
+
+            /* AUTH [username] password */
+            n = 0;
+            argv[n] = "AUTH";
+            argvlen[n++] = 4;
+
+            if (srv->username.len) {
+                argv[n] = (const char *) srv->username.data;
+                argvlen[n++] = srv->username.len;
+            }
+
+            argv[n] = (const char *) srv->password.data;
+            argvlen[n++] = srv->password.len;
 
         } else {
             if (srv->db < 0) {
                 continue;
             }
+            n = 2;
             argv[0] = "SELECT";
             argvlen[0] = 6;
             argv[1] = (const char *) db;
@@ -373,7 +464,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         }
 
         /* the handshake is sent anew on every connection, never re-sent */
-        cmd->handler = ngx_env_gateway_redis_handshake_reply;
+        cmd->handler = (argc == 0) ? ngx_env_gateway_redis_auth_reply
+                                   : ngx_env_gateway_redis_handshake_reply;
         cmd->data = rc;
         cmd->raw = NULL;
         cmd->sent = 0;
@@ -382,7 +474,7 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         ngx_queue_insert_tail(&handshake, &cmd->queue);
         rc->ncmds++;
 
-        if (ngx_env_gateway_redis_append(rc, 2, argv, argvlen, NULL, NULL)
+        if (ngx_env_gateway_redis_append(rc, n, argv, argvlen, NULL, NULL)
             != NGX_OK)
         {
             goto nomem;
@@ -431,6 +523,54 @@ nomem:
 }
 
 
+/*
+ * AUTH refused (a wrong password, a disabled user) is one line in the
+ * worker's log, not one per connection or attempt, until AUTH succeeds.
+ */
+static void
+ngx_env_gateway_redis_auth_reply(void *data, redisReply *reply)
+{
+    ngx_env_gateway_redis_t   *rc = data;
+    ngx_env_gateway_server_t  *srv;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        if (ngx_env_gateway_redis_auth_refused) {
+            ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                          "env_gateway: redis%s: AUTH accepted again",
+                          rc->role);
+        }
+
+        ngx_env_gateway_redis_auth_refused = 0;
+        return;
+    }
+
+    srv = rc->servers->elts;
+    srv = &srv[rc->current];
+
+    if (!ngx_env_gateway_redis_auth_refused) {
+        ngx_env_gateway_redis_auth_refused = 1;
+
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "env_gateway: redis %V%s refused AUTH%s%V%s: %*s "
+                      "(logged once until AUTH succeeds)", &srv->name,
+                      rc->role, srv->username.len ? " as user \"" : "",
+                      &srv->username, srv->username.len ? "\"" : "",
+                      (size_t) reply->len, reply->str);
+
+    } else {
+        ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "env_gateway: redis%s refused AUTH again: %*s",
+                       rc->role, (size_t) reply->len, reply->str);
+    }
+
+    ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_REFUSED, NULL);
+}
+
+
 static void
 ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
 {
@@ -442,7 +582,7 @@ ngx_env_gateway_redis_handshake_reply(void *data, redisReply *reply)
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "env_gateway: redis refused AUTH/SELECT: %*s",
+                      "env_gateway: redis refused SELECT: %*s",
                       (size_t) reply->len, reply->str);
         ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_REFUSED,
                                    "handshake failed");
@@ -468,10 +608,6 @@ ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
             return;
         }
 
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
         err = ngx_env_gateway_redis_connect_error(c);
 
         if (err) {
@@ -480,7 +616,8 @@ ngx_env_gateway_redis_write_handler(ngx_event_t *wev)
             return;
         }
 
-        ngx_env_gateway_redis_connected(rc);
+        /* the connect's timer stays to bound a TLS handshake */
+        ngx_env_gateway_redis_established(rc);
         return;
     }
 
@@ -555,7 +692,7 @@ ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
     rc->probe.socklen = srv[0].socklen;
     rc->probe.name = &srv[0].name;
     rc->probe.get = ngx_event_get_peer;
-    rc->probe.log = rc->log;
+    rc->probe.log = ngx_env_gateway_health_log(rc);
     rc->probe.log_error = NGX_ERROR_INFO;
 
     rv = ngx_event_connect_peer(&rc->probe);
@@ -622,9 +759,7 @@ ngx_env_gateway_redis_switch(ngx_env_gateway_redis_t *rc)
     ngx_log_error(NGX_LOG_INFO, rc->log, 0,
                   "env_gateway: the first redis server answers again");
 
-    ngx_close_connection(rc->c);
-    rc->c = NULL;
-    rc->peer.connection = NULL;
+    ngx_env_gateway_redis_close_connection(rc);
     redisReaderFree(rc->reader);
     rc->reader = NULL;
 
@@ -706,9 +841,13 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
 
     oversize = (ft == NGX_ENVGW_FT_OVERSIZE) ? head : NULL;
 
-    if (why && !shutdown) {
+    /* failed attempts while Redis is unreachable: logged by _health.c */
+    if (!shutdown && !ngx_env_gateway_health_failed(rc, was_ready, err, why)
+        && why)
+    {
         /* a connection closed when idle, and reopened, is no error */
-        level = (nfailed || !was_ready) ? NGX_LOG_ERR
+        level = (nfailed || !was_ready || ft == NGX_ENVGW_FT_TLS)
+                ? NGX_LOG_ERR
                 : nretried ? NGX_LOG_WARN : NGX_LOG_INFO;
 
         if (keep) {
@@ -749,9 +888,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     rc->resolving = 0;
 
     if (rc->c) {
-        ngx_close_connection(rc->c);
-        rc->c = NULL;
-        rc->peer.connection = NULL;
+        ngx_env_gateway_redis_close_connection(rc);
     }
 
     if (rc->reader) {

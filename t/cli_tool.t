@@ -49,7 +49,7 @@ sub json_err {
               [ { error => 'token create: missing arguments', exit => 2,
                   usage => 'usage: envgw token create ENV [--kind '
                          . 'data|admin|account] [--ttl DURATION] '
-                         . '[--account ID]' } ],
+                         . '[--account ID] [--rate-limit N/WINDOW]' } ],
               '... one JSON object on stderr: error, exit, usage');
     is($res->{out}, '', '... nothing on stdout');
 

@@ -19,7 +19,7 @@ use Test::More;
 
 my $top = abs_path(dirname(__FILE__) . '/..');
 my $bin = $ENV{ENVGW_FUZZ_DIR} || "$top/build/fuzz";
-my @targets = qw(token records route resp body access);
+my @targets = qw(token records route resp body access credentials);
 
 my @missing = grep { !-x "$bin/fuzz_$_" } @targets;
 plan skip_all => "fuzz targets not built (@missing missing in $bin): "
