@@ -32,7 +32,7 @@
 #define NGX_ENVGW_PARSED_ENTRY_MAX  (NGX_ENVGW_PARSED_SIZE / 16)
 
 
-/* one allocation: this header, the key, the record's bytes, the blob */
+/* one allocation: this header, the blob, the key, the record's bytes */
 typedef struct {
     ngx_str_node_t      sn;         /* murmur2 of the key, the key */
     ngx_queue_t         lru;
@@ -150,7 +150,12 @@ ngx_env_gateway_parsed_record(ngx_uint_t kind, u_char *json, size_t len,
         return NGX_OK;
     }
 
+    /* the blob first, aligned as the header is, then the key and bytes */
     p = (u_char *) (e + 1);
+
+    e->blob = p;
+    e->blob_len = *blob_len;
+    p = ngx_cpymem(p, *blob, *blob_len);
 
     e->sn.str.data = p;
     e->sn.str.len = key->len;
@@ -158,11 +163,7 @@ ngx_env_gateway_parsed_record(ngx_uint_t kind, u_char *json, size_t len,
 
     e->json = p;
     e->json_len = len;
-    p = ngx_cpymem(p, json, len);
-
-    e->blob = p;
-    e->blob_len = *blob_len;
-    ngx_memcpy(p, *blob, *blob_len);
+    ngx_memcpy(p, json, len);
 
     e->sn.node.key = hash;
     e->kind = kind;
