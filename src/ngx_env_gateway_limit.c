@@ -157,6 +157,7 @@ typedef struct ngx_env_gateway_round_s {
     ngx_pool_t                  *pool;
     ngx_uint_t                   waiting;   /* replies due */
     ngx_uint_t                   failed;
+    ngx_str_t                    refused;   /* Redis's first error reply */
 } ngx_env_gateway_round_t;
 
 
@@ -165,6 +166,8 @@ static ngx_int_t ngx_env_gateway_limit_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_env_gateway_limit_header_filter(ngx_http_request_t *r);
 static void ngx_env_gateway_limit_sync_handler(ngx_event_t *ev);
 static void ngx_env_gateway_limit_synced(void *data, redisReply *reply);
+static void ngx_env_gateway_limit_refused(ngx_env_gateway_round_t *round,
+    redisReply *reply);
 
 
 static ngx_str_t  ngx_env_gateway_limit_kinds[NGX_ENVGW_LIMIT_NKINDS] = {
@@ -1536,10 +1539,21 @@ ngx_env_gateway_limit_round_done(ngx_env_gateway_limit_zone_t *lz,
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_SYNC_FAILURES);
 
         if (ngx_atomic_cmp_set(&lz->sh->down, 0, 1)) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "env_gateway: rate limit sync: Redis did not "
-                          "answer, counting on this node only until it "
-                          "does");
+            if (round->refused.len) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "env_gateway: rate limit sync: Redis refused "
+                              "the round: \"%V\"; the gateway's Redis user "
+                              "needs INCRBY and PEXPIRE on keys %V%s*; "
+                              "counting on this node only until Redis "
+                              "takes the rounds", &round->refused,
+                              lz->prefix, ENVGW_KEY_RATELIMIT);
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "env_gateway: rate limit sync: Redis did not "
+                              "answer, counting on this node only until it "
+                              "does");
+            }
         }
 
     } else if (lz->sh->down && ngx_atomic_cmp_set(&lz->sh->down, 1, 0)) {
@@ -1618,10 +1632,44 @@ ngx_env_gateway_limit_entry_key(ngx_env_gateway_limit_zone_t *lz,
 }
 
 
+/*
+ * An error reply (an ACL user without INCRBY or PEXPIRE: NOPERM) is Redis
+ * refusing the round, not Redis down: its first one is kept for the log.
+ */
+static void
+ngx_env_gateway_limit_refused(ngx_env_gateway_round_t *round,
+    redisReply *reply)
+{
+    u_char  *p;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR
+        || reply->len == 0 || round->refused.len)
+    {
+        return;
+    }
+
+    p = ngx_pnalloc(round->pool, reply->len);
+    if (p == NULL) {
+        return;
+    }
+
+    ngx_memcpy(p, reply->str, reply->len);
+
+    round->refused.data = p;
+    round->refused.len = reply->len;
+}
+
+
 static void
 ngx_env_gateway_limit_expired(void *data, redisReply *reply)
 {
     ngx_env_gateway_sync_entry_t  *e = data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        /* the counts were taken, but the keys would never expire */
+        e->round->failed = 1;
+        ngx_env_gateway_limit_refused(e->round, reply);
+    }
 
     ngx_env_gateway_limit_round_done(ngx_env_gateway_limit_sync_zone,
                                      e->round);
@@ -1646,6 +1694,7 @@ ngx_env_gateway_limit_synced(void *data, redisReply *reply)
         || reply->integer < 0)
     {
         e->round->failed = 1;
+        ngx_env_gateway_limit_refused(e->round, reply);
         ngx_env_gateway_limit_unsent(lz, e);
 
     } else {
