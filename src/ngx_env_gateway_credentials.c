@@ -238,10 +238,16 @@ ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto done;
         }
 
-        if (ngx_decode_base64(&dec, &b64) != NGX_OK
-            || dec.len != NGX_ENVGW_KEY_LEN)
-        {
+        if (ngx_decode_base64(&dec, &b64) != NGX_OK) {
             OPENSSL_cleanse(dec.data, ngx_base64_decoded_length(b64.len));
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" line %ui: expected \"<key id> "
+                               "<base64 of 32 bytes>\"", &name, line);
+            goto done;
+        }
+
+        if (dec.len != NGX_ENVGW_KEY_LEN) {
+            OPENSSL_cleanse(dec.data, dec.len);
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\" line %ui: the key is not the base64 "
                                "of 32 bytes", &name, line);

@@ -106,7 +106,7 @@ warns('keyring writable by every user', keyring_conf($keys),
 chmod 0600, $keys;
 
 my $kline = slurp($keys);
-my $bad = write_file("bad.keys", $kline . "k3\n");
+my $bad = write_file("bad.keys", $kline . "k3 not-base64!!\n");
 fails('keyring with a bad line', keyring_conf($bad),
       qr/"\Q$bad\E" line 3: expected "<key id> <base64 of 32 bytes>"/);
 my $short = write_file('short.keys',
