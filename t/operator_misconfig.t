@@ -5,9 +5,9 @@
 # directive's file and line, a warning or a failure), and, for what only a
 # request can show, the refusal and the one error.log line, with nothing let
 # through.  Keyring permissions and bad lines; a limit without its zone;
-# TLS parameters without tls; password= with password_file=; a limit zone
-# too small; a route to an integration declaring auth without
-# env_gateway_secret_keys; sync=redis with a Redis user that may not
+# TLS parameters without tls; tls_verify=off; password= with
+# password_file=; a limit zone too small; a route to an integration
+# declaring auth without env_gateway_secret_keys; sync=redis with a Redis user that may not
 # INCRBY or PEXPIRE.  The keyring commands of docs/credentials.md are run
 # as printed.
 
@@ -128,6 +128,9 @@ fails('TLS parameters without tls', EnvGwTest::location_conf(
           'env_gateway on;',
           'env_gateway_redis 127.0.0.1:6379 tls_ca=/etc/ssl/certs/ca-certificates.crt tls_name=redis; # <-'),
       qr/"env_gateway_redis" has tls_ parameters without "tls"/);
+warns('tls_verify=off', EnvGwTest::location_conf('env_gateway on;',
+          'env_gateway_redis 127.0.0.1:6379 tls tls_verify=off; # <-'),
+      qr/"env_gateway_redis" has tls_verify=off: the Redis server is not authenticated/);
 my $pw = write_file('gw.pass', "secret\n");
 fails('password= and password_file=', EnvGwTest::location_conf(
           'env_gateway on;',
