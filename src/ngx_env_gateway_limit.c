@@ -805,6 +805,32 @@ ngx_env_gateway_limit_free(ngx_env_gateway_limit_zone_t *lz,
 
 
 /*
+ * A full zone evicts its least recently used counter.  One whose window
+ * still counts makes its key start again from zero, so the zone is too
+ * small for its keys: said once per worker, at warn, for the operator.
+ */
+static void
+ngx_env_gateway_limit_evict(ngx_env_gateway_limit_zone_t *lz,
+    ngx_env_gateway_lnode_t *n, uint64_t now, ngx_log_t *log)
+{
+    static ngx_uint_t  warned;
+
+    if (!warned && now < n->start + 2 * (uint64_t) n->window) {
+        warned = 1;
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "env_gateway: env_gateway_limit_zone is full: "
+                      "counters whose windows still count are evicted and "
+                      "their keys start again from zero; make the zone "
+                      "larger (env_gateway_rate_limit_evictions_total)");
+    }
+
+    ngx_env_gateway_limit_free(lz, n);
+
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_EVICTIONS);
+}
+
+
+/*
  * A counter for the key, found or made.  Making one first frees up to
  * NGX_ENVGW_LIMIT_EXPIRE counters whose windows are both over, then
  * evicts the least recently used while the zone has no room.
@@ -860,10 +886,8 @@ ngx_env_gateway_limit_get(ngx_env_gateway_limit_zone_t *lz,
         }
 
         q = ngx_queue_last(&lz->sh->lru);
-        ngx_env_gateway_limit_free(lz,
-            ngx_queue_data(q, ngx_env_gateway_lnode_t, lru));
-
-        ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_EVICTIONS);
+        ngx_env_gateway_limit_evict(lz,
+            ngx_queue_data(q, ngx_env_gateway_lnode_t, lru), now, log);
     }
 
     ngx_memzero(n, offsetof(ngx_env_gateway_lnode_t, data));

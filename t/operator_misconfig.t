@@ -6,7 +6,8 @@
 # request can show, the refusal and the one error.log line, with nothing let
 # through.  Keyring permissions and bad lines; a limit without its zone;
 # TLS parameters without tls; tls_verify=off; password= with
-# password_file=; a limit zone too small; a route to an integration
+# password_file=; a limit zone too small (at nginx -t, and for its keys at
+# run time); a route to an integration
 # declaring auth without env_gateway_secret_keys; sync=redis with a Redis user that may not
 # INCRBY or PEXPIRE.  The keyring commands of docs/credentials.md are run
 # as printed.
@@ -291,6 +292,39 @@ is(scalar @l, 0, 'sync=redis with INCRBY and PEXPIRE: no sync line')
 my @ttl = map { $t->redis->pttl($_) } $t->redis->keys('envgw:ratelimit:*');
 ok(scalar(grep { $_ > 0 } @ttl),
    'sync=redis with INCRBY and PEXPIRE: counters in Redis that expire');
+$t->stop_pid('nginx', 'QUIT');
+
+# --- a limit zone too small for its keys ------------------------------------------
+
+unlink "$dir/error.log";
+$t->start_nginx(<<'CONF');
+    env_gateway_redis 127.0.0.1:%%REDIS%%;
+    env_gateway_limit_zone zone=small:32k;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+    }
+CONF
+my %seen;
+for my $i (1 .. 400) {
+    my $raw = $t->token("egw_operator_many_$i", token_id => "tok_many_$i"
+                        . ('x' x 200), environment_id => 'env_prod',
+                        environment => 'production', team_id => 'team_a');
+    $seen{ $t->get('/x', $raw)->{status} }++;
+}
+is(join(',', sort keys %seen), '200',
+   'a zone too small: every new key passes its first request');
+my @full = grep { /env_gateway_limit_zone is full/ }
+           split /\n/, $t->slurp('error.log');
+is(scalar @full, 1, 'a zone too small: said once (one worker)')
+    or diag(join "\n", @full);
+like($full[0] // '', qr/\[warn\].*counters whose windows still count are evicted and their keys start again from zero; make the zone larger/,
+     'a zone too small: at warn, with what it costs and what to do');
+$t->stop_pid('nginx', 'QUIT');
 
 $t->stop;
 done_testing;
