@@ -6,8 +6,8 @@
 # request can show, the refusal and the one error.log line, with nothing let
 # through.  Keyring permissions and bad lines; a limit without its zone;
 # TLS parameters without tls; tls_verify=off; password= with
-# password_file=; a limit zone too small (at nginx -t, and for its keys at
-# run time); a route to an integration
+# password_file=; a TLS-only Redis named without tls; a limit zone too
+# small (at nginx -t, and for its keys at run time); a route to an integration
 # declaring auth without env_gateway_secret_keys; sync=redis with a Redis user that may not
 # INCRBY or PEXPIRE.  The keyring commands of docs/credentials.md are run
 # as printed.
@@ -18,6 +18,7 @@ use warnings;
 use lib 't/lib';
 use EnvGwTest;
 use EnvGwCli;
+use EnvGwTls;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -293,6 +294,41 @@ my @ttl = map { $t->redis->pttl($_) } $t->redis->keys('envgw:ratelimit:*');
 ok(scalar(grep { $_ > 0 } @ttl),
    'sync=redis with INCRBY and PEXPIRE: counters in Redis that expire');
 $t->stop_pid('nginx', 'QUIT');
+
+# --- a TLS-only Redis named without tls --------------------------------------------
+
+{
+    my $g = EnvGwTest->new;
+    EnvGwTls::make_certs($g);
+    my $port = EnvGwTls::start_redis($g);
+    $g->start_nginx(<<'CONF');
+    env_gateway_redis 127.0.0.1:%%REDIS%% connect_timeout=500ms read_timeout=500ms;
+    env_gateway_cache zone=envgw:1m;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / {
+            env_gateway on;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+    }
+CONF
+    EnvGwTest::unavailable($g->get('/x', $TOKEN), 'a TLS port without tls');
+    is($g->backend_log, '', 'a TLS port without tls: nothing reached the backend');
+    sleep 1.5;    # a dozen attempts or more of each connection
+    my @err = grep { /\[error\]/ } split /\n/, $g->slurp('error.log');
+    my @hint = grep { /redis 127\.0\.0\.1:$port \((lookups|invalidations)\) unreachable: connection (reset|closed) before any reply \(a TLS port needs the "tls" parameter\)/ } @err;
+    ok(scalar(grep { /\(lookups\)/ } @hint) == 1
+       && scalar(grep { /\(invalidations\)/ } @hint) == 1,
+       'a TLS port without tls: one line per connection says a TLS port '
+       . 'needs "tls"') or diag(join "\n", @err);
+    is(scalar @err, 2, 'a TLS port without tls: and no line per attempt')
+        or diag(join "\n", @err);
+    my @connects = grep { /connected to redis .*\(lookups\)/ }
+                   split /\n/, $g->slurp('error.log');
+    ok(@connects <= 10, 'a TLS port without tls: the attempts back off ('
+       . scalar(@connects) . ' connects in 1.5 s)');
+    $g->stop;
+}
 
 # --- a limit zone too small for its keys ------------------------------------------
 
