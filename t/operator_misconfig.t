@@ -327,6 +327,10 @@ CONF
                    split /\n/, $g->slurp('error.log');
     ok(@connects <= 10, 'a TLS port without tls: the attempts back off ('
        . scalar(@connects) . ' connects in 1.5 s)');
+    my $er = EnvGwCli->new($g)->run('env', 'list');
+    is($er->{rc}, 1, 'envgw to a TLS port without --tls: exit 1');
+    like($er->{err}, qr/^envgw: Redis at 127\.0\.0\.1:$port: .* before any reply \(a TLS port\? then --tls\)$/m,
+         'envgw to a TLS port without --tls: says to try --tls');
     $g->stop;
 }
 
