@@ -7,7 +7,8 @@
 # through.  Keyring permissions and bad lines; a limit without its zone;
 # TLS parameters without tls; tls_verify=off; password= with
 # password_file=; a TLS-only Redis named without tls; a limit zone too
-# small (at nginx -t, and for its keys at run time); a route to an integration
+# small (at nginx -t, and for its keys at run time); env_gateway_status on a
+# public location (nothing secret in it); a route to an integration
 # declaring auth without env_gateway_secret_keys; sync=redis with a Redis user that may not
 # INCRBY or PEXPIRE.  The keyring commands of docs/credentials.md are run
 # as printed.
@@ -194,6 +195,8 @@ sub gateway {
             $loc
             proxy_pass \$env_gateway_upstream_url;
         }
+        # public, as an operator may leave it
+        location = /env_gateway/status { env_gateway_status; }
     }
 CONF
 }
@@ -260,6 +263,11 @@ $r = call();
 EnvGwTest::refused($r, 429, 'rate_limited',
                    'sync=redis without INCRBY: over the quota, counted locally',
                    count => \&backend_lines, before => $before + 3);
+my $status = $t->get('/env_gateway/status');
+like($status->{body}, qr/"ready":true/,
+     'a public env_gateway_status answers whoever asks');
+unlike($status->{body}, qr/nosync-pass|gw_nosync|nosync\.pass|\Q$keys\E|zq5ecret|\Q$TOKEN\E/,
+       'a public env_gateway_status: no password, user, keyring or credential in it');
 my @l = sync_lines(qr/incrby/);
 is(scalar(grep { /\[error\].*Redis refused the round: "NOPERM [^"]*'incrby'[^"]*"; the gateway's Redis user needs INCRBY and PEXPIRE on keys envgw:ratelimit:\*; counting on this node only/ } @l),
    1, 'sync=redis without INCRBY: one error line names the refusal and what '
