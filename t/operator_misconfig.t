@@ -9,9 +9,9 @@
 # password_file=; a TLS-only Redis named without tls; a limit zone too
 # small (at nginx -t, and for its keys at run time); env_gateway_status on a
 # public location (nothing secret in it); a route to an integration
-# declaring auth without env_gateway_secret_keys; sync=redis with a Redis user that may not
-# INCRBY or PEXPIRE.  The keyring commands of docs/credentials.md are run
-# as printed.
+# declaring auth without env_gateway_secret_keys; sync=redis with a Redis
+# user that may not INCRBY or PEXPIRE; envgw to a TLS port without --tls.
+# The keyring commands of docs/credentials.md are run as printed.
 
 use strict;
 use warnings;
