@@ -363,6 +363,7 @@ static void conn_flush(void)
 /* The next reply (kept until the pool drains); dies on a lost connection. */
 redisReply *conn_reply(void)
 {
+    static int replied;     /* a plain connection a TLS port drops at once */
     void *r = NULL;
     char buf[16384];
     ssize_t n;
@@ -371,8 +372,10 @@ redisReply *conn_reply(void)
     for (;;) {
         if (redisReaderGetReply(reader, &r) != REDIS_OK)
             die("Redis at %s: protocol error: %s", desc, reader->errstr);
-        if (r != NULL)
+        if (r != NULL) {
+            replied = 1;
             return pool_keep(r, (void (*)(void *)) freeReplyObject);
+        }
         errno = 0;
         if (ssl != NULL) {
             int m = SSL_read(ssl, buf, sizeof(buf));
@@ -383,8 +386,10 @@ redisReply *conn_reply(void)
         if (n < 0 && errno == EINTR && ssl == NULL)
             continue;
         if (n <= 0)
-            die("Redis at %s: %s", desc,
-                n == 0 ? "connection lost" : pick_error());
+            die("Redis at %s: %s%s", desc,
+                n == 0 ? "connection lost" : pick_error(),
+                ssl == NULL && !replied
+                ? " before any reply (a TLS port? then --tls)" : "");
         if (redisReaderFeed(reader, buf, (size_t) n) != REDIS_OK)
             die("out of memory");
     }
