@@ -1,0 +1,276 @@
+#!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
+
+# Upstream credentials under attack, through real nginx, Redis and envgw:
+# the account's credential reaches the declared upstream and nothing else.
+# Not a location without the gateway reached by error_page, not a mirror
+# or auth_request subrequest into such a location, not the error log when
+# the upstream cannot be reached (nginx names the upstream URI there), not
+# a client header spelled with '_' for '-'; a client argument named like
+# the query credential in any spelling never goes upstream beside it.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use EnvGwTest;
+use EnvGwCli;
+use Test::More;
+use JSON::PP;
+use MIME::Base64 qw(encode_base64);
+
+my $t = EnvGwTest->new;
+$t->start_redis;
+my $cli = EnvGwCli->new($t);
+my $dir = $t->dir;
+my $echo = $t->start_echo;
+my $dead = EnvGwTest::free_port();        # nobody listens there
+
+my $MARK = 'zq7attack';
+my %secret = map { $_ => "${MARK}_${_}_" . int(rand(1e9)) }
+    qw(hdr qry dead deadq qry2);
+
+open my $kf, '>', "$dir/keys" or die;
+printf $kf "k1 %s\n", encode_base64('k' x 32, '');
+close $kf;
+chmod 0600, "$dir/keys";
+
+sub envgw_ok {
+    my ($name, @args) = @_;
+    my $r = $cli->run({ env => { ENVGW_SECRET_KEYS => "$dir/keys" } }, @args);
+    is($r->{rc}, 0, "$name: exit 0") or diag("$r->{out}\n$r->{err}");
+}
+
+$t->env('env_dev', 'team_a', 'development');
+my $DEV = $t->token('egw_dev_' . ('d' x 24), token_id => 'tok_dev',
+    team_id => 'team_a', environment_id => 'env_dev',
+    environment => 'development');
+
+open my $rf, '>', "$dir/res.json" or die;
+print $rf '{"contacts":{"list":{"method":"GET","path":"/crm/contacts"}}}';
+close $rf;
+
+my $AUTH_H = '{"header":"X-Api-Key","format":"{api_key}"}';
+my $AUTH_Q = '{"query":"hapikey","format":"{api_key}"}';
+my $AUTH_Q2 = '{"query":"api_key","format":"{api_key}"}';
+my $UP = "http://127.0.0.1:$echo";
+my $DEAD = "http://127.0.0.1:$dead";
+
+for ([i_hdr => $UP, $AUTH_H], [i_qry => $UP, $AUTH_Q],
+     [i_dead => $DEAD, $AUTH_H], [i_deadq => $DEAD, $AUTH_Q],
+     [i_qry2 => $UP, $AUTH_Q2])
+{
+    my ($i, $up, $auth) = @$_;
+    envgw_ok("integration $i", 'integration', 'set', 'env_dev', $i,
+             '--upstream', $up, '--resources', "$dir/res.json",
+             '--auth', $auth);
+}
+
+for (qw(hdr qry dead deadq qry2)) {
+    $t->account("acc_$_", 'env_dev', integration => "i_$_");
+    envgw_ok("credentials $_", 'credentials', 'set', "acc_$_",
+             '--field', "api_key=$secret{$_}");
+}
+
+my $ROUTE = <<'L';
+            env_gateway on;
+            env_gateway_account $arg_integrated_account_id;
+            env_gateway_route $res $rest;
+            proxy_pass $env_gateway_upstream_url;
+L
+
+$t->start_nginx(<<"CONF", subscribed => 1);
+    env_gateway_redis 127.0.0.1:%%REDIS%%;
+    env_gateway_cache zone=cred:1m ttl=30s;
+    env_gateway_secret_keys $dir/keys;
+    underscores_in_headers on;
+
+    log_format all '\$request|\$http_x_api_key|\$args|\$request_uri|'
+                   '\$env_gateway_upstream_url|\$upstream_addr';
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        access_log %%DIR%%/access.log all;
+
+        # the upstream cannot be reached: nginx's error page handling
+        location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            proxy_intercept_errors on;
+            error_page 502 504 = /fallback;
+        }
+
+        # a mirror of every routed request to a shadow service
+        location ~ ^/mirrored/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            mirror /shadow;
+        }
+
+        # an authorisation service asked before the upstream
+        location ~ ^/authreq/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            auth_request /authsvc;
+        }
+
+        location = /fallback {
+            proxy_pass http://127.0.0.1:$echo/fallback;
+        }
+
+        location = /shadow {
+            internal;
+            proxy_pass http://127.0.0.1:$echo/shadow;
+        }
+
+        location = /authsvc {
+            internal;
+            proxy_pass http://127.0.0.1:$echo/authsvc;
+            proxy_pass_request_body off;
+        }
+    }
+CONF
+
+sub call {
+    my ($prefix, $acc, $extra, @h) = @_;
+    return $t->http('GET', "/$prefix/contacts?integrated_account_id=$acc"
+                           . ($extra // ''),
+                    [ Authorization => "Bearer $DEV", @h ]);
+}
+
+# the echoed requests since the last call
+my $seen = 0;
+sub new_requests {
+    my @all = $t->echo_requests;
+    my @new = @all[$seen .. $#all];
+    $seen = @all;
+    return @new;
+}
+
+sub by_uri {
+    my ($re, @reqs) = @_;
+    return grep { $_->{uri} =~ $re } @reqs;
+}
+
+# --- the declared upstream gets it -----------------------------------------
+
+my $r = call('proxy', 'acc_hdr');
+is($r->{status}, 200, 'header credential: 200');
+my @req = new_requests();
+my ($up) = by_uri(qr{^/crm/contacts}, @req);
+is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+          'header credential: the upstream gets the account\'s key');
+
+# --- another location reached by error_page: nothing of it ----------------
+
+$r = call('proxy', 'acc_dead');
+is($r->{status}, 200, 'error_page to a location without the gateway: 200');
+@req = new_requests();
+my ($fb) = by_uri(qr{^/fallback}, @req);
+ok($fb, 'error_page: the fallback service was called');
+unlike($fb ? $fb->{raw} : '', qr/$MARK/,
+       'error_page: the fallback service gets no credential header');
+
+$r = call('proxy', 'acc_deadq');
+is($r->{status}, 200, 'error_page, query credential: 200');
+@req = new_requests();
+($fb) = by_uri(qr{^/fallback}, @req);
+ok($fb, 'error_page, query credential: the fallback service was called');
+unlike($fb ? $fb->{raw} : '', qr/$MARK/,
+       'error_page, query credential: the fallback gets no credential');
+
+# --- mirror and auth_request subrequests into such a location -------------
+
+$r = call('mirrored', 'acc_hdr');
+is($r->{status}, 200, 'mirror: 200');
+sleep 1;
+@req = new_requests();
+my ($sh) = by_uri(qr{^/shadow}, @req);
+($up) = by_uri(qr{^/crm/contacts}, @req);
+ok($sh, 'mirror: the shadow service was called');
+unlike($sh ? $sh->{raw} : '', qr/$MARK/,
+       'mirror: the shadow service gets no credential header');
+is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+          'mirror: the upstream still gets the account\'s key');
+
+$r = call('mirrored', 'acc_qry');
+is($r->{status}, 200, 'mirror, query credential: 200');
+sleep 1;
+@req = new_requests();
+($sh) = by_uri(qr{^/shadow}, @req);
+unlike($sh ? $sh->{raw} : '', qr/$MARK/,
+       'mirror, query credential: the shadow gets no credential');
+
+$r = call('authreq', 'acc_hdr');
+is($r->{status}, 200, 'auth_request: 200');
+@req = new_requests();
+my ($as) = by_uri(qr{^/authsvc}, @req);
+($up) = by_uri(qr{^/crm/contacts}, @req);
+ok($as, 'auth_request: the authorisation service was called');
+unlike($as ? $as->{raw} : '', qr/$MARK/,
+       'auth_request: the authorisation service gets no credential header');
+is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+          'auth_request: the upstream still gets the account\'s key');
+
+# --- client headers named like the credential header ----------------------
+
+$r = call('proxy', 'acc_hdr', '', 'x-api-key' => 'client1',
+          'X_API_KEY' => 'client2', 'X-Api_Key' => 'client3',
+          'X-API-KEY' => 'client4', 'x.api.key' => 'client5');
+is($r->{status}, 200, 'client credential headers: 200');
+@req = new_requests();
+($up) = by_uri(qr{^/crm/contacts}, @req);
+is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+          'client headers named like the credential header with _ for -: '
+          . 'hidden, only the account\'s key goes upstream');
+unlike($up ? $up->{raw} : '', qr/client[0-9]/,
+       'client credential headers: none of them upstream');
+
+# --- client arguments named like the query credential ---------------------
+
+for my $arg ('hapikey=c', 'HAPIKEY=c', 'hapi%6Bey=c', 'hapikey[]=c',
+             'hapikey%00=c', 'hapi.key=c', 'x=1;hapikey=c', 'hapikey=c&hapikey=d')
+{
+    $r = call('proxy', 'acc_qry', "&$arg");
+    @req = new_requests();
+    if ($r->{status} == 200) {
+        ($up) = by_uri(qr{^/crm/contacts}, @req);
+        my (undef, $q) = split /\?/, $up->{uri} // '', 2;
+        my @hk;
+        for (split /[&;]/, $q // '') {
+            my ($k, $v) = split /=/, $_, 2;
+            (my $n = lc $k) =~ s/%6b/k/gi;
+            $n =~ s/(%00|\[\])//g;
+            push @hk, $v if $n =~ /^hapi_?key$/;
+        }
+        is_deeply(\@hk, [ $secret{qry} ],
+                  "client argument $arg: only the account's key upstream");
+    } else {
+        is($r->{status}, 400, "client argument $arg: refused 400");
+        is(scalar @req, 0, "client argument $arg: nothing upstream");
+    }
+}
+
+# PHP reads '.', ' ', '+' and '[' in a name as '_': "api.key" is api_key
+for my $arg ('api.key=c', 'api+key=c', 'api%20key=c', 'api[key=c',
+             'API_KEY=c', 'api_key[0]=c', 'api%5Fkey=c')
+{
+    $r = call('proxy', 'acc_qry2', "&$arg");
+    @req = new_requests();
+    is($r->{status}, 400, "client argument $arg beside api_key: refused 400");
+    is(scalar @req, 0, "client argument $arg beside api_key: nothing upstream");
+}
+$r = call('proxy', 'acc_qry2', '&api_key=c');
+@req = new_requests();
+($up) = by_uri(qr{^/crm/contacts}, @req);
+like($up ? $up->{uri} : '', qr/\?(?:[^&]*&)*api_key=\Q$secret{qry2}\E$/,
+     'client api_key: dropped, the account\'s key upstream');
+unlike($up ? $up->{uri} : '', qr/api_key=c/, 'client api_key: not upstream');
+
+# --- logs ------------------------------------------------------------------
+
+$t->stop;
+my $log = $t->slurp('error.log');
+unlike($log, qr/$MARK/,
+       'error.log (upstream unreachable): no credential');
+my @lines = grep { /$MARK/ } split /\n/, $log;
+diag(join "\n", @lines[0 .. ($#lines > 5 ? 5 : $#lines)]) if @lines;
+unlike($t->slurp('access.log'), qr/$MARK/, 'access.log: no credential');
+
+done_testing;
