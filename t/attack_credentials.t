@@ -110,6 +110,33 @@ $ROUTE
             auth_request /authsvc;
         }
 
+        # the same, the authorisation location behind the gateway too
+        location ~ ^/authgated/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            auth_request /authsvc_gated;
+        }
+
+        location = /authsvc_gated {
+            internal;
+            env_gateway on;
+            env_gateway_account \$arg_integrated_account_id;
+            proxy_pass http://127.0.0.1:$echo/authsvc_gated;
+            proxy_pass_request_body off;
+        }
+
+        # error_page into a gated location without a route
+        location ~ ^/deadgated/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            proxy_intercept_errors on;
+            error_page 502 504 = /fallback_gated;
+        }
+
+        location = /fallback_gated {
+            env_gateway on;
+            env_gateway_account \$arg_integrated_account_id;
+            proxy_pass http://127.0.0.1:$echo/fallback_gated;
+        }
+
         location = /fallback {
             proxy_pass http://127.0.0.1:$echo/fallback;
         }
@@ -207,6 +234,27 @@ unlike($as ? $as->{raw} : '', qr/$MARK/,
        'auth_request: the authorisation service gets no credential header');
 is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
           'auth_request: the upstream still gets the account\'s key');
+
+$r = call('authgated', 'acc_hdr');
+is($r->{status}, 200, 'auth_request into a gated location: 200');
+@req = new_requests();
+($as) = by_uri(qr{^/authsvc_gated}, @req);
+($up) = by_uri(qr{^/crm/contacts}, @req);
+ok($as, 'auth_request into a gated location: its service was called');
+unlike($as ? $as->{raw} : '', qr/$MARK/,
+       'auth_request into a gated location: no credential header there');
+is_deeply([ EnvGwTest::echo_header($as, 'X-Integrated-Account-Id') ],
+          [ 'acc_hdr' ], 'auth_request into a gated location: identity there');
+is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+          'auth_request into a gated location: the upstream gets the key');
+
+$r = call('deadgated', 'acc_dead');
+is($r->{status}, 200, 'error_page into a gated location: 200');
+@req = new_requests();
+($fb) = by_uri(qr{^/fallback_gated}, @req);
+ok($fb, 'error_page into a gated location: its service was called');
+unlike($fb ? $fb->{raw} : '', qr/$MARK/,
+       'error_page into a gated location: no credential header there');
 
 # --- client headers named like the credential header ----------------------
 
