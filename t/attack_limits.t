@@ -1,0 +1,96 @@
+#!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
+
+# Rate limits under attack, through real nginx and Redis: a request is
+# counted once whatever internal redirects and subrequests it makes (not
+# twice, not zero times), and the limit of the location it ends in holds
+# even when it got there from a location with a looser one.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use EnvGwTest;
+use EnvGwLimit;
+use Test::More;
+
+my $t = EnvGwTest->new;
+$t->start_redis;
+
+$t->start_nginx(<<'CONF');
+    env_gateway_redis 127.0.0.1:%%REDIS%%;
+    env_gateway_limit_zone zone=envgw_limits:1m;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        # the same limit on both sides of an internal redirect
+        location /same/ {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            try_files /nonexistent @same;
+        }
+        location @same {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+
+        # a loose location sending its requests to a tight one
+        location /loose/ {
+            env_gateway on;
+            env_gateway_limit token 100r/h;
+            try_files /nonexistent @tight;
+        }
+        location @tight {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+
+        # an auth_request into a gated location with the same limit
+        location /authreq/ {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            auth_request /check;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+        location = /check {
+            internal;
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            env_gateway_authorize;
+        }
+
+        # a mirror into a gated location with the same limit
+        location /mirrored/ {
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            mirror /shadow;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+        location = /shadow {
+            internal;
+            env_gateway on;
+            env_gateway_limit token 3r/h;
+            proxy_pass http://127.0.0.1:%%BACKEND%%/shadow;
+        }
+    }
+CONF
+
+$t->env('env_prod', 'team_a', 'prod');
+
+for my $case (['same', 'an internal redirect to the same limit'],
+              ['loose', 'a redirect from a loose limit to a tight one'],
+              ['authreq', 'auth_request into the same limit'],
+              ['mirrored', 'a mirror into the same limit'])
+{
+    my ($p, $name) = @$case;
+    my $tok = limit_token($t, $p);
+    my ($rs, $t0, $t1) = burst($t, 5, "/$p/x", $tok);
+    my $quota = same_window($t0, $t1, 3600) ? '3' : '3 or 4';
+    like(statuses($rs), qr/^200,200,200,(?:200,)?429/,
+         "$name: $quota of 5 passed, then 429");
+}
+
+done_testing;
