@@ -58,13 +58,14 @@ my $DEAD = "http://127.0.0.1:$dead";
 
 for ([i_hdr => $UP, $AUTH_H], [i_qry => $UP, $AUTH_Q],
      [i_dead => $DEAD, $AUTH_H], [i_deadq => $DEAD, $AUTH_Q],
-     [i_qry2 => $UP, $AUTH_Q2])
+     [i_qry2 => $UP, $AUTH_Q2], [i_plain => $UP, undef])
 {
     my ($i, $up, $auth) = @$_;
     envgw_ok("integration $i", 'integration', 'set', 'env_dev', $i,
              '--upstream', $up, '--resources', "$dir/res.json",
-             '--auth', $auth);
+             defined $auth ? ('--auth', $auth) : ());
 }
+$t->account('acc_plain', 'env_dev', integration => 'i_plain');
 
 for (qw(hdr qry dead deadq qry2)) {
     $t->account("acc_$_", 'env_dev', integration => "i_$_");
@@ -135,6 +136,13 @@ $ROUTE
             env_gateway on;
             env_gateway_account \$arg_integrated_account_id;
             proxy_pass http://127.0.0.1:$echo/fallback_gated;
+        }
+
+        # an operator's habit: strip the client's header of that name
+        location ~ ^/strip/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            proxy_set_header X-Api-Key "";
+            proxy_set_header Authorization "";
         }
 
         location = /fallback {
@@ -255,6 +263,41 @@ is($r->{status}, 200, 'error_page into a gated location: 200');
 ok($fb, 'error_page into a gated location: its service was called');
 unlike($fb ? $fb->{raw} : '', qr/$MARK/,
        'error_page into a gated location: no credential header there');
+
+# --- keep-alive: one client connection, several accounts ------------------
+
+my $req = '';
+for (['acc_hdr', 'keep-alive'], ['acc_qry', 'keep-alive'],
+     ['acc_plain', 'close'])
+{
+    $req .= "GET /proxy/contacts?integrated_account_id=$_->[0] HTTP/1.1\r\n"
+          . "Host: localhost\r\nAuthorization: Bearer $DEV\r\n"
+          . "Connection: $_->[1]\r\n\r\n";
+}
+$r = $t->raw_http($req);
+is($r->{status}, 200, 'pipelined requests: answered');
+@req = new_requests();
+is(scalar @req, 3, 'pipelined requests: three upstream requests');
+is_deeply([ EnvGwTest::echo_header($req[0], 'X-Api-Key') ], [ $secret{hdr} ],
+          'pipelined, first (header credential): its key');
+is_deeply([ EnvGwTest::echo_header($req[1] // {}, 'X-Api-Key') ], [],
+          'pipelined, second (query credential): no header of the first');
+like($req[1] ? $req[1]{uri} : '', qr/hapikey=\Q$secret{qry}\E/,
+     'pipelined, second: its own key in the query');
+unlike($req[2] ? $req[2]{raw} : '', qr/$MARK/,
+       'pipelined, third (no auth declared): no credential of the others');
+
+# --- proxy_set_header of the credential header's name ----------------------
+
+$r = call('strip', 'acc_hdr');
+@req = new_requests();
+if ($r->{status} == 200) {
+    ($up) = by_uri(qr{^/crm/contacts}, @req);
+    is_deeply([ EnvGwTest::echo_header($up, 'X-Api-Key') ], [ $secret{hdr} ],
+              'proxy_set_header X-Api-Key "": the account\'s key still goes');
+} else {
+    is(scalar @req, 0, 'proxy_set_header X-Api-Key "": refused, nothing sent');
+}
 
 # --- client headers named like the credential header ----------------------
 
