@@ -16,7 +16,7 @@ use lib 't/lib';
 use EnvGwTest;
 use EnvGwCli;
 use Test::More;
-use JSON::PP;
+use JSON::PP qw(decode_json encode_json);
 use MIME::Base64 qw(encode_base64);
 
 my $t = EnvGwTest->new;
@@ -353,6 +353,42 @@ $r = call('proxy', 'acc_qry2', '&api_key=c');
 like($up ? $up->{uri} : '', qr/\?(?:[^&]*&)*api_key=\Q$secret{qry2}\E$/,
      'client api_key: dropped, the account\'s key upstream');
 unlike($up ? $up->{uri} : '', qr/api_key=c/, 'client api_key: not upstream');
+
+# --- expiry at its edges: never a request without a usable credential ----
+
+my $now = time;
+my $n = 0;
+for my $case ([ 'now', $now ], [ 'a second ago', $now - 1 ], [ '0', 0 ],
+              [ '-1', -1 ], [ 'a string', "" . ($now + 3600) ],
+              [ 'a float 0.5', 0.5 ], [ 'a huge float', 1e300 ],
+              [ 'true', JSON::PP::true ], [ 'an object', {} ],
+              [ 'an array', [ $now + 3600 ] ], [ 'a float ago', $now - 0.5 ])
+{
+    my ($name, $v) = @$case;
+    my $acc = 'acc_edge' . $n++;
+    $t->account($acc, 'env_dev', integration => 'i_hdr');
+    envgw_ok("credentials $acc", 'credentials', 'set', $acc,
+             '--field', "api_key=$secret{hdr}");
+    my $rec = decode_json($t->redis->get("envgw:credentials:$acc"));
+    $t->redis->set("envgw:credentials:$acc",
+                   encode_json({ %$rec, expires_at => $v }));
+    $r = call('proxy', $acc);
+    @req = new_requests();
+    ok($r->{status} == 503 || $r->{status} == 500,
+       "expires_at $name: refused ($r->{status})");
+    is(scalar @req, 0, "expires_at $name: nothing upstream");
+    unlike($r->{body}, qr/$MARK/, "expires_at $name: no value in the body");
+}
+
+# the control: the same record with a future expiry is used
+$t->account('acc_edge_ok', 'env_dev', integration => 'i_hdr');
+envgw_ok('credentials acc_edge_ok', 'credentials', 'set', 'acc_edge_ok',
+         '--field', "api_key=$secret{hdr}", '--expires-at', '1h');
+$r = call('proxy', 'acc_edge_ok');
+@req = new_requests();
+is($r->{status}, 200, 'expires_at in an hour: 200');
+is_deeply([ EnvGwTest::echo_header($req[0] // {}, 'X-Api-Key') ],
+          [ $secret{hdr} ], 'expires_at in an hour: the key upstream');
 
 # --- logs ------------------------------------------------------------------
 
