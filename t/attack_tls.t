@@ -67,9 +67,46 @@ run('openssl', 'req', '-x509', '-new', @key, '-days', '2',
 chmod 0600, "$dir/self.key";
 $certs{self_signed} = [ "$dir/self.crt", "$dir/self.key" ];
 
-# the control: the good certificate, the same configuration
+# a gateway of its own on the Redis of $port, with the test CA
 sub gateway {
     my ($port) = @_;
+    my $g = EnvGwTest->new;
+    $g->{redis_port} = $port;
+    $g->start_nginx(<<"EOF");
+    env_gateway_redis 127.0.0.1:%%REDIS%% tls tls_ca=$c->{ca}
+                      connect_timeout=500ms read_timeout=500ms;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / {
+            env_gateway on;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+    }
+EOF
+    return $g;
+}
+
+# the control: the CA's server certificate, the same configuration
+my $g = gateway($t->redis_port);
+is($g->get('/x', $good)->{status}, 200, 'the CA\'s server certificate: 200');
+$g->stop;
+
+for my $case (
+    [ expired => 'an expired certificate of the CA',
+      qr/TLS certificate verify error: \(10:certificate has expired\)/ ],
+    [ self_signed => 'a self-signed certificate naming the address',
+      qr/TLS certificate verify error/ ],
+    [ ca_itself => 'the CA\'s own certificate as the server\'s',
+      qr/TLS certificate does not match "127\.0\.0\.1"/ ],
+    [ other_name => 'a certificate of the CA for another name',
+      qr/TLS certificate does not match "127\.0\.0\.1"/ ],
+    [ client_only => 'a certificate of the CA for clients only',
+      qr/TLS certificate verify error: \(26:unsuitable certificate purpose\)/ ])
+{
+    my ($which, $name, $re) = @$case;
+    my ($crt, $key) = @{ $certs{$which} };
+    my $port = EnvGwTls::start_redis($t, name => "redis_$which",
+        args => [ '--tls-cert-file', $crt, '--tls-key-file', $key ]);
     $g = gateway($port);
     my $r = $g->get('/x', $good);
     unavailable($r, $name);
