@@ -4,13 +4,16 @@
 # An operator's mistakes in a directive that carries the Redis password
 # (a misspelled parameter name, a space after "password=", a stray
 # parameter): `nginx -t` refuses the configuration and says where, and
-# neither its output nor the error log holds the password.
+# neither its output nor the error log holds the password.  The same for
+# envgw: a misspelled --password= is an unknown option named without its
+# value.
 
 use strict;
 use warnings;
 
 use lib 't/lib';
 use EnvGwTest;
+use EnvGwCli;
 use Test::More;
 
 my $t = EnvGwTest->new;
@@ -37,6 +40,19 @@ CONF
     unlike($out, qr/$SECRET/, "$name: nginx -t prints no password");
     unlike($t->slurp('t.log') . $t->slurp("case$t->{conf_case}-error.log"),
            qr/$SECRET/, "$name: no password in the error log");
+}
+
+my $cli = EnvGwCli->new($t);
+for my $args ([ "--pasword=$SECRET", 'token', 'list', 'env_dev' ],
+              [ 'token', 'list', 'env_dev', "--Password=$SECRET" ],
+              [ 'credentials', 'set', 'acc', "--feild=api_key=$SECRET" ])
+{
+    my $r = $cli->run({}, @$args);
+    my $name = "envgw " . join(' ', map { s/$SECRET/SECRET/r } @$args);
+    is($r->{rc}, 2, "$name: a usage error");
+    like($r->{err}, qr/unknown option '--\w+=' \(its value not shown\)/,
+         "$name: names the option");
+    unlike($r->{out} . $r->{err}, qr/$SECRET/, "$name: prints no value");
 }
 
 done_testing;
