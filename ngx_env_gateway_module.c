@@ -1525,6 +1525,10 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_env_gateway_precontent_handler;
 
+    if (ngx_env_gateway_credentials_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_env_gateway_limit_init(cf);
 }
 

@@ -51,6 +51,7 @@ static ngx_int_t ngx_env_gateway_cred_scrub(ngx_http_request_t *r,
     ngx_uint_t own);
 static u_char *ngx_env_gateway_cred_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
+static ngx_int_t ngx_env_gateway_cred_header_filter(ngx_http_request_t *r);
 
 
 /* the worker's AES-256-GCM decryption context */
@@ -58,6 +59,8 @@ static EVP_CIPHER_CTX  *ngx_env_gateway_evp;
 
 /* nginx's error log context handler, which ours wraps */
 static ngx_http_log_handler_pt  ngx_env_gateway_log_error_next;
+
+static ngx_http_output_header_filter_pt  ngx_env_gateway_cred_next_filter;
 
 
 static ngx_str_t  ngx_env_gateway_reserved_headers[] = {
@@ -1613,4 +1616,54 @@ ngx_env_gateway_cred_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
     u->uri = uri;
 
     return p;
+}
+
+
+/*
+ * postconfiguration, with env_gateway_secret_keys: the answer to a request
+ * sent with an account's credentials is never stored in nginx's cache
+ * (proxy_cache): the upstream URL, the cache key, is the same for every
+ * account of an integration (a query credential would be in the key, and
+ * on disk).
+ */
+ngx_int_t
+ngx_env_gateway_credentials_init(ngx_conf_t *cf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
+
+    if (gmcf->secret_keys == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_env_gateway_cred_next_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_env_gateway_cred_header_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_cred_header_filter(ngx_http_request_t *r)
+{
+    ngx_env_gateway_ctx_t  *ctx;
+
+    if (r->upstream == NULL) {
+        return ngx_env_gateway_cred_next_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+
+    if (ctx && ctx->cred && (ctx->cred->header || ctx->cred->url_given)
+        && r->upstream->cacheable)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: an answer to a request with "
+                       "credentials is not cached");
+
+        r->upstream->cacheable = 0;
+    }
+
+    return ngx_env_gateway_cred_next_filter(r);
 }

@@ -85,6 +85,7 @@ $t->start_nginx(<<"CONF", subscribed => 1);
     env_gateway_cache zone=cred:1m ttl=30s;
     env_gateway_secret_keys $dir/keys;
     underscores_in_headers on;
+    proxy_cache_path %%DIR%%/cache keys_zone=api:1m;
 
     log_format all '\$request|\$http_x_api_key|\$args|\$request_uri|'
                    '\$env_gateway_upstream_url|\$upstream_addr';
@@ -143,6 +144,14 @@ $ROUTE
 $ROUTE
             proxy_set_header X-Api-Key "";
             proxy_set_header Authorization "";
+        }
+
+        # an operator caching the third-party API's answers
+        location ~ ^/cached/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            proxy_cache api;
+            proxy_cache_valid 200 10m;
+            add_header X-Cache \$upstream_cache_status;
         }
 
         location = /fallback {
@@ -298,6 +307,36 @@ if ($r->{status} == 200) {
 } else {
     is(scalar @req, 0, 'proxy_set_header X-Api-Key "": refused, nothing sent');
 }
+
+# --- nginx's proxy cache: one account's answer never served to another ----
+
+$t->account('acc_hdrb', 'env_dev', integration => 'i_hdr');
+$t->account('acc_qryb', 'env_dev', integration => 'i_qry');
+my %second = (hdrb => "${MARK}_hdrb_" . int(rand(1e9)),
+              qryb => "${MARK}_qryb_" . int(rand(1e9)));
+envgw_ok("credentials $_", 'credentials', 'set', "acc_$_",
+         '--field', "api_key=$second{$_}") for sort keys %second;
+
+for my $pair ([ 'acc_hdr', 'acc_hdrb', $secret{hdr}, $second{hdrb},
+                'header credential' ],
+              [ 'acc_qry', 'acc_qryb', $secret{qry}, $second{qryb},
+                'query credential' ])
+{
+    my ($a1, $a2, $k1, $k2, $name) = @$pair;
+    my $r1 = call('cached', $a1);
+    my $r2 = call('cached', $a2);
+    @req = new_requests();
+    is($r1->{status}, 200, "proxy_cache, $name: first account 200");
+    is($r2->{status}, 200, "proxy_cache, $name: second account 200");
+    unlike($r2->{body}, qr/\Q$k1\E/,
+           "proxy_cache, $name: the second account never gets the "
+           . "first one's answer");
+    is(scalar @req, 2, "proxy_cache, $name: each account's request went "
+       . "upstream");
+}
+my @files = grep { -f } glob($t->dir . '/cache/*');
+my $cached = join '', map { local $/; open my $f, '<', $_; <$f> } @files;
+unlike($cached, qr/$MARK/, 'proxy_cache: no credential in the cache files');
 
 # --- client headers named like the credential header ----------------------
 
