@@ -154,6 +154,19 @@ $ROUTE
             add_header X-Cache \$upstream_cache_status;
         }
 
+        # the URL variable read around proxy_pass
+        location ~ ^/qvars/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+$ROUTE
+            proxy_set_header X-Url \$env_gateway_upstream_url;
+            add_header X-Url \$env_gateway_upstream_url always;
+            proxy_intercept_errors on;
+            error_page 502 = \@redirect;
+        }
+
+        location \@redirect {
+            return 302 \$env_gateway_upstream_url;
+        }
+
         location = /fallback {
             proxy_pass http://127.0.0.1:$echo/fallback;
         }
@@ -272,6 +285,29 @@ is($r->{status}, 200, 'error_page into a gated location: 200');
 ok($fb, 'error_page into a gated location: its service was called');
 unlike($fb ? $fb->{raw} : '', qr/$MARK/,
        'error_page into a gated location: no credential header there');
+
+# --- $env_gateway_upstream_url: the argument only in proxy_pass's read ---
+
+$r = call('qvars', 'acc_qry');
+@req = new_requests();
+($up) = by_uri(qr{^/crm/contacts}, @req);
+is($r->{status}, 200, 'URL variable: 200');
+like($up ? $up->{uri} : '', qr/hapikey=\Q$secret{qry}\E/,
+     'URL variable: proxy_pass got the URL with the argument');
+my @xu = EnvGwTest::echo_header($up // {}, 'X-Url');
+is(scalar @xu, 1, 'URL variable: proxy_set_header sent it');
+unlike($xu[0] // '', qr/$MARK/, 'URL variable: proxy_set_header without it');
+ok(defined $r->{headers}{'x-url'}, 'URL variable: add_header set it');
+unlike($r->{headers}{'x-url'} // '', qr/$MARK/,
+       'URL variable: add_header without it');
+
+$r = call('qvars', 'acc_deadq');
+@req = new_requests();
+is($r->{status}, 302, 'URL variable after error_page: a redirect');
+like($r->{headers}{location} // '', qr{^http://127\.0\.0\.1:\d+/crm/contacts},
+     'URL variable after error_page: the Location is the upstream URL');
+unlike($r->{raw}, qr/$MARK/, 'URL variable after error_page: no credential '
+       . 'in the redirect');
 
 # --- keep-alive: one client connection, several accounts ------------------
 
