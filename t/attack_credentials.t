@@ -18,6 +18,7 @@ use EnvGwCli;
 use Test::More;
 use JSON::PP qw(decode_json encode_json);
 use MIME::Base64 qw(encode_base64);
+use Time::HiRes qw(sleep);
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -464,6 +465,26 @@ $r = call('proxy', 'acc_edge_ok');
 is($r->{status}, 200, 'expires_at in an hour: 200');
 is_deeply([ EnvGwTest::echo_header($req[0] // {}, 'X-Api-Key') ],
           [ $secret{hdr} ], 'expires_at in an hour: the key upstream');
+
+# --- Redis gone with only the credentials record not in the cache ------
+
+$t->account('acc_cold', 'env_dev', integration => 'i_hdr');
+$r = call('proxy', 'acc_cold');
+is($r->{status}, 503, 'no credentials yet: 503');
+envgw_ok('credentials acc_cold', 'credentials', 'set', 'acc_cold',
+         '--field', "api_key=$secret{hdr}");
+sleep 0.5;                      # the invalidation reaches the gateway
+new_requests();
+$t->stop_redis;
+$r = call('proxy', 'acc_cold');
+@req = new_requests();
+is($r->{status}, 503, 'Redis gone, credentials not cached: 503');
+is(scalar @req, 0, 'Redis gone, credentials not cached: nothing upstream');
+$r = call('proxy', 'acc_hdr');
+@req = new_requests();
+is_deeply([ EnvGwTest::echo_header($req[0] // {}, 'X-Api-Key') ],
+          [ $r->{status} == 200 ? $secret{hdr} : () ],
+          'Redis gone, all cached: the account\'s own key or nothing at all');
 
 # --- logs ------------------------------------------------------------------
 
