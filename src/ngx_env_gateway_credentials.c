@@ -1238,7 +1238,9 @@ ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
      * A subrequest has its own list by now (_boundary.c): the credential
      * header of a request it was made from is not for its upstream.
      */
-    if (r != r->main && ngx_env_gateway_cred_scrub(r, 1) != NGX_OK) {
+    if (r != r->main
+        && ngx_env_gateway_cred_scrub(r, ctx->own_headers) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
