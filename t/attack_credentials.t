@@ -3,11 +3,16 @@
 
 # Upstream credentials under attack, through real nginx, Redis and envgw:
 # the account's credential reaches the declared upstream and nothing else.
-# Not a location without the gateway reached by error_page, not a mirror
-# or auth_request subrequest into such a location, not the error log when
-# the upstream cannot be reached (nginx names the upstream URI there), not
-# a client header spelled with '_' for '-'; a client argument named like
-# the query credential in any spelling never goes upstream beside it.
+# Not a location without the gateway (or a gated one without a route)
+# reached by error_page, not a mirror or auth_request subrequest, not the
+# error log when the upstream cannot be reached (nginx names the upstream
+# URI there), not nginx's proxy cache (another account's answer, a cache
+# file), not proxy_set_header, add_header or a redirect reading
+# $env_gateway_upstream_url, not the next request of a keep-alive
+# connection; a client header spelled with '_' for '-' is hidden, and a
+# client argument named like the query credential in any spelling never
+# goes upstream beside it.  Expiry at its edges, and Redis gone with only
+# the credentials record not cached, never send a request without them.
 
 use strict;
 use warnings;
