@@ -1360,7 +1360,8 @@ ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
          * nginx names the upstream URI in every error log line about the
          * upstream ("upstream: ..."): the request's lines go through our
          * handler, which leaves the query out.  A request whose log
-         * lines cannot (another module's handler) gets no credential.
+         * lines cannot (another module's handler) is not sent at all:
+         * never without its credential, never with it in the log.
          */
         if (r->main->log_handler != ngx_env_gateway_cred_log_error) {
             if (ngx_env_gateway_log_error_next == NULL) {
@@ -1380,10 +1381,11 @@ ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
             s = &cred->url;
 
         } else {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "env_gateway: the error log of this request is "
-                          "not the module's to redact: the upstream URL "
-                          "goes without the credential argument");
+                          "not the module's to redact: a request with the "
+                          "credential argument is not sent");
+            return NGX_ERROR;
         }
     }
 
