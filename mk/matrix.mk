@@ -6,8 +6,10 @@
 # (scripts/matrix.sh).  Results: one line per version, also in
 # build/matrix/summary.txt.
 #
-#   NGINX_TARBALLS  the folder of tarballs (default build/nginx-tarballs;
-#                   a missing or empty folder: a message, and success)
+#   NGINX_TARBALLS  the folder of tarballs (default: ../shared/nginx-src
+#                   beside the checkout when it exists, else
+#                   build/nginx-tarballs; a missing or empty folder: a
+#                   message, and success)
 #   MATRIX_TESTS    test files (default: every t/*.t that starts nginx)
 #   MATRIX_PICK     all (default) or newest
 #   MATRIX_SANITIZE 1: nginx and the module built with ASan + UBSan (clang)
@@ -16,7 +18,8 @@
 # nginx.org (nginx-<version>.tar.gz, ./configure) or `git archive` of the
 # nginx repository's release tags (auto/configure); both layouts work.
 
-NGINX_TARBALLS ?= $(BUILD)/nginx-tarballs
+NGINX_TARBALLS ?= $(firstword $(wildcard $(CURDIR)/../shared/nginx-src) \
+                             $(BUILD)/nginx-tarballs)
 MATRIX_DIR     ?= $(BUILD)/matrix
 
 .PHONY: test-matrix
