@@ -2,13 +2,13 @@
 /*
  * Upstream credentials: the credentials record parser, the auth
  * declaration checks of the integration parser, the in-place JSON reader
- * of decrypted fields, the {field} templating and the header, basic and
- * query values built from them (_credentials.c).  Checked: a header value
- * never holds a control character, a basic value is "Basic " and base64,
- * a query credential is "<url>?name=" or "<url>&name=" and an escaped
- * value, parsed fields lie inside the buffer, and a template the
- * declaration check accepts never fails for another reason than a missing
- * field or a control character.
+ * of decrypted fields (_credentials.c), the {field} templating and the
+ * header, basic and query values built from them (_credentials_inject.c).
+ * Checked: a header value never holds a control character, a basic value
+ * is "Basic " and base64, a query credential is "<url>?name=" or
+ * "<url>&name=" and an escaped value, parsed fields lie inside the buffer,
+ * and a template the declaration check accepts never fails for another
+ * reason than a missing field or a control character.
  *
  * Input: newline-separated fields
  *   integration JSON \n decrypted fields JSON \n upstream URL \n

@@ -61,7 +61,7 @@ $(FUZZ_DIR)/libngx.a: $(ASAN_SRC)/objs/nginx
 	rm -f $@ && ar rcs $@ $(FUZZ_DIR)/nginx_nomain.o $(ASAN_SRC)/objs/ngx_modules.o \
 	    $$(find $(ASAN_SRC)/objs/src -name '*.o' ! -name nginx.o)
 
-$(FUZZ_DIR)/mod/%.o: src/%.c src/ngx_env_gateway.h src/envgw_schema.h $(FUZZ_DIR)/libngx.a
+$(FUZZ_DIR)/mod/%.o: src/%.c $(wildcard src/*.h) $(FUZZ_DIR)/libngx.a
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
