@@ -730,7 +730,7 @@ ngx_int_t ngx_env_gateway_rate_parse(ngx_str_t *window, int64_t requests,
     ngx_env_gateway_rate_t *rate);
 void ngx_env_gateway_limit_metrics(ngx_env_gateway_text_t *t,
     ngx_atomic_uint_t *c);
-/* _credentials.c: the keyring, and the account's upstream credentials */
+/* _keys.c: the keyring; _credentials*.c: the account's upstream credentials */
 #define NGX_ENVGW_KEY_LEN            32     /* AES-256 */
 #define NGX_ENVGW_NONCE_LEN          12
 #define NGX_ENVGW_TAG_LEN            16

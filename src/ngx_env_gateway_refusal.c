@@ -49,7 +49,7 @@ static ngx_env_gateway_refusal_t
     { NGX_HTTP_INTERNAL_SERVER_ERROR, "gateway_misconfigured",
       "A gateway record is malformed; see the gateway's error log.",
       ngx_null_string },
-    /* Retry-After and RateLimit-* come from _limit.c's header filter */
+    /* Retry-After and RateLimit-* come from _limit_headers.c */
     { NGX_HTTP_TOO_MANY_REQUESTS, "rate_limited",
       "Too many requests; retry after Retry-After seconds.",
       ngx_null_string },
