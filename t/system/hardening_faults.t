@@ -122,6 +122,10 @@ function request()
 end
 function response(status, headers, body)
   local key = last .. ":" .. status
+  -- a 200 is the backend's only if its body says so
+  if status == 200 and string.sub(body or "", 1, 8) ~= "backend " then
+    key = last .. ":200notbackend"
+  end
   counts[key] = (counts[key] or 0) + 1
 end
 function done(summary, latency, requests)
@@ -236,10 +240,18 @@ sub check_load {
         my @odd = grep { $_ !~ $want{$k} } keys %{ $c->{$k} || {} };
         is("@odd", '', "$name: $k statuses are only the expected ones");
     }
+    # every 200 carried the backend's body (counted apart by the client
+    # script otherwise, and refused by the status checks above)
+    is(join(' ', grep { $c->{$_}{'200notbackend'} } sort keys %$c), '',
+       "$name: every 200 came from the backend (its body)");
+    # the backend's log lines: informative only.  It logs after answering,
+    # in the same nginx as the gateway, and under load and reloads a few
+    # lines of a run arrived late or not within the wait; the body check
+    # above is the oracle
     my $good_lines = () = $res->{log} =~ /kind=good/g;
-    cmp_ok($good_lines, '>=', $c->{good}{200} // 0,
-           "$name: every valid 200 came from the backend")
-        unless $opt{no_line_count};
+    diag("$name: backend log lines for valid requests: $good_lines, "
+         . "valid 200s: " . ($c->{good}{200} // 0))
+        if $good_lines < ($c->{good}{200} // 0);
 }
 
 sub redis_ping {
@@ -449,7 +461,7 @@ sub scenario_kill_worker {
     is("@st", join(' ', (200) x 20), "$name: 20 probes after: all 200");
 
     my $res = wrk_wait($t, $w);
-    check_load($res, $name, no_line_count => 1);
+    check_load($res, $name);
     is($t->{pids}{nginx}, $master, "$name: same master");
     ok(kill(0, $master), "$name: master alive");
     like($t->slurp('error.log'), qr/worker process $victim exited on signal 9/,
