@@ -82,6 +82,9 @@ typedef struct {
     ngx_array_t                 *secret_keys;   /* env_gateway_secret_keys:
                                                    ngx_env_gateway_key_t,
                                                    the first writes */
+    ngx_flag_t                   cluster;       /* env_gateway_redis_cluster:
+                                                   servers are its seeds */
+    ngx_flag_t                   cluster_replica; /* read_from=replica */
 } ngx_env_gateway_main_conf_t;
 
 

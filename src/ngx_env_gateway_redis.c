@@ -47,6 +47,7 @@ static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
 
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
 static ngx_uint_t                ngx_env_gateway_redis_exiting;
+static ngx_uint_t                ngx_env_gateway_redis_cluster; /* _cluster.c */
 
 /* an AUTH refusal was logged: the next ones are not, until one succeeds */
 static ngx_uint_t                ngx_env_gateway_redis_auth_refused;
@@ -154,6 +155,17 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
+    /* a cluster's lookups go to their slots' nodes (_cluster.c) */
+    ngx_env_gateway_redis_cluster = gmcf->cluster;
+
+    if (gmcf->cluster) {
+        if (ngx_env_gateway_cluster_init(cycle, gmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_env_gateway_subscriber_init(cycle, gmcf);
+    }
+
     rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
                                       " (lookups)");
     if (rc == NULL) {
@@ -206,6 +218,7 @@ ngx_env_gateway_redis_exit_worker(void)
     ngx_env_gateway_redis = NULL;
 
     ngx_env_gateway_redis_close(rc);
+    ngx_env_gateway_cluster_exit();
     ngx_env_gateway_subscriber_exit();
     ngx_env_gateway_sentinel_exit();
 }
@@ -217,6 +230,11 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
     void *data)
 {
     ngx_env_gateway_redis_t  *rc;
+
+    if (ngx_env_gateway_redis_cluster) {
+        return ngx_env_gateway_cluster_command(argc, argv, argvlen, handler,
+                                               data);
+    }
 
     rc = ngx_env_gateway_redis;
 
