@@ -17,6 +17,7 @@ use strict;
 use warnings;
 
 use Time::HiRes qw(sleep time);
+use POSIX ();
 use Redis;
 use EnvGwTest;
 
@@ -183,6 +184,106 @@ sub command {
 }
 
 sub client { EnvGwRedisCluster::Client->new($_[0]) }
+
+# the node's id (CLUSTER MYID)
+sub id_of { $_[0]->node($_[1])->cluster('myid') }
+
+# Move one slot from its primary to the primary at $to, as redis-cli
+# --cluster reshard does: IMPORTING on the target, MIGRATING on the source,
+# MIGRATE of its keys, then the slot given to the target everywhere.
+# $pause->() runs between the MIGRATE and the SETSLOT NODE (the ASK window).
+# Returns the number of keys moved.
+sub migrate_slot {
+    my ($self, $slot, $to, $pause) = @_;
+    $self->refresh;
+    my $from = $self->{map}[$slot][0];
+    die "slot $slot is on $to already" if $from == $to;
+    my ($src, $dst) = ($self->node($from), $self->node($to));
+    my ($src_id, $dst_id) = ($self->id_of($from), $self->id_of($to));
+    $dst->cluster('setslot', $slot, 'importing', $src_id);
+    $src->cluster('setslot', $slot, 'migrating', $dst_id);
+    my $moved = 0;
+    while (1) {
+        my @keys = $src->cluster('getkeysinslot', $slot, 100);
+        last unless @keys;
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+        $moved += @keys;
+    }
+    $pause->() if $pause;
+    $dst->cluster('setslot', $slot, 'node', $dst_id);
+    $src->cluster('setslot', $slot, 'node', $dst_id);
+    for my $port ($self->primary_ports) {
+        next if $port == $from || $port == $to;
+        $self->node($port)->cluster('setslot', $slot, 'node', $dst_id);
+    }
+    $self->refresh;
+    return $moved;
+}
+
+# the calls of a command on a node (INFO commandstats)
+sub calls {
+    my ($self, $port, $cmd) = @_;
+    my $s = $self->node($port)->info('commandstats');
+    return ref $s && $s->{"cmdstat_$cmd"}
+           && $s->{"cmdstat_$cmd"} =~ /calls=(\d+)/ ? $1 : 0;
+}
+
+# A load in a child process: rounds over @cases ([name, path, token,
+# expected status]) until stop_load; each answer is counted as expected,
+# failed (another status) or, when a refusal was expected, a forbidden
+# pass (a 200).  stop_load returns { requests, failed, forbidden,
+# statuses => { status => n } }.
+sub start_load {
+    my ($self, $t, @cases) = @_;
+    my $dir = $t->dir;
+    my $n = ++$self->{loads};
+    my $stop = "$dir/load$n.stop";
+    my $out = "$dir/load$n.out";
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        my %r = (requests => 0, failed => 0, forbidden => 0);
+        my %st;
+        until (-e $stop) {
+            for my $case (@cases) {
+                my ($name, $path, $token, $want) = @$case;
+                my $got = $t->get($path, $token)->{status} // 0;
+                $r{requests}++;
+                $st{$got}++;
+                next if $got == $want;
+                $r{failed}++;
+                $r{forbidden}++ if $got == 200;
+                open my $fh, '>>', "$out.failures";
+                printf $fh "%.3f %s %s (expected %s)\n", time, $name, $got,
+                       $want;
+                close $fh;
+            }
+        }
+        open my $fh, '>', $out or POSIX::_exit(1);
+        print $fh join(' ', map { "$_=$r{$_}" } sort keys %r), "\n";
+        print $fh join(' ', map { "$_=$st{$_}" } sort keys %st), "\n";
+        close $fh;
+        POSIX::_exit(0);
+    }
+    $t->{pids}{"load$n"} = $pid;
+    return { n => $n, pid => $pid, stop => $stop, out => $out };
+}
+
+sub stop_load {
+    my ($self, $t, $load) = @_;
+    open my $fh, '>', $load->{stop} or die;
+    close $fh;
+    waitpid($load->{pid}, 0);
+    delete $t->{pids}{"load$load->{n}"};
+    open $fh, '<', $load->{out} or die "the load wrote no result";
+    my ($sum, $st) = <$fh>;
+    close $fh;
+    my %r = map { split /=/ } split ' ', $sum;
+    $r{statuses} = { map { split /=/ } split ' ', $st // '' };
+    $r{failures} = -e "$load->{out}.failures"
+                   ? $t->slurp("load$load->{n}.out.failures") : '';
+    return \%r;
+}
 
 
 # What EnvGwTest's helpers call on $t->redis, each to the key's node.
