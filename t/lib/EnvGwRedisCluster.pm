@@ -59,6 +59,9 @@ sub start {
                   '--cluster-enabled', 'yes',
                   '--cluster-config-file', "$dir/nodes-$port.conf",
                   '--cluster-node-timeout', $self->{node_timeout},
+                  # the other primaries' slots stay served while one fails
+                  # over (as docs/deployment.md advises)
+                  '--cluster-require-full-coverage', 'no',
                   '--repl-diskless-sync-delay', '0');
     }
     for my $port (@{ $self->{ports} }) {
@@ -280,8 +283,9 @@ sub stop_load {
     close $fh;
     my %r = map { split /=/ } split ' ', $sum;
     $r{statuses} = { map { split /=/ } split ' ', $st // '' };
-    $r{failures} = -e "$load->{out}.failures"
-                   ? $t->slurp("load$load->{n}.out.failures") : '';
+    my @f = -e "$load->{out}.failures"
+            ? split(/\n/, $t->slurp("load$load->{n}.out.failures")) : ();
+    $r{failures} = join "\n", @f > 20 ? (@f[0 .. 19], '...') : @f;
     return \%r;
 }
 
