@@ -47,7 +47,9 @@ static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
 
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
 static ngx_uint_t                ngx_env_gateway_redis_exiting;
-static ngx_uint_t                ngx_env_gateway_redis_cluster; /* _cluster.c */
+
+/* the lookups go to a cluster's nodes (_cluster.c) */
+static ngx_uint_t                ngx_env_gateway_redis_cluster;
 
 /* an AUTH refusal was logged: the next ones are not, until one succeeds */
 static ngx_uint_t                ngx_env_gateway_redis_auth_refused;
