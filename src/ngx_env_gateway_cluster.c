@@ -375,25 +375,36 @@ ngx_env_gateway_cluster_node(ngx_str_t *addr, struct sockaddr *sa,
 static ngx_env_gateway_cluster_node_t *
 ngx_env_gateway_cluster_node_text(u_char *p, size_t len)
 {
-    ngx_str_t   addr;
-    ngx_addr_t  a;
+    ngx_str_t                        addr;
+    ngx_addr_t                       a;
+    ngx_pool_t                      *pool;
+    ngx_env_gateway_cluster_node_t  *node;
 
     addr.data = p;
     addr.len = len;
 
+    /* the address parsed is copied by a new node: a pool of the moment */
+    pool = ngx_create_pool(NGX_MIN_POOL_SIZE, &ngx_env_gateway_cluster_log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
     if (len == 0
-        || ngx_parse_addr_port(ngx_env_gateway_cluster_cycle->pool, &a, p,
-                               len)
-           != NGX_OK
+        || ngx_parse_addr_port(pool, &a, p, len) != NGX_OK
         || ngx_inet_get_port(a.sockaddr) == 0)
     {
         ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
                       "env_gateway: redis cluster named an invalid node "
                       "address \"%*s\"", ngx_min(len, 64), p);
+        ngx_destroy_pool(pool);
         return NULL;
     }
 
-    return ngx_env_gateway_cluster_node(&addr, a.sockaddr, a.socklen);
+    node = ngx_env_gateway_cluster_node(&addr, a.sockaddr, a.socklen);
+
+    ngx_destroy_pool(pool);
+
+    return node;
 }
 
 
@@ -653,9 +664,13 @@ ngx_env_gateway_cluster_redirect(ngx_env_gateway_cluster_cmd_t *cc,
                    node->rc->role, ask ? "ASK" : "MOVED", slot);
 
     if (!ask) {
-        /* this slot at once; the others with the next map */
+        /*
+         * This slot at once, the others with the next map; its replica
+         * (read_from=replica) is not asked until that map names one.
+         */
         ngx_env_gateway_cluster_primary[cc->slot] =
                              (uint16_t) ngx_env_gateway_cluster_index(node);
+        ngx_env_gateway_cluster_replicas[cc->slot] = 0;
         ngx_env_gateway_cluster_refresh();
     }
 
