@@ -58,6 +58,8 @@ static char *ngx_env_gateway_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_authorize_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_env_gateway_status_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_env_gateway_authorize_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_env_gateway_cache_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -211,9 +213,23 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("env_gateway_last_used"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_last_used_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("env_gateway_limit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
       ngx_env_gateway_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_env_gateway_status_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -534,6 +550,8 @@ ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     if (gmcf->primary_retry == NGX_CONF_UNSET_MSEC) {
         gmcf->primary_retry = NGX_ENVGW_PRIMARY_RETRY;
     }
+
+    ngx_env_gateway_last_used_conf(gmcf);
 
     return NGX_CONF_OK;
 }
@@ -1013,6 +1031,24 @@ ngx_env_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     clcf->handler = ngx_env_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_env_gateway_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_env_gateway_status_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_env_gateway_status_handler;
 
     return NGX_CONF_OK;
 }
@@ -1694,7 +1730,11 @@ ngx_env_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_env_gateway_redis_init_worker(cycle, gmcf);
+    if (ngx_env_gateway_redis_init_worker(cycle, gmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_env_gateway_last_used_init(cycle, gmcf);
 }
 
 

@@ -102,6 +102,8 @@ variant cred    "mix"       yes "env_gateway, warm cache, upstream credentials" 
                                 "$GW_REDIS $GW_CACHE $GW_CRED" "$GW_LOC"
 variant tls_warm "valid mix" yes "env_gateway, warm cache, Redis over TLS" "$GW_REDIS_TLS $GW_CACHE" "$GW_LOC"
 variant tls_nocache "valid mix" yes "env_gateway, no cache, Redis over TLS" "$GW_REDIS_TLS" "$GW_LOC"
+variant nolastuse "valid mix" yes "env_gateway, warm cache, last use off" "$GW_REDIS $GW_CACHE env_gateway_last_used off;" "$GW_LOC"
+variant lastuse1s "valid mix" yes "env_gateway, warm cache, last use every 1 s" "$GW_REDIS $GW_CACHE env_gateway_last_used interval=1s;" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 

@@ -6,9 +6,81 @@
  *
  * Input: the record JSON.  Every input is parsed as each of the five kinds
  * (token, account, env, tenant, integration), so one corpus serves all.
+ *
+ * A token's environment name becomes a label value of the metrics
+ * (env_gateway_requests_total{environment="..."}): it is escaped as the
+ * module does, and the escaped text must hold no raw quote or newline and
+ * read back as the name.
  */
 
 #include "fuzz_common.h"
+
+
+static void
+fuzz_label(ngx_str_t *name)
+{
+    u_char                  *p, *last, *n, *nlast;
+    ngx_int_t                rc;
+    ngx_str_t                out;
+    ngx_pool_t              *pool;
+    ngx_env_gateway_text_t   t;
+
+    pool = ngx_create_pool(1024, fuzz_log);
+    if (pool == NULL) {
+        abort();
+    }
+
+    ngx_env_gateway_text_init(&t);
+
+    do {
+        ngx_env_gateway_metrics_label(&t, name->data, name->len);
+    } while ((rc = ngx_env_gateway_text_next(&t, pool)) == NGX_AGAIN);
+
+    if (rc != NGX_OK) {
+        abort();
+    }
+
+    ngx_env_gateway_text_string(&t, &out);
+
+    /* read it back: \\, \" and \n only, and it is the name */
+    p = out.data;
+    last = p + out.len;
+    n = name->data;
+    nlast = n + name->len;
+
+    while (p < last) {
+        if (*p == '"' || *p == '\n') {
+            abort();
+        }
+
+        if (*p == '\\') {
+            if (p + 1 == last) {
+                abort();
+            }
+
+            p++;
+
+            if (n == nlast
+                || !((*p == '\\' && *n == '\\') || (*p == '"' && *n == '"')
+                     || (*p == 'n' && *n == '\n')))
+            {
+                abort();
+            }
+
+        } else if (n == nlast || *p != *n) {
+            abort();
+        }
+
+        p++;
+        n++;
+    }
+
+    if (n != nlast) {
+        abort();
+    }
+
+    ngx_destroy_pool(pool);
+}
 
 
 int
@@ -74,6 +146,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             {
                 abort();
             }
+
+            fuzz_label(&rec.fields[NGX_ENVGW_TOK_ENV_NAME]);
             break;
         case NGX_ENVGW_REC_ACCOUNT:
             if (rec.nfields != NGX_ENVGW_ACC_NFIELDS) {

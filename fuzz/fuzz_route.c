@@ -8,11 +8,45 @@
  * expanded directly from the input, so templates the record parser would
  * refuse ({ without }, no leading /, ...) are covered too.
  *
+ * A 405's Allow header carries the method's declared verb only when
+ * ngx_env_gateway_http_token() says it is an HTTP token: checked against
+ * RFC 9110's tchar here, for the declared verb and for the input's verb.
+ *
  * Input: newline-separated fields
  *   integration JSON \n resource \n rest \n verb \n query args \n template
  */
 
 #include "fuzz_common.h"
+
+#include <ctype.h>
+
+
+/* RFC 9110 5.6.2: token = 1*tchar */
+static void
+fuzz_token_check(ngx_str_t *s)
+{
+    size_t      i;
+    ngx_uint_t  want;
+
+    want = (s->len > 0);
+
+    for (i = 0; i < s->len; i++) {
+        if (!isalnum(s->data[i])
+            && strchr("!#$%&'*+-.^_`|~", s->data[i]) == NULL)
+        {
+            want = 0;
+        }
+
+        /* a byte isalnum() takes for a letter in some locale is none */
+        if (s->data[i] >= 0x80 || s->data[i] == '\0') {
+            want = 0;
+        }
+    }
+
+    if (ngx_env_gateway_http_token(s) != want) {
+        abort();
+    }
+}
 
 
 static void
@@ -102,6 +136,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     (void) ngx_env_gateway_path_value_ok(&f[2]);
     (void) ngx_env_gateway_path_value_ok(&f[1]);
+    fuzz_token_check(&f[3]);
 
     upstream.data = (u_char *) "http://hubspot_prod/";
     upstream.len = sizeof("http://hubspot_prod/") - 1;
@@ -129,6 +164,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 || quad + 4 > rec.fields + rec.nfields)
             {
                 abort();
+            }
+
+            if (rc == NGX_ENVGW_METHOD_NOT_ALLOWED) {
+                fuzz_token_check(&quad[NGX_ENVGW_INT_VERB]);
             }
 
             if (rc == NGX_ENVGW_OK

@@ -18,6 +18,7 @@
 #define ENVGW_KEY_TENANT            "tenant:"       /* <env_id>:<tenant_id> */
 #define ENVGW_KEY_INTEGRATION       "integration:"  /* <env_id>:<integration> */
 #define ENVGW_KEY_CREDENTIALS       "credentials:"  /* <account id> */
+#define ENVGW_KEY_LAST_USED         "last_used:"    /* <token_id>: Unix s */
 
 /* pub/sub channel: <prefix>invalidate, message = the full changed key */
 #define ENVGW_CHANNEL_INVALIDATE    "invalidate"

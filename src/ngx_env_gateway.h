@@ -82,6 +82,12 @@ typedef struct {
     ngx_array_t                 *secret_keys;   /* env_gateway_secret_keys:
                                                    ngx_env_gateway_key_t,
                                                    the first writes */
+    /* env_gateway_last_used (_last_used.c) */
+    ngx_flag_t                   last_used_set;
+    ngx_msec_t                   last_used_interval;    /* 0: off */
+    ngx_uint_t                   last_used_entries;
+    ngx_msec_t                   last_used_backoff;
+
     ngx_flag_t                   cluster;       /* env_gateway_redis_cluster:
                                                    servers are its seeds */
     ngx_flag_t                   cluster_replica; /* read_from=replica */
@@ -317,6 +323,12 @@ typedef enum {
 /* metrics (shared counters)                                           */
 
 #define NGX_ENVGW_RTT_BUCKETS        10
+#define NGX_ENVGW_LOOKUP_BUCKETS     13
+
+/* env_gateway_requests_total's environment label: so many names, then
+   "other"; a longer name is "other" too */
+#define NGX_ENVGW_ENV_LABELS         16
+#define NGX_ENVGW_ENV_LABEL_LEN      64
 
 /* rate limit keys (_limit.c), in this order */
 #define NGX_ENVGW_LIMIT_TOKEN        0
@@ -351,6 +363,12 @@ enum {
     NGX_ENVGW_M_LIMIT_EVICTIONS = NGX_ENVGW_M_LIMITED + NGX_ENVGW_LIMIT_NKINDS,
     NGX_ENVGW_M_LIMIT_SYNCS,
     NGX_ENVGW_M_LIMIT_SYNC_FAILURES,
+    NGX_ENVGW_M_LOOKUP_SUM_US,
+    NGX_ENVGW_M_LOOKUP_BUCKET,  /* NGX_ENVGW_LOOKUP_BUCKETS + 1 (+Inf) */
+    NGX_ENVGW_M_LAST_USED_WRITES = NGX_ENVGW_M_LOOKUP_BUCKET
+                                   + NGX_ENVGW_LOOKUP_BUCKETS + 1,
+    NGX_ENVGW_M_LAST_USED_DROPPED,
+    NGX_ENVGW_M_LAST_USED_ERRORS,
     NGX_ENVGW_M_LAST
 };
 
@@ -420,6 +438,7 @@ typedef struct {
 
     void                        *limit;         /* _limit.c's, or NULL */
     struct ngx_env_gateway_cred_s  *cred;       /* upstream credentials */
+    ngx_str_t                    allow;         /* a 405's Allow value */
 } ngx_env_gateway_ctx_t;
 
 
@@ -498,7 +517,26 @@ void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
 ngx_int_t ngx_env_gateway_metrics_create(ngx_conf_t *cf);
 void ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n);
 void ngx_env_gateway_metric_rtt(ngx_uint_t usec);
+void ngx_env_gateway_metric_lookup(ngx_uint_t usec);
+uint64_t ngx_env_gateway_metric_usec(void);
+void ngx_env_gateway_metric_request(ngx_str_t *environment,
+    ngx_uint_t result);
 ngx_int_t ngx_env_gateway_metrics_handler(ngx_http_request_t *r);
+
+/* _health.c: is this worker's lookup connection up */
+ngx_uint_t ngx_env_gateway_lookups_up(void);
+
+/* _last_used.c: token last-use times, written in batches */
+char *ngx_env_gateway_last_used_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_env_gateway_last_used_conf(ngx_env_gateway_main_conf_t *gmcf);
+ngx_int_t ngx_env_gateway_last_used_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_last_used(ngx_str_t *id);
+
+/* _status.c */
+ngx_int_t ngx_env_gateway_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_get_only(ngx_http_request_t *r);
 
 /* _records.c */
 ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,
@@ -630,6 +668,10 @@ ngx_int_t ngx_env_gateway_text_format(ngx_pool_t *pool, ngx_str_t *out,
 ngx_int_t ngx_env_gateway_text_escaped(ngx_pool_t *pool, ngx_str_t *in,
     ngx_uint_t type, ngx_str_t *out);
 
+/* _metrics.c: a label value, escaped as the Prometheus text format wants */
+void ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len);
+
 /* _route.c */
 ngx_uint_t ngx_env_gateway_route_name(ngx_str_t *rest, ngx_str_t *verb,
     ngx_str_t *name);
@@ -641,6 +683,7 @@ ngx_int_t ngx_env_gateway_route_url(ngx_pool_t *pool, ngx_str_t *upstream,
     ngx_str_t *tmpl, ngx_str_t *rest, ngx_str_t *args, ngx_str_t *consumed,
     ngx_uint_t nconsumed, ngx_str_t *url, ngx_str_t *bad, const char **why);
 ngx_uint_t ngx_env_gateway_method_flag(ngx_str_t *verb);
+ngx_uint_t ngx_env_gateway_http_token(ngx_str_t *s);
 
 /* _refusal.c */
 ngx_int_t ngx_env_gateway_refuse(ngx_http_request_t *r,

@@ -715,6 +715,14 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     }
 
     if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED) {
+        /* Allow: the declared verb, if it can be written as a token */
+        if (ngx_env_gateway_http_token(&quad[NGX_ENVGW_INT_VERB])) {
+            ctx->allow = quad[NGX_ENVGW_INT_VERB];
+
+        } else {
+            ngx_str_null(&ctx->allow);
+        }
+
         return ngx_env_gateway_refuse_detail(r, ctx, refusal,
                    "Method %V of resource %V takes %V, not %V.",
                    &ctx->method, &ctx->resource, &quad[NGX_ENVGW_INT_VERB],
@@ -852,7 +860,8 @@ ngx_env_gateway_allow(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
         ngx_env_gateway_waiter_detach(&ctx->waiter);
     }
 
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + NGX_ENVGW_OK);
+    ngx_env_gateway_metric_request(&ctx->environment, NGX_ENVGW_OK);
+    ngx_env_gateway_last_used(&ctx->token_id);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "env_gateway: allowed, environment \"%V\", "

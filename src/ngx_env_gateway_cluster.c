@@ -42,6 +42,7 @@ typedef struct {
     ngx_array_t                       *servers;   /* this one address */
     unsigned                           retired:1;
     unsigned                           used:1;    /* in the map being read */
+    unsigned                           primary:1; /* of some slot */
 } ngx_env_gateway_cluster_node_t;
 
 
@@ -408,6 +409,38 @@ ngx_env_gateway_cluster_node_text(u_char *p, size_t len)
 }
 
 
+/*
+ * Lookups can be served (env_gateway_status, env_gateway_redis_up): a map,
+ * and every primary it names connected.  NGX_DECLINED: not a cluster.
+ */
+ngx_int_t
+ngx_env_gateway_cluster_ready(void)
+{
+    ngx_uint_t                        i;
+    ngx_env_gateway_cluster_node_t  **np;
+
+    if (ngx_env_gateway_cluster_nodes == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_env_gateway_cluster_mapped) {
+        return 0;
+    }
+
+    np = ngx_env_gateway_cluster_nodes->elts;
+
+    for (i = 0; i < ngx_env_gateway_cluster_nodes->nelts; i++) {
+        if (np[i]->primary && !np[i]->retired
+            && np[i]->rc->state != NGX_ENVGW_REDIS_READY)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static ngx_uint_t
 ngx_env_gateway_cluster_usable(ngx_env_gateway_cluster_node_t *node)
 {
@@ -671,6 +704,7 @@ ngx_env_gateway_cluster_redirect(ngx_env_gateway_cluster_cmd_t *cc,
         ngx_env_gateway_cluster_primary[cc->slot] =
                              (uint16_t) ngx_env_gateway_cluster_index(node);
         ngx_env_gateway_cluster_replicas[cc->slot] = 0;
+        node->primary = 1;
         ngx_env_gateway_cluster_refresh();
     }
 
@@ -861,6 +895,7 @@ ngx_env_gateway_cluster_slots_reply(void *data, redisReply *reply)
 
     for (i = 0; i < ngx_env_gateway_cluster_nodes->nelts; i++) {
         np[i]->used = 0;
+        np[i]->primary = 0;
     }
 
     asked->used = 1;
@@ -889,6 +924,7 @@ ngx_env_gateway_cluster_slots_reply(void *data, redisReply *reply)
         }
 
         k = ngx_env_gateway_cluster_index(node);
+        node->primary = 1;
 
         for (s = start; s <= end; s++) {
             ngx_env_gateway_cluster_new_primary[s] = (uint16_t) k;

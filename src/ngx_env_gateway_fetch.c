@@ -32,6 +32,7 @@ typedef struct {
     ngx_uint_t          kind;
     ngx_atomic_uint_t   epoch;      /* the cache's, when sent */
     ngx_queue_t         waiters;    /* ngx_env_gateway_slot_t */
+    uint64_t            start;      /* usec, for the lookup duration */
 } ngx_env_gateway_inflight_t;
 
 
@@ -220,6 +221,7 @@ ngx_env_gateway_fetch(ngx_http_request_t *r, ngx_env_gateway_slot_t *slot,
         f->epoch = gmcf->cache_zone
                    ? ngx_env_gateway_cache_epoch(gmcf->cache_zone) : 0;
         ngx_queue_init(&f->waiters);
+        f->start = ngx_env_gateway_metric_usec();
 
         argv[0] = "GET";
         argvlen[0] = 3;
@@ -281,6 +283,8 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     ngx_env_gateway_inflight_t  *f = data;
 
     ngx_rbtree_delete(&ngx_env_gateway_inflight, &f->sn.node);
+
+    ngx_env_gateway_metric_lookup(ngx_env_gateway_metric_usec() - f->start);
 
     log = ngx_cycle->log;
     blob = NULL;

@@ -8,16 +8,48 @@
 #include "ngx_env_gateway.h"
 
 
+/*
+ * Request counts by environment: slot 0 is "no environment" (refused
+ * before a token was known), then names as workers first count them (a
+ * name is written once, under the zone's lock, then marked ready), and the
+ * last slot is "other" for names beyond NGX_ENVGW_ENV_LABELS.
+ */
+#define NGX_ENVGW_ENV_NONE           0
+#define NGX_ENVGW_ENV_OTHER          (NGX_ENVGW_ENV_LABELS + 1)
+#define NGX_ENVGW_ENV_SLOTS          (NGX_ENVGW_ENV_LABELS + 2)
+
 typedef struct {
-    ngx_atomic_t   c[NGX_ENVGW_M_LAST];
+    ngx_atomic_t   ready;
+    size_t         len;
+    u_char         name[NGX_ENVGW_ENV_LABEL_LEN];
+    ngx_atomic_t   c[NGX_ENVGW_NREFUSALS];
+} ngx_env_gateway_env_metrics_t;
+
+
+typedef struct {
+    ngx_atomic_t                   c[NGX_ENVGW_M_LAST];
+    ngx_atomic_t                   nenvs;     /* named slots in use */
+    ngx_env_gateway_env_metrics_t  envs[NGX_ENVGW_ENV_SLOTS];
 } ngx_env_gateway_shmetrics_t;
 
 
 static ngx_env_gateway_shmetrics_t  *ngx_env_gateway_metrics;
+static ngx_slab_pool_t              *ngx_env_gateway_metrics_pool;
+
+/* this worker's last environment and its slot */
+static u_char      ngx_env_gateway_env_last[NGX_ENVGW_ENV_LABEL_LEN];
+static size_t      ngx_env_gateway_env_last_len;
+static ngx_uint_t  ngx_env_gateway_env_last_slot;
 
 /* round-trip buckets, microseconds */
 static ngx_uint_t  ngx_env_gateway_rtt_le[NGX_ENVGW_RTT_BUCKETS] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 500000
+};
+
+/* lookup durations, microseconds: 0.1 ms .. 1 s */
+static ngx_uint_t  ngx_env_gateway_lookup_le[NGX_ENVGW_LOOKUP_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+    500000, 1000000
 };
 
 static const char  *ngx_env_gateway_result_names[NGX_ENVGW_NREFUSALS] = {
@@ -34,13 +66,16 @@ ngx_env_gateway_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_slab_pool_t  *shpool;
 
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    ngx_env_gateway_metrics_pool = shpool;
+    ngx_env_gateway_env_last_len = 0;
+    ngx_env_gateway_env_last_slot = NGX_ENVGW_ENV_NONE;
+
     if (data) {
         shm_zone->data = data;
         ngx_env_gateway_metrics = data;
         return NGX_OK;
     }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         shm_zone->data = shpool->data;
@@ -89,8 +124,10 @@ ngx_env_gateway_metric_add(ngx_uint_t i, ngx_uint_t n)
 }
 
 
-void
-ngx_env_gateway_metric_rtt(ngx_uint_t usec)
+/* a histogram observation: its bucket (le[n] is +Inf) and its sum */
+static void
+ngx_env_gateway_metric_observe(ngx_uint_t *le, ngx_uint_t n,
+    ngx_uint_t bucket, ngx_uint_t sum, ngx_uint_t usec)
 {
     ngx_uint_t     i;
     ngx_atomic_t  *c;
@@ -99,16 +136,153 @@ ngx_env_gateway_metric_rtt(ngx_uint_t usec)
         return;
     }
 
-    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
-        if (usec <= ngx_env_gateway_rtt_le[i]) {
+    for (i = 0; i < n; i++) {
+        if (usec <= le[i]) {
             break;
         }
     }
 
     c = ngx_env_gateway_metrics->c;
 
-    (void) ngx_atomic_fetch_add(&c[NGX_ENVGW_M_RTT_BUCKET + i], 1);
-    (void) ngx_atomic_fetch_add(&c[NGX_ENVGW_M_RTT_SUM_US], usec);
+    (void) ngx_atomic_fetch_add(&c[bucket + i], 1);
+    (void) ngx_atomic_fetch_add(&c[sum], usec);
+}
+
+
+void
+ngx_env_gateway_metric_rtt(ngx_uint_t usec)
+{
+    ngx_env_gateway_metric_observe(ngx_env_gateway_rtt_le,
+                                   NGX_ENVGW_RTT_BUCKETS,
+                                   NGX_ENVGW_M_RTT_BUCKET,
+                                   NGX_ENVGW_M_RTT_SUM_US, usec);
+}
+
+
+/* a monotonic clock for durations, microseconds */
+uint64_t
+ngx_env_gateway_metric_usec(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+/* a record lookup asked of Redis, from the GET to its answer or failure */
+void
+ngx_env_gateway_metric_lookup(ngx_uint_t usec)
+{
+    ngx_env_gateway_metric_observe(ngx_env_gateway_lookup_le,
+                                   NGX_ENVGW_LOOKUP_BUCKETS,
+                                   NGX_ENVGW_M_LOOKUP_BUCKET,
+                                   NGX_ENVGW_M_LOOKUP_SUM_US, usec);
+}
+
+
+/* the slot of an environment's name among the ready ones, or 0 */
+static ngx_uint_t
+ngx_env_gateway_env_find(ngx_env_gateway_shmetrics_t *m, ngx_str_t *name)
+{
+    ngx_uint_t                      i, n;
+    ngx_env_gateway_env_metrics_t  *e;
+
+    n = ngx_min((ngx_uint_t) m->nenvs, NGX_ENVGW_ENV_LABELS);
+
+    for (i = 1; i <= n; i++) {
+        e = &m->envs[i];
+
+        if (e->ready && e->len == name->len
+            && ngx_memcmp(e->name, name->data, name->len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The slot of the environment "name": this worker's last one, a ready one,
+ * or a new one claimed under the zone's lock; "other" when every slot is
+ * taken or the name is too long to be a label.
+ */
+static ngx_uint_t
+ngx_env_gateway_env_slot(ngx_env_gateway_shmetrics_t *m, ngx_str_t *name)
+{
+    ngx_uint_t                      i;
+    ngx_env_gateway_env_metrics_t  *e;
+
+    if (name->len == 0) {
+        return NGX_ENVGW_ENV_NONE;
+    }
+
+    if (name->len == ngx_env_gateway_env_last_len
+        && ngx_memcmp(ngx_env_gateway_env_last, name->data, name->len) == 0)
+    {
+        return ngx_env_gateway_env_last_slot;
+    }
+
+    if (name->len > NGX_ENVGW_ENV_LABEL_LEN) {
+        return NGX_ENVGW_ENV_OTHER;
+    }
+
+    i = ngx_env_gateway_env_find(m, name);
+
+    if (i == 0) {
+        ngx_shmtx_lock(&ngx_env_gateway_metrics_pool->mutex);
+
+        i = ngx_env_gateway_env_find(m, name);
+
+        if (i == 0 && m->nenvs < NGX_ENVGW_ENV_LABELS) {
+            i = m->nenvs + 1;
+            e = &m->envs[i];
+            ngx_memcpy(e->name, name->data, name->len);
+            e->len = name->len;
+            ngx_memory_barrier();
+            e->ready = 1;
+            ngx_memory_barrier();
+            m->nenvs = i;
+        }
+
+        ngx_shmtx_unlock(&ngx_env_gateway_metrics_pool->mutex);
+
+        if (i == 0) {
+            i = NGX_ENVGW_ENV_OTHER;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: metrics: environment \"%V\", slot %ui",
+                       name, i);
+    }
+
+    ngx_memcpy(ngx_env_gateway_env_last, name->data, name->len);
+    ngx_env_gateway_env_last_len = name->len;
+    ngx_env_gateway_env_last_slot = i;
+
+    return i;
+}
+
+
+/* a checked request: its result (refusal code) in its environment */
+void
+ngx_env_gateway_metric_request(ngx_str_t *environment, ngx_uint_t result)
+{
+    ngx_uint_t                    i;
+    ngx_env_gateway_shmetrics_t  *m;
+
+    m = ngx_env_gateway_metrics;
+
+    if (m == NULL) {
+        return;
+    }
+
+    i = ngx_env_gateway_env_slot(m, environment);
+
+    (void) ngx_atomic_fetch_add(&m->envs[i].c[result], 1);
 }
 
 
@@ -134,29 +308,117 @@ ngx_env_gateway_metric_seconds(ngx_env_gateway_text_t *t, uint64_t usec)
 }
 
 
+/* a label value as the text format wants it: \\, \" and \n escaped */
+void
+ngx_env_gateway_metrics_label(ngx_env_gateway_text_t *t, u_char *p,
+    size_t len)
+{
+    u_char  *last, *start;
+
+    last = p + len;
+
+    for (start = p; p < last; p++) {
+        if (*p != '\\' && *p != '"' && *p != '\n') {
+            continue;
+        }
+
+        ngx_env_gateway_text_bytes(t, start, p - start);
+
+        if (*p == '\n') {
+            ngx_env_gateway_text_literal(t, "\\n");
+
+        } else {
+            ngx_env_gateway_text_literal(t, "\\");
+            ngx_env_gateway_text_bytes(t, p, 1);
+        }
+
+        start = p + 1;
+    }
+
+    ngx_env_gateway_text_bytes(t, start, p - start);
+}
+
+
+/* "<name>_bucket{le=..}", "_sum" and "_count" of a histogram */
+static void
+ngx_env_gateway_metric_histogram(ngx_env_gateway_text_t *t, const char *name,
+    ngx_uint_t *le, ngx_uint_t n, ngx_atomic_uint_t *bucket,
+    ngx_atomic_uint_t sum)
+{
+    size_t      len;
+    ngx_uint_t  i, cum;
+
+    len = ngx_strlen(name);
+    cum = 0;
+
+    for (i = 0; i <= n; i++) {
+        cum += bucket[i];
+
+        ngx_env_gateway_text_bytes(t, (u_char *) name, len);
+        ngx_env_gateway_text_literal(t, "_bucket{le=\"");
+
+        if (i < n) {
+            ngx_env_gateway_metric_seconds(t, le[i]);
+
+        } else {
+            ngx_env_gateway_text_literal(t, "+Inf");
+        }
+
+        ngx_env_gateway_text_literal(t, "\"} ");
+        ngx_env_gateway_text_uint(t, cum, 0);
+        ngx_env_gateway_text_literal(t, "\n");
+    }
+
+    ngx_env_gateway_text_bytes(t, (u_char *) name, len);
+    ngx_env_gateway_text_literal(t, "_sum ");
+    ngx_env_gateway_metric_seconds(t, sum);
+    ngx_env_gateway_text_literal(t, "\n");
+
+    ngx_env_gateway_text_bytes(t, (u_char *) name, len);
+    ngx_env_gateway_text_literal(t, "_count ");
+    ngx_env_gateway_text_uint(t, cum, 0);
+    ngx_env_gateway_text_literal(t, "\n");
+}
+
+
 /*
  * The exposition, from a snapshot of the counters (so that the measuring
  * and the writing pass see the same numbers while workers count on).
+ * envs: the environment slots, those not ready skipped ("other" only once
+ * it counted something).
  */
 static void
 ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
-    ngx_uint_t *entries, size_t *bytes)
+    ngx_env_gateway_env_metrics_t *envs, ngx_uint_t *entries, size_t *bytes,
+    ngx_uint_t redis_up)
 {
-    ngx_uint_t  i, cum;
+    ngx_uint_t                      i, j;
+    ngx_env_gateway_env_metrics_t  *e;
 
     ngx_env_gateway_text_literal(t,
-        "# HELP env_gateway_requests_total Requests checked, by result.\n"
+        "# HELP env_gateway_requests_total Requests checked, by "
+        "environment and result.\n"
         "# TYPE env_gateway_requests_total counter\n");
 
-    for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
-        ngx_env_gateway_text_literal(t,
-                                     "env_gateway_requests_total{result=\"");
-        ngx_env_gateway_text_bytes(t,
-            (u_char *) ngx_env_gateway_result_names[i],
-            ngx_strlen(ngx_env_gateway_result_names[i]));
-        ngx_env_gateway_text_literal(t, "\"} ");
-        ngx_env_gateway_text_uint(t, c[NGX_ENVGW_M_REQUESTS + i], 0);
-        ngx_env_gateway_text_literal(t, "\n");
+    for (j = 0; j < NGX_ENVGW_ENV_SLOTS; j++) {
+        e = &envs[j];
+
+        if (!e->ready) {
+            continue;
+        }
+
+        for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
+            ngx_env_gateway_text_literal(t,
+                "env_gateway_requests_total{environment=\"");
+            ngx_env_gateway_metrics_label(t, e->name, e->len);
+            ngx_env_gateway_text_literal(t, "\",result=\"");
+            ngx_env_gateway_text_bytes(t,
+                (u_char *) ngx_env_gateway_result_names[i],
+                ngx_strlen(ngx_env_gateway_result_names[i]));
+            ngx_env_gateway_text_literal(t, "\"} ");
+            ngx_env_gateway_text_uint(t, e->c[i], 0);
+            ngx_env_gateway_text_literal(t, "\n");
+        }
     }
 
     ngx_env_gateway_text_literal(t,
@@ -240,31 +502,47 @@ ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
     ngx_env_gateway_text_literal(t,
         "# HELP env_gateway_redis_rtt_seconds Redis round-trip time.\n"
         "# TYPE env_gateway_redis_rtt_seconds histogram\n");
+    ngx_env_gateway_metric_histogram(t, "env_gateway_redis_rtt_seconds",
+                                     ngx_env_gateway_rtt_le,
+                                     NGX_ENVGW_RTT_BUCKETS,
+                                     &c[NGX_ENVGW_M_RTT_BUCKET],
+                                     c[NGX_ENVGW_M_RTT_SUM_US]);
 
-    cum = 0;
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_lookup_duration_seconds Record lookups "
+        "asked of Redis, from the GET to its answer or failure.\n"
+        "# TYPE env_gateway_redis_lookup_duration_seconds histogram\n");
+    ngx_env_gateway_metric_histogram(t,
+        "env_gateway_redis_lookup_duration_seconds",
+        ngx_env_gateway_lookup_le, NGX_ENVGW_LOOKUP_BUCKETS,
+        &c[NGX_ENVGW_M_LOOKUP_BUCKET], c[NGX_ENVGW_M_LOOKUP_SUM_US]);
 
-    for (i = 0; i < NGX_ENVGW_RTT_BUCKETS; i++) {
-        cum += c[NGX_ENVGW_M_RTT_BUCKET + i];
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_redis_up Whether the answering worker's lookup "
+        "connection to Redis is up.\n"
+        "# TYPE env_gateway_redis_up gauge\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_redis_up", redis_up);
 
-        ngx_env_gateway_text_literal(t,
-            "env_gateway_redis_rtt_seconds_bucket{le=\"");
-        ngx_env_gateway_metric_seconds(t, ngx_env_gateway_rtt_le[i]);
-        ngx_env_gateway_text_literal(t, "\"} ");
-        ngx_env_gateway_text_uint(t, cum, 0);
-        ngx_env_gateway_text_literal(t, "\n");
-    }
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_last_used_writes_total Token last-use times "
+        "written to Redis.\n"
+        "# TYPE env_gateway_last_used_writes_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_last_used_writes_total",
+                                c[NGX_ENVGW_M_LAST_USED_WRITES]);
 
-    cum += c[NGX_ENVGW_M_RTT_BUCKET + NGX_ENVGW_RTT_BUCKETS];
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_last_used_dropped_total Token uses not "
+        "recorded: the table of an interval was full.\n"
+        "# TYPE env_gateway_last_used_dropped_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_last_used_dropped_total",
+                                c[NGX_ENVGW_M_LAST_USED_DROPPED]);
 
-    ngx_env_gateway_metric_line(t,
-        "env_gateway_redis_rtt_seconds_bucket{le=\"+Inf\"}", cum);
-
-    ngx_env_gateway_text_literal(t, "env_gateway_redis_rtt_seconds_sum ");
-    ngx_env_gateway_metric_seconds(t, c[NGX_ENVGW_M_RTT_SUM_US]);
-    ngx_env_gateway_text_literal(t, "\n");
-
-    ngx_env_gateway_metric_line(t, "env_gateway_redis_rtt_seconds_count",
-                                cum);
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_last_used_errors_total Last-use writes Redis "
+        "refused (read-only replica, ACL) or that failed.\n"
+        "# TYPE env_gateway_last_used_errors_total counter\n");
+    ngx_env_gateway_metric_line(t, "env_gateway_last_used_errors_total",
+                                c[NGX_ENVGW_M_LAST_USED_ERRORS]);
 
     ngx_env_gateway_limit_metrics(t, c);
 }
@@ -277,14 +555,17 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_str_t                     text;
     ngx_buf_t                    *b;
-    ngx_uint_t                    i, entries[2];
+    ngx_uint_t                    i, j, entries[2], redis_up;
     ngx_chain_t                   out;
     ngx_atomic_uint_t             c[NGX_ENVGW_M_LAST];
+    ngx_env_gateway_env_metrics_t   envs[NGX_ENVGW_ENV_SLOTS];
+    ngx_env_gateway_env_metrics_t  *e;
     ngx_env_gateway_text_t        t;
     ngx_env_gateway_main_conf_t  *gmcf;
 
-    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return NGX_HTTP_NOT_ALLOWED;
+    rc = ngx_env_gateway_get_only(r);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -302,6 +583,31 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
         c[i] = ngx_env_gateway_metrics->c[i];
     }
 
+    /* the environments: none (""), the named ones ready, "other" if used */
+    for (j = 0; j < NGX_ENVGW_ENV_SLOTS; j++) {
+        e = &ngx_env_gateway_metrics->envs[j];
+        envs[j].ready = (j == NGX_ENVGW_ENV_NONE || e->ready);
+        envs[j].len = 0;
+
+        if (envs[j].ready && j != NGX_ENVGW_ENV_NONE) {
+            envs[j].len = e->len;
+            ngx_memcpy(envs[j].name, e->name, e->len);
+        }
+
+        for (i = 0; i < NGX_ENVGW_NREFUSALS; i++) {
+            envs[j].c[i] = e->c[i];
+
+            if (j == NGX_ENVGW_ENV_OTHER && e->c[i]) {
+                envs[j].ready = 1;
+            }
+        }
+    }
+
+    envs[NGX_ENVGW_ENV_OTHER].len = sizeof("other") - 1;
+    ngx_memcpy(envs[NGX_ENVGW_ENV_OTHER].name, "other", sizeof("other") - 1);
+
+    redis_up = ngx_env_gateway_lookups_up();
+
     entries[0] = entries[1] = 0;
     bytes[0] = bytes[1] = 0;
 
@@ -312,7 +618,7 @@ ngx_env_gateway_metrics_handler(ngx_http_request_t *r)
     ngx_env_gateway_text_init(&t);
 
     do {
-        ngx_env_gateway_metrics_text(&t, c, entries, bytes);
+        ngx_env_gateway_metrics_text(&t, c, envs, entries, bytes, redis_up);
     } while ((rc = ngx_env_gateway_text_next(&t, r->pool)) == NGX_AGAIN);
 
     if (rc != NGX_OK) {

@@ -110,6 +110,10 @@ ngx_env_gateway_redis_create(ngx_cycle_t *cycle,
     rc->reconnect.cancelable = 1;
     rc->primary.cancelable = 1;
 
+    if (ngx_env_gateway_health_init(rc) != NGX_OK) {
+        return NULL;
+    }
+
     return rc;
 }
 
@@ -169,7 +173,7 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
     }
 
     rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
-                                      " (lookups)");
+                                      NGX_ENVGW_ROLE_LOOKUPS);
     if (rc == NULL) {
         return NGX_ERROR;
     }
@@ -223,6 +227,7 @@ ngx_env_gateway_redis_exit_worker(void)
     ngx_env_gateway_cluster_exit();
     ngx_env_gateway_subscriber_exit();
     ngx_env_gateway_sentinel_exit();
+    ngx_env_gateway_health_exit();
 }
 
 
@@ -283,7 +288,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->peer.socklen = srv->socklen;
     rc->peer.name = &srv->name;
     rc->peer.get = ngx_event_get_peer;
-    rc->peer.log = rc->log;
+    rc->peer.log = ngx_env_gateway_health_log(rc);   /* connect() lines */
 
     /* recv() and send() errors are logged once, by drop(), with errno */
     rc->peer.log_error = NGX_ERROR_INFO;
@@ -409,6 +414,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
     rc->state = NGX_ENVGW_REDIS_READY;
     rc->failures = 0;
     rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+
+    ngx_env_gateway_health_connected(rc);
 
 #if (NGX_SSL)
     if (rc->c->ssl) {
@@ -705,7 +712,7 @@ ngx_env_gateway_redis_primary_handler(ngx_event_t *ev)
     rc->probe.socklen = srv[0].socklen;
     rc->probe.name = &srv[0].name;
     rc->probe.get = ngx_event_get_peer;
-    rc->probe.log = rc->log;
+    rc->probe.log = ngx_env_gateway_health_log(rc);
     rc->probe.log_error = NGX_ERROR_INFO;
 
     rv = ngx_event_connect_peer(&rc->probe);
@@ -854,7 +861,10 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
 
     oversize = (ft == NGX_ENVGW_FT_OVERSIZE) ? head : NULL;
 
-    if (why && !shutdown) {
+    /* failed attempts while Redis is unreachable: logged by _health.c */
+    if (!shutdown && !ngx_env_gateway_health_failed(rc, was_ready, err, why)
+        && why)
+    {
         /* a connection closed when idle, and reopened, is no error */
         level = (nfailed || !was_ready || ft == NGX_ENVGW_FT_TLS)
                 ? NGX_LOG_ERR

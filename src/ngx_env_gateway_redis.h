@@ -55,6 +55,29 @@ typedef enum {
 typedef struct ngx_env_gateway_redis_s  ngx_env_gateway_redis_t;
 
 
+/* the last failure's words kept for the summary lines (_health.c) */
+#define NGX_ENVGW_HEALTH_ERRLEN       256
+
+/* a connection's reachability, as logged and as env_gateway_status says */
+typedef struct {
+    ngx_log_t                          quiet;     /* nginx's own connect()
+                                                     lines, taken aside */
+    ngx_event_t                        confirm;   /* connected while down:
+                                                     still up a while? */
+    time_t                             since;     /* of the state now */
+    ngx_msec_t                         window;    /* of the next summary */
+    ngx_msec_t                         down_at;
+    ngx_uint_t                         attempts;  /* failed in the window */
+    ngx_uint_t                         total;     /* failed in the outage */
+    ngx_uint_t                         confirm_gen; /* rc->generation */
+    size_t                             last_len;
+    u_char                             last[NGX_ENVGW_HEALTH_ERRLEN];
+    unsigned                           outage:1;  /* logged as unreachable */
+    unsigned                           failing:1; /* the last attempt failed */
+    unsigned                           captured:1; /* last: nginx's line */
+} ngx_env_gateway_health_t;
+
+
 /* a command awaiting its reply */
 typedef struct {
     ngx_queue_t                        queue;
@@ -138,6 +161,7 @@ struct ngx_env_gateway_redis_s {
 #endif
     ngx_log_t                         *tls_log;   /* c->log: SSL errors kept */
     u_char                             tls_error[NGX_ENVGW_TLS_ERROR_LEN];
+    ngx_env_gateway_health_t           health;    /* _health.c */
 };
 
 
@@ -200,6 +224,22 @@ ngx_int_t ngx_env_gateway_subscriber_init(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf);
 void ngx_env_gateway_subscriber_exit(void);
 
+/* _health.c: state changes logged once, failed attempts summarised */
+ngx_int_t ngx_env_gateway_health_init(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_health_connected(ngx_env_gateway_redis_t *rc);
+ngx_uint_t ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
+    ngx_uint_t was_ready, ngx_err_t err, const char *why);
+const char *ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc);
+ngx_env_gateway_redis_t *ngx_env_gateway_health_conn(ngx_uint_t i);
+void ngx_env_gateway_health_exit(void);
+
+#define ngx_env_gateway_health_log(rc)  (&(rc)->health.quiet)
+
+/* the worker's lookup connection, not a subscriber or the Sentinels' */
+#define NGX_ENVGW_ROLE_LOOKUPS        " (lookups)"
+#define ngx_env_gateway_health_lookups(rc)                                 \
+    (ngx_strcmp((rc)->role, NGX_ENVGW_ROLE_LOOKUPS) == 0)
+
 /* _sentinel.c */
 ngx_int_t ngx_env_gateway_sentinel_init(ngx_cycle_t *cycle,
     ngx_env_gateway_main_conf_t *gmcf);
@@ -215,5 +255,6 @@ ngx_int_t ngx_env_gateway_cluster_command(int argc, const char **argv,
     void *data);
 uint16_t ngx_env_gateway_cluster_crc16(u_char *p, size_t len);
 ngx_uint_t ngx_env_gateway_cluster_keyslot(u_char *key, size_t len);
+ngx_int_t ngx_env_gateway_cluster_ready(void);
 
 #endif /* NGX_ENV_GATEWAY_REDIS_H */

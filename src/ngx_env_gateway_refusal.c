@@ -164,7 +164,7 @@ ngx_env_gateway_refusal_build(ngx_http_request_t *r,
     rf = &ngx_env_gateway_refusals[refusal];
     ctx->refusal = refusal;
 
-    ngx_env_gateway_metric_inc(NGX_ENVGW_M_REQUESTS + refusal);
+    ngx_env_gateway_metric_request(&ctx->environment, refusal);
 
     if (r->connection->log->log_level >= glcf->log_level) {
         ngx_env_gateway_log_value(r->pool, &ctx->token_id, &token_id);
@@ -311,6 +311,13 @@ ngx_env_gateway_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_str_t  body;
 
     if (ngx_env_gateway_refusal_build(r, ctx, refusal, &body) != NGX_OK) {
+        return ngx_env_gateway_refusal_send(r, refusal, NULL);
+    }
+
+    /* a 405 names the verb the method takes (empty: none can be named) */
+    if (refusal == NGX_ENVGW_METHOD_NOT_ALLOWED
+        && ngx_env_gateway_add_header(r, "Allow", &ctx->allow) == NULL)
+    {
         return ngx_env_gateway_refusal_send(r, refusal, NULL);
     }
 

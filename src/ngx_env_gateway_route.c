@@ -182,6 +182,39 @@ ngx_env_gateway_method_flag(ngx_str_t *verb)
 }
 
 
+/*
+ * An HTTP token (RFC 9110, 5.6.2): one or more tchar.  A declared verb
+ * that is not one cannot be named in an Allow header.
+ */
+ngx_uint_t
+ngx_env_gateway_http_token(ngx_str_t *s)
+{
+    u_char  *p, *last;
+
+    static u_char  tchar[] = "!#$%&'*+-.^_`|~";
+
+    if (s->len == 0) {
+        return 0;
+    }
+
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9'))
+        {
+            continue;
+        }
+
+        if (ngx_strlchr(tchar, tchar + sizeof(tchar) - 1, *p) == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* a value from the request that goes into a path: no path syntax at all */
 ngx_int_t
 ngx_env_gateway_path_value_ok(ngx_str_t *v)

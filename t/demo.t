@@ -146,9 +146,13 @@ is($r->{status}, 200, 'built-in method in production: 200');
 is($r->{json}{upstream}, 'hubspot_production', 'via upstream hubspot_production');
 is($r->{json}{uri}, '/crm/v3/objects/contacts/123', 'get with {id}');
 
+$r = $t->http('GET', '/env_gateway/status', [], undef, port => $port);
+is($r->{status}, 200, 'readiness (env_gateway_status): 200');
+like($r->{body}, qr/"ready":true/, '... ready: true');
+
 $r = $t->http('GET', '/env_gateway/metrics', [], undef, port => $port);
 is($r->{status}, 200, 'metrics answer on loopback');
-like($r->{body}, qr/^env_gateway_requests_total\{result="allowed"\} [1-9]/m,
+like($r->{body}, qr/^env_gateway_requests_total\{environment="development",result="allowed"\} [1-9]/m,
      'metrics count the allowed requests');
 
 # --- the README's walkthrough, run as printed ---------------------------------

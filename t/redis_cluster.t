@@ -72,8 +72,20 @@ $t->start_nginx(<<"EOF");
             env_gateway_account \$arg_integrated_account_id;
             proxy_pass http://backend;
         }
+        location = /status { env_gateway_status; }
     }
 EOF
+
+# readiness: the slot map read and every primary connected
+my $st;
+for (1 .. 100) {
+    $st = $t->get('/status');
+    last if $st->{status} == 200;
+    sleep 0.02;
+}
+is($st->{status}, 200, 'env_gateway_status: ready on the cluster');
+is(ref $st->{json} eq 'HASH' && $st->{json}{ready} ? 1 : 0, 1,
+   '... "ready": true');
 
 # the lookups' GETs, counted on each node
 sub gets {

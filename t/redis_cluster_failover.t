@@ -59,6 +59,7 @@ $t->start_nginx(<<"EOF", subscribed => 0);
             env_gateway on;
             proxy_pass http://backend;
         }
+        location = /status { env_gateway_status; }
     }
 EOF
 
@@ -78,6 +79,13 @@ sleep 1.2;
 
 my $t0 = time;
 $c->kill_node($victim);
+my $st;
+for (1 .. 100) {
+    $st = $t->get('/status')->{status};
+    last if $st == 503;
+    sleep 0.01;
+}
+is($st, 503, 'env_gateway_status: not ready while a primary is down');
 
 # the victim's tokens until the gateway answers again: 503s, never a pass
 my ($promoted, $recovered, %during);
@@ -98,6 +106,8 @@ while (time < $deadline) {
     sleep 0.01;
 }
 my $res = $c->stop_load($t, $load);
+is($t->get('/status')->{status}, 200,
+   'env_gateway_status: ready again once the promoted replica is connected');
 
 ok($promoted, 'the cluster promoted the replica');
 ok($recovered, 'the gateway answers for the failed primary\'s slots again');

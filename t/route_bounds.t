@@ -516,14 +516,15 @@ routed('{id} ".x." is no dot segment', req(GET => "/q?res=contacts&id=.x.&$A"),
 {
     my $r = $t->http(GET => '/metrics', []);
     is($r->{status}, 200, 'metrics: 200');
-    my @bad = grep { !/^(?:# (?:HELP|TYPE) .*|[a-z_]+(?:\{[a-z_]+="[^"]*"\})? \d+(?:\.\d{6})?)$/ }
+    my @bad = grep { !/^(?:# (?:HELP|TYPE) .*|[a-z_]+(?:\{[a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*\})? \d+(?:\.\d{6})?)$/ }
               split /\n/, $r->{body};
     is(scalar @bad, 0, 'metrics: every line is a comment or "name value"')
         or diag(join "\n", @bad[0 .. ($#bad > 5 ? 5 : $#bad)]);
     is(length $r->{body}, $r->{headers}{'content-length'},
        'metrics: Content-Length is the body\'s length');
     for my $code (sort keys %COUNT) {
-        my ($n) = $r->{body} =~ /^env_gateway_requests_total\{result="$code"\} (\d+)$/m;
+        my $n = 0;
+        $n += $_ for $r->{body} =~ /^env_gateway_requests_total\{environment="(?:[^"\\]|\\.)*",result="$code"\} (\d+)$/mg;
         is($n, $COUNT{$code}, "metrics: $code counted $COUNT{$code} times");
     }
 }

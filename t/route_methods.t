@@ -134,6 +134,12 @@ $t->put('integration:env_dev:hubspot', {
             list => m_(GET => '/crm/v3/objects/{object}'),
             get  => m_(GET => '/crm/v3/objects/{object}/{id}'),
         },
+        # declared verbs an Allow header can name, and two it cannot
+        odd => {
+            purge  => m_(PURGE        => '/v1/odd/purge'),
+            spaced => m_('PO ST'      => '/v1/odd/spaced'),
+            listed => m_('GET,POST'   => '/v1/odd/listed'),
+        },
     },
 });
 
@@ -223,6 +229,16 @@ sub refused {
     return $r;
 }
 
+# the one Allow header of a response: its value ('' when empty), undef
+# when absent; two of them fail
+sub allow {
+    my ($r) = @_;
+    my ($head) = split /\r\n\r\n/, $r->{raw}, 2;
+    my @v = $head =~ /^Allow:[ \t]*([^\r\n]*?)[ \t]*\r?$/mig;
+    ok(@v <= 1, 'at most one Allow header') or diag($head);
+    return $v[0];
+}
+
 my $KB = 'http://hubspot_dev';
 my $BE = "http://127.0.0.1:$BACKEND";
 my $A = 'integrated_account_id';
@@ -293,12 +309,33 @@ for my $v (qw(GET PUT PATCH DELETE)) {
          "dev: $v merge: 405 names the declared verb POST");
     like($r->{json} ? $r->{json}{message} : '', qr/\bmerge\b/,
          "dev: $v merge: 405 names the method");
+    is(allow($r), 'POST', "dev: $v merge: Allow: POST");
 }
 {
     my $r = refused(POST => "/proxy/contacts/search?$A=acc_dev", 'dev',
                     405, 'method_not_allowed', 'dev: POST search', '{}');
     like($r->{json} ? $r->{json}{message} : '', qr/\bGET\b/,
          'dev: POST search: 405 names GET');
+    is(allow($r), 'GET', 'dev: POST search: Allow: GET');
+}
+
+# Allow names a declared verb that is an HTTP token (RFC 9110 5.6.2), and
+# is present but empty when the declared verb is not one (RFC 9110 10.2.1)
+{
+    my $r = refused(GET => "/proxy/odd/purge?$A=acc_dev", 'dev',
+                    405, 'method_not_allowed', 'dev: GET purge');
+    is(allow($r), 'PURGE', 'dev: GET purge: Allow: PURGE (not a standard '
+       . 'verb, a token)');
+    for my $m (qw(spaced listed)) {
+        $r = refused(GET => "/proxy/odd/$m?$A=acc_dev", 'dev',
+                     405, 'method_not_allowed', "dev: GET $m");
+        is(allow($r), '', "dev: GET $m: the declared verb is no token: "
+           . 'Allow is empty');
+    }
+    # a refusal other than 405 carries none
+    $r = refused(POST => "/proxy/contacts/merge?$A=acc_prod", 'prod',
+                 404, 'method_not_found', 'prod: POST merge, again', '{}');
+    is(allow($r), undef, 'a 404 carries no Allow');
 }
 
 # POST on an id: 404 naming it

@@ -85,6 +85,9 @@ sub metrics {
         next if /^#/ || !/\S/;
         my ($k, $v) = /^(\S+)\s+(\S+)$/ or next;
         $m{$k} = $v;
+        # requests by result, summed over the environment label
+        $m{"env_gateway_requests_total{result=\"$1\"}"} += $v
+            if $k =~ /^env_gateway_requests_total\{environment="(?:[^"\\]|\\.)*",result="(\w+)"\}$/;
     }
     return \%m;
 }
