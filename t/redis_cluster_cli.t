@@ -164,6 +164,78 @@ is($r->{status}, 404, 'a removed account: 404 at once');
 my @audit = $t->{redis}->xrange('envgw:audit', '-', '+');
 ok(@audit >= 20, 'the audit stream has every write (' . scalar(@audit) . ')');
 
+# ---- the order of a write's commands across the nodes (MONITOR) ----------
+# every primary's MONITOR, one clock (one machine): the commands of a write
+# in the order the nodes ran them
+sub monitored {
+    my ($code) = @_;
+    my @ports = $cl->primary_ports;
+    my %mon;
+    for my $port (@ports) {
+        my $name = "monitor-$port-" . ++$main::monitors;
+        $t->spawn($name, 'stdbuf', '-oL', 'redis-cli', '-p', $port,
+                  'monitor');
+        $mon{$port} = $name;
+    }
+    # each monitor is attached once it sees a PING
+    for my $port (@ports) {
+        my $ok = 0;
+        for (1 .. 100) {
+            $cl->node($port)->ping;
+            last if ($ok = $t->slurp("$mon{$port}.out") =~ /"PING"/);
+            sleep 0.02;
+        }
+        die "MONITOR on $port did not start" unless $ok;
+    }
+    $code->();
+    sleep 0.2;
+    my @cmds;
+    for my $port (@ports) {
+        $t->stop_pid($mon{$port});
+        for (split /\n/, $t->slurp("$mon{$port}.out")) {
+            next unless /^(\d+\.\d+) \[\d+ [^\]]+\] "(\w+)"(?: "([^"]*)")?/;
+            next if $2 eq 'PING' || $2 eq 'CLUSTER' || $2 eq 'AUTH';
+            push @cmds, [ $1, uc $2, $3 // '' ];
+        }
+    }
+    return map { "$_->[1] $_->[2]" } sort { $a->[0] <=> $b->[0] } @cmds;
+}
+
+sub pos_of {
+    my ($list, $re) = @_;
+    my ($i) = grep { $list->[$_] =~ $re } 0 .. $#$list;
+    return $i // -1;
+}
+
+my $minted;
+my @seq = monitored(sub { $minted = $c->json('token', 'create', 'env_dev') });
+my $h = sha256_hex($minted->{token} // '');
+my ($idx, $map, $grant) = (pos_of(\@seq, qr/^SADD envgw:tokens:env_dev$/),
+                           pos_of(\@seq, qr/^SET envgw:token_id:/),
+                           pos_of(\@seq, qr/^SET envgw:token:$h$/));
+ok($idx >= 0 && $map > $idx && $grant > $map,
+   "token create on the cluster: the index (command $idx), then token_id (command $map), "
+   . "then the grant (command $grant)") or diag(join "\n", @seq);
+ok(pos_of(\@seq, qr/^PUBLISH envgw:invalidate$/) > $grant,
+   '... then the PUBLISH');
+
+$c->ok_run('an account to remove', 'account', 'add', 'env_dev', 'acc_gone',
+           '--integration', 'hubspot', '--tenant', 'gone');
+my $acctok = $c->json('token', 'create', 'env_dev', '--kind', 'account',
+                      '--account', 'acc_gone');
+@seq = monitored(sub { $c->ok_run('account remove (monitored)', 'account',
+                                  'remove', 'acc_gone') });
+my ($del, $revoke, $unindex) =
+    (pos_of(\@seq, qr/^DEL envgw:account:acc_gone$/),
+     pos_of(\@seq, qr/^SET envgw:token:/),
+     pos_of(\@seq, qr/^SREM envgw:accounts:env_dev$/));
+ok($del >= 0 && $unindex > $del,
+   "account remove on the cluster: the record deleted (command $del) before its "
+   . "index entry (command $unindex)") or diag(join "\n", @seq);
+ok(!$acctok->{token} || ($revoke >= 0 && $revoke < $unindex),
+   "... its account token revoked (command $revoke) before the index entry")
+   or diag(join "\n", @seq);
+
 # a command that is not a cluster's: --db
 $res = $c->run('--db', '1', 'env', 'list');
 isnt($res->{rc}, 0, '--cluster --db 1: refused');
