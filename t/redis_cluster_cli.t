@@ -214,8 +214,8 @@ my ($idx, $map, $grant) = (pos_of(\@seq, qr/^SADD envgw:tokens:env_dev$/),
                            pos_of(\@seq, qr/^SET envgw:token_id:/),
                            pos_of(\@seq, qr/^SET envgw:token:$h$/));
 ok($idx >= 0 && $map > $idx && $grant > $map,
-   "token create on the cluster: the index (command $idx), then token_id (command $map), "
-   . "then the grant (command $grant)") or diag(join "\n", @seq);
+   "token create on the cluster: the index (command $idx), then "
+   . "token_id (command $map), then the grant (command $grant)") or diag(join "\n", @seq);
 ok(pos_of(\@seq, qr/^PUBLISH envgw:invalidate$/) > $grant,
    '... then the PUBLISH');
 
@@ -230,8 +230,8 @@ my ($del, $revoke, $unindex) =
      pos_of(\@seq, qr/^SET envgw:token:/),
      pos_of(\@seq, qr/^SREM envgw:accounts:env_dev$/));
 ok($del >= 0 && $unindex > $del,
-   "account remove on the cluster: the record deleted (command $del) before its "
-   . "index entry (command $unindex)") or diag(join "\n", @seq);
+   "account remove on the cluster: the record deleted (command $del) "
+   . "before its index entry (command $unindex)") or diag(join "\n", @seq);
 ok(!$acctok->{token} || ($revoke >= 0 && $revoke < $unindex),
    "... its account token revoked (command $revoke) before the index entry")
    or diag(join "\n", @seq);
