@@ -86,7 +86,8 @@ my $dev = $tok{env_dev}[0];
 my $prod = $tok{env_prod}[0];
 
 is($t->{redis}->get("envgw:token_id:$dev->{token_id}"),
-   '"' . sha256_hex($dev->{token}) . '"', 'token_id:<id> names the record, as without '
+   '"' . sha256_hex($dev->{token}) . '"',
+   'token_id:<id> names the record, as without '
    . 'a cluster');
 ok($t->{redis}->sismember('envgw:tokens:env_dev', $dev->{token_id}),
    'the index tokens:<env> lists it, as without a cluster');
@@ -119,7 +120,8 @@ is(merge($prod->{token}, 'acc_env_prod')->{status}, 404,
 is(merge($dev->{token}, 'acc_env_dev')->{status}, 200, 'development: 200');
 $res = $c->run('diff', 'env_dev', 'env_prod');
 is($res->{rc}, 1, 'diff exits 1 when the environments differ');
-like($res->{out}, qr{^\+ hubspot contacts\.merge POST /crm/v3/objects/contacts/merge}m,
+like($res->{out},
+     qr{^\+ hubspot contacts\.merge POST /crm/v3/objects/contacts/merge}m,
      'diff shows the development-only method');
 $c->ok_run('promote', 'promote', 'env_dev', 'env_prod', '--method',
            'contacts.merge');
@@ -167,12 +169,13 @@ ok(@audit >= 20, 'the audit stream has every write (' . scalar(@audit) . ')');
 # ---- the order of a write's commands across the nodes (MONITOR) ----------
 # every primary's MONITOR, one clock (one machine): the commands of a write
 # in the order the nodes ran them
+my $monitors = 0;
 sub monitored {
     my ($code) = @_;
     my @ports = $cl->primary_ports;
     my %mon;
     for my $port (@ports) {
-        my $name = "monitor-$port-" . ++$main::monitors;
+        my $name = "monitor-$port-" . ++$monitors;
         $t->spawn($name, 'stdbuf', '-oL', 'redis-cli', '-p', $port,
                   'monitor');
         $mon{$port} = $name;
@@ -215,7 +218,8 @@ my ($idx, $map, $grant) = (pos_of(\@seq, qr/^SADD envgw:tokens:env_dev$/),
                            pos_of(\@seq, qr/^SET envgw:token:$h$/));
 ok($idx >= 0 && $map > $idx && $grant > $map,
    "token create on the cluster: the index (command $idx), then "
-   . "token_id (command $map), then the grant (command $grant)") or diag(join "\n", @seq);
+   . "token_id (command $map), then the grant (command $grant)")
+    or diag(join "\n", @seq);
 ok(pos_of(\@seq, qr/^PUBLISH envgw:invalidate$/) > $grant,
    '... then the PUBLISH');
 

@@ -69,7 +69,9 @@ sub start {
     }
     my $nodes = join ' ', map { "127.0.0.1:$_" } @{ $self->{ports} };
     my $r = $self->{replicas};
-    my $out = `redis-cli --cluster create $nodes --cluster-replicas $r --cluster-yes 2>&1`;
+    my $cmd = "redis-cli --cluster create $nodes --cluster-replicas $r "
+            . '--cluster-yes 2>&1';
+    my $out = `$cmd`;
     $? == 0 or die "redis-cli --cluster create failed:\n$out";
     $self->wait_ok(20) or die "the cluster did not reach cluster_state:ok";
     return $self;
