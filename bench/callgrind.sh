@@ -14,11 +14,22 @@
 #        every function it reached -- checked for json_*, malloc & co and
 #        for the shared-memory lock.
 #   BENCH_CG_REQUESTS=2000
+#   BENCH_CG_CACHE=0: no env_gateway_cache (every request asks Redis for
+#        its records; the Redis server is outside valgrind, the worker's
+#        side of the round trip and the parsing of the replies inside)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 MODULE=${1:-$BENCH_TOP/build/nginx/objs/ngx_env_gateway_module.so}
 N=${BENCH_CG_REQUESTS:-2000}
+if [ "${BENCH_CG_CACHE:-1}" = 0 ]; then
+    CG_CACHE=""; CG_WHAT="no cache (Redis asked on every request)"
+    CG_PASS="pass, no cache"
+else
+    CG_CACHE="env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;"
+    CG_WHAT="warm cache hit"
+    CG_PASS="warm pass"
+fi
 command -v valgrind >/dev/null || { echo "bench: valgrind not installed" >&2; exit 1; }
 bench_init
 export BENCH_START_TIMEOUT=90
@@ -58,7 +69,7 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
     GW=$(free_port); PL=$(free_port); LM=$(free_port)
     nginx_conf "$name" "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
-    env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;
+    $CG_CACHE
     env_gateway_limit_zone zone=envgw_limits:8m;
     env_gateway_secret_keys $BENCH_DIR/secret_keys;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
@@ -140,15 +151,23 @@ fnlist() {  # annotate output -> "Ir/request  file:function", toggle artifacts (
 callgrind_annotate --auto=no --inclusive=no --threshold=100 "$B_GW" 2>/dev/null > "$BENCH_DIR/handler_self.txt"
 
 echo
-echo "### callgrind: warm cache hit ($N requests per front, one keep-alive connection)"
+echo "### callgrind: $CG_WHAT ($N requests per front, one keep-alive connection)"
 echo
 echo "| measure | Ir per request |"
 echo "|---|---:|"
 echo "| whole front worker, plain proxy_pass | $(per "$pl_total") |"
-echo "| whole front worker, env_gateway warm hit | $(per "$gw_total") |"
+echo "| whole front worker, env_gateway $CG_PASS | $(per "$gw_total") |"
 echo "| added by env_gateway (difference) | $(per $((gw_total - pl_total))) |"
 echo "| ngx_env_gateway_access_handler inclusive (run A) | $(per "${h_incl:-0}") |"
 echo "| ngx_env_gateway_access_handler inclusive (run B, toggle-collect) | $(per "$b_total") |"
+# JSON parsing and heap allocation anywhere in the worker (the no-cache
+# path parses Redis replies outside the handler)
+objsum() {  # annotate output, object regex -> self Ir of its functions
+    awk -v re="$2" '/^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ && $0 ~ re {
+        ir=$1; gsub(",", "", ir); s += ir } END { print s + 0 }' "$1"
+}
+echo "| libjansson, whole front worker (self) | $(per "$(objsum "$BENCH_DIR/gw_self.txt" 'libjansson')") |"
+echo "| malloc/free/realloc, whole front worker (self) | $(per "$(objsum "$BENCH_DIR/gw_self.txt" ':(_int_malloc|_int_free|malloc|free|realloc|calloc|_int_realloc|malloc_consolidate|cfree)[@ ]')") |"
 echo
 echo "Every path ($N requests each on one keep-alive connection, Ir per request):"
 echo
@@ -159,11 +178,11 @@ for d in gw route routecred r401 r404 limit; do
     [ -n "$fa" ] && [ -n "$fb" ] || continue
     ta=$(total_ir "$fa"); tb=$(total_ir "$fb")
     case $d in
-        gw) what="warm pass, / (200)" ;;
-        route) what="warm pass, /proxy/contacts route (200)" ;;
-        routecred) what="warm pass, /proxy/contacts route with credentials injected (200)" ;;
-        r401) what="unknown token (401, negative cache)" ;;
-        limit) what="warm pass, / with env_gateway_limit token (200, never reached)" ;;
+        gw) what="$CG_PASS, / (200)" ;;
+        route) what="$CG_PASS, /proxy/contacts route (200)" ;;
+        routecred) what="$CG_PASS, /proxy/contacts route with credentials injected (200)" ;;
+        r401) what="unknown token (401${CG_CACHE:+, negative cache})" ;;
+        limit) what="$CG_PASS, / with env_gateway_limit token (200, never reached)" ;;
         r404) what="account of another environment (404)" ;;
     esac
     echo "| $what | $(per "$ta") | $(per $((ta - pl_total))) | $(per "$tb") |"

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -79,6 +80,21 @@ static long b64_decode(const char *in, unsigned char *out)
 
 /* ---- the keyring ----------------------------------------------------------- */
 
+/* the same warnings as the gateway's at nginx -t: a keyring is root's */
+static void keyring_mode_check(FILE *f, const char *file)
+{
+    struct stat st;
+
+    if (fstat(fileno(f), &st) != 0)
+        return;
+    if (st.st_mode & S_IROTH)
+        warnx_("the keyring %s is readable by every user of this host: "
+               "chmod o-r it", file);
+    if (st.st_mode & S_IWOTH)
+        warnx_("the keyring %s is writable by every user of this host: "
+               "chmod o-w it", file);
+}
+
 static void load_keys(const char *file)
 {
     char line[1024];
@@ -94,6 +110,7 @@ static void load_keys(const char *file)
     f = fopen(file, "r");
     if (f == NULL)
         die("cannot read keyring %s: %s", file, strerror(errno));
+    keyring_mode_check(f, file);
     keyring = pool_keep(calloc(cap, sizeof(cred_key_t)), wipe_keys);
     if (keyring == NULL)
         die("out of memory");

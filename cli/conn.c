@@ -430,6 +430,7 @@ static void conn_flush(void)
 /* The next reply (kept until the pool drains); dies on a lost connection. */
 redisReply *conn_reply(void)
 {
+    static int replied;     /* a plain connection a TLS port drops at once */
     void *r = NULL;
     char buf[16384];
     ssize_t n;
@@ -439,8 +440,10 @@ redisReply *conn_reply(void)
         if (redisReaderGetReply(cur->reader, &r) != REDIS_OK)
             die("Redis at %s: protocol error: %s", cur->desc,
                 cur->reader->errstr);
-        if (r != NULL)
+        if (r != NULL) {
+            replied = 1;
             return pool_keep(r, (void (*)(void *)) freeReplyObject);
+        }
         errno = 0;
         if (cur->ssl != NULL) {
             int m = SSL_read(cur->ssl, buf, sizeof(buf));
@@ -451,8 +454,10 @@ redisReply *conn_reply(void)
         if (n < 0 && errno == EINTR && cur->ssl == NULL)
             continue;
         if (n <= 0)
-            die("Redis at %s: %s", cur->desc,
-                n == 0 ? "connection lost" : pick_error());
+            die("Redis at %s: %s%s", cur->desc,
+                n == 0 ? "connection lost" : pick_error(),
+                cur->ssl == NULL && !replied
+                ? " before any reply (a TLS port? then --tls)" : "");
         if (redisReaderFeed(cur->reader, buf, (size_t) n) != REDIS_OK)
             die("out of memory");
     }

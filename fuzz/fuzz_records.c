@@ -2,7 +2,9 @@
 /*
  * Record JSON -> blob -> struct for every record kind:
  * ngx_env_gateway_record_parse(), then ngx_env_gateway_record_load() into a
- * pool, then a check that every field lies inside the loaded copy.
+ * pool, then a check that every field lies inside the loaded copy; the
+ * worker's table of parsed records (ngx_env_gateway_parsed_record()) gives
+ * the same blob, or the same refusal, whatever it kept before.
  *
  * Input: the record JSON.  Every input is parsed as each of the five kinds
  * (token, account, env, tenant, integration), so one corpus serves all.
@@ -86,11 +88,11 @@ fuzz_label(ngx_str_t *name)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char                    *blob;
-    size_t                     blob_len, total;
+    u_char                    *blob, *kblob;
+    size_t                     blob_len, kblob_len, total;
     ngx_str_t                  json;
     size_t                     j;
-    ngx_uint_t                 kind, i;
+    ngx_uint_t                 kind, i, n, kept;
     static volatile u_char     sum;
     ngx_pool_t                *pool;
     ngx_env_gateway_record_t   rec;
@@ -109,7 +111,37 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                          &key, &blob, &blob_len)
             != NGX_OK)
         {
+            /* nor through the table of parsed records: nothing kept */
+            if (ngx_env_gateway_parsed_record(kind, json.data, json.len,
+                                              fuzz_log, &key, &kblob,
+                                              &kblob_len, &kept)
+                == NGX_OK)
+            {
+                abort();
+            }
+
             continue;
+        }
+
+        /*
+         * The table of parsed records (kept across inputs: the previous
+         * input, or another kind, under the same key) gives the same
+         * blob, parsed the first time and kept the second.
+         */
+        for (n = 0; n < 2; n++) {
+            if (ngx_env_gateway_parsed_record(kind, json.data, json.len,
+                                              fuzz_log, &key, &kblob,
+                                              &kblob_len, &kept)
+                != NGX_OK
+                || kblob_len != blob_len
+                || ngx_memcmp(kblob, blob, blob_len) != 0)
+            {
+                abort();
+            }
+
+            if (!kept) {
+                ngx_free(kblob);
+            }
         }
 
         pool = ngx_create_pool(1024, fuzz_log);

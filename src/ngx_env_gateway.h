@@ -545,6 +545,11 @@ ngx_int_t ngx_env_gateway_record_parse(ngx_uint_t kind, u_char *json,
 ngx_int_t ngx_env_gateway_record_load(ngx_pool_t *pool, u_char *blob,
     size_t blob_len, ngx_env_gateway_record_t *rec);
 
+/* _parsed.c: records parsed before by this worker (no shared cache) */
+ngx_int_t ngx_env_gateway_parsed_record(ngx_uint_t kind, u_char *json,
+    size_t len, ngx_log_t *log, ngx_str_t *key, u_char **blob,
+    size_t *blob_len, ngx_uint_t *kept);
+
 /* _token.c */
 ngx_int_t ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token);
 ngx_int_t ngx_env_gateway_token_syntax(ngx_str_t *token);

@@ -216,7 +216,7 @@ ngx_env_gateway_name_reads_as(ngx_str_t *raw, ngx_str_t *name,
 ngx_uint_t
 ngx_env_gateway_arg_match(ngx_env_gateway_arg_t *arg, ngx_str_t *name)
 {
-    u_char      *p, *semi, *last, *eq;
+    u_char      *p, *semi, *last, *eq, c;
     ngx_str_t    part;
     ngx_uint_t   exact;
 
@@ -254,6 +254,22 @@ ngx_env_gateway_arg_match(ngx_env_gateway_arg_t *arg, ngx_str_t *name)
 
     if (exact) {
         return NGX_ENVGW_ARG_EXACT;
+    }
+
+    /*
+     * A first byte that no parser rewrites, drops or decodes is read as
+     * itself: unless it is name's first in some case, no parser reads the
+     * argument as name (most arguments of most requests end here).
+     */
+    if (arg->name.len) {
+        c = arg->name.data[0];
+
+        if (c != '%' && c != '+' && c != ' ' && c != '?' && c != '['
+            && c != ']' && c != '.' && c != '\0'
+            && ngx_tolower(c) != ngx_tolower(name->data[0]))
+        {
+            return NGX_ENVGW_ARG_OTHER;
+        }
     }
 
     if (ngx_env_gateway_name_reads_as(&arg->name, name, 1)

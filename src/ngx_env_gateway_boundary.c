@@ -163,12 +163,13 @@ ngx_env_gateway_path_check(ngx_http_request_t *r)
      * A request target has no fragment (RFC 9112, 3.2): nginx ends the
      * path at '#', other servers read on past it.
      */
-    if (ngx_strlchr(p, last, '#')) {
+    /* memchr(), not ngx_strlchr()'s byte loop: every request's target */
+    if (memchr(p, '#', last - p)) {
         return NGX_DECLINED;
     }
 
     /* the path ends at the query */
-    seg = ngx_strlchr(p, last, '?');
+    seg = memchr(p, '?', last - p);
     if (seg) {
         last = seg;
     }
@@ -359,6 +360,7 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_env_gateway_headers_t *hdrs)
 {
+    u_char            c;
     ngx_str_t         cookie;
     ngx_uint_t        i, k, n, nother, hide;
     ngx_list_part_t  *part;
@@ -394,6 +396,29 @@ ngx_env_gateway_read_headers(ngx_http_request_t *r,
 
         if (k < NGX_ENVGW_NIDENTITY) {
             continue;
+        }
+
+        /*
+         * The names compared below start with 'a', 'c', 'x' or the
+         * configured names' first byte: a header whose first byte reads
+         * (as in ngx_env_gateway_header_is()) as none of them (Host,
+         * User-Agent, ...) skips the thirteen comparisons.
+         */
+        if (h[i].key.len) {
+            c = ngx_tolower(h[i].key.data[0]);
+
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) {
+                c = '-';
+            }
+
+            if (c != 'a' && c != 'c' && c != 'x'
+                && (glcf->token_header.len == 0
+                    || c != ngx_tolower(glcf->token_header.data[0]))
+                && (glcf->account_header.len == 0
+                    || c != ngx_tolower(glcf->account_header.data[0])))
+            {
+                continue;
+            }
         }
 
         hide = 0;

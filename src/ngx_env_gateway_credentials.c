@@ -150,6 +150,13 @@ ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "of this host: chmod o-r it", &name);
     }
 
+    if (fi.st_mode & S_IWOTH) {
+        /* anyone could put a key of theirs first: envgw encrypts with it */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "the keyring \"%V\" is writable by every user "
+                           "of this host: chmod o-w it", &name);
+    }
+
     size = (size_t) ngx_file_size(&fi);
 
     buf = ngx_pnalloc(cf->temp_pool, size + 1);
@@ -206,8 +213,7 @@ ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         b64.len = eol - sp;
 
         if (kid.len == 0 || ngx_env_gateway_id_syntax(&kid) != NGX_OK
-            || kid.len > NGX_ENVGW_KID_MAX || b64.len == 0
-            || ngx_base64_decoded_length(b64.len) < NGX_ENVGW_KEY_LEN)
+            || kid.len > NGX_ENVGW_KID_MAX || b64.len == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\" line %ui: expected \"<key id> "
@@ -232,10 +238,16 @@ ngx_env_gateway_secret_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto done;
         }
 
-        if (ngx_decode_base64(&dec, &b64) != NGX_OK
-            || dec.len != NGX_ENVGW_KEY_LEN)
-        {
+        if (ngx_decode_base64(&dec, &b64) != NGX_OK) {
             OPENSSL_cleanse(dec.data, ngx_base64_decoded_length(b64.len));
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" line %ui: expected \"<key id> "
+                               "<base64 of 32 bytes>\"", &name, line);
+            goto done;
+        }
+
+        if (dec.len != NGX_ENVGW_KEY_LEN) {
+            OPENSSL_cleanse(dec.data, dec.len);
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\" line %ui: the key is not the base64 "
                                "of 32 bytes", &name, line);

@@ -37,6 +37,8 @@ typedef struct {
 
 
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f,
+    redisReply *reply, u_char **blob, size_t *blob_len, ngx_uint_t *kept);
 static void ngx_env_gateway_invalidate(ngx_str_t *key);
 static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
 static void ngx_env_gateway_fetch_unsubscribed(void);
@@ -273,7 +275,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     u_char                      *blob;
     size_t                       blob_len;
     ngx_int_t                    rc;
-    ngx_uint_t                   status, evicted;
+    ngx_uint_t                   status, evicted, kept;
     ngx_log_t                   *log;
     ngx_queue_t                 *q;
     ngx_http_request_t          *r;
@@ -289,6 +291,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     log = ngx_cycle->log;
     blob = NULL;
     blob_len = 0;
+    kept = 0;
 
     if (reply == NULL) {
         status = NGX_ENVGW_FETCH_UNAVAILABLE;
@@ -305,9 +308,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         status = NGX_ENVGW_FETCH_NOT_FOUND;
 
     } else if (reply->type == REDIS_REPLY_STRING) {
-        rc = ngx_env_gateway_record_parse(f->kind, (u_char *) reply->str,
-                                          reply->len, log, &f->sn.str, &blob,
-                                          &blob_len);
+        rc = ngx_env_gateway_fetch_parse(f, reply, &blob, &blob_len, &kept);
         status = (rc == NGX_OK) ? NGX_ENVGW_FETCH_FOUND
                  : (rc == NGX_DECLINED) ? NGX_ENVGW_FETCH_MALFORMED
                  : NGX_ENVGW_FETCH_UNAVAILABLE;
@@ -379,11 +380,37 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
         }
     }
 
-    if (blob) {
+    if (blob && !kept) {
         ngx_free(blob);
     }
 
     ngx_free(f);
+}
+
+
+/*
+ * The record of a reply as a blob.  Without a shared cache, through the
+ * worker's table of records parsed before (_parsed.c): Redis is still
+ * asked on every request, so a revocation or any change is seen at once;
+ * only the parse of bytes equal to those parsed last time is skipped.
+ * With a cache the zone keeps the parsed form for every worker already.
+ */
+static ngx_int_t
+ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f, redisReply *reply,
+    u_char **blob, size_t *blob_len, ngx_uint_t *kept)
+{
+    *kept = 0;
+
+    if (ngx_env_gateway_gmcf->cache_zone == NULL) {
+        return ngx_env_gateway_parsed_record(f->kind, (u_char *) reply->str,
+                                             reply->len, ngx_cycle->log,
+                                             &f->sn.str, blob, blob_len,
+                                             kept);
+    }
+
+    return ngx_env_gateway_record_parse(f->kind, (u_char *) reply->str,
+                                        reply->len, ngx_cycle->log,
+                                        &f->sn.str, blob, blob_len);
 }
 
 

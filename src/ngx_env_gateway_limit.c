@@ -157,6 +157,7 @@ typedef struct ngx_env_gateway_round_s {
     ngx_pool_t                  *pool;
     ngx_uint_t                   waiting;   /* replies due */
     ngx_uint_t                   failed;
+    ngx_str_t                    refused;   /* Redis's first error reply */
 } ngx_env_gateway_round_t;
 
 
@@ -165,6 +166,8 @@ static ngx_int_t ngx_env_gateway_limit_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_env_gateway_limit_header_filter(ngx_http_request_t *r);
 static void ngx_env_gateway_limit_sync_handler(ngx_event_t *ev);
 static void ngx_env_gateway_limit_synced(void *data, redisReply *reply);
+static void ngx_env_gateway_limit_refused(ngx_env_gateway_round_t *round,
+    redisReply *reply);
 
 
 static ngx_str_t  ngx_env_gateway_limit_kinds[NGX_ENVGW_LIMIT_NKINDS] = {
@@ -802,6 +805,32 @@ ngx_env_gateway_limit_free(ngx_env_gateway_limit_zone_t *lz,
 
 
 /*
+ * A full zone evicts its least recently used counter.  One whose window
+ * still counts makes its key start again from zero, so the zone is too
+ * small for its keys: said once per worker, at warn, for the operator.
+ */
+static void
+ngx_env_gateway_limit_evict(ngx_env_gateway_limit_zone_t *lz,
+    ngx_env_gateway_lnode_t *n, uint64_t now, ngx_log_t *log)
+{
+    static ngx_uint_t  warned;
+
+    if (!warned && now < n->start + 2 * (uint64_t) n->window) {
+        warned = 1;
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "env_gateway: env_gateway_limit_zone is full: "
+                      "counters whose windows still count are evicted and "
+                      "their keys start again from zero; make the zone "
+                      "larger (env_gateway_rate_limit_evictions_total)");
+    }
+
+    ngx_env_gateway_limit_free(lz, n);
+
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_EVICTIONS);
+}
+
+
+/*
  * A counter for the key, found or made.  Making one first frees up to
  * NGX_ENVGW_LIMIT_EXPIRE counters whose windows are both over, then
  * evicts the least recently used while the zone has no room.
@@ -857,10 +886,8 @@ ngx_env_gateway_limit_get(ngx_env_gateway_limit_zone_t *lz,
         }
 
         q = ngx_queue_last(&lz->sh->lru);
-        ngx_env_gateway_limit_free(lz,
-            ngx_queue_data(q, ngx_env_gateway_lnode_t, lru));
-
-        ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_EVICTIONS);
+        ngx_env_gateway_limit_evict(lz,
+            ngx_queue_data(q, ngx_env_gateway_lnode_t, lru), now, log);
     }
 
     ngx_memzero(n, offsetof(ngx_env_gateway_lnode_t, data));
@@ -1536,10 +1563,21 @@ ngx_env_gateway_limit_round_done(ngx_env_gateway_limit_zone_t *lz,
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_LIMIT_SYNC_FAILURES);
 
         if (ngx_atomic_cmp_set(&lz->sh->down, 0, 1)) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "env_gateway: rate limit sync: Redis did not "
-                          "answer, counting on this node only until it "
-                          "does");
+            if (round->refused.len) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "env_gateway: rate limit sync: Redis refused "
+                              "the round: \"%V\"; the gateway's Redis user "
+                              "needs INCRBY and PEXPIRE on keys %V%s*; "
+                              "counting on this node only until Redis "
+                              "takes the rounds", &round->refused,
+                              lz->prefix, ENVGW_KEY_RATELIMIT);
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "env_gateway: rate limit sync: Redis did not "
+                              "answer, counting on this node only until it "
+                              "does");
+            }
         }
 
     } else if (lz->sh->down && ngx_atomic_cmp_set(&lz->sh->down, 1, 0)) {
@@ -1618,10 +1656,44 @@ ngx_env_gateway_limit_entry_key(ngx_env_gateway_limit_zone_t *lz,
 }
 
 
+/*
+ * An error reply (an ACL user without INCRBY or PEXPIRE: NOPERM) is Redis
+ * refusing the round, not Redis down: its first one is kept for the log.
+ */
+static void
+ngx_env_gateway_limit_refused(ngx_env_gateway_round_t *round,
+    redisReply *reply)
+{
+    u_char  *p;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR
+        || reply->len == 0 || round->refused.len)
+    {
+        return;
+    }
+
+    p = ngx_pnalloc(round->pool, reply->len);
+    if (p == NULL) {
+        return;
+    }
+
+    ngx_memcpy(p, reply->str, reply->len);
+
+    round->refused.data = p;
+    round->refused.len = reply->len;
+}
+
+
 static void
 ngx_env_gateway_limit_expired(void *data, redisReply *reply)
 {
     ngx_env_gateway_sync_entry_t  *e = data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        /* the counts were taken, but the keys would never expire */
+        e->round->failed = 1;
+        ngx_env_gateway_limit_refused(e->round, reply);
+    }
 
     ngx_env_gateway_limit_round_done(ngx_env_gateway_limit_sync_zone,
                                      e->round);
@@ -1646,6 +1718,7 @@ ngx_env_gateway_limit_synced(void *data, redisReply *reply)
         || reply->integer < 0)
     {
         e->round->failed = 1;
+        ngx_env_gateway_limit_refused(e->round, reply);
         ngx_env_gateway_limit_unsent(lz, e);
 
     } else {

@@ -413,7 +413,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
 
     rc->state = NGX_ENVGW_REDIS_READY;
     rc->failures = 0;
-    rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+
+    /* the backoff starts again once a connection has given a good reply */
 
     ngx_env_gateway_health_connected(rc);
 
@@ -823,7 +824,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     ngx_err_t err, const char *why)
 {
     ngx_uint_t                 n, was_ready, keep, shutdown, healthy,
-                               nfailed, nretried, level, head_fails;
+                               nfailed, nretried, level, head_fails, worked;
     ngx_queue_t               *q, failed;
     redisReply                *reply;
     ngx_env_gateway_cmd_t     *cmd, *head, *oversize;
@@ -840,6 +841,35 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     was_ready = (rc->state == NGX_ENVGW_REDIS_READY);
     healthy = rc->healthy;
     rc->healthy = 0;
+
+    /*
+     * A connection closed or reset before its first good reply never
+     * worked (a TLS port reached without "tls" does that to the first
+     * command): a failed attempt, logged and backed off as one.
+     */
+    worked = was_ready;
+
+    if (healthy) {
+        /* it worked: a failure from now on backs off from the start */
+        rc->backoff = NGX_ENVGW_BACKOFF_MIN;
+    }
+
+    if (was_ready && !healthy
+        && (ft == NGX_ENVGW_FT_CLOSED || ft == NGX_ENVGW_FT_RESET))
+    {
+        worked = 0;
+
+#if (NGX_SSL)
+        if (srv[rc->current].ssl == NULL)
+#endif
+        {
+            why = (ft == NGX_ENVGW_FT_RESET)
+                  ? "connection reset before any reply (a TLS port needs "
+                    "the \"tls\" parameter)"
+                  : "connection closed before any reply (a TLS port needs "
+                    "the \"tls\" parameter)";
+        }
+    }
 
     /*
      * Commands queued while connecting were never sent: while another
@@ -862,11 +892,11 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     oversize = (ft == NGX_ENVGW_FT_OVERSIZE) ? head : NULL;
 
     /* failed attempts while Redis is unreachable: logged by _health.c */
-    if (!shutdown && !ngx_env_gateway_health_failed(rc, was_ready, err, why)
+    if (!shutdown && !ngx_env_gateway_health_failed(rc, worked, err, why)
         && why)
     {
         /* a connection closed when idle, and reopened, is no error */
-        level = (nfailed || !was_ready || ft == NGX_ENVGW_FT_TLS)
+        level = (nfailed || !worked || ft == NGX_ENVGW_FT_TLS)
                 ? NGX_LOG_ERR
                 : nretried ? NGX_LOG_WARN : NGX_LOG_INFO;
 
@@ -943,7 +973,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
         return;
     }
 
-    if (was_ready && (healthy || !ngx_queue_empty(&rc->cmds))) {
+    if (worked && (healthy || !ngx_queue_empty(&rc->cmds))) {
         /*
          * A connection that worked, or that lookups are waiting on, was
          * dropped rather than refused: the same server again, at once.
@@ -960,7 +990,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     /* next server of the failover list; back off once all have failed */
     rc->current = (rc->current + 1) % n;
 
-    if (was_ready) {
+    if (worked) {
         rc->failures = 0;
     }
 

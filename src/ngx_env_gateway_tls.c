@@ -233,10 +233,18 @@ ngx_env_gateway_tls_conf(ngx_conf_t *cf, ngx_env_gateway_tls_conf_t *tc,
             return NGX_CONF_ERROR;
         }
 
-    } else if (tc->ca.len) {
+    } else {
+        /* a test setup's switch: nginx -t says what it gives away */
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "\"env_gateway_redis\": tls_ca= is not used "
-                           "with tls_verify=off");
+                           "\"env_gateway_redis\" has tls_verify=off: the "
+                           "Redis server is not authenticated, anyone on "
+                           "the path can read the lookups and answer them");
+
+        if (tc->ca.len) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "\"env_gateway_redis\": tls_ca= is not used "
+                               "with tls_verify=off");
+        }
     }
 
     if (ngx_ssl_client_session_cache(cf, srv->ssl, 1) != NGX_OK) {

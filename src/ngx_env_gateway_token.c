@@ -29,6 +29,9 @@
 #define NGX_ENVGW_TOKEN_MAX  4096
 
 
+static void ngx_env_gateway_hex(u_char *dst, u_char *src, size_t len);
+
+
 /*
  * "Bearer <token>": scheme case-insensitive, one or more spaces.
  * NGX_OK: token found; NGX_DECLINED: no bearer token (other scheme, empty);
@@ -42,7 +45,8 @@ ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token)
     p = header->data;
     last = p + header->len;
 
-    if (ngx_strlchr(p, last, ',') != NULL) {
+    /* memchr(), not ngx_strlchr()'s byte loop: every request's header */
+    if (header->len && memchr(p, ',', header->len) != NULL) {
         return NGX_ABORT;
     }
 
@@ -50,7 +54,11 @@ ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token)
         p++;
     }
 
-    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "bearer", 6) != 0
+    /* "bearer" in any case: a letter's case is its 0x20 bit */
+    if (last - p < 7
+        || (p[0] | 0x20) != 'b' || (p[1] | 0x20) != 'e'
+        || (p[2] | 0x20) != 'a' || (p[3] | 0x20) != 'r'
+        || (p[4] | 0x20) != 'e' || (p[5] | 0x20) != 'r'
         || (p[6] != ' ' && p[6] != '\t'))
     {
         return NGX_DECLINED;
@@ -85,7 +93,8 @@ ngx_env_gateway_bearer(ngx_str_t *header, ngx_str_t *token)
 ngx_int_t
 ngx_env_gateway_token_syntax(ngx_str_t *token)
 {
-    u_char  *p, *last;
+    u_char      *p, *last;
+    ngx_uint_t   i;
 
     /* b64token characters: ALPHA DIGIT - . _ ~ + / (a bit per byte) */
     static uint32_t  b64token[] = {
@@ -96,6 +105,18 @@ ngx_env_gateway_token_syntax(ngx_str_t *token)
         0x00000000, 0x00000000, 0x00000000, 0x00000000 /* non-ASCII */
     };
 
+    /* the same set a byte per byte: one load a character on every request */
+    static u_char      b64byte[256];
+    static ngx_uint_t  b64byte_set;
+
+    if (!b64byte_set) {
+        for (i = 0; i < 256; i++) {
+            b64byte[i] = (b64token[i >> 5] & (1U << (i & 0x1f))) ? 1 : 0;
+        }
+
+        b64byte_set = 1;
+    }
+
     if (token->len == 0 || token->len > NGX_ENVGW_TOKEN_MAX) {
         return NGX_DECLINED;
     }
@@ -103,7 +124,7 @@ ngx_env_gateway_token_syntax(ngx_str_t *token)
     p = token->data;
     last = p + token->len;
 
-    while (p < last && (b64token[*p >> 5] & (1U << (*p & 0x1f)))) {
+    while (p < last && b64byte[*p]) {
         p++;
     }
 
@@ -130,7 +151,36 @@ ngx_env_gateway_sha256_hex(ngx_str_t *in, u_char *out)
         return;
     }
 
-    ngx_hex_dump(out, md, SHA256_DIGEST_LENGTH);
+    ngx_env_gateway_hex(out, md, SHA256_DIGEST_LENGTH);
+}
+
+
+/*
+ * ngx_hex_dump() two hex digits at a time, from a table of the 256 byte
+ * values: the hash of every request's credential is written this way.
+ */
+static void
+ngx_env_gateway_hex(u_char *dst, u_char *src, size_t len)
+{
+    ngx_uint_t  i;
+
+    static u_char      hex[] = "0123456789abcdef";
+    static u_char      pairs[512];
+    static ngx_uint_t  pairs_set;
+
+    if (!pairs_set) {
+        for (i = 0; i < 256; i++) {
+            pairs[2 * i] = hex[i >> 4];
+            pairs[2 * i + 1] = hex[i & 0xf];
+        }
+
+        pairs_set = 1;
+    }
+
+    while (len--) {
+        ngx_memcpy(dst, &pairs[2 * *src++], 2);
+        dst += 2;
+    }
 }
 
 

@@ -157,6 +157,8 @@ sub start_nginx {
     $self->redis_port;
 
     my $workers = $opt{workers} || 1;
+    # error_level => 'debug': the module's debug lines (nginx --with-debug)
+    my $level = $opt{error_level} || 'info';
     # workers must write request bodies into our 0700 temp dir
     my $user = $> == 0 ? "user root root;" : "";
     my $conf = <<"CONF";
@@ -165,7 +167,7 @@ $user
 daemon off;
 master_process on;
 worker_processes $workers;
-error_log $dir/error.log info;
+error_log $dir/error.log $level;
 pid $dir/nginx.pid;
 events { worker_connections 1024; }
 http {

@@ -184,7 +184,6 @@ sub wrk_wait {
         if (time > $end) { kill 'KILL', $w->{pid}; waitpid $w->{pid}, 0; last }
         sleep 0.1;
     }
-    sleep 0.3;    # the backend logs after answering
     my %c;
     my $out = $t->slurp("wrk-$w->{name}.out");
     while ($out =~ /^COUNT (\w+):(\d+) (\d+)$/mg) {
@@ -192,7 +191,20 @@ sub wrk_wait {
     }
     my ($err) = $out =~ /^ERRORS (.*)$/m;
     my ($total) = $out =~ /^TOTAL (\d+)$/m;
-    my $log = substr $t->backend_log, $w->{log_from};
+    # the backend writes its log line after answering, and under load the
+    # last lines land a while after the client saw the answers: wait until
+    # the log holds a line for every valid 200 (or 10 s), then for any
+    # straggler of another kind
+    my $log;
+    my $log_end = time + 10;
+    while (1) {
+        $log = substr $t->backend_log, $w->{log_from};
+        my $lines = () = $log =~ /kind=good/g;
+        last if $lines >= ($c{good}{200} // 0) || time > $log_end;
+        sleep 0.1;
+    }
+    sleep 0.3;
+    $log = substr $t->backend_log, $w->{log_from};
     my $res = { counts => \%c, errors => $err // '?', total => $total // 0,
                 log => $log, out => $out };
     my $summary = join ' ', map {
