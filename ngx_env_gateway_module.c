@@ -1410,6 +1410,7 @@ ngx_env_gateway_redis_params(ngx_conf_t *cf,
     ngx_env_gateway_main_conf_t *gmcf, ngx_env_gateway_server_t *srv,
     ngx_uint_t first)
 {
+    u_char                      *p;
     ssize_t                      size;
     ngx_int_t                    rc;
     ngx_str_t                   *value, s;
@@ -1511,14 +1512,35 @@ ngx_env_gateway_redis_params(ngx_conf_t *cf,
             return NGX_CONF_ERROR;
         }
 
+        /*
+         * A misspelled "password=", or a password after a space: an
+         * unknown parameter is named up to its "=", never by its value.
+         */
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+
+        if (p == NULL) {
+            return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
+                                              "(not shown: it could be a "
+                                              "password); password=, "
+                                              "password_file=, username=, "
+                                              "db=, connect_timeout=, "
+                                              "read_timeout=, max_record=, "
+                                              "tls, tls_verify=, tls_ca=, "
+                                              "tls_name=, tls_cert=, "
+                                              "tls_key= are known");
+        }
+
+        s.data = value[i].data;
+        s.len = p + 1 - value[i].data;
+
         return ngx_env_gateway_conf_error(cf, "has an unknown parameter "
-                                          "\"%V\": password=, "
+                                          "\"%V\" (its value not shown): "
+                                          "password=, "
                                           "password_file=, username=, db=, "
                                           "connect_timeout=, read_timeout=, "
                                           "max_record=, tls, tls_verify=, "
                                           "tls_ca=, tls_name=, tls_cert=, "
-                                          "tls_key= are known",
-                                          &value[i]);
+                                          "tls_key= are known", &s);
     }
 
     if (ngx_env_gateway_tls_conf(cf, &tc, srv) != NGX_CONF_OK) {
@@ -1701,6 +1723,10 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_env_gateway_precontent_handler;
+
+    if (ngx_env_gateway_credentials_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_env_gateway_limit_init(cf);
 }

@@ -372,6 +372,19 @@ void usage_error(const cmd_t *cmd, const char *fmt, ...)
     exit(EXIT_USAGE);
 }
 
+/* An unknown option is named up to its '=': a misspelled --password=,
+ * --field=... must not put the value on the terminal or in a journal. */
+static void __attribute__((noreturn))
+unknown_option(const cmd_t *cmd, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+
+    if (eq != NULL)
+        usage_error(cmd, "unknown option '%.*s' (its value not shown)",
+                    (int) (eq - arg + 1), arg);
+    usage_error(cmd, "unknown option '%s'", arg);
+}
+
 /* An actor is written into the audit trail and shown by 'envgw audit'. */
 static bool valid_actor(const char *s)
 {
@@ -755,7 +768,7 @@ static void parse_args(const cmd_t *cmd, int argc, char **argv, args_t *a)
             continue;
         s = strncmp(arg, "--", 2) == 0 ? find_option(cmd, arg) : NULL;
         if (s == NULL)
-            usage_error(cmd, "unknown option '%s'", arg);
+            unknown_option(cmd, arg);
         eq = arg[2 + strlen(s->name)] == '=' ? arg + 3 + strlen(s->name)
                                               : NULL;
         if (s->kind == ARG_LIST) {
@@ -883,7 +896,7 @@ int main(int argc, char **argv)
             return 0;
         }
         if (!global_option(NULL, argc, argv, &i))
-            usage_error(NULL, "unknown option '%s'", argv[i]);
+            unknown_option(NULL, argv[i]);
     }
     if (i >= argc) {
         if (g_opt.json)

@@ -87,7 +87,7 @@ FLAGS=(--with-compat --with-debug --with-pcre-jit --with-threads
        --with-http_auth_request_module --with-http_dav_module
        --with-http_slice_module)
 
-MODFLAGS=(--with-compat)
+MODFLAGS=(--with-compat --with-http_ssl_module)
 SUFFIX=
 PROVE_ENV=()
 if [ "${MATRIX_SANITIZE:-0}" = 1 ]; then

@@ -765,6 +765,8 @@ ngx_int_t ngx_env_gateway_credentials(ngx_http_request_t *r,
 ngx_int_t ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx);
 void ngx_env_gateway_credentials_clear(ngx_env_gateway_ctx_t *ctx);
+ngx_int_t ngx_env_gateway_credentials_leave(ngx_http_request_t *r);
+ngx_int_t ngx_env_gateway_credentials_init(ngx_conf_t *cf);
 ngx_int_t ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_env_gateway_cred_parse(u_char *p, size_t len,

@@ -134,6 +134,11 @@ ngx_env_gateway_precontent_handler(ngx_http_request_t *r)
     glcf = ngx_http_get_module_loc_conf(r, ngx_env_gateway_module);
 
     if (!glcf->enable) {
+        /* no upstream credentials of a route location outside it */
+        if (ngx_env_gateway_credentials_leave(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return NGX_DECLINED;
     }
 

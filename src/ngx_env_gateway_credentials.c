@@ -43,10 +43,24 @@ static ngx_int_t ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_str_t *plain, const char **why);
 static ngx_int_t ngx_env_gateway_cred_refuse(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, const char *why);
+static ngx_uint_t ngx_env_gateway_cred_name_is(ngx_str_t *key,
+    ngx_str_t *name);
+static ngx_table_elt_t *ngx_env_gateway_cred_inherited(ngx_http_request_t *r,
+    ngx_table_elt_t *h);
+static ngx_int_t ngx_env_gateway_cred_scrub(ngx_http_request_t *r,
+    ngx_uint_t own);
+static u_char *ngx_env_gateway_cred_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+static ngx_int_t ngx_env_gateway_cred_header_filter(ngx_http_request_t *r);
 
 
 /* the worker's AES-256-GCM decryption context */
 static EVP_CIPHER_CTX  *ngx_env_gateway_evp;
+
+/* nginx's error log context handler, which ours wraps */
+static ngx_http_log_handler_pt  ngx_env_gateway_log_error_next;
+
+static ngx_http_output_header_filter_pt  ngx_env_gateway_cred_next_filter;
 
 
 static ngx_str_t  ngx_env_gateway_reserved_headers[] = {
@@ -1232,6 +1246,16 @@ ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
     ngx_table_elt_t         *h;
     ngx_env_gateway_cred_t  *cred;
 
+    /*
+     * A subrequest has its own list by now (_boundary.c): the credential
+     * header of a request it was made from is not for its upstream.
+     */
+    if (r != r->main
+        && ngx_env_gateway_cred_scrub(r, ctx->own_headers) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     cred = ctx->cred;
 
     if (cred == NULL) {
@@ -1262,9 +1286,8 @@ ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (&h[i] != cred->header && h[i].key.len == cred->name.len
-            && ngx_strncasecmp(h[i].key.data, cred->name.data,
-                               cred->name.len) == 0)
+        if (&h[i] != cred->header
+            && ngx_env_gateway_cred_name_is(&h[i].key, &cred->name))
         {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "env_gateway: client header named like the "
@@ -1331,12 +1354,39 @@ ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
     cred = ctx->cred;
 
     if (cred && cred->url.len && r->upstream && !cred->url_given) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "env_gateway: upstream URL with the credential "
-                       "argument given to the upstream module");
-
         cred->url_given = 1;
-        s = &cred->url;
+
+        /*
+         * nginx names the upstream URI in every error log line about the
+         * upstream ("upstream: ..."): the request's lines go through our
+         * handler, which leaves the query out.  A request whose log
+         * lines cannot (another module's handler) is not sent at all:
+         * never without its credential, never with it in the log.
+         */
+        if (r->main->log_handler != ngx_env_gateway_cred_log_error) {
+            if (ngx_env_gateway_log_error_next == NULL) {
+                ngx_env_gateway_log_error_next = r->main->log_handler;
+            }
+
+            if (r->main->log_handler == ngx_env_gateway_log_error_next) {
+                r->main->log_handler = ngx_env_gateway_cred_log_error;
+            }
+        }
+
+        if (r->main->log_handler == ngx_env_gateway_cred_log_error) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "env_gateway: upstream URL with the credential "
+                           "argument given to the upstream module");
+
+            s = &cred->url;
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "env_gateway: the error log of this request is "
+                          "not the module's to redact: a request with the "
+                          "credential argument is not sent");
+            return NGX_ERROR;
+        }
     }
 
     v->len = s->len;
@@ -1346,4 +1396,290 @@ ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* nowhere else                                                        */
+
+/*
+ * A client header named like the credential header, as backends read
+ * names: any case, and every byte but a letter or digit alike ('_' for
+ * '-': nginx's $http_, CGI, PHP).
+ */
+static ngx_uint_t
+ngx_env_gateway_cred_name_is(ngx_str_t *key, ngx_str_t *name)
+{
+    u_char      a, b;
+    ngx_uint_t  i;
+
+    if (key->len != name->len) {
+        return 0;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        a = ngx_tolower(key->data[i]);
+        b = ngx_tolower(name->data[i]);
+
+        if (!((a >= 'a' && a <= 'z') || (a >= '0' && a <= '9'))) {
+            a = '-';
+        }
+
+        if (!((b >= 'a' && b <= 'z') || (b >= '0' && b <= '9'))) {
+            b = '-';
+        }
+
+        if (a != b) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The credential header of a request this subrequest was made from (it
+ * shares or copied their header list): the element itself or a copy.
+ */
+static ngx_table_elt_t *
+ngx_env_gateway_cred_inherited(ngx_http_request_t *r, ngx_table_elt_t *h)
+{
+    ngx_table_elt_t        *c;
+    ngx_http_request_t     *p;
+    ngx_env_gateway_ctx_t  *pctx;
+
+    for (p = r->parent; p; p = p->parent) {
+        pctx = ngx_env_gateway_get_ctx(p);
+
+        if (pctx == NULL || pctx->cred == NULL || pctx->cred->header == NULL)
+        {
+            continue;
+        }
+
+        c = pctx->cred->header;
+
+        if (h == c
+            || (h->key.data == c->key.data && h->value.data == c->value.data))
+        {
+            return c;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A subrequest gets no credential header of the requests it was made
+ * from: hidden in a list of its own ("own"), or its shared list replaced
+ * by a copy without it (the parent's list is left as it is).
+ */
+static ngx_int_t
+ngx_env_gateway_cred_scrub(ngx_http_request_t *r, ngx_uint_t own)
+{
+    ngx_uint_t        i, found;
+    ngx_list_t        list;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
+
+    found = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (ngx_env_gateway_cred_inherited(r, &h[i])) {
+            found++;
+
+            if (own) {
+                ngx_env_gateway_hide(r, &h[i]);
+            }
+        }
+    }
+
+    if (found == 0 || own) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: subrequest without the credential header "
+                   "of its parent");
+
+    if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (ngx_env_gateway_cred_inherited(r, &h[i])) {
+            continue;
+        }
+
+        copy = ngx_list_push(&list);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
+
+        *copy = h[i];
+    }
+
+    r->headers_in.headers = list;
+
+    /* "last" must point into the request's list, not at the local copy */
+    if (list.last == &list.part) {
+        r->headers_in.headers.last = &r->headers_in.headers.part;
+    }
+
+    r->headers_in.authorization = NULL;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request in a location without the gateway (an error_page, a named
+ * location, a mirror or auth_request subrequest, post_action): nothing of
+ * the credentials of a route location it came from or was made from goes
+ * to that location's upstream.
+ */
+ngx_int_t
+ngx_env_gateway_credentials_leave(ngx_http_request_t *r)
+{
+    ngx_env_gateway_ctx_t   *ctx;
+    ngx_env_gateway_cred_t  *cred;
+
+    if (r != r->main) {
+        return ngx_env_gateway_cred_scrub(r, 0);
+    }
+
+    ctx = ngx_env_gateway_get_ctx(r);
+
+    if (ctx == NULL || ctx->cred == NULL) {
+        return NGX_OK;
+    }
+
+    cred = ctx->cred;
+
+    if (cred->header) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: credential header hidden in a location "
+                       "without the gateway");
+
+        ngx_env_gateway_hide(r, cred->header);
+        cred->header = NULL;
+    }
+
+    ngx_env_gateway_credentials_clear(ctx);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The error log context of a request that gave an upstream module a URL
+ * with the credential argument: nginx's, with the upstream URI (of the
+ * request or of any of its subrequests, after any internal redirect) up
+ * to its query.
+ */
+static u_char *
+ngx_env_gateway_cred_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char               *p, *q;
+    ngx_str_t             uri;
+    ngx_http_upstream_t  *u;
+
+    u = sr->upstream;
+
+    if (u == NULL || u->uri.len == 0) {
+        return ngx_env_gateway_log_error_next(r, sr, buf, len);
+    }
+
+    uri = u->uri;
+
+    q = ngx_strlchr(uri.data, uri.data + uri.len, '?');
+    if (q) {
+        u->uri.len = q - uri.data;
+    }
+
+    p = ngx_env_gateway_log_error_next(r, sr, buf, len);
+
+    u->uri = uri;
+
+    return p;
+}
+
+
+/*
+ * postconfiguration, with env_gateway_secret_keys: the answer to a request
+ * sent with an account's credentials is never stored in nginx's cache
+ * (proxy_cache): the upstream URL, the cache key, is the same for every
+ * account of an integration (a query credential would be in the key, and
+ * on disk).
+ */
+ngx_int_t
+ngx_env_gateway_credentials_init(ngx_conf_t *cf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_env_gateway_module);
+
+    if (gmcf->secret_keys == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_env_gateway_cred_next_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_env_gateway_cred_header_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_env_gateway_cred_header_filter(ngx_http_request_t *r)
+{
+    ngx_env_gateway_ctx_t  *ctx;
+
+    if (r->upstream == NULL) {
+        return ngx_env_gateway_cred_next_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_env_gateway_module);
+
+    if (ctx && ctx->cred && (ctx->cred->header || ctx->cred->url_given)
+        && r->upstream->cacheable)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "env_gateway: an answer to a request with "
+                       "credentials is not cached");
+
+        r->upstream->cacheable = 0;
+    }
+
+    return ngx_env_gateway_cred_next_filter(r);
 }

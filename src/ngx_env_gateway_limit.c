@@ -118,6 +118,8 @@ typedef struct {
 /* what a request knows of its limits (ctx->limit) */
 typedef struct {
     ngx_uint_t                   stages;    /* the stages checked */
+    void                        *glcf;      /* ... for this location */
+    ngx_array_t                 *counted;   /* the counters it counted in */
     uint32_t                     limit;     /* of the tightest limit */
     uint32_t                     remaining;
     time_t                       reset;     /* seconds */
@@ -134,6 +136,7 @@ typedef struct {
     ngx_str_t                    id1;
     ngx_str_t                    id2;
     uint32_t                     hash;
+    ngx_uint_t                   counted;   /* by this request before */
 } ngx_env_gateway_limit_key_t;
 
 
@@ -564,7 +567,8 @@ ngx_env_gateway_limit_wants_env(ngx_env_gateway_ctx_t *ctx,
     lc = ctx->limit;
 
     if (glcf->limits == NULL
-        || (lc && (lc->stages & NGX_ENVGW_LIMIT_STAGE_TOKEN)))
+        || (lc && lc->glcf == glcf
+            && (lc->stages & NGX_ENVGW_LIMIT_STAGE_TOKEN)))
     {
         return 0;
     }
@@ -949,9 +953,9 @@ ngx_env_gateway_limit_roll(ngx_env_gateway_lnode_t *n, uint64_t now)
  */
 static ngx_int_t
 ngx_env_gateway_limit_decide(ngx_env_gateway_lnode_t *n, uint32_t cap,
-    uint64_t now, uint64_t *remaining, uint64_t *wait)
+    uint64_t now, ngx_uint_t counted, uint64_t *remaining, uint64_t *wait)
 {
-    uint64_t  w, elapsed, prev, cur, est, need;
+    uint64_t  w, elapsed, prev, cur, est, need, own;
 
     w = n->window;
     elapsed = now - n->start;
@@ -960,8 +964,11 @@ ngx_env_gateway_limit_decide(ngx_env_gateway_lnode_t *n, uint32_t cap,
 
     est = prev * (w - elapsed) + cur * w;
 
-    if (est + w <= (uint64_t) cap * w) {
-        *remaining = ((uint64_t) cap * w - est - w) / w;
+    /* a request counted in this counter before is in the estimate */
+    own = counted ? 0 : w;
+
+    if (est + own <= (uint64_t) cap * w) {
+        *remaining = ((uint64_t) cap * w - est - own) / w;
         *wait = w - elapsed;
         return NGX_OK;
     }
@@ -1154,6 +1161,75 @@ ngx_env_gateway_limit_keys(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 }
 
 
+/*
+ * A request is counted once in a counter, whatever internal redirects and
+ * subrequests it makes: the counters its main request (with any of its
+ * subrequests, before or after a redirect) counted in are kept with the
+ * main request, the keys of this check found there marked.  The set, or
+ * NULL on an allocation failure.
+ */
+static ngx_array_t *
+ngx_env_gateway_limit_counted(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_limit_key_t *keys,
+    ngx_uint_t nkeys)
+{
+    ngx_uint_t                    i, j;
+    ngx_env_gateway_ctx_t        *mctx;
+    ngx_env_gateway_limit_key_t  *c;
+    ngx_env_gateway_limit_ctx_t  *mlc;
+
+    mctx = (r == r->main) ? ctx : ngx_env_gateway_get_ctx(r->main);
+
+    if (mctx == NULL) {
+        /* a main request the gateway never saw: this request's own set */
+        mctx = ctx;
+    }
+
+    mlc = mctx->limit;
+
+    if (mlc == NULL) {
+        mlc = ngx_pcalloc(r->main->pool, sizeof(ngx_env_gateway_limit_ctx_t));
+        if (mlc == NULL) {
+            return NULL;
+        }
+
+        mctx->limit = mlc;
+    }
+
+    if (mlc->counted == NULL) {
+        mlc->counted = ngx_array_create(r->main->pool, 2,
+                                        sizeof(ngx_env_gateway_limit_key_t));
+        if (mlc->counted == NULL) {
+            return NULL;
+        }
+    }
+
+    c = mlc->counted->elts;
+
+    for (i = 0; i < nkeys; i++) {
+        keys[i].counted = 0;
+
+        for (j = 0; j < mlc->counted->nelts; j++) {
+            if (c[j].hash == keys[i].hash && c[j].kind == keys[i].kind
+                && c[j].window == keys[i].window
+                && !ngx_env_gateway_str_ne(&c[j].id1, &keys[i].id1)
+                && !ngx_env_gateway_str_ne(&c[j].id2, &keys[i].id2))
+            {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "env_gateway: %V rate limit: this request is "
+                               "counted already",
+                               &ngx_env_gateway_limit_kinds[keys[i].kind]);
+
+                keys[i].counted = 1;
+                break;
+            }
+        }
+    }
+
+    return mlc->counted;
+}
+
+
 /* seconds from milliseconds, rounded up, at least 1 */
 static time_t
 ngx_env_gateway_limit_sec(uint64_t ms)
@@ -1177,11 +1253,18 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_uint_t                     i, nkeys, refused;
     ngx_env_gateway_lnode_t       *n;
     ngx_env_gateway_limit_ctx_t   *lc;
-    ngx_env_gateway_limit_key_t   *keys;
+    ngx_array_t                   *counted;
+    ngx_env_gateway_limit_key_t   *keys, *k;
     ngx_env_gateway_main_conf_t   *gmcf;
     ngx_env_gateway_limit_zone_t  *lz;
 
     lc = ctx->limit;
+
+    /* after an internal redirect the limits of the new location count */
+    if (lc && lc->glcf != glcf) {
+        lc->stages = 0;
+        lc->glcf = glcf;
+    }
 
     if (lc && (lc->stages & stage)) {
         return NGX_OK;
@@ -1200,6 +1283,7 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
             return NGX_ERROR;
         }
 
+        lc->glcf = glcf;
         ctx->limit = lc;
     }
 
@@ -1207,6 +1291,11 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (nkeys == 0) {
         return NGX_OK;
+    }
+
+    counted = ngx_env_gateway_limit_counted(r, ctx, keys, nkeys);
+    if (counted == NULL) {
+        return NGX_ERROR;
     }
 
     gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
@@ -1228,8 +1317,8 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
         ngx_env_gateway_limit_roll(n, now);
 
-        rc = ngx_env_gateway_limit_decide(n, keys[i].cap, now, &remaining,
-                                          &wait);
+        rc = ngx_env_gateway_limit_decide(n, keys[i].cap, now,
+                                          keys[i].counted, &remaining, &wait);
 
         if (rc == NGX_BUSY) {
             if (refused == NGX_ENVGW_LIMIT_NKINDS || wait > worst) {
@@ -1259,6 +1348,10 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (refused == NGX_ENVGW_LIMIT_NKINDS) {
         for (i = 0; i < nkeys; i++) {
+            if (keys[i].counted) {
+                continue;
+            }
+
             n = ngx_env_gateway_limit_get(lz, &keys[i], now,
                                           r->connection->log);
             if (n == NULL) {
@@ -1282,6 +1375,35 @@ ngx_env_gateway_limit_check(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     ngx_shmtx_unlock(&lz->shpool->mutex);
 
     if (refused == NGX_ENVGW_LIMIT_NKINDS) {
+        for (i = 0; i < nkeys; i++) {
+            if (keys[i].counted) {
+                continue;
+            }
+
+            /* the ids copied: the set lives as long as the main request */
+
+            k = ngx_array_push(counted);
+            if (k == NULL) {
+                return NGX_ERROR;
+            }
+
+            *k = keys[i];
+
+            if (k->id1.len) {
+                k->id1.data = ngx_pstrdup(r->main->pool, &keys[i].id1);
+                if (k->id1.data == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (k->id2.len) {
+                k->id2.data = ngx_pstrdup(r->main->pool, &keys[i].id2);
+                if (k->id2.data == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+        }
+
         ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "env_gateway: %ui rate limits admit, tightest %uD, "
                        "remaining %uD, reset %T",

@@ -450,6 +450,7 @@ ngx_env_gateway_redis_flush(ngx_env_gateway_redis_t *rc)
         }
 
         rc->out_pos += n;
+        rc->sent = 1;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,

@@ -294,6 +294,7 @@ ngx_env_gateway_redis_connect(ngx_env_gateway_redis_t *rc)
     rc->peer.log_error = NGX_ERROR_INFO;
 
     rc->healthy = 0;
+    rc->sent = 0;
     rc->generation++;
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
@@ -843,9 +844,13 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     rc->healthy = 0;
 
     /*
-     * A connection closed or reset before its first good reply never
-     * worked (a TLS port reached without "tls" does that to the first
-     * command): a failed attempt, logged and backed off as one.
+     * A connection closed or reset after it sent commands and before its
+     * first good reply never worked (a TLS port reached without "tls"
+     * does that to the first command): a failed attempt, logged and
+     * backed off as one.  An idle connection that never sent anything
+     * (a worker without lookups yet) closed by Redis (a restart, its
+     * "timeout" setting) is not: it is reopened at once, as any
+     * connection that worked.
      */
     worked = was_ready;
 
@@ -854,7 +859,7 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
         rc->backoff = NGX_ENVGW_BACKOFF_MIN;
     }
 
-    if (was_ready && !healthy
+    if (was_ready && !healthy && rc->sent
         && (ft == NGX_ENVGW_FT_CLOSED || ft == NGX_ENVGW_FT_RESET))
     {
         worked = 0;

@@ -153,6 +153,7 @@ struct ngx_env_gateway_redis_s {
     unsigned                           ever_subscribed:1;
     unsigned                           resolving:1; /* asking Sentinels */
     unsigned                           healthy:1; /* c gave a good reply */
+    unsigned                           sent:1;    /* c has sent bytes */
 
     /* TLS (_tls.c) */
 #if (NGX_SSL)

@@ -243,7 +243,7 @@ conf_err('db=', 'env_gateway_redis_cluster 127.0.0.1:7000 db=1;',
 conf_err('no seed', 'env_gateway_redis_cluster read_from=replica;',
          qr/needs at least one seed/);
 conf_err('unknown parameter', 'env_gateway_redis_cluster 127.0.0.1:7000 '
-         . 'bogus=1;', qr/unknown parameter "bogus=1"/);
+         . 'bogus=1;', qr/unknown parameter "bogus="/);
 $tc->conf_ok('cluster with its parameters', EnvGwTest::location_conf(
     'env_gateway on;', 'env_gateway_redis_cluster 127.0.0.1:7000 '
     . '127.0.0.1:7001 read_from=replica password=secret username=gw '
