@@ -31,6 +31,11 @@ static char *ngx_env_gateway_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_env_gateway_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_env_gateway_redis_params(ngx_conf_t *cf,
+    ngx_env_gateway_main_conf_t *gmcf, ngx_env_gateway_server_t *srv,
+    ngx_uint_t first);
+static char *ngx_env_gateway_cluster_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_redis_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_env_gateway_token_directive(ngx_conf_t *cf,
@@ -83,6 +88,13 @@ static ngx_command_t  ngx_env_gateway_commands[] = {
     { ngx_string("env_gateway_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_env_gateway_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("env_gateway_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_env_gateway_cluster_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -1145,19 +1157,16 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_env_gateway_main_conf_t  *gmcf = conf;
 
     char                        *rv;
-    u_char                      *p;
-    ssize_t                      size;
-    ngx_int_t                    rc;
-    ngx_str_t                   *value, s;
+    ngx_str_t                   *value;
     ngx_uint_t                   i, first;
     ngx_env_gateway_server_t    *srv, *sn, *other;
-    ngx_env_gateway_tls_conf_t   tc;
 
     value = cf->args->elts;
     first = 2;
 
-    ngx_memzero(&tc, sizeof(ngx_env_gateway_tls_conf_t));
-    tc.verify = -1;
+    if (gmcf->cluster) {
+        return "cannot be mixed with env_gateway_redis_cluster";
+    }
 
     if (ngx_strncmp(value[1].data, "sentinel=", 9) == 0) {
         if (gmcf->servers) {
@@ -1243,6 +1252,175 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             }
         }
     }
+
+    rv = ngx_env_gateway_redis_params(cf, gmcf, srv, first);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (gmcf->sentinels) {
+        /* the Sentinels are reached as the master is: TLS, not AUTH */
+        sn = gmcf->sentinels->elts;
+        for (i = 0; i < gmcf->sentinels->nelts; i++) {
+            sn[i].connect_timeout = srv->connect_timeout;
+            sn[i].read_timeout = srv->read_timeout;
+#if (NGX_SSL)
+            sn[i].ssl = srv->ssl;
+#endif
+            sn[i].tls_verify = srv->tls_verify;
+            sn[i].tls_name = srv->tls_name;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * env_gateway_redis_cluster SEED [SEED...] [read_from=primary|replica]
+ *     [the parameters of env_gateway_redis, db= excepted];
+ * the seeds are where the slot map is first asked, and the invalidation
+ * subscriber's failover list.  Every node is reached with the parameters
+ * given here.
+ */
+static char *
+ngx_env_gateway_cluster_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_env_gateway_main_conf_t  *gmcf = conf;
+
+    char                      *rv;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i, j, first;
+    ngx_env_gateway_server_t  *srv;
+
+    value = cf->args->elts;
+
+    if (gmcf->cluster) {
+        return "is duplicate";
+    }
+
+    if (gmcf->servers || gmcf->sentinels) {
+        return "cannot be mixed with env_gateway_redis";
+    }
+
+    gmcf->servers = ngx_array_create(cf->pool, 3,
+                                     sizeof(ngx_env_gateway_server_t));
+    if (gmcf->servers == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    gmcf->cluster = 1;
+
+    for (first = 1; first < cf->args->nelts; first++) {
+        if (ngx_strlchr(value[first].data,
+                        value[first].data + value[first].len, '=')
+            || (value[first].len == 3
+                && ngx_strncmp(value[first].data, "tls", 3) == 0))
+        {
+            break;
+        }
+
+        srv = ngx_array_push(gmcf->servers);
+        if (srv == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rv = ngx_env_gateway_parse_server(cf, &value[first], srv,
+                                          NGX_ENVGW_REDIS_PORT);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+
+        if (srv->sockaddr->sa_family == AF_UNIX) {
+            return ngx_env_gateway_conf_error(cf, "has \"%V\": cluster "
+                                              "nodes are reached over TCP",
+                                              &value[first]);
+        }
+    }
+
+    if (gmcf->servers->nelts == 0) {
+        return "needs at least one seed node address";
+    }
+
+    /* read_from= is this directive's own; the rest are env_gateway_redis' */
+    for (i = first; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "read_from=", 10) != 0) {
+            continue;
+        }
+
+        if (value[i].len == 17
+            && ngx_strncmp(value[i].data + 10, "primary", 7) == 0)
+        {
+            gmcf->cluster_replica = 0;
+
+        } else if (value[i].len == 17
+                   && ngx_strncmp(value[i].data + 10, "replica", 7) == 0)
+        {
+            gmcf->cluster_replica = 1;
+
+        } else {
+            return ngx_env_gateway_conf_error(cf, "has an invalid value in "
+                                              "\"%V\": primary or replica",
+                                              &value[i]);
+        }
+
+        for (j = i; j + 1 < cf->args->nelts; j++) {
+            value[j] = value[j + 1];
+        }
+
+        cf->args->nelts--;
+        i--;
+    }
+
+    srv = gmcf->servers->elts;
+
+    rv = ngx_env_gateway_redis_params(cf, gmcf, &srv[0], first);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (srv[0].db >= 0) {
+        return "cannot take db=: a cluster has database 0 only";
+    }
+
+    for (i = 1; i < gmcf->servers->nelts; i++) {
+        srv[i].password = srv[0].password;
+        srv[i].connect_timeout = srv[0].connect_timeout;
+        srv[i].read_timeout = srv[0].read_timeout;
+        srv[i].username = srv[0].username;
+#if (NGX_SSL)
+        srv[i].ssl = srv[0].ssl;
+#endif
+        srv[i].tls_name = srv[0].tls_name;
+        srv[i].tls_verify = srv[0].tls_verify;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The parameters of an env_gateway_redis or env_gateway_redis_cluster line
+ * from value[first] on, into srv: password=, db=, timeouts, max_record=,
+ * and the TLS and ACL ones (_tls.c).
+ */
+static char *
+ngx_env_gateway_redis_params(ngx_conf_t *cf,
+    ngx_env_gateway_main_conf_t *gmcf, ngx_env_gateway_server_t *srv,
+    ngx_uint_t first)
+{
+    u_char                      *p;
+    ssize_t                      size;
+    ngx_int_t                    rc;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i;
+    ngx_env_gateway_tls_conf_t   tc;
+
+    value = cf->args->elts;
+
+    ngx_memzero(&tc, sizeof(ngx_env_gateway_tls_conf_t));
+    tc.verify = -1;
 
     for (i = first; i < cf->args->nelts; i++) {
 
@@ -1369,20 +1547,6 @@ ngx_env_gateway_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (gmcf->sentinels) {
-        /* the Sentinels are reached as the master is: TLS, not AUTH */
-        sn = gmcf->sentinels->elts;
-        for (i = 0; i < gmcf->sentinels->nelts; i++) {
-            sn[i].connect_timeout = srv->connect_timeout;
-            sn[i].read_timeout = srv->read_timeout;
-#if (NGX_SSL)
-            sn[i].ssl = srv->ssl;
-#endif
-            sn[i].tls_verify = srv->tls_verify;
-            sn[i].tls_name = srv->tls_name;
-        }
-    }
-
     return NGX_CONF_OK;
 
 invalid:
@@ -1392,7 +1556,6 @@ invalid:
                                       "number, a non-empty password",
                                       &value[i]);
 }
-
 
 /*
  * env_gateway_cache zone=name:size [ttl=30s] [negative_ttl=5s]

@@ -6,7 +6,9 @@
 #   bench/run.sh [MODULE.so]
 #   BENCH_DURATION=8 BENCH_ROUNDS=3 BENCH_CONNS=50 BENCH_TOKENS=1000
 #   BENCH_WARMUP=2 BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1
-#   BENCH_VARIANTS="plain warm" BENCH_WORKLOADS="valid mix" (subsets)
+#   BENCH_VARIANTS="plain warm" BENCH_WORKLOADS="valid mix" (subsets;
+#   cluster_warm, cluster_nocache: the same records in a one-node Redis
+#   Cluster, read with env_gateway_redis_cluster)
 #   BENCH_KEEP=1 (keep the temp dir)
 #
 # Workloads (request lists written by bench/seed.pl, cycled by
@@ -104,6 +106,13 @@ variant tls_warm "valid mix" yes "env_gateway, warm cache, Redis over TLS" "$GW_
 variant tls_nocache "valid mix" yes "env_gateway, no cache, Redis over TLS" "$GW_REDIS_TLS" "$GW_LOC"
 variant nolastuse "valid mix" yes "env_gateway, warm cache, last use off" "$GW_REDIS $GW_CACHE env_gateway_last_used off;" "$GW_LOC"
 variant lastuse1s "valid mix" yes "env_gateway, warm cache, last use every 1 s" "$GW_REDIS $GW_CACHE env_gateway_last_used interval=1s;" "$GW_LOC"
+# the same records in a Redis Cluster of one node that holds every slot
+# (started and seeded below when a cluster variant runs): what the
+# module's cluster layer adds, the network being the same
+CLUSTER_PORT=$(free_port)
+GW_CLUSTER="env_gateway_redis_cluster 127.0.0.1:$CLUSTER_PORT;"
+variant cluster_warm "valid mix" yes "env_gateway, warm cache, Redis Cluster" "$GW_CLUSTER $GW_CACHE" "$GW_LOC"
+variant cluster_nocache "valid mix" yes "env_gateway, no cache, Redis Cluster" "$GW_CLUSTER" "$GW_LOC"
 
 # ---------------------------------------------------------------------------
 
@@ -126,6 +135,30 @@ if [[ " ${V_NAMES[*]} " == *" cred "* ]]; then
         "${ENVGW_C[@]}" credentials set "$acct" \
             --field "access_token=at_$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')" > /dev/null
     done < "$BENCH_DIR/pairs_cred.txt"
+fi
+
+# the cluster variants' Redis: cluster-enabled, every slot its own, seeded
+# as the other (seed.pl writes the same records every time)
+declare -A V_RPID V_RPORT
+if [[ " ${V_NAMES[*]} " == *" cluster_"* ]]; then
+    mkdir -p "$BENCH_DIR/rcluster"
+    taskset -c "$SERVER_CPU" redis-server --port "$CLUSTER_PORT" --bind 127.0.0.1 \
+        --cluster-enabled yes --cluster-config-file "$BENCH_DIR/rcluster/nodes.conf" \
+        --save '' --appendonly no --daemonize no --dir "$BENCH_DIR/rcluster" \
+        > "$BENCH_DIR/rcluster/out.log" 2>&1 &
+    CLUSTER_PID=$!
+    BENCH_PIDS+=("$CLUSTER_PID")
+    wait_port "$CLUSTER_PORT"
+    redis-cli -p "$CLUSTER_PORT" cluster addslotsrange 0 16383 > /dev/null
+    for _ in $(seq 1 100); do
+        redis-cli -p "$CLUSTER_PORT" cluster info | grep -q 'cluster_state:ok' && break
+        sleep 0.1
+    done
+    perl "$BENCH_TOP/bench/seed.pl" --tokens "$NTOK" --envs 3 --pairs "$BENCH_DIR/pairs_cluster.txt" \
+        | redis-cli -p "$CLUSTER_PORT" --pipe > "$BENCH_DIR/seed_cluster.log" 2>&1
+    for v in "${V_NAMES[@]}"; do
+        [[ $v == cluster_* ]] && V_RPID[$v]=$CLUSTER_PID && V_RPORT[$v]=$CLUSTER_PORT
+    done
 fi
 WORKLOADS=(${BENCH_WORKLOADS:-valid mix})
 
@@ -153,7 +186,10 @@ sleep 0.3
 metric() {  # port name-with-labels
     curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2}' | head -1
 }
-redis_cmds() { rcli info stats | tr -d "\r" | sed -n "s/^total_commands_processed://p"; }
+redis_cmds() {  # [variant]: the Redis that variant reads
+    redis-cli -h 127.0.0.1 -p "${V_RPORT[${1:-}]:-$REDIS_PORT}" info stats \
+        | tr -d "\r" | sed -n "s/^total_commands_processed://p"
+}
 miss_count() {
     [ -n "${MPORT[$1]:-}" ] || { echo 0; return; }
     local v; v=$(metric "${MPORT[$1]}" 'env_gateway_cache_lookups_total{outcome="miss"}')
@@ -196,11 +232,12 @@ for round in $(seq 1 "$ROUNDS"); do
             # (fills the cache, opens upstream keepalive connections)
             run_wrk "$url" "${WARMUP}s" "$CONNS" "$BENCH_DIR/$wl.txt" > /dev/null
             mapfile -t FPIDS < <(echo "${NGX_PID[v_$v]}"; children "${NGX_PID[v_$v]}")
-            m0=$(miss_count "$v"); c0=$(redis_cmds)
-            t0=$(cpu_ns "${SPIDS[@]}"); f0=$(cpu_ns "${FPIDS[@]}"); r0=$(cpu_ns "$REDIS_PID")
+            rpid=${V_RPID[$v]:-$REDIS_PID}
+            m0=$(miss_count "$v"); c0=$(redis_cmds "$v")
+            t0=$(cpu_ns "${SPIDS[@]}" ${CLUSTER_PID:-}); f0=$(cpu_ns "${FPIDS[@]}"); r0=$(cpu_ns "$rpid")
             line=$(run_wrk "$url" "${DUR}s" "$CONNS" "$BENCH_DIR/$wl.txt")
-            t1=$(cpu_ns "${SPIDS[@]}"); f1=$(cpu_ns "${FPIDS[@]}"); r1=$(cpu_ns "$REDIS_PID")
-            m1=$(miss_count "$v"); c1=$(redis_cmds)
+            t1=$(cpu_ns "${SPIDS[@]}" ${CLUSTER_PID:-}); f1=$(cpu_ns "${FPIDS[@]}"); r1=$(cpu_ns "$rpid")
+            m1=$(miss_count "$v"); c1=$(redis_cmds "$v")
             errs=$(( $(field err_connect "$line") + $(field err_read "$line") + $(field err_write "$line") + $(field err_timeout "$line") ))
             want=${EXPECT[$wl]}
             [ "${V_MOD[$v]}" = yes ] || want=0

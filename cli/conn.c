@@ -35,42 +35,63 @@
 #define CONNECT_TIMEOUT_MS  3000
 #define IO_TIMEOUT_S        10
 
-static int          fd = -1;
-static SSL_CTX     *ctx;
-static SSL         *ssl;
-static redisReader *reader;
-static char        *out;
-static size_t       out_len, out_cap;
-static const char  *desc;
+/* With --cluster, one connection per node (conn_use); else only the first. */
+#define CONN_MAX            64
+
+typedef struct {
+    int          fd;
+    SSL_CTX     *ctx;
+    SSL         *ssl;
+    redisReader *reader;
+    char        *out;
+    size_t       out_len, out_cap;
+    const char  *desc;          /* host:port, or the unix: address */
+    const char  *addr;          /* as asked for */
+} conn_t;
+
+static conn_t       conns[CONN_MAX];
+static int          nconns;
+static bool         pooled;
+
+/* the connection in use */
+static conn_t      *cur = &conns[0];
 
 const char *conn_desc(void)
 {
-    return desc ? desc : g_opt.redis;
+    return cur->desc ? cur->desc : g_opt.redis;
 }
 
 static void conn_free(void *unused)
 {
+    conn_t *keep = cur;
+    int i;
+
     (void) unused;
-    if (ssl != NULL) {
-        SSL_shutdown(ssl);
-        SSL_free(ssl);
-        ssl = NULL;
+    for (i = 0; i < nconns; i++) {
+        cur = &conns[i];
+        if (cur->ssl != NULL) {
+            SSL_shutdown(cur->ssl);
+            SSL_free(cur->ssl);
+            cur->ssl = NULL;
+        }
+        if (cur->ctx != NULL) {
+            SSL_CTX_free(cur->ctx);
+            cur->ctx = NULL;
+        }
+        if (cur->fd != -1) {
+            close(cur->fd);
+            cur->fd = -1;
+        }
+        if (cur->reader != NULL) {
+            redisReaderFree(cur->reader);
+            cur->reader = NULL;
+        }
+        free(cur->out);
+        cur->out = NULL;
+        cur->out_len = cur->out_cap = 0;
     }
-    if (ctx != NULL) {
-        SSL_CTX_free(ctx);
-        ctx = NULL;
-    }
-    if (fd != -1) {
-        close(fd);
-        fd = -1;
-    }
-    if (reader != NULL) {
-        redisReaderFree(reader);
-        reader = NULL;
-    }
-    free(out);
-    out = NULL;
-    out_len = out_cap = 0;
+    cur = keep;
+    nconns = 0;
 }
 
 /* OpenSSL's error queue as one line ("" when empty) */
@@ -142,7 +163,7 @@ static int open_tcp(const char *host, long port)
     snprintf(service, sizeof(service), "%ld", port);
     rv = getaddrinfo(host, service, &hints, &res);
     if (rv != 0)
-        die("cannot connect to Redis at %s: %s", desc, gai_strerror(rv));
+        die("cannot connect to Redis at %s: %s", cur->desc, gai_strerror(rv));
     for (ai = res; ai != NULL; ai = ai->ai_next) {
         s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
                    ai->ai_protocol);
@@ -158,7 +179,7 @@ static int open_tcp(const char *host, long port)
     }
     freeaddrinfo(res);
     if (s == -1)
-        die("cannot connect to Redis at %s: %s", desc, strerror(err));
+        die("cannot connect to Redis at %s: %s", cur->desc, strerror(err));
     rv = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &rv, sizeof(rv));
     return s;
@@ -177,7 +198,7 @@ static int open_unix(const char *path)
     s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s == -1 || connect_timeout(s, (struct sockaddr *) &sa,
                                    sizeof(sa)) == -1)
-        die("cannot connect to Redis at %s: %s", desc, strerror(errno));
+        die("cannot connect to Redis at %s: %s", cur->desc, strerror(errno));
     return s;
 }
 
@@ -188,73 +209,71 @@ static bool is_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-/* TLS over fd: verified unless told otherwise, by name or IP address */
+/* TLS over the socket: verified unless told otherwise, by name or address */
 static void start_tls(const char *host)
 {
     const char *name = g_opt.tls_name ? g_opt.tls_name : host;
     long v;
 
-    ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
+    cur->ctx = SSL_CTX_new(TLS_client_method());
+    if (cur->ctx == NULL)
         die("TLS: %s", ssl_errors());
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_min_proto_version(cur->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(cur->ctx, SSL_VERIFY_PEER, NULL);
     if (g_opt.cacert) {
-        if (SSL_CTX_load_verify_locations(ctx, g_opt.cacert, NULL) != 1)
+        if (SSL_CTX_load_verify_locations(cur->ctx, g_opt.cacert, NULL) != 1)
             die("TLS: cannot load --cacert %s: %s", g_opt.cacert,
                 ssl_errors());
-    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    } else if (SSL_CTX_set_default_verify_paths(cur->ctx) != 1) {
         die("TLS: cannot load the system's CA certificates: %s",
             ssl_errors());
     }
     if (g_opt.cert) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, g_opt.cert) != 1)
+        if (SSL_CTX_use_certificate_chain_file(cur->ctx, g_opt.cert) != 1)
             die("TLS: cannot load --cert %s: %s", g_opt.cert, ssl_errors());
-        if (SSL_CTX_use_PrivateKey_file(ctx, g_opt.key, SSL_FILETYPE_PEM)
-            != 1 || SSL_CTX_check_private_key(ctx) != 1)
+        if (SSL_CTX_use_PrivateKey_file(cur->ctx, g_opt.key, SSL_FILETYPE_PEM)
+            != 1 || SSL_CTX_check_private_key(cur->ctx) != 1)
             die("TLS: cannot load --key %s: %s", g_opt.key, ssl_errors());
     }
 
-    ssl = SSL_new(ctx);
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1)
+    cur->ssl = SSL_new(cur->ctx);
+    if (cur->ssl == NULL || SSL_set_fd(cur->ssl, cur->fd) != 1)
         die("TLS: %s", ssl_errors());
     if (name != NULL && name[0] != '\0') {
         if (is_ip(name)) {
-            if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name)
+            if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(cur->ssl), name)
                 != 1)
                 die("TLS: bad address '%s'", name);
         } else {
             /* RFC 6066: a name, never an address, as the server name */
-            if (SSL_set_tlsext_host_name(ssl, name) != 1
-                || SSL_set1_host(ssl, name) != 1)
+            if (SSL_set_tlsext_host_name(cur->ssl, name) != 1
+                || SSL_set1_host(cur->ssl, name) != 1)
                 die("TLS: bad name '%s'", name);
         }
     }
 
-    if (SSL_connect(ssl) != 1) {
-        v = SSL_get_verify_result(ssl);
+    if (SSL_connect(cur->ssl) != 1) {
+        v = SSL_get_verify_result(cur->ssl);
         if (v != X509_V_OK)
-            die("TLS to Redis at %s: certificate verify failed: %s%s", desc,
+            die("TLS to Redis at %s: certificate verify failed: %s%s",
+                cur->desc,
                 X509_verify_cert_error_string(v),
                 v == X509_V_ERR_HOSTNAME_MISMATCH
                     || v == X509_V_ERR_IP_ADDRESS_MISMATCH
                     ? pfmt(" (want \"%s\")", name) : "");
-        die("TLS handshake with Redis at %s failed: %s", desc, pick_error());
+        die("TLS handshake with Redis at %s failed: %s", cur->desc,
+            pick_error());
     }
 }
 
-void conn_connect(void)
+static void conn_open(const char *a)
 {
-    const char *a = g_opt.redis, *host = NULL;
+    const char *host = NULL;
     struct timeval tv = { IO_TIMEOUT_S, 0 };
 
-    if (fd != -1)
-        return;
-    pool_keep(&fd, conn_free);
-
     if (strncmp(a, "unix:", 5) == 0) {
-        desc = a;
-        fd = open_unix(a + 5);
+        cur->desc = a;
+        cur->fd = open_unix(a + 5);
     } else {
         const char *colon;
         char *end;
@@ -278,19 +297,65 @@ void conn_connect(void)
         }
         if (h[0] == '\0')
             die("bad --redis address '%s' (want host:port)", a);
-        desc = pfmt("%s:%ld", h, port);
+        cur->desc = pfmt("%s:%ld", h, port);
         host = h;
-        fd = open_tcp(h, port);
+        cur->fd = open_tcp(h, port);
     }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(cur->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(cur->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 
     if (g_opt.tls)
         start_tls(host);
 
-    reader = redisReaderCreate();
-    if (reader == NULL)
+    cur->reader = redisReaderCreate();
+    if (cur->reader == NULL)
         die("out of memory");
+}
+
+/* the first connection: to --redis (with --cluster, a seed node) */
+void conn_connect(void)
+{
+    if (nconns > 0)
+        return;
+    if (!pooled) {
+        pooled = true;
+        pool_keep(&conns, conn_free);
+    }
+    cur = &conns[nconns++];
+    memset(cur, 0, sizeof(*cur));
+    cur->fd = -1;
+    cur->addr = g_opt.redis;
+    conn_open(g_opt.redis);
+}
+
+/*
+ * The connection to "host:port" (a cluster node) becomes the one in use,
+ * opened if new, with the same TLS settings: true when it was opened now
+ * (its AUTH is the caller's).  NULL: back to the first connection.
+ */
+bool conn_use(const char *addr)
+{
+    int i;
+
+    conn_connect();
+    if (addr == NULL) {
+        cur = &conns[0];
+        return false;
+    }
+    for (i = 0; i < nconns; i++) {
+        if (strcmp(conns[i].addr, addr) == 0) {
+            cur = &conns[i];
+            return false;
+        }
+    }
+    if (nconns == CONN_MAX)
+        die("Redis cluster: more than %d nodes", CONN_MAX);
+    cur = &conns[nconns++];
+    memset(cur, 0, sizeof(*cur));
+    cur->fd = -1;
+    cur->addr = pstrdup(addr);
+    conn_open(cur->addr);
+    return true;
 }
 
 void conn_append(int argc, const char **argv)
@@ -300,20 +365,20 @@ void conn_append(int argc, const char **argv)
 
     if (len < 0)
         die("out of memory");
-    if (out_len + (size_t) len > out_cap) {
-        size_t cap = out_cap ? out_cap : 4096;
+    if (cur->out_len + (size_t) len > cur->out_cap) {
+        size_t cap = cur->out_cap ? cur->out_cap : 4096;
         char *n;
 
-        while (cap < out_len + (size_t) len)
+        while (cap < cur->out_len + (size_t) len)
             cap *= 2;
-        n = realloc(out, cap);
+        n = realloc(cur->out, cap);
         if (n == NULL)
             die("out of memory");
-        out = n;
-        out_cap = cap;
+        cur->out = n;
+        cur->out_cap = cap;
     }
-    memcpy(out + out_len, cmd, len);
-    out_len += len;
+    memcpy(cur->out + cur->out_len, cmd, len);
+    cur->out_len += len;
     free(cmd);
 }
 
@@ -327,10 +392,10 @@ static const char *tls_failure(void)
     const char *e = ssl_errors();
     char b;
 
-    if (e[0] || ssl == NULL)
+    if (e[0] || cur->ssl == NULL)
         return e[0] ? e : pick_error();
     ERR_clear_error();
-    if (SSL_read(ssl, &b, 1) <= 0) {
+    if (SSL_read(cur->ssl, &b, 1) <= 0) {
         e = ssl_errors();
         if (e[0])
             return e;
@@ -343,21 +408,23 @@ static void conn_flush(void)
     size_t done = 0;
     ssize_t n;
 
-    while (done < out_len) {
+    while (done < cur->out_len) {
         errno = 0;
-        if (ssl != NULL) {
-            int w = SSL_write(ssl, out + done, (int) (out_len - done));
+        if (cur->ssl != NULL) {
+            int w = SSL_write(cur->ssl, cur->out + done,
+                              (int) (cur->out_len - done));
             n = w > 0 ? w : -1;
         } else {
-            n = send(fd, out + done, out_len - done, MSG_NOSIGNAL);
+            n = send(cur->fd, cur->out + done, cur->out_len - done,
+                     MSG_NOSIGNAL);
         }
-        if (n < 0 && errno == EINTR && ssl == NULL)
+        if (n < 0 && errno == EINTR && cur->ssl == NULL)
             continue;
         if (n <= 0)
-            die("Redis at %s: cannot send: %s", desc, tls_failure());
+            die("Redis at %s: cannot send: %s", cur->desc, tls_failure());
         done += n;
     }
-    out_len = 0;
+    cur->out_len = 0;
 }
 
 /* The next reply (kept until the pool drains); dies on a lost connection. */
@@ -370,27 +437,28 @@ redisReply *conn_reply(void)
 
     conn_flush();
     for (;;) {
-        if (redisReaderGetReply(reader, &r) != REDIS_OK)
-            die("Redis at %s: protocol error: %s", desc, reader->errstr);
+        if (redisReaderGetReply(cur->reader, &r) != REDIS_OK)
+            die("Redis at %s: protocol error: %s", cur->desc,
+                cur->reader->errstr);
         if (r != NULL) {
             replied = 1;
             return pool_keep(r, (void (*)(void *)) freeReplyObject);
         }
         errno = 0;
-        if (ssl != NULL) {
-            int m = SSL_read(ssl, buf, sizeof(buf));
+        if (cur->ssl != NULL) {
+            int m = SSL_read(cur->ssl, buf, sizeof(buf));
             n = m > 0 ? m : -1;
         } else {
-            n = recv(fd, buf, sizeof(buf), 0);
+            n = recv(cur->fd, buf, sizeof(buf), 0);
         }
-        if (n < 0 && errno == EINTR && ssl == NULL)
+        if (n < 0 && errno == EINTR && cur->ssl == NULL)
             continue;
         if (n <= 0)
-            die("Redis at %s: %s%s", desc,
+            die("Redis at %s: %s%s", cur->desc,
                 n == 0 ? "connection lost" : pick_error(),
-                ssl == NULL && !replied
+                cur->ssl == NULL && !replied
                 ? " before any reply (a TLS port? then --tls)" : "");
-        if (redisReaderFeed(reader, buf, (size_t) n) != REDIS_OK)
+        if (redisReaderFeed(cur->reader, buf, (size_t) n) != REDIS_OK)
             die("out of memory");
     }
 }

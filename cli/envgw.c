@@ -306,6 +306,8 @@ static const char global_help[] =
     "                    (env ENVGW_REDIS_TLS_NAME; default: the host)\n"
     "  --cert FILE --key FILE  a client certificate and its key (env\n"
     "                    ENVGW_REDIS_CERT, ENVGW_REDIS_KEY)\n"
+    "  --cluster         --redis is a node of a Redis Cluster: each key at\n"
+    "                    its node, writes ordered (env ENVGW_REDIS_CLUSTER=1)\n"
     "  --db N            Redis database number (default 0)\n"
     "  --prefix P        key prefix (env ENVGW_PREFIX; default \""
     ENVGW_DEFAULT_PREFIX "\")\n"
@@ -483,6 +485,20 @@ static void redis_options(void)
     else
         g_opt.password = env_pw;
 
+    v = env_of("ENVGW_REDIS_CLUSTER");
+    if (v != NULL && !g_opt.cluster) {
+        if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0
+            || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+            g_opt.cluster = true;
+        else if (strcmp(v, "0") != 0 && strcmp(v, "no") != 0
+                 && strcmp(v, "off") != 0 && strcmp(v, "false") != 0)
+            usage_error(NULL, "ENVGW_REDIS_CLUSTER wants 1 or 0, not '%s'",
+                        v);
+    }
+    if (g_opt.cluster && strncmp(g_opt.redis, "unix:", 5) == 0)
+        usage_error(NULL, "--cluster: --redis names a cluster node, "
+                    "host:port");
+
     v = env_of("ENVGW_REDIS_TLS");
     if (v != NULL && !g_opt.tls) {
         if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0
@@ -542,6 +558,12 @@ static int global_option(const cmd_t *cmd, int argc, char **argv, int *i)
         if (eq)
             usage_error(cmd, "--tls takes no value");
         g_opt.tls = true;
+        return 1;
+    }
+    if (strcmp(n, "cluster") == 0) {
+        if (eq)
+            usage_error(cmd, "--cluster takes no value");
+        g_opt.cluster = true;
         return 1;
     }
     for (k = 0; with_arg[k]; k++) {

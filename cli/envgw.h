@@ -46,6 +46,7 @@ typedef struct {
     const char *command;    /* this command line, as the audit records it */
     const char *user;       /* Redis ACL user (AUTH user password) */
     bool        tls;        /* TLS to Redis (conn.c) */
+    bool        cluster;    /* --cluster: --redis is a seed node (store.c) */
     const char *cacert;     /* CA file; NULL: the system store */
     const char *tls_name;   /* the name checked; NULL: the host */
     const char *cert;       /* client certificate and key */
@@ -229,6 +230,7 @@ struct redisReply;
 void        conn_connect(void);
 void        conn_append(int argc, const char **argv);
 struct redisReply *conn_reply(void);            /* dies on a lost link */
+bool        conn_use(const char *addr);         /* a cluster node's */
 const char *conn_desc(void);
 
 void   store_connect(void);

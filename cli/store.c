@@ -8,6 +8,13 @@
  * never sees half an update and drops its cached copies at the moment the
  * new values become visible.  Read-modify-write commands WATCH the keys
  * they read first; if one changes before EXEC the caller starts over.
+ *
+ * With --cluster, each command goes to the node of its key's slot (MOVED
+ * and ASK followed), a SCAN goes to every primary, and a write cannot be
+ * one MULTI/EXEC (its keys live on several nodes): its commands are sent
+ * one by one in an order that a crash at any point leaves no record that
+ * grants access (txn_exec_cluster).  WATCH is not available across nodes:
+ * on a cluster, run one writer at a time.
  */
 
 #include <stdio.h>
@@ -56,10 +63,170 @@ char *audit_key(void)
     return pfmt("%saudit", g_opt.prefix);
 }
 
+
+/* ---- Redis Cluster (--cluster) ------------------------------------------ */
+
+#define CLUSTER_SLOTS      16384
+#define CLUSTER_REDIRECTS  5
+
+static const char *slot_node[CLUSTER_SLOTS];   /* "host:port" of primaries */
+static const char **primaries;
+static size_t       nprimaries;
+
+static void node_connect(const char *addr);
+
+/* CRC16-CCITT (XModem), as the Redis Cluster specification defines it */
+static unsigned crc16(const char *p, size_t len)
+{
+    unsigned crc = 0;
+    int i;
+
+    while (len--) {
+        crc ^= (unsigned) (unsigned char) *p++ << 8;
+        for (i = 0; i < 8; i++)
+            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) & 0xffff
+                                 : (crc << 1) & 0xffff;
+    }
+    return crc;
+}
+
+static unsigned key_slot(const char *key)
+{
+    size_t len = strlen(key);
+    const char *open = strchr(key, '{'), *close;
+
+    if (open != NULL) {
+        close = strchr(open + 1, '}');
+        if (close != NULL && close > open + 1)
+            return crc16(open + 1, (size_t) (close - open - 1))
+                   & (CLUSTER_SLOTS - 1);
+    }
+    return crc16(key, len) & (CLUSTER_SLOTS - 1);
+}
+
+static const char *node_addr(redisReply *n)
+{
+    if (n->type != REDIS_REPLY_ARRAY || n->elements < 2
+        || n->element[0]->type != REDIS_REPLY_STRING
+        || n->element[1]->type != REDIS_REPLY_INTEGER)
+        die("Redis at %s: CLUSTER SLOTS reply not understood", conn_desc());
+    if (strchr(n->element[0]->str, ':') != NULL)
+        return pfmt("[%s]:%lld", n->element[0]->str,
+                    (long long) n->element[1]->integer);
+    return pfmt("%s:%lld", n->element[0]->str,
+                (long long) n->element[1]->integer);
+}
+
+/* The slot map, asked of the node in use. */
+static void cluster_map(void)
+{
+    const char *argv[2] = { "CLUSTER", "SLOTS" };
+    redisReply *r, *range;
+    size_t i, j;
+    long long s;
+
+    conn_append(2, argv);
+    r = conn_reply();
+    if (r->type == REDIS_REPLY_ERROR)
+        die("Redis at %s: CLUSTER SLOTS failed: %s (is it a cluster? "
+            "without --cluster envgw talks to one Redis)", conn_desc(),
+            r->str);
+    if (r->type != REDIS_REPLY_ARRAY)
+        die("Redis at %s: CLUSTER SLOTS reply not understood", conn_desc());
+
+    memset(slot_node, 0, sizeof(slot_node));
+    primaries = pool_keep(calloc(r->elements + 1, sizeof(char *)), free);
+    nprimaries = 0;
+    for (i = 0; i < r->elements; i++) {
+        const char *addr;
+
+        range = r->element[i];
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[0]->type != REDIS_REPLY_INTEGER
+            || range->element[1]->type != REDIS_REPLY_INTEGER
+            || range->element[0]->integer < 0
+            || range->element[1]->integer >= CLUSTER_SLOTS)
+            die("Redis at %s: CLUSTER SLOTS reply not understood",
+                conn_desc());
+        addr = node_addr(range->element[2]);
+        for (s = range->element[0]->integer;
+             s <= range->element[1]->integer; s++)
+            slot_node[s] = addr;
+        for (j = 0; j < nprimaries; j++) {
+            if (strcmp(primaries[j], addr) == 0)
+                break;
+        }
+        if (j == nprimaries)
+            primaries[nprimaries++] = addr;
+    }
+}
+
+/* A keyed command at its slot's node; MOVED and ASK followed. */
+static redisReply *cluster_cmd(int argc, const char **argv)
+{
+    unsigned slot = key_slot(argv[1]);
+    const char *addr = slot_node[slot];
+    bool asking = false;
+    redisReply *r;
+    int n;
+
+    for (n = 0; n <= CLUSTER_REDIRECTS; n++) {
+        if (addr == NULL)
+            die("Redis cluster: no node serves slot %u (of key %s); "
+                "nothing more written", slot, argv[1]);
+        node_connect(addr);
+        if (asking) {
+            conn_append(1, (const char *[]) { "ASKING" });
+            r = conn_reply();
+            if (r->type == REDIS_REPLY_ERROR)
+                die("Redis at %s: ASKING failed: %s", conn_desc(), r->str);
+        }
+        conn_append(argc, argv);
+        r = conn_reply();
+        if (r->type != REDIS_REPLY_ERROR)
+            return r;
+        if (strncmp(r->str, "MOVED ", 6) == 0
+            || strncmp(r->str, "ASK ", 4) == 0) {
+            const char *sp = strchr(r->str + 4, ' ');
+
+            if (sp == NULL)
+                return r;
+            asking = r->str[0] == 'A';
+            addr = pstrdup(sp + 1);
+            if (!asking) {
+                cluster_map();
+                slot_node[slot] = addr;
+            }
+            continue;
+        }
+        return r;
+    }
+    die("Redis cluster: key %s redirected more than %d times",
+        argv[1], CLUSTER_REDIRECTS);
+}
+
 /* ---- connection --------------------------------------------------------- */
 
 /* Runs a command; dies on I/O errors and on Redis error replies. */
+static redisReply *cluster_cmd(int argc, const char **argv);
+
 static redisReply *cmd_argv(int argc, const char **argv)
+{
+    redisReply *r;
+
+    if (g_opt.cluster && argc >= 2) {
+        r = cluster_cmd(argc, argv);
+    } else {
+        conn_append(argc, argv);
+        r = conn_reply();
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        die("Redis at %s: %s failed: %s", conn_desc(), argv[0], r->str);
+    return r;
+}
+
+/* A command on the connection in use, whatever its key's slot. */
+static redisReply *raw_argv(int argc, const char **argv)
 {
     redisReply *r;
 
@@ -76,16 +243,9 @@ static redisReply *cmd2(const char *a, const char *b)
     return cmd_argv(b ? 2 : 1, argv);
 }
 
-/* The connection (conn.c), then AUTH [user] password, SELECT and a PING. */
-void store_connect(void)
+/* AUTH [user] password on the connection in use */
+static void conn_auth(void)
 {
-    static bool connected;
-
-    if (connected)
-        return;
-    connected = true;
-    conn_connect();
-
     if (g_opt.password != NULL && g_opt.password[0] != '\0') {
         const char *argv[3] = { "AUTH" };
         int argc = 1;
@@ -99,6 +259,33 @@ void store_connect(void)
         if (r->type == REDIS_REPLY_ERROR)
             die("Redis at %s: authentication failed: %s", conn_desc(),
                 r->str);
+    }
+}
+
+/* a cluster node's connection becomes the one in use, AUTHed if new */
+static void node_connect(const char *addr)
+{
+    if (conn_use(addr))
+        conn_auth();
+}
+
+/* The connection (conn.c), then AUTH [user] password, SELECT and a PING;
+ * with --cluster, the slot map. */
+void store_connect(void)
+{
+    static bool connected;
+
+    if (connected)
+        return;
+    connected = true;
+    conn_connect();
+    conn_auth();
+
+    if (g_opt.cluster) {
+        if (g_opt.db != 0)
+            die("--db: a Redis Cluster has database 0 only");
+        cluster_map();
+        return;
     }
     if (g_opt.db != 0)
         cmd2("SELECT", pfmt("%d", g_opt.db));
@@ -158,37 +345,43 @@ char **store_scan(const char *family, const char *rest_prefix, size_t *n)
 {
     char *lead = key_of(family, rest_prefix);
     char *match = pfmt("%s*", glob_escape(lead));
-    size_t leadlen = strlen(lead), cnt = 0, cap = 16;
+    size_t leadlen = strlen(lead), cnt = 0, cap = 16, node;
     char **v = malloc(cap * sizeof(char *));
-    char *cursor = pstrdup("0");
 
     store_connect();
     if (v == NULL)
         die("out of memory");
-    do {
-        const char *argv[6] = { "SCAN", cursor, "MATCH", match,
-                                "COUNT", "1000" };
-        redisReply *r = cmd_argv(6, argv), *keys;
-        size_t i;
+    /* with --cluster, every primary holds some of the keys */
+    for (node = 0; node < (g_opt.cluster ? nprimaries : 1); node++) {
+        char *cursor = pstrdup("0");
 
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-            die("unexpected reply to SCAN");
-        cursor = pstrdup(r->element[0]->str);
-        keys = r->element[1];
-        for (i = 0; i < keys->elements; i++) {
-            const char *k = keys->element[i]->str;
-            if (k == NULL || strncmp(k, lead, leadlen) != 0)
-                continue;
-            if (cnt + 1 >= cap) {
-                char **nv = realloc(v, cap * 2 * sizeof(char *));
-                if (nv == NULL)
-                    die("out of memory");
-                v = nv;
-                cap *= 2;
+        if (g_opt.cluster)
+            node_connect(primaries[node]);
+        do {
+            const char *argv[6] = { "SCAN", cursor, "MATCH", match,
+                                    "COUNT", "1000" };
+            redisReply *r = raw_argv(6, argv), *keys;
+            size_t i;
+
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                die("unexpected reply to SCAN");
+            cursor = pstrdup(r->element[0]->str);
+            keys = r->element[1];
+            for (i = 0; i < keys->elements; i++) {
+                const char *k = keys->element[i]->str;
+                if (k == NULL || strncmp(k, lead, leadlen) != 0)
+                    continue;
+                if (cnt + 1 >= cap) {
+                    char **nv = realloc(v, cap * 2 * sizeof(char *));
+                    if (nv == NULL)
+                        die("out of memory");
+                    v = nv;
+                    cap *= 2;
+                }
+                v[cnt++] = pstrdup(k + leadlen);
             }
-            v[cnt++] = pstrdup(k + leadlen);
-        }
-    } while (strcmp(cursor, "0") != 0);
+        } while (strcmp(cursor, "0") != 0);
+    }
     pool_keep(v, free);
     v[cnt] = NULL;
     *n = cnt;
@@ -214,6 +407,15 @@ char **store_mget(char **keys, size_t n)
     size_t done, cnt, i;
 
     store_connect();
+    if (g_opt.cluster) {
+        /* the keys live on several nodes: one GET each */
+        for (i = 0; i < n; i++) {
+            redisReply *r = cmd2("GET", keys[i]);
+            if (r->type == REDIS_REPLY_STRING)
+                v[i] = pstrdup(r->str);
+        }
+        return v;
+    }
     for (done = 0; done < n; done += cnt) {
         redisReply *r;
 
@@ -229,9 +431,12 @@ char **store_mget(char **keys, size_t n)
     return v;
 }
 
+/* With --cluster, no WATCH: a write's keys are on several nodes. */
 void store_watch(const char *key)
 {
     store_connect();
+    if (g_opt.cluster)
+        return;
     cmd2("WATCH", key);
 }
 
@@ -240,6 +445,8 @@ void store_watch_keys(char **keys, size_t n)
     size_t done, cnt;
 
     store_connect();
+    if (g_opt.cluster)
+        return;
     for (done = 0; done < n; done += cnt) {
         cnt = n - done < KEYS_PER_COMMAND ? n - done : KEYS_PER_COMMAND;
         cmd_keys("WATCH", keys + done, cnt);
@@ -267,6 +474,8 @@ redisReply *store_audit_range(const char *start, bool after, size_t count)
 static void store_unwatch(void)
 {
     store_connect();
+    if (g_opt.cluster)
+        return;
     cmd2("UNWATCH", NULL);
 }
 
@@ -415,10 +624,9 @@ static const char *actor(void)
 
 /* XADD <prefix>audit MAXLEN ~ N * time T actor A command C environments
  * [..] keys [..], queued inside the transaction of the write itself. */
-static void append_audit(txn_t *t)
+static void audit_entry(txn_t *t, const char *argv[16])
 {
     json_t *keys = pjson(json_array());
-    const char *argv[16];
     char *envs, *changed;
     size_t i;
 
@@ -447,13 +655,87 @@ static void append_audit(txn_t *t)
     argv[13] = envs;
     argv[14] = "keys";
     argv[15] = changed;
-    conn_append(16, argv);
+}
+
+/* the gateway reads these keys: a SET of one may grant access */
+static bool gateway_key(const char *key)
+{
+    static const char *families[] = { ENVGW_KEY_TOKEN, ENVGW_KEY_ENV,
+        ENVGW_KEY_ACCOUNT, ENVGW_KEY_TENANT, ENVGW_KEY_INTEGRATION,
+        ENVGW_KEY_CREDENTIALS, NULL };
+    size_t plen = strlen(g_opt.prefix), i;
+
+    if (strncmp(key, g_opt.prefix, plen) != 0)
+        return false;
+    for (i = 0; families[i]; i++) {
+        if (strncmp(key + plen, families[i], strlen(families[i])) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A write on a cluster: its keys live on several nodes, so it cannot be one
+ * MULTI/EXEC.  Its commands go one at a time in this order, so that a crash
+ * between any two leaves nothing that grants access that the finished
+ * write would not (docs/redis-schema.md):
+ *   1. SADD to the tool's indexes            (a grant is always listed)
+ *   2. SET of new keys the gateway never reads (token_id:<id> -> hash)
+ *   3. DEL of records the gateway reads       (revocations, removals)
+ *   4. SET of records that exist              (updates: revoked, expiry)
+ *   5. SET of new records the gateway reads   (grants, last)
+ *   6. DEL of keys the gateway never reads
+ *   7. SREM from the indexes                  (after what they listed)
+ * then the audit entry, then a PUBLISH of every changed key (any node of a
+ * cluster carries it to every subscriber).
+ */
+static void txn_exec_cluster(txn_t *t)
+{
+    const char *chan = channel_name(), *audit[16];
+    bool *exists = pool_keep(calloc(t->n + 1, sizeof(bool)), free);
+    int pass;
+    size_t i;
+
+    for (i = 0; i < t->n; i++) {
+        const char *op = t->cmds[i].argv[0];
+        if (strcmp(op, "SADD") == 0 || strcmp(op, "SREM") == 0)
+            check_type(t->cmds[i].argv[1], "set");
+        if (strcmp(op, "SET") == 0) {
+            redisReply *r = cmd2("EXISTS", t->cmds[i].argv[1]);
+            exists[i] = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+        }
+    }
+    check_type(audit_key(), "stream");
+
+    for (pass = 1; pass <= 7; pass++) {
+        for (i = 0; i < t->n; i++) {
+            const char *op = t->cmds[i].argv[0], *key = t->cmds[i].argv[1];
+            bool gw = gateway_key(key), set = strcmp(op, "SET") == 0,
+                 del = strcmp(op, "DEL") == 0;
+            int at = strcmp(op, "SADD") == 0 ? 1
+                   : set && !exists[i] && !gw ? 2
+                   : del && gw ? 3
+                   : set && exists[i] ? 4
+                   : set ? 5
+                   : del ? 6
+                   : 7;
+
+            if (at == pass)
+                cmd_argv(t->cmds[i].argc, t->cmds[i].argv);
+        }
+    }
+    audit_entry(t, audit);
+    cmd_argv(16, audit);
+    for (i = 0; i < t->nchanged; i++) {
+        const char *argv[3] = { "PUBLISH", chan, t->changed[i] };
+        cmd_argv(3, argv);
+    }
 }
 
 /* 0 on success, -1 if a WATCHed key changed before EXEC. */
 static int txn_exec(txn_t *t)
 {
-    const char *chan = channel_name();
+    const char *chan = channel_name(), *audit[16];
     redisReply *r;
     size_t i;
 
@@ -469,7 +751,8 @@ static int txn_exec(txn_t *t)
     conn_append(1, (const char *[]) { "MULTI" });
     for (i = 0; i < t->n; i++)
         conn_append(t->cmds[i].argc, t->cmds[i].argv);
-    append_audit(t);
+    audit_entry(t, audit);
+    conn_append(16, audit);
     for (i = 0; i < t->nchanged; i++) {
         const char *argv[3] = { "PUBLISH", chan, t->changed[i] };
         conn_append(3, argv);
@@ -511,6 +794,10 @@ txn_t *txn_commit(txn_t *t)
     store_connect();
     if (t->n == 0) {
         store_unwatch();
+        return NULL;
+    }
+    if (g_opt.cluster) {
+        txn_exec_cluster(t);
         return NULL;
     }
     if (txn_exec(t) == 0)

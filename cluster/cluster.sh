@@ -9,6 +9,11 @@
 #   with Sentinel discovery in the module: three Sentinels and a g4 that
 #   finds the primary through them (skipped when nginx -t refuses it)
 #
+# With REDIS=cluster (make cluster-demo REDIS=cluster), a Redis Cluster
+# instead: 3 primaries and 3 replicas (CLUSTER_N1..N6=6580..6585) made by
+# redis-cli --cluster create, every gateway on env_gateway_redis_cluster
+# (g3 reading from the replicas), envgw --cluster writing.
+#
 # usage: cluster/cluster.sh start [MODULE.so] | stop | status
 # Ports (override by environment): CLUSTER_P=6480 CLUSTER_R1=6481
 # CLUSTER_R2=6482 CLUSTER_LB=8090 CLUSTER_G1..G4=8091..8094,
@@ -32,6 +37,9 @@ B1=${CLUSTER_B1:-8191}; B2=${CLUSTER_B2:-8192}; B3=${CLUSTER_B3:-8193}
 B4=${CLUSTER_B4:-8194}
 S1=${CLUSTER_S1:-26480}; S2=${CLUSTER_S2:-26481}; S3=${CLUSTER_S3:-26482}
 SENTINEL=${SENTINEL:-auto}     # auto | 0
+REDIS=${REDIS:-primary}        # primary | cluster
+N1=${CLUSTER_N1:-6580}; N2=${CLUSTER_N2:-6581}; N3=${CLUSTER_N3:-6582}
+N4=${CLUSTER_N4:-6583}; N5=${CLUSTER_N5:-6584}; N6=${CLUSTER_N6:-6585}
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
@@ -96,6 +104,17 @@ start_redis() {    # NAME PORT [PRIMARY_PORT]
     wait_port "$port" || die "redis $name did not start (see $d/redis.log)"
 }
 
+start_cluster_node() {    # NAME PORT
+    local name=$1 port=$2 d=$RUN/$1
+    mkdir -p "$d"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize yes --pidfile "$d/redis.pid" --dir "$d" \
+        --logfile "$d/redis.log" --cluster-enabled yes \
+        --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 2000 \
+        --cluster-require-full-coverage no
+    wait_port "$port" || die "redis $name did not start (see $d/redis.log)"
+}
+
 start_sentinel() {    # NAME PORT
     local name=$1 port=$2 d=$RUN/$1
     mkdir -p "$d"
@@ -134,12 +153,96 @@ start_nginx() {    # NAME CONF PORT
 # a token's raw value and id: mint TOKEN_VAR ID_VAR ENV
 mint() {
     local json
-    json=$("$ENVGW" --redis "127.0.0.1:$P" --json token create "$3")
+    json=$($gw --json token create "$3")
     printf -v "$1" '%s' "$(sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' <<<"$json")"
     printf -v "$2" '%s' "$(sed -n 's/.*"token_id": *"\([^"]*\)".*/\1/p' <<<"$json")"
 }
 
 status_of() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+# The Redis Cluster variant (REDIS=cluster)
+cmd_start_cluster() {
+    local p n ports="$N1 $N2 $N3 $N4 $N5 $N6 $LB $G1 $G2 $G3 $B1 $B2 $B3"
+    for p in $ports; do
+        port_busy "$p" && die "port $p is in use (override CLUSTER_* ports)"
+    done
+    mkdir -p "$RUN"
+    n=0
+    for p in $N1 $N2 $N3 $N4 $N5 $N6; do
+        n=$((n + 1))
+        start_cluster_node "n$n" "$p"
+    done
+    redis-cli --cluster create 127.0.0.1:$N1 127.0.0.1:$N2 127.0.0.1:$N3 \
+        127.0.0.1:$N4 127.0.0.1:$N5 127.0.0.1:$N6 --cluster-replicas 1 \
+        --cluster-yes > "$RUN/n1/create.log" 2>&1 \
+        || die "redis-cli --cluster create failed (see $RUN/n1/create.log)"
+    for _ in $(seq 1 100); do
+        redis-cli -p "$N1" cluster info | grep -q 'cluster_state:ok' && break
+        sleep 0.1
+    done
+
+    # --- demo data, written by envgw --cluster ------------------------------
+    local e
+    gw="$ENVGW --cluster --redis 127.0.0.1:$N1"
+    for e in env_demo_a env_demo_b; do
+        $gw env create --team team_demo --id "$e" "${e#env_demo_}" >/dev/null
+        $gw integration set "$e" hubspot --upstream http://backend >/dev/null
+        $gw account add "$e" "acct_${e}_1" --integration hubspot --tenant acme >/dev/null
+    done
+    local TOK_A TOK_A_ID TOK_B TOK_B_ID
+    mint TOK_A TOK_A_ID env_demo_a
+    mint TOK_B TOK_B_ID env_demo_b
+    printf 'TOKEN_A=%s\nTOKEN_A_ID=%s\nTOKEN_B=%s\nTOKEN_B_ID=%s\n' \
+        "$TOK_A" "$TOK_A_ID" "$TOK_B" "$TOK_B_ID" > "$RUN/tokens"
+
+    # --- gateways and load balancer -----------------------------------------
+    local conf seeds="127.0.0.1:$N1 127.0.0.1:$N2 127.0.0.1:$N3"
+    local line="    env_gateway_redis_cluster $seeds connect_timeout=200ms read_timeout=500ms"
+    conf=$(gateway_conf g1 "$G1" "$B1" "$line;")
+    start_nginx g1 "$conf" "$G1"
+    conf=$(gateway_conf g2 "$G2" "$B2" "$line;")
+    start_nginx g2 "$conf" "$G2"
+    conf=$(gateway_conf g3 "$G3" "$B3" "$line read_from=replica;")
+    start_nginx g3 "$conf" "$G3"
+    local upstreams
+    upstreams=$(printf '        server 127.0.0.1:%s;\n' "$G1" "$G2" "$G3")
+    mkdir -p "$RUN/lb"
+    fill "$HERE/lb.conf.in" "$RUN/lb/nginx.conf" "USER=$(user_line)" \
+        "DIR=$RUN/lb" "PORT=$LB" "GATEWAYS=$upstreams"
+    start_nginx lb "$RUN/lb/nginx.conf" "$LB"
+    sleep 0.3   # workers connect, read the slot map and subscribe
+
+    say ""
+    say "env_gateway edge cluster on a Redis Cluster is up (all on 127.0.0.1):"
+    say "  Redis Cluster :$N1 :$N2 :$N3 (primaries) :$N4 :$N5 :$N6 (replicas)"
+    say "  gateways g1 :$G1  g2 :$G2 (primaries)  g3 :$G3 (read_from=replica)"
+    say "  load balancer  http://127.0.0.1:$LB/"
+    say "  tokens in $RUN/tokens; logs in $RUN/<node>/"
+    say ""
+    say "Try:"
+    say "  curl -i -H 'Authorization: Bearer $TOK_A' 'http://127.0.0.1:$LB/orders?integrated_account_id=acct_env_demo_a_1'"
+    say "  curl -i -H 'Authorization: Bearer $TOK_A' 'http://127.0.0.1:$LB/orders?integrated_account_id=acct_env_demo_b_1'   # 404"
+    say "  redis-cli -c -p $N1 cluster shards      # where the slots are"
+    say "  $gw token revoke $TOK_B_ID"
+    say ""
+
+    local TOK_R TOK_R_ID g
+    mint TOK_R TOK_R_ID env_demo_a
+    redis-cli -c -p "$N1" wait 1 2000 >/dev/null 2>&1 || true
+    say "Revocation demo with $TOK_R_ID:"
+    for g in "$G1" "$G2" "$G3"; do
+        status_of -H "Authorization: Bearer $TOK_R" "http://127.0.0.1:$g/orders" >/dev/null
+        say "  gateway :$g -> $(status_of -H "Authorization: Bearer $TOK_R" "http://127.0.0.1:$g/orders") (cached)"
+    done
+    say "  \$ envgw --cluster --redis 127.0.0.1:$N1 token revoke $TOK_R_ID"
+    $gw token revoke "$TOK_R_ID" >/dev/null
+    sleep 0.05
+    for g in "$G1" "$G2" "$G3"; do
+        say "  gateway :$g -> $(status_of -H "Authorization: Bearer $TOK_R" "http://127.0.0.1:$g/orders")"
+    done
+    say ""
+    say "Stop with: make cluster-demo-stop"
+}
 
 cmd_start() {
     MODULE=${1:-${MODULE:-$TOP/build/nginx/objs/ngx_env_gateway_module.so}}
@@ -150,6 +253,11 @@ cmd_start() {
     if ls "$RUN"/*/*.pid >/dev/null 2>&1; then
         die "already running? ($RUN has pidfiles; make cluster-demo-stop)"
     fi
+    case "$REDIS" in
+        primary) ;;
+        cluster) cmd_start_cluster; return ;;
+        *)       die "REDIS=$REDIS: primary or cluster" ;;
+    esac
 
     local use_sentinel=0 ports="$P $R1 $R2 $LB $G1 $G2 $G3 $B1 $B2 $B3"
     mkdir -p "$RUN"
@@ -190,7 +298,8 @@ cmd_start() {
     done
 
     # --- demo data, written to the primary --------------------------------
-    local e gw="$ENVGW --redis 127.0.0.1:$P"
+    local e
+    gw="$ENVGW --redis 127.0.0.1:$P"
     for e in env_demo_a env_demo_b; do
         $gw env create --team team_demo --id "$e" "${e#env_demo_}" >/dev/null
         $gw integration set "$e" hubspot --upstream http://backend >/dev/null

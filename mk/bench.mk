@@ -3,7 +3,8 @@
 # `make bench-callgrind` (instructions per warm request in the handler),
 # `make bench-memory` (worker RSS over 1M requests, cache entries per MB),
 # `make bench-profile` (perf record -g on the gateway worker, warm run),
-# `make bench-callgrind-tls` (instructions per request added by TLS to Redis).
+# `make bench-callgrind-tls` (instructions per request added by TLS to Redis),
+# `make bench-callgrind-cluster` (... added by env_gateway_redis_cluster).
 .PHONY: bench bench-callgrind bench-memory
 
 bench: all
@@ -22,3 +23,7 @@ bench-profile: all
 .PHONY: bench-callgrind-tls
 bench-callgrind-tls: all
 	bench/callgrind_tls.sh $(MODULE)
+
+.PHONY: bench-callgrind-cluster
+bench-callgrind-cluster: all
+	bench/callgrind_cluster.sh $(MODULE)

@@ -2,6 +2,9 @@
 # Edge-cluster demo and sizing: see docs/deployment.md.
 #   make cluster-demo        primary + 2 replicas, 3 gateways, a load balancer
 #                            (+ 3 Sentinels and g4 when the module has them)
+#   make cluster-demo REDIS=cluster
+#                            the same gateways on a Redis Cluster of 3
+#                            primaries and 3 replicas
 #   make cluster-demo-stop   stop exactly what cluster-demo started
 #   make cluster-sizing      measure cache-zone and Redis memory per token
 # Ports: CLUSTER_P, CLUSTER_R1, CLUSTER_R2, CLUSTER_LB, CLUSTER_G1..G4, ...
@@ -10,7 +13,7 @@
 .PHONY: cluster-demo cluster-demo-stop cluster-demo-status cluster-sizing
 
 cluster-demo: check-deps all
-	ENVGW=$(ENVGW) ./cluster/cluster.sh start $(MODULE)
+	ENVGW=$(ENVGW) REDIS=$(or $(REDIS),primary) ./cluster/cluster.sh start $(MODULE)
 
 cluster-demo-stop:
 	./cluster/cluster.sh stop

@@ -87,6 +87,10 @@ typedef struct {
     ngx_msec_t                   last_used_interval;    /* 0: off */
     ngx_uint_t                   last_used_entries;
     ngx_msec_t                   last_used_backoff;
+
+    ngx_flag_t                   cluster;       /* env_gateway_redis_cluster:
+                                                   servers are its seeds */
+    ngx_flag_t                   cluster_replica; /* read_from=replica */
 } ngx_env_gateway_main_conf_t;
 
 

@@ -311,8 +311,16 @@ ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 ngx_uint_t
 ngx_env_gateway_lookups_up(void)
 {
+    ngx_int_t                 ready;
     ngx_uint_t                i;
     ngx_env_gateway_redis_t  *rc;
+
+    /* a cluster's lookups: every primary of the slot map (_cluster.c) */
+    ready = ngx_env_gateway_cluster_ready();
+
+    if (ready != NGX_DECLINED) {
+        return ready;
+    }
 
     for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
         rc = ngx_env_gateway_health_conns[i];

@@ -48,6 +48,9 @@ static void ngx_env_gateway_redis_switch_handler(ngx_event_t *ev);
 static ngx_env_gateway_redis_t  *ngx_env_gateway_redis;      /* lookups */
 static ngx_uint_t                ngx_env_gateway_redis_exiting;
 
+/* the lookups go to a cluster's nodes (_cluster.c) */
+static ngx_uint_t                ngx_env_gateway_redis_cluster;
+
 /* an AUTH refusal was logged: the next ones are not, until one succeeds */
 static ngx_uint_t                ngx_env_gateway_redis_auth_refused;
 
@@ -158,6 +161,17 @@ ngx_env_gateway_redis_init_worker(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
+    /* a cluster's lookups go to their slots' nodes (_cluster.c) */
+    ngx_env_gateway_redis_cluster = gmcf->cluster;
+
+    if (gmcf->cluster) {
+        if (ngx_env_gateway_cluster_init(cycle, gmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_env_gateway_subscriber_init(cycle, gmcf);
+    }
+
     rc = ngx_env_gateway_redis_create(cycle, gmcf, gmcf->servers,
                                       NGX_ENVGW_ROLE_LOOKUPS);
     if (rc == NULL) {
@@ -210,6 +224,7 @@ ngx_env_gateway_redis_exit_worker(void)
     ngx_env_gateway_redis = NULL;
 
     ngx_env_gateway_redis_close(rc);
+    ngx_env_gateway_cluster_exit();
     ngx_env_gateway_subscriber_exit();
     ngx_env_gateway_sentinel_exit();
     ngx_env_gateway_health_exit();
@@ -222,6 +237,11 @@ ngx_env_gateway_redis_command(int argc, const char **argv,
     void *data)
 {
     ngx_env_gateway_redis_t  *rc;
+
+    if (ngx_env_gateway_redis_cluster) {
+        return ngx_env_gateway_cluster_command(argc, argv, argvlen, handler,
+                                               data);
+    }
 
     rc = ngx_env_gateway_redis;
 

@@ -247,4 +247,15 @@ ngx_int_t ngx_env_gateway_sentinel_init(ngx_cycle_t *cycle,
 void ngx_env_gateway_sentinel_attach(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_sentinel_exit(void);
 
+/* _cluster.c */
+ngx_int_t ngx_env_gateway_cluster_init(ngx_cycle_t *cycle,
+    ngx_env_gateway_main_conf_t *gmcf);
+void ngx_env_gateway_cluster_exit(void);
+ngx_int_t ngx_env_gateway_cluster_command(int argc, const char **argv,
+    const size_t *argvlen, ngx_env_gateway_redis_handler_pt handler,
+    void *data);
+uint16_t ngx_env_gateway_cluster_crc16(u_char *p, size_t len);
+ngx_uint_t ngx_env_gateway_cluster_keyslot(u_char *key, size_t len);
+ngx_int_t ngx_env_gateway_cluster_ready(void);
+
 #endif /* NGX_ENV_GATEWAY_REDIS_H */

@@ -194,6 +194,11 @@ ngx_env_gateway_status_json(ngx_http_request_t *r, ngx_uint_t *ready)
         }
     }
 
+    /* a cluster: every primary of the slot map connected (_cluster.c) */
+    if (gmcf->cluster) {
+        *ready = (ngx_env_gateway_cluster_ready() == 1);
+    }
+
     cache = json_null();
 
     if (gmcf->cache_zone) {
