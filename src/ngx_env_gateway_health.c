@@ -210,6 +210,13 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
     }
 
     srv = rc->servers->elts;
+
+    if (!rc->healthy) {
+        /* up, but nothing answered yet: not reachable until it does */
+        ngx_add_timer(&h->confirm, srv[rc->current].read_timeout);
+        return;
+    }
+
     h->outage = 0;
 
     ngx_log_error(NGX_LOG_WARN, rc->log, 0,
@@ -318,7 +325,7 @@ ngx_env_gateway_lookups_up(void)
         rc = ngx_env_gateway_health_conns[i];
 
         if (rc && ngx_env_gateway_health_lookups(rc)) {
-            return rc->state == NGX_ENVGW_REDIS_READY;
+            return ngx_env_gateway_health_answering(rc);
         }
     }
 
@@ -330,9 +337,21 @@ ngx_env_gateway_lookups_up(void)
 const char *
 ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc)
 {
-    if (rc->state == NGX_ENVGW_REDIS_READY) {
+    if (ngx_env_gateway_health_answering(rc)) {
         return "connected";
     }
 
     return rc->health.failing ? "down" : "connecting";
+}
+
+
+/*
+ * The connection is up and Redis has given a good reply on it: connected
+ * alone is not enough (a stopped Redis still completes connects, a Redis
+ * refusing every command with an error answers nothing useful).
+ */
+ngx_uint_t
+ngx_env_gateway_health_answering(ngx_env_gateway_redis_t *rc)
+{
+    return rc->state == NGX_ENVGW_REDIS_READY && rc->healthy;
 }
