@@ -5,7 +5,8 @@
 # env_gateway_redis_up say "ready" only while Redis answers on the lookup
 # connection (a stopped Redis still completes connects; a Redis that
 # answers every command with an error serves no lookup), and such a Redis
-# does not make the error log grow with every request.
+# does not make the error log grow with every request; nor do stale copies
+# served through an outage.
 
 use strict;
 use warnings;
@@ -17,6 +18,7 @@ use JSON::PP;
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
+use FakeRedis;
 
 my $TOKEN = 'egw_attackops_0123456789abcdef012345';
 
@@ -118,6 +120,61 @@ CONF
     }
     ok($ok, 'stopped: status 200 again once Redis answers');
     is($t->get('/x', $TOKEN)->{status}, 200, 'stopped: requests pass again');
+    $t->stop;
+}
+
+# --- a Redis answering every command with an error -------------------------
+
+{
+    my $t = EnvGwTest->new;
+    my $fake = FakeRedis->new($t, error_all =>
+                              'LOADING Redis is loading the dataset in memory');
+    $t->{redis_port} = $fake->port;
+    $t->start_nginx($CONF);
+
+    my $e0 = errors($t);
+    my @req = map { $t->get('/x', $TOKEN)->{status} } 1 .. 40;
+    is(scalar(grep { $_ == 503 } @req), 40,
+       'errors: every request 503 (' . join(',', @req[0 .. 4]) . ', ...)');
+
+    my $r = status($t);
+    is($r->{status}, 503, 'errors: status 503');
+    isnt($r->{json}{connections}{lookups}{state}, 'connected',
+         'errors: lookups not "connected"');
+    is(redis_up($t), 0, 'errors: env_gateway_redis_up 0');
+
+    my $log = $t->slurp('error.log');
+    my $de = errors($t) - $e0;
+    cmp_ok($de, '<=', 3, "errors: $de error lines for 40 requests");
+    like($log, qr/LOADING Redis is loading the dataset/,
+         'errors: the error Redis gives is logged');
+    unlike($log, qr/egw_attackops/, 'errors: no token in the log');
+    $t->stop;
+}
+
+# --- stale copies served through an outage: not a line per request --------
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    $t->env('env_dev', 'team_a', 'development');
+    $t->token($TOKEN, token_id => 'tok_ops', team_id => 'team_a',
+              environment_id => 'env_dev', environment => 'development');
+    (my $conf = $CONF) =~ s/(read_timeout=300ms;)/$1
+    env_gateway_cache zone=envgw:1m ttl=1s stale_if_error=60s;/;
+    $t->start_nginx($conf, subscribed => 1);
+
+    is($t->get('/x', $TOKEN)->{status}, 200, 'stale: warm');
+    sleep 1.3;
+    $t->stop_redis;
+
+    my @req = map { $t->get('/x', $TOKEN)->{status} } 1 .. 30;
+    is(scalar(grep { $_ == 200 } @req), 30, 'stale: 30 requests served');
+    my @warn = grep { /\[warn\].*serving stale/ }
+               split /\n/, $t->slurp('error.log');
+    is(scalar(@warn), 1, 'stale: one "serving stale" line for 30 requests');
+    like($warn[0] // '', qr/serving stale "envgw:token:[0-9a-f]{64}"/,
+         'stale: the line names the key');
     $t->stop;
 }
 
