@@ -36,6 +36,7 @@
 static void ngx_env_gateway_health_writer(ngx_log_t *log, ngx_uint_t level,
     u_char *buf, size_t len);
 static void ngx_env_gateway_health_confirm(ngx_event_t *ev);
+static void ngx_env_gateway_health_ping(ngx_env_gateway_redis_t *rc);
 
 
 /* this worker's connections, for env_gateway_status */
@@ -213,6 +214,7 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
 
     if (!rc->healthy) {
         /* up, but nothing answered yet: not reachable until it does */
+        ngx_env_gateway_health_ping(rc);
         ngx_add_timer(&h->confirm, srv[rc->current].read_timeout);
         return;
     }
@@ -314,12 +316,17 @@ ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 }
 
 
-/* this worker's lookup connection is up (env_gateway_redis_up) */
+/*
+ * This worker's lookup connection is up and answers (env_gateway_redis_up,
+ * read at a scrape): an idle one is asked PING for the next scrape.
+ */
 ngx_uint_t
 ngx_env_gateway_lookups_up(void)
 {
     ngx_uint_t                i;
     ngx_env_gateway_redis_t  *rc;
+
+    ngx_env_gateway_health_probe();
 
     for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
         rc = ngx_env_gateway_health_conns[i];
@@ -342,6 +349,55 @@ ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc)
     }
 
     return rc->health.failing ? "down" : "connecting";
+}
+
+
+/*
+ * Asked by env_gateway_status and env_gateway_metrics before they answer:
+ * an idle lookup connection asks PING, so that one that has not answered
+ * yet (a stopped Redis still completes connects) or no longer answers is
+ * found by that PING's read timeout, without any request.  Its answer is
+ * for the next probe: this one reads the state as it is.  Nothing is sent
+ * at connect: a TLS server that refuses the client's certificate after
+ * the handshake would then reset the connection over that PING, and its
+ * alert, the cause the log must name, would be lost.
+ */
+void
+ngx_env_gateway_health_probe(void)
+{
+    ngx_uint_t                i;
+    ngx_env_gateway_redis_t  *rc;
+
+    for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
+        rc = ngx_env_gateway_health_conns[i];
+
+        if (rc && ngx_env_gateway_health_lookups(rc)) {
+            ngx_env_gateway_health_ping(rc);
+        }
+    }
+}
+
+
+/* an idle connection (not a subscriber) asks PING */
+static void
+ngx_env_gateway_health_ping(ngx_env_gateway_redis_t *rc)
+{
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    if (rc->subscriber || rc->state != NGX_ENVGW_REDIS_READY || rc->ncmds) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: idle, PING", rc->role);
+
+    argv[0] = "PING";
+    argvlen[0] = 4;
+
+    /* out of memory: nothing asked, the state stays as it is */
+    (void) ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
+                                      ngx_env_gateway_redis_ignore, rc, 0);
 }
 
 

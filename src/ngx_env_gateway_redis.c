@@ -502,27 +502,6 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         ngx_queue_add(&rc->cmds, &handshake);
     }
 
-    /*
-     * A lookup connection with no handshake asks PING at once: it is
-     * ready (env_gateway_status, redis_up) once Redis has answered on it,
-     * and a Redis that accepts connections but never answers is found by
-     * the PING's read timeout, a failed attempt, not a connection that
-     * worked.
-     */
-    if (ngx_queue_empty(&handshake) && ngx_env_gateway_health_lookups(rc)) {
-        argv[0] = "PING";
-        argvlen[0] = 4;
-
-        if (ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
-                                       ngx_env_gateway_redis_ignore, rc, 0)
-            != NGX_OK)
-        {
-            ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
-                                       "out of memory");
-            return;
-        }
-    }
-
     /* a subscriber's SUBSCRIBE goes after the handshake */
     if (rc->connected && rc->connected(rc) != NGX_OK) {
         ngx_env_gateway_redis_fail(rc, NGX_ENVGW_FT_INTERNAL,
