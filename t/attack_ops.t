@@ -19,6 +19,7 @@ use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use FakeRedis;
+use Digest::SHA qw(sha256_hex);
 
 my $TOKEN = 'egw_attackops_0123456789abcdef012345';
 
@@ -175,6 +176,118 @@ CONF
     is(scalar(@warn), 1, 'stale: one "serving stale" line for 30 requests');
     like($warn[0] // '', qr/serving stale "envgw:token:[0-9a-f]{64}"/,
          'stale: the line names the key');
+    $t->stop;
+}
+
+# --- environment labels: no duplicate series, a clean exposition -----------
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    $t->start_nginx($CONF);
+
+    # "other" is also the label of the names beyond the 16 kept: an
+    # environment of that name must not make two series of one label set
+    my @names = ('other', "tab\there", "caf\xc3\xa9 \xe2\x98\x83",
+                 'x' x 65, "q\"b\\s", "\xe2\x80\xae rtl",
+                 map { sprintf 'e%02d', $_ } 1 .. 20);
+    my $n = 0;
+    for my $name (@names) {
+        $n++;
+        my $tok = 'egw_l_' . substr(sha256_hex("labels-$n"), 0, 32);
+        $t->token($tok, token_id => "tok_l_$n", team_id => 'team_a',
+                  environment_id => "env_l_$n", environment => $name);
+        is($t->get('/x', $tok)->{status}, 200, "labels: request $n passes");
+    }
+
+    my $m = $t->http('GET', '/metrics')->{body};
+    my (%seen, @dup);
+    for (split /\n/, $m) {
+        next if /^#/ || !/\S/;
+        my ($series) = /^(\S+(?:\{.*\})?) \S+$/ or next;
+        push @dup, $series if $seen{$series}++;
+    }
+    is(scalar(@dup), 0, 'labels: no series written twice')
+        or diag(join "\n", @dup[0 .. ($#dup > 5 ? 5 : $#dup)]);
+
+    my $allowed = 0;
+    $allowed += $1 while $m =~ /^env_gateway_requests_total\{[^\n]*,result="allowed"\} (\d+)$/mg;
+    is($allowed, scalar(@names), 'labels: every allowed request counted once');
+    like($m, qr/^env_gateway_requests_total\{environment="other",result="allowed"\} (\d+)$/m,
+         'labels: "other" present');
+
+    SKIP: {
+        my $promtool = `command -v promtool 2>/dev/null`;
+        chomp $promtool;
+        skip 'promtool not installed (Debian package prometheus)', 1
+            unless $promtool;
+        my $f = $t->dir . '/metrics.txt';
+        open my $fh, '>', $f or die;
+        print $fh $m;
+        close $fh;
+        my $out = `$promtool check metrics < $f 2>&1`;
+        is($? >> 8, 0, 'labels: promtool check metrics: exit 0')
+            or diag($out);
+    }
+    $t->stop;
+}
+
+# --- record values that would end an identity header line ------------------
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    my $echo = $t->start_echo;
+    (my $conf = $CONF) =~ s{proxy_pass http://127\.0\.0\.1:%%BACKEND%%;}
+                           {proxy_pass http://127.0.0.1:$echo;};
+    $t->start_nginx($conf);
+
+    my %good = (token_id => 'tok_ok', team_id => 'team_a',
+                environment_id => 'env_dev', environment => 'development');
+    my $n = 0;
+    for my $case (
+        [ environment => "dev\r\nX-Token-Id: tok_admin" ],
+        [ environment => "dev\rX-Token-Id: tok_admin" ],
+        [ environment => "dev\nX-Token-Id: tok_admin" ],
+        [ token_id => "tok\r\nX-Environment-Id: env_prod" ],
+        [ team_id => "team\x00a" ],
+        [ environment_id => "env\x0bdev" ],
+        [ environment => "dev\x7f" ],
+        [ integrated_account_id => "acc\nX" ],
+    ) {
+        my ($field, $value) = @$case;
+        $n++;
+        my $tok = 'egw_hdr_' . substr(sha256_hex("hdr-$n"), 0, 32);
+        $t->token($tok, %good, $field => $value);
+        my $before = $t->echo_count;
+        my $r = $t->get('/x', $tok);
+        (my $shown = $value) =~ s/([\x00-\x1f\x7f])/sprintf '\\x%02x', ord $1/ge;
+        is($r->{status}, 500, "header: $field \"$shown\": 500");
+        like($r->{body}, qr/gateway_misconfigured/,
+             "header: $field \"$shown\": gateway_misconfigured");
+        is($t->echo_count, $before, "header: $field \"$shown\": "
+           . 'nothing reached the upstream');
+    }
+
+    # an environment record named by an admin token: the same rule
+    $t->put('env:env_bad', { environment_id => 'env_bad',
+                             team_id => 'team_a',
+                             name => "bad\r\nX-Team-Id: team_b" });
+    my $admin = 'egw_hdr_admin_0123456789abcdef0123';
+    $t->token($admin, %good, kind => 'admin');
+    my $before = $t->echo_count;
+    my $r = $t->get('/x', $admin, 'X-Environment-Id' => 'env_bad');
+    is($r->{status}, 500, 'header: environment record name with CRLF: 500');
+    is($t->echo_count, $before,
+       'header: environment record name with CRLF: nothing upstream');
+
+    # a tab is a header value's own whitespace: still served
+    my $tab = 'egw_hdr_tab_0123456789abcdef012345';
+    $t->token($tab, %good, environment => "dev\tblue");
+    is($t->get('/x', $tab)->{status}, 200, 'header: a tab in a name: 200');
+
+    like($t->slurp('error.log'), qr/malformed record "envgw:token:[0-9a-f]{64}": bad or missing "environment"/,
+         'header: the record is logged as malformed, by its key');
     $t->stop;
 }
 
