@@ -12,7 +12,8 @@
  *                 the attempts failed since the last line, the last cause
  *                 (error);
  *   down -> up    once a new connection has stayed up for its server's
- *                 read_timeout (warn): a Redis that accepts connections
+ *                 read_timeout and Redis has answered on it (a PING if
+ *                 nothing else) (warn): a Redis that accepts connections
  *                 but never answers does not look healed at every
  *                 connect.
  *
@@ -178,11 +179,14 @@ ngx_env_gateway_health_connected(ngx_env_gateway_redis_t *rc)
     h->failing = 0;
     h->since = ngx_time();
 
-    if (!h->outage) {
-        return;
-    }
-
-    /* back after an outage: said once it has stayed up a while */
+    /*
+     * Looked at again after a while: a connection nothing has answered on
+     * by then asks PING (a stopped Redis still completes connects); back
+     * after an outage, that is said once it has stayed up and answered.
+     * Not at once: a TLS server that refuses the client's certificate
+     * after the handshake would reset the connection over that PING, and
+     * its alert, the cause the log must name, would be lost.
+     */
     srv = rc->servers->elts;
     h->confirm_gen = rc->generation;
 
@@ -203,7 +207,7 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
 
     h = &rc->health;
 
-    if (ngx_exiting || ngx_quit || ngx_terminate || !h->outage
+    if (ngx_exiting || ngx_quit || ngx_terminate
         || rc->state != NGX_ENVGW_REDIS_READY
         || rc->generation != h->confirm_gen)
     {
@@ -216,6 +220,10 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
         /* up, but nothing answered yet: not reachable until it does */
         ngx_env_gateway_health_ping(rc);
         ngx_add_timer(&h->confirm, srv[rc->current].read_timeout);
+        return;
+    }
+
+    if (!h->outage) {
         return;
     }
 
@@ -316,17 +324,12 @@ ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 }
 
 
-/*
- * This worker's lookup connection is up and answers (env_gateway_redis_up,
- * read at a scrape): an idle one is asked PING for the next scrape.
- */
+/* this worker's lookup connection is up and answers (env_gateway_redis_up) */
 ngx_uint_t
 ngx_env_gateway_lookups_up(void)
 {
     ngx_uint_t                i;
     ngx_env_gateway_redis_t  *rc;
-
-    ngx_env_gateway_health_probe();
 
     for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
         rc = ngx_env_gateway_health_conns[i];
@@ -353,14 +356,12 @@ ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc)
 
 
 /*
- * Asked by env_gateway_status and env_gateway_metrics before they answer:
- * an idle lookup connection asks PING, so that one that has not answered
- * yet (a stopped Redis still completes connects) or no longer answers is
- * found by that PING's read timeout, without any request.  Its answer is
- * for the next probe: this one reads the state as it is.  Nothing is sent
- * at connect: a TLS server that refuses the client's certificate after
- * the handshake would then reset the connection over that PING, and its
- * alert, the cause the log must name, would be lost.
+ * Asked by env_gateway_status before it answers: an idle lookup
+ * connection asks PING, so that a Redis that stopped answering since its
+ * last reply is found by that PING's read timeout, without any request.
+ * Its answer is for the next probe: this one reads the state as it is.
+ * (Not at a metrics scrape: the scrape would change the command counters
+ * it reports.)
  */
 void
 ngx_env_gateway_health_probe(void)
