@@ -318,10 +318,15 @@ ngx_env_gateway_parse_account(json_t *root, ngx_env_gateway_fields_t *f,
         ENVGW_F_TENANT_ID
     };
 
+    /* the integration's name is looked up and named, never a header */
     for (f->n = 0; f->n < NGX_ENVGW_ACC_NFIELDS; f->n++) {
-        if (ngx_env_gateway_header_string(root, names[f->n], &f->str[f->n],
-                                          &f->len[f->n],
-                                          f->n == NGX_ENVGW_ACC_ENV_ID, err)
+        if (((f->n == NGX_ENVGW_ACC_INTEGRATION)
+             ? ngx_env_gateway_opt_string(root, names[f->n], &f->str[f->n],
+                                          &f->len[f->n], err)
+             : ngx_env_gateway_header_string(root, names[f->n],
+                                             &f->str[f->n], &f->len[f->n],
+                                             f->n == NGX_ENVGW_ACC_ENV_ID,
+                                             err))
             != NGX_OK)
         {
             return NGX_DECLINED;

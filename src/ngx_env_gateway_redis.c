@@ -839,7 +839,13 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
         worked = 0;
     }
 
-    if (was_ready && !healthy
+    /*
+     * Closed with a command asked and unanswered: a TLS port does that to
+     * the first bytes it reads.  A connection nothing was asked on yet and
+     * closed by the server (Redis shutting down) is only closed: its cause
+     * is told by the attempts that follow, never as a TLS port.
+     */
+    if (was_ready && !healthy && rc->ncmds
         && (ft == NGX_ENVGW_FT_CLOSED || ft == NGX_ENVGW_FT_RESET))
     {
         worked = 0;

@@ -291,4 +291,30 @@ CONF
     $t->stop;
 }
 
+# --- a connection nothing was asked on, closed by a Redis shutting down ----
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    (my $conf = $CONF) =~ s/read_timeout=300ms/read_timeout=3s/;
+    $t->start_nginx($conf);
+    my $port = $t->redis_port;
+    # connected, nothing asked yet (no request, no status, before the
+    # connection's own PING at read_timeout)
+    sleep 0.2;
+    $t->stop_redis;
+    my $log = '';
+    my $end = time + 3;
+    while (time < $end) {
+        $log = $t->slurp('error.log');
+        last if $log =~ /unreachable: /;
+        sleep 0.05;
+    }
+    unlike($log, qr/TLS port/,
+           'shutdown: an idle connection closed by Redis is no TLS port');
+    like($log, qr/\(lookups\) unreachable: connect\(\)(?: to 127\.0\.0\.1:$port)? failed \(111: Connection refused\)/,
+         'shutdown: the outage line says why (connection refused)');
+    $t->stop;
+}
+
 done_testing();
