@@ -13,6 +13,10 @@
  * (env_gateway_requests_total{environment="..."}): it is escaped as the
  * module does, and the escaped text must hold no raw quote or newline and
  * read back as the name.
+ *
+ * The fields of a token, account or environment record go into identity
+ * headers: a record that parses holds no control character in them but
+ * HTAB (a bare CR or LF would end the header line for some backends).
  */
 
 #include "fuzz_common.h"
@@ -82,6 +86,31 @@ fuzz_label(ngx_str_t *name)
     }
 
     ngx_destroy_pool(pool);
+}
+
+
+/* fields 0 .. n-1 but "skip" */
+static void
+fuzz_header_safe(ngx_env_gateway_record_t *rec, ngx_uint_t n,
+    ngx_uint_t skip)
+{
+    size_t      j;
+    ngx_uint_t  i;
+    u_char      c;
+
+    for (i = 0; i < n; i++) {
+        if (i == skip) {
+            continue;
+        }
+
+        for (j = 0; j < rec->fields[i].len; j++) {
+            c = rec->fields[i].data[j];
+
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                abort();
+            }
+        }
+    }
 }
 
 
@@ -180,16 +209,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
 
             fuzz_label(&rec.fields[NGX_ENVGW_TOK_ENV_NAME]);
+            fuzz_header_safe(&rec, NGX_ENVGW_TOK_RATE_LIMIT,
+                             NGX_ENVGW_TOK_RATE_LIMIT);
             break;
         case NGX_ENVGW_REC_ACCOUNT:
             if (rec.nfields != NGX_ENVGW_ACC_NFIELDS) {
                 abort();
             }
+            /* the integration's name is never a header */
+            fuzz_header_safe(&rec, NGX_ENVGW_ACC_NFIELDS,
+                             NGX_ENVGW_ACC_INTEGRATION);
             break;
         case NGX_ENVGW_REC_ENV:
             if (rec.nfields != NGX_ENVGW_ENV_NFIELDS) {
                 abort();
             }
+            fuzz_header_safe(&rec, NGX_ENVGW_ENV_RATE_LIMIT,
+                             NGX_ENVGW_ENV_RATE_LIMIT);
             break;
         case NGX_ENVGW_REC_TENANT:
             if (rec.nfields % 2) {

@@ -36,17 +36,37 @@ typedef struct {
 } ngx_env_gateway_inflight_t;
 
 
+/*
+ * A kind of line a Redis behaviour can repeat for every request (an error
+ * answered to every lookup, a stale copy served through an outage): the
+ * first is written, then at most one every NGX_ENVGW_FETCH_QUIET ms, each
+ * with the count of those left out since the last one written.
+ */
+#define NGX_ENVGW_FETCH_QUIET  10000   /* ms */
+
+typedef struct {
+    ngx_msec_t          logged;     /* when the last one was written */
+    ngx_uint_t          skipped;    /* since then */
+    unsigned            any:1;
+} ngx_env_gateway_quiet_t;
+
+
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f,
     redisReply *reply, u_char **blob, size_t *blob_len, ngx_uint_t *kept);
 static void ngx_env_gateway_invalidate(ngx_str_t *key);
 static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
 static void ngx_env_gateway_fetch_unsubscribed(void);
+static ngx_uint_t ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q,
+    ngx_uint_t *skipped);
 
 
 static ngx_rbtree_t                  ngx_env_gateway_inflight;
 static ngx_rbtree_node_t             ngx_env_gateway_inflight_sentinel;
 static ngx_env_gateway_main_conf_t  *ngx_env_gateway_gmcf;
+
+static ngx_env_gateway_quiet_t       ngx_env_gateway_quiet_errors;
+static ngx_env_gateway_quiet_t       ngx_env_gateway_quiet_stale;
 
 static ngx_env_gateway_subscriber_hooks_t  ngx_env_gateway_fetch_hooks = {
     ngx_env_gateway_invalidate,
@@ -119,13 +139,24 @@ ngx_env_gateway_fetch_unsubscribed(void)
 static void
 ngx_env_gateway_unavailable(ngx_env_gateway_slot_t *slot, ngx_str_t *key)
 {
+    ngx_uint_t  skipped;
+
     if (slot->stale) {
         slot->status = NGX_ENVGW_FETCH_FOUND;
         slot->cache = NGX_ENVGW_CACHE_STALE;
         ngx_env_gateway_metric_inc(NGX_ENVGW_M_CACHE_STALE);
-        ngx_log_error(NGX_LOG_WARN, slot->waiter->request->connection->log,
-                      0, "env_gateway: redis unavailable, serving stale "
-                      "\"%V\"", key);
+
+        if (ngx_env_gateway_fetch_quiet(&ngx_env_gateway_quiet_stale,
+                                        &skipped))
+        {
+            ngx_log_error(NGX_LOG_WARN,
+                          slot->waiter->request->connection->log, 0,
+                          "env_gateway: redis unavailable, serving stale "
+                          "\"%V\" (%ui more since the last such line, "
+                          "written at most every %M s)", key, skipped,
+                          (ngx_msec_t) NGX_ENVGW_FETCH_QUIET / 1000);
+        }
+
         return;
     }
 
@@ -275,7 +306,7 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     u_char                      *blob;
     size_t                       blob_len;
     ngx_int_t                    rc;
-    ngx_uint_t                   status, evicted, kept;
+    ngx_uint_t                   status, evicted, kept, skipped;
     ngx_log_t                   *log;
     ngx_queue_t                 *q;
     ngx_http_request_t          *r;
@@ -316,9 +347,17 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
     } else if (reply->type == REDIS_REPLY_ERROR
                && ngx_strncmp(reply->str, "WRONGTYPE", 9) != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "env_gateway: redis error for \"%V\": %*s",
-                      &f->sn.str, (size_t) reply->len, reply->str);
+        if (ngx_env_gateway_fetch_quiet(&ngx_env_gateway_quiet_errors,
+                                        &skipped))
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "env_gateway: redis error for \"%V\": %*s "
+                          "(%ui more since the last such line, written at "
+                          "most every %M s)", &f->sn.str, (size_t) reply->len,
+                          reply->str, skipped,
+                          (ngx_msec_t) NGX_ENVGW_FETCH_QUIET / 1000);
+        }
+
         status = NGX_ENVGW_FETCH_UNAVAILABLE;
 
     } else {
@@ -411,6 +450,25 @@ ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f, redisReply *reply,
     return ngx_env_gateway_record_parse(f->kind, (u_char *) reply->str,
                                         reply->len, ngx_cycle->log,
                                         &f->sn.str, blob, blob_len);
+}
+
+
+/* 1: write the line now (*skipped: those left out before it); 0: count it */
+static ngx_uint_t
+ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q, ngx_uint_t *skipped)
+{
+    if (q->any && ngx_current_msec - q->logged < NGX_ENVGW_FETCH_QUIET) {
+        q->skipped++;
+        return 0;
+    }
+
+    *skipped = q->skipped;
+
+    q->any = 1;
+    q->logged = ngx_current_msec;
+    q->skipped = 0;
+
+    return 1;
 }
 
 

@@ -12,7 +12,8 @@
  *                 the attempts failed since the last line, the last cause
  *                 (error);
  *   down -> up    once a new connection has stayed up for its server's
- *                 read_timeout (warn): a Redis that accepts connections
+ *                 read_timeout and Redis has answered on it (a PING if
+ *                 nothing else) (warn): a Redis that accepts connections
  *                 but never answers does not look healed at every
  *                 connect.
  *
@@ -36,6 +37,7 @@
 static void ngx_env_gateway_health_writer(ngx_log_t *log, ngx_uint_t level,
     u_char *buf, size_t len);
 static void ngx_env_gateway_health_confirm(ngx_event_t *ev);
+static void ngx_env_gateway_health_ping(ngx_env_gateway_redis_t *rc);
 
 
 /* this worker's connections, for env_gateway_status */
@@ -177,11 +179,14 @@ ngx_env_gateway_health_connected(ngx_env_gateway_redis_t *rc)
     h->failing = 0;
     h->since = ngx_time();
 
-    if (!h->outage) {
-        return;
-    }
-
-    /* back after an outage: said once it has stayed up a while */
+    /*
+     * Looked at again after a while: a connection nothing has answered on
+     * by then asks PING (a stopped Redis still completes connects); back
+     * after an outage, that is said once it has stayed up and answered.
+     * Not at once: a TLS server that refuses the client's certificate
+     * after the handshake would reset the connection over that PING, and
+     * its alert, the cause the log must name, would be lost.
+     */
     srv = rc->servers->elts;
     h->confirm_gen = rc->generation;
 
@@ -202,7 +207,7 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
 
     h = &rc->health;
 
-    if (ngx_exiting || ngx_quit || ngx_terminate || !h->outage
+    if (ngx_exiting || ngx_quit || ngx_terminate
         || rc->state != NGX_ENVGW_REDIS_READY
         || rc->generation != h->confirm_gen)
     {
@@ -210,6 +215,18 @@ ngx_env_gateway_health_confirm(ngx_event_t *ev)
     }
 
     srv = rc->servers->elts;
+
+    if (!rc->healthy) {
+        /* up, but nothing answered yet: not reachable until it does */
+        ngx_env_gateway_health_ping(rc);
+        ngx_add_timer(&h->confirm, srv[rc->current].read_timeout);
+        return;
+    }
+
+    if (!h->outage) {
+        return;
+    }
+
     h->outage = 0;
 
     ngx_log_error(NGX_LOG_WARN, rc->log, 0,
@@ -307,7 +324,7 @@ ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 }
 
 
-/* this worker's lookup connection is up (env_gateway_redis_up) */
+/* this worker's lookup connection is up and answers (env_gateway_redis_up) */
 ngx_uint_t
 ngx_env_gateway_lookups_up(void)
 {
@@ -326,7 +343,7 @@ ngx_env_gateway_lookups_up(void)
         rc = ngx_env_gateway_health_conns[i];
 
         if (rc && ngx_env_gateway_health_lookups(rc)) {
-            return rc->state == NGX_ENVGW_REDIS_READY;
+            return ngx_env_gateway_health_answering(rc);
         }
     }
 
@@ -338,9 +355,68 @@ ngx_env_gateway_lookups_up(void)
 const char *
 ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc)
 {
-    if (rc->state == NGX_ENVGW_REDIS_READY) {
+    if (ngx_env_gateway_health_answering(rc)) {
         return "connected";
     }
 
     return rc->health.failing ? "down" : "connecting";
+}
+
+
+/*
+ * Asked by env_gateway_status before it answers: an idle lookup
+ * connection asks PING, so that a Redis that stopped answering since its
+ * last reply is found by that PING's read timeout, without any request.
+ * Its answer is for the next probe: this one reads the state as it is.
+ * (Not at a metrics scrape: the scrape would change the command counters
+ * it reports.)
+ */
+void
+ngx_env_gateway_health_probe(void)
+{
+    ngx_uint_t                i;
+    ngx_env_gateway_redis_t  *rc;
+
+    for (i = 0; i < NGX_ENVGW_HEALTH_CONNS; i++) {
+        rc = ngx_env_gateway_health_conns[i];
+
+        if (rc && ngx_env_gateway_health_lookups(rc)) {
+            ngx_env_gateway_health_ping(rc);
+        }
+    }
+}
+
+
+/* an idle connection (not a subscriber) asks PING */
+static void
+ngx_env_gateway_health_ping(ngx_env_gateway_redis_t *rc)
+{
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    if (rc->subscriber || rc->state != NGX_ENVGW_REDIS_READY || rc->ncmds) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: idle, PING", rc->role);
+
+    argv[0] = "PING";
+    argvlen[0] = 4;
+
+    /* out of memory: nothing asked, the state stays as it is */
+    (void) ngx_env_gateway_redis_send(rc, 1, argv, argvlen,
+                                      ngx_env_gateway_redis_ignore, rc, 0);
+}
+
+
+/*
+ * The connection is up and Redis has given a good reply on it: connected
+ * alone is not enough (a stopped Redis still completes connects, a Redis
+ * refusing every command with an error answers nothing useful).
+ */
+ngx_uint_t
+ngx_env_gateway_health_answering(ngx_env_gateway_redis_t *rc)
+{
+    return rc->state == NGX_ENVGW_REDIS_READY && rc->healthy;
 }

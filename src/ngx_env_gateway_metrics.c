@@ -226,7 +226,14 @@ ngx_env_gateway_env_slot(ngx_env_gateway_shmetrics_t *m, ngx_str_t *name)
         return ngx_env_gateway_env_last_slot;
     }
 
-    if (name->len > NGX_ENVGW_ENV_LABEL_LEN) {
+    /*
+     * Too long to be a label; or "other", the label of the names beyond
+     * those kept: a slot of its own would write every series twice.
+     */
+    if (name->len > NGX_ENVGW_ENV_LABEL_LEN
+        || (name->len == sizeof("other") - 1
+            && ngx_strncmp(name->data, "other", sizeof("other") - 1) == 0))
+    {
         return NGX_ENVGW_ENV_OTHER;
     }
 

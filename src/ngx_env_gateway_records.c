@@ -123,6 +123,40 @@ ngx_env_gateway_req_string(json_t *obj, const char *name, const char **s,
 }
 
 
+/*
+ * A field that the gateway writes into an identity header (X-Token-Id,
+ * X-Environment ...), a log line and a metrics label: no control
+ * character but HTAB.  A bare CR or LF would end the header line for some
+ * backend parsers and start another: the backend would act on a header
+ * the gateway never checked.  Such a record is malformed.
+ */
+static ngx_int_t
+ngx_env_gateway_header_string(json_t *obj, const char *name, const char **s,
+    size_t *len, ngx_uint_t required, const char **err)
+{
+    size_t        i;
+    const u_char  *p;
+
+    if (ngx_env_gateway_opt_string(obj, name, s, len, err) != NGX_OK
+        || (required && *len == 0))
+    {
+        *err = name;
+        return NGX_DECLINED;
+    }
+
+    p = (const u_char *) *s;
+
+    for (i = 0; i < *len; i++) {
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) {
+            *err = name;
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_env_gateway_push(ngx_env_gateway_fields_t *f, const char *s, size_t len,
     const char **err)
@@ -201,18 +235,9 @@ ngx_env_gateway_parse_token(json_t *root, ngx_env_gateway_fields_t *f,
     };
 
     for (f->n = 0; f->n < NGX_ENVGW_TOK_RATE_LIMIT; f->n++) {
-        if (f->n == NGX_ENVGW_TOK_ENV_ID) {
-            if (ngx_env_gateway_req_string(root, names[f->n], &f->str[f->n],
-                                           &f->len[f->n], err)
-                != NGX_OK)
-            {
-                return NGX_DECLINED;
-            }
-            continue;
-        }
-
-        if (ngx_env_gateway_opt_string(root, names[f->n], &f->str[f->n],
-                                       &f->len[f->n], err)
+        if (ngx_env_gateway_header_string(root, names[f->n], &f->str[f->n],
+                                          &f->len[f->n],
+                                          f->n == NGX_ENVGW_TOK_ENV_ID, err)
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -293,11 +318,15 @@ ngx_env_gateway_parse_account(json_t *root, ngx_env_gateway_fields_t *f,
         ENVGW_F_TENANT_ID
     };
 
+    /* the integration's name is looked up and named, never a header */
     for (f->n = 0; f->n < NGX_ENVGW_ACC_NFIELDS; f->n++) {
-        if (((f->n == NGX_ENVGW_ACC_ENV_ID)
-             ? ngx_env_gateway_req_string
-             : ngx_env_gateway_opt_string)(root, names[f->n], &f->str[f->n],
-                                           &f->len[f->n], err)
+        if (((f->n == NGX_ENVGW_ACC_INTEGRATION)
+             ? ngx_env_gateway_opt_string(root, names[f->n], &f->str[f->n],
+                                          &f->len[f->n], err)
+             : ngx_env_gateway_header_string(root, names[f->n],
+                                             &f->str[f->n], &f->len[f->n],
+                                             f->n == NGX_ENVGW_ACC_ENV_ID,
+                                             err))
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -330,10 +359,9 @@ ngx_env_gateway_parse_env(json_t *root, ngx_env_gateway_fields_t *f,
     };
 
     for (f->n = 0; f->n < NGX_ENVGW_ENV_RATE_LIMIT; f->n++) {
-        if (((f->n == NGX_ENVGW_ENV_NAME)
-             ? ngx_env_gateway_opt_string
-             : ngx_env_gateway_req_string)(root, names[f->n], &f->str[f->n],
-                                           &f->len[f->n], err)
+        if (ngx_env_gateway_header_string(root, names[f->n], &f->str[f->n],
+                                          &f->len[f->n],
+                                          f->n != NGX_ENVGW_ENV_NAME, err)
             != NGX_OK)
         {
             return NGX_DECLINED;

@@ -844,13 +844,11 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
     rc->healthy = 0;
 
     /*
-     * A connection closed or reset after it sent commands and before its
-     * first good reply never worked (a TLS port reached without "tls"
-     * does that to the first command): a failed attempt, logged and
-     * backed off as one.  An idle connection that never sent anything
-     * (a worker without lookups yet) closed by Redis (a restart, its
-     * "timeout" setting) is not: it is reopened at once, as any
-     * connection that worked.
+     * A connection that never gave a good reply may not have worked: a
+     * failed attempt, logged and backed off as one (below).  An idle
+     * connection that never sent anything (a worker without lookups yet)
+     * closed by Redis (a restart, its "timeout" setting) did: it is
+     * reopened at once.
      */
     worked = was_ready;
 
@@ -859,7 +857,18 @@ ngx_env_gateway_redis_drop(ngx_env_gateway_redis_t *rc, ngx_uint_t ft,
         rc->backoff = NGX_ENVGW_BACKOFF_MIN;
     }
 
-    if (was_ready && !healthy && rc->sent
+    if (was_ready && !healthy && ft == NGX_ENVGW_FT_TIMEOUT) {
+        /* connected, never answered: a failed attempt too */
+        worked = 0;
+    }
+
+    /*
+     * Closed with a command asked and unanswered: a TLS port does that to
+     * the first bytes it reads.  A connection nothing was asked on yet and
+     * closed by the server (Redis shutting down) is only closed: its cause
+     * is told by the attempts that follow, never as a TLS port.
+     */
+    if (was_ready && !healthy && rc->sent && rc->ncmds
         && (ft == NGX_ENVGW_FT_CLOSED || ft == NGX_ENVGW_FT_RESET))
     {
         worked = 0;

@@ -231,6 +231,8 @@ void ngx_env_gateway_health_connected(ngx_env_gateway_redis_t *rc);
 ngx_uint_t ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
     ngx_uint_t was_ready, ngx_err_t err, const char *why);
 const char *ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc);
+ngx_uint_t ngx_env_gateway_health_answering(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_health_probe(void);
 ngx_env_gateway_redis_t *ngx_env_gateway_health_conn(ngx_uint_t i);
 void ngx_env_gateway_health_exit(void);
 

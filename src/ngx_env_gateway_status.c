@@ -8,7 +8,8 @@
  * down: _health.c) and since when; whether the invalidation subscriber is
  * subscribed; the cache zone's entries and bytes; the worker's pid.
  * Status 200 when lookups can be served (the worker's lookup connection is
- * connected), 503 when not.  Workers connect on their own: another worker
+ * connected and Redis has given a good reply on it), 503 when not.  An
+ * idle lookup connection is asked PING for the next probe (_health.c).  Workers connect on their own: another worker
  * may answer differently for a moment.
  */
 
@@ -72,6 +73,8 @@ ngx_env_gateway_status_handler(ngx_http_request_t *r)
     if (rc != NGX_OK) {
         return rc;
     }
+
+    ngx_env_gateway_health_probe();
 
     obj = ngx_env_gateway_status_json(r, &ready);
     if (obj == NULL) {
@@ -186,9 +189,9 @@ ngx_env_gateway_status_json(ngx_http_request_t *r, ngx_uint_t *ready)
             return NULL;
         }
 
-        /* lookups can be served: the lookup connection is up */
+        /* lookups can be served: the lookup connection answers */
         if (ngx_env_gateway_health_lookups(rc)
-            && rc->state == NGX_ENVGW_REDIS_READY)
+            && ngx_env_gateway_health_answering(rc))
         {
             *ready = 1;
         }

@@ -22,7 +22,9 @@ package FakeRedis;
 #   { never => 1 }                 no reply, nor any other on that connection
 #   { close_first => 1, value => S }  the first GET of the key closes the
 #                                  connection unanswered; later ones get S
-# SUBSCRIBE, PING, AUTH and SELECT are answered as Redis does.  Every
+# SUBSCRIBE, PING, AUTH and SELECT are answered as Redis does.  With
+# error_all => TEXT every command, whatever it is, is answered "-TEXT"
+# (a Redis still loading its data set answers so).  Every
 # command is appended to <dir>/fakeredis-<port>.log ("GET <key>").
 
 use strict;
@@ -37,7 +39,8 @@ use Time::HiRes qw(time sleep);
 sub new {
     my ($class, $t, %opt) = @_;
     my $self = bless { t => $t, keys => $opt{keys} || {},
-                       default => $opt{default} }, $class;
+                       default => $opt{default},
+                       error_all => $opt{error_all} }, $class;
     my $port = $self->{port} = $opt{port} || EnvGwTest::free_port();
     $self->{log} = $t->dir . "/fakeredis-$port.log";
     $self->{name} = "fakeredis-$port";
@@ -187,6 +190,11 @@ sub queue {
 sub answer {
     my ($self, $conns, $c, $cmd, @args) = @_;
     $cmd = uc($cmd // '');
+
+    if (defined $self->{error_all}) {
+        queue($c, data => "-$self->{error_all}\r\n");
+        return;
+    }
 
     if ($cmd eq 'GET') {
         my $key = $args[0] // '';
