@@ -35,8 +35,10 @@ like(join("\n", $cl->node($primaries[0])->cluster('nodes')),
 # The gateway: GET (records), SUBSCRIBE (invalidations), PING (the
 # subscriber's health check), and for the cluster layer CLUSTER SLOTS (the
 # slot map, read at start and after a MOVED; "+cluster|slots", no other
-# CLUSTER subcommand) and ASKING (before a lookup an ASK redirect names).
-# READONLY is needed only with read_from=replica (not used here).
+# CLUSTER subcommand; without it lookups still work through MOVED but the
+# gateway never reports ready, shown below) and ASKING (sent only before a
+# lookup an ASK redirect names, while a slot migrates).  READONLY is
+# needed only with read_from=replica (not used here).
 my @gw_acl = ('resetkeys', '%R~envgw:*', 'resetchannels', '&envgw:invalidate',
               '-@all', '+get', '+subscribe', '+ping', '+cluster|slots',
               '+asking');
@@ -48,12 +50,21 @@ my @cli_acl = ('resetkeys', '~envgw:*', 'resetchannels', '&envgw:invalidate',
                sadd srem watch unwatch multi exec publish xadd xrange ping)),
                '+cluster|slots', '+asking', '+exists');
 my ($gw_pw, $cli_pw) = ('gw-cluster-tls-pass', 'cli-cluster-tls-pass');
+# and the same users without the cluster additions, to show them needed
+my @gw_plain = grep { $_ ne '+cluster|slots' } @gw_acl;
+my @cli_plain = grep { $_ ne '+exists' } @cli_acl;
 for my $port (@primaries) {
     my $n = $cl->node($port);
     is(scalar $n->acl('setuser', 'envgw-gateway', 'reset', 'on', ">$gw_pw",
                       @gw_acl), 'OK', "gateway user on $port");
     is(scalar $n->acl('setuser', 'envgw-admin', 'reset', 'on', ">$cli_pw",
                       @cli_acl), 'OK', "envgw user on $port");
+    is(scalar $n->acl('setuser', 'gw-no-slots', 'reset', 'on', ">$gw_pw",
+                      @gw_plain), 'OK', "gateway user without CLUSTER SLOTS "
+                                        . "on $port");
+    is(scalar $n->acl('setuser', 'admin-no-exists', 'reset', 'on',
+                      ">$cli_pw", @cli_plain), 'OK',
+       "envgw user without EXISTS on $port");
 }
 sub write_file {
     my ($name, $text) = @_;
@@ -172,7 +183,21 @@ my $good = "tls tls_ca=$certs->{ca} username=envgw-gateway "
 
 # a fresh token for the failure cases (none of them may read it)
 my $j = $cli->json(@envgw, 'token', 'create', 'env_dev');
-my $fresh = ref $j eq 'HASH' ? $j->{token} : 'none';
+my $fresh = ref $j eq 'HASH' ? $j->{token} : undef;
+ok(defined $fresh, 'envgw --cluster --tls token create');
+$fresh //= 'egw_cluster_tls_none_' . ('n' x 20);
+
+# envgw --cluster without EXISTS: refused by Redis, said clearly, nothing
+# written
+{
+    my @no = @envgw;
+    $no[5] = 'admin-no-exists';
+    my $res = $cli->run(@no, 'env', 'create', '--team', 'team_a', '--id',
+                        'env_x', 'x-env');
+    isnt($res->{rc}, 0, 'envgw --cluster as a user without EXISTS: fails');
+    like($res->{err}, qr/NOPERM.*'exists'/, '... Redis says which command');
+    is($t->{redis}->get('envgw:env:env_x'), '', '... nothing written');
+}
 
 # --- failures: 503 gateway_unavailable, nothing reaches the backend -----
 for my $case (
@@ -197,6 +222,32 @@ for my $case (
          "$name: error.log says why") or diag($g->slurp('error.log'));
     unlike($g->slurp('error.log'), qr/\Q$gw_pw\E|not-the-password/,
            "$name: no password in error.log");
+    $g->stop;
+}
+
+# --- a gateway user without CLUSTER SLOTS: no slot map, so each lookup
+# goes to a node and follows its MOVED (a round trip more), error.log
+# names the refusal and env_gateway_status stays 503; the answers are
+# still right
+{
+    my $g = gateway("tls tls_ca=$certs->{ca} username=gw-no-slots "
+                    . "password_file=$gw_file");
+    my $r;
+    for (1 .. 50) {
+        $r = $g->get('/x', $fresh);
+        last if $r->{status} == 200;
+        sleep 0.02;
+    }
+    is($r->{status}, 200, 'without CLUSTER SLOTS: a valid token, 200 '
+                          . '(through MOVED)');
+    refused($g->get('/x', 'egw_cluster_tls_nobody_' . ('r' x 20)), 401,
+            'invalid_token', 'without CLUSTER SLOTS: an unknown token');
+    like($g->slurp('error.log'),
+         qr/\[error\].*refused CLUSTER SLOTS: NOPERM/,
+         'without CLUSTER SLOTS: error.log names the refusal');
+    # readiness needs the slot map: a load balancer takes this one out
+    is($g->get('/status')->{status}, 503,
+       'without CLUSTER SLOTS: env_gateway_status 503 (no slot map)');
     $g->stop;
 }
 
