@@ -142,7 +142,8 @@ my $good = "tls tls_ca=$certs->{ca} username=envgw-gateway "
             'invalid_token', 'a token nobody created, over TLS');
     my $log = $g->slurp('error.log');
     for my $port (@primaries) {
-        like($log, qr/connected to redis 127\.0\.0\.1:$port \(cluster node [^)]+\) over TLSv1\.[23]/,
+        like($log, qr/connected to redis 127\.0\.0\.1:$port
+                      \ \(cluster\ node\ [^)]+\)\ over\ TLSv1\.[23]/x,
              "the lookup connection to node $port is TLS");
     }
     like($log, qr/\(invalidations\) over TLSv1/,
