@@ -142,8 +142,8 @@ my $good = "tls tls_ca=$certs->{ca} username=envgw-gateway "
             'invalid_token', 'a token nobody created, over TLS');
     my $log = $g->slurp('error.log');
     for my $port (@primaries) {
-        like($log, qr/connected to redis 127\.0\.0\.1:$port
-                      \ \(cluster\ node\ [^)]+\)\ over\ TLSv1\.[23]/x,
+        my $node = qr/\(cluster node [^)]+\)/;
+        like($log, qr/connected to redis 127\.0\.0\.1:$port $node over TLSv1/,
              "the lookup connection to node $port is TLS");
     }
     like($log, qr/\(invalidations\) over TLSv1/,
@@ -243,8 +243,13 @@ for my $case (
                           . '(through MOVED)');
     refused($g->get('/x', 'egw_cluster_tls_nobody_' . ('r' x 20)), 401,
             'invalid_token', 'without CLUSTER SLOTS: an unknown token');
-    like($g->slurp('error.log'),
-         qr/\[error\].*refused CLUSTER SLOTS: NOPERM/,
+    # (the map is asked for on a timer: the line may come after the answers)
+    my $refused = qr/\[error\].*refused CLUSTER SLOTS: NOPERM/;
+    for (1 .. 150) {
+        last if $g->slurp('error.log') =~ $refused;
+        sleep 0.02;
+    }
+    like($g->slurp('error.log'), $refused,
          'without CLUSTER SLOTS: error.log names the refusal');
     # readiness needs the slot map: a load balancer takes this one out
     is($g->get('/status')->{status}, 503,
