@@ -10,6 +10,10 @@
 #   $t->{redis} = $c->client;      # $t->put, $t->token ... write to it
 #   $c->seeds                      # "127.0.0.1:P1 127.0.0.1:P2 ..."
 #   $c->owner($key)                # the port of the primary of $key's slot
+#
+# With tls => 1 the nodes are TLS-only (--port 0 --tls-port, the cluster
+# bus and replication over TLS too, certificates of EnvGwTls), created and
+# spoken to with redis-cli --tls (EnvGwTls::Cli).
 
 package EnvGwRedisCluster;
 
@@ -20,6 +24,7 @@ use Time::HiRes qw(sleep time);
 use POSIX ();
 use Redis;
 use EnvGwTest;
+use EnvGwTls;
 
 sub crc16 {
     my ($s) = @_;
@@ -47,15 +52,24 @@ sub start {
     my $self = bless { t => $t, primaries => $o{primaries} || 3,
                        replicas => $o{replicas} // 1,
                        node_timeout => $o{node_timeout} || 1000,
-                       ports => [] }, $class;
+                       tls => $o{tls}, ports => [] }, $class;
     my $dir = $t->dir;
     my $n = $self->{primaries} * (1 + $self->{replicas});
     for my $i (1 .. $n) {
         my $port = EnvGwTest::free_port();
         push @{ $self->{ports} }, $port;
-        $t->spawn("cluster-$port", 'redis-server', '--port', $port,
-                  '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-                  '--daemonize', 'no', '--dir', $dir,
+        # the cluster bus always asks the connecting node for a
+        # certificate: the nodes present the client one (the server
+        # certificate is for serverAuth only)
+        my $c = $self->{tls} ? EnvGwTls::make_certs($t) : {};
+        my @server = $self->{tls}
+            ? (EnvGwTls::server_args($t, $port),
+               '--tls-cluster', 'yes', '--tls-replication', 'yes',
+               '--tls-client-cert-file', $c->{client_cert},
+               '--tls-client-key-file', $c->{client_key})
+            : ('--port', $port, '--bind', '127.0.0.1', '--save', '',
+               '--appendonly', 'no', '--daemonize', 'no', '--dir', $dir);
+        $t->spawn("cluster-$port", 'redis-server', @server,
                   '--cluster-enabled', 'yes',
                   '--cluster-config-file', "$dir/nodes-$port.conf",
                   '--cluster-node-timeout', $self->{node_timeout},
@@ -66,11 +80,23 @@ sub start {
     }
     for my $port (@{ $self->{ports} }) {
         EnvGwTest::wait_port($port) or die "cluster node $port did not start";
+        next unless $self->{tls};
+        # the port accepts TCP at once; wait until it answers over TLS
+        for (1 .. 200) {
+            last if ($self->node($port)->ping // '') eq 'PONG';
+            sleep 0.02;
+        }
     }
     my $nodes = join ' ', map { "127.0.0.1:$_" } @{ $self->{ports} };
     my $r = $self->{replicas};
-    my $cmd = "redis-cli --cluster create $nodes --cluster-replicas $r "
-            . '--cluster-yes 2>&1';
+    my $tls = '';
+    if ($self->{tls}) {
+        my $c = EnvGwTls::make_certs($t);
+        $tls = "--tls --cacert $c->{ca} ";
+    }
+    # (bounded: nodes that cannot meet leave it waiting for the join)
+    my $cmd = "timeout 60 redis-cli $tls--cluster create $nodes "
+            . "--cluster-replicas $r --cluster-yes 2>&1";
     my $out = `$cmd`;
     $? == 0 or die "redis-cli --cluster create failed:\n$out";
     $self->wait_ok(20) or die "the cluster did not reach cluster_state:ok";
@@ -83,6 +109,8 @@ sub node_timeout { $_[0]{node_timeout} }
 
 sub node {
     my ($self, $port) = @_;
+    return $self->{conn}{$port} ||= EnvGwTls::client($self->{t}, $port)
+        if $self->{tls};
     return $self->{conn}{$port} ||= Redis->new(server => "127.0.0.1:$port",
                                                reconnect => 1,
                                                every => 100_000);
@@ -97,7 +125,9 @@ sub wait_ok {
     NODE: while (time < $end) {
         for my $port (@{ $self->{ports} }) {
             next if $self->{down}{$port};
-            my $info = eval { $self->node($port)->cluster('info') } // '';
+            # (one string from Redis, its lines from EnvGwTls::Cli)
+            my $info = join "\n",
+                eval { $self->node($port)->cluster('info') };
             if ($info !~ /cluster_state:ok/
                 || $info !~ /cluster_slots_ok:16384/)
             {
@@ -123,6 +153,7 @@ sub wait_ok {
 # the slot map, as a node sees it: slot -> [primary port, replica ports]
 sub refresh {
     my ($self) = @_;
+    return $self->refresh_nodes if $self->{tls};
     for my $port (@{ $self->{ports} }) {
         next if $self->{down}{$port};
         my $slots = eval { [ $self->node($port)->cluster('slots') ] }
@@ -136,6 +167,43 @@ sub refresh {
         return;
     }
     die "no cluster node answers CLUSTER SLOTS";
+}
+
+# the same map from CLUSTER NODES (its lines, as redis-cli prints them):
+# "id ip:port@bus flags primary-id ... slot-range ..."
+sub refresh_nodes {
+    my ($self) = @_;
+    for my $port (@{ $self->{ports} }) {
+        next if $self->{down}{$port};
+        my @lines = grep { /\S/ } eval { $self->node($port)->cluster('nodes') };
+        next unless @lines;
+        my (%port_of, %replicas, @ranges);
+        for my $l (@lines) {
+            my ($id, $addr, $flags, $master, @rest) = split ' ', $l;
+            next unless defined $addr && $addr =~ /:(\d+)@/;
+            my $p = $1;
+            next if $flags =~ /fail|noaddr|handshake/;
+            $port_of{$id} = $p;
+            if ($flags =~ /slave/) {
+                push @{ $replicas{$master} }, $p;
+                next;
+            }
+            for my $s (@rest[4 .. $#rest]) {
+                push @ranges, [ $id, $1, $2 // $1 ]
+                    if $s =~ /^(\d+)(?:-(\d+))?$/;
+            }
+        }
+        my @map;
+        for my $r (@ranges) {
+            my ($id, $from, $to) = @$r;
+            $map[$_] = [ $port_of{$id}, sort { $a <=> $b }
+                                        @{ $replicas{$id} || [] } ]
+                for $from .. $to;
+        }
+        $self->{map} = \@map;
+        return;
+    }
+    die "no cluster node answers CLUSTER NODES";
 }
 
 sub owner {

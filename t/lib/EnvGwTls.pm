@@ -90,12 +90,14 @@ sub start_redis {
     return $port;
 }
 
-# client($t, $port, user => .., pass => ..): runs redis-cli over TLS, with
-# the client certificate
+# client($t, $port, user => .., pass => .., cluster => 1): runs redis-cli
+# over TLS, with the client certificate (with cluster, redis-cli -c: MOVED
+# and ASK followed)
 sub client {
     my ($t, $port, %opt) = @_;
     return bless { t => $t, port => $port, user => $opt{user},
-                   pass => $opt{pass} }, 'EnvGwTls::Cli';
+                   pass => $opt{pass}, cluster => $opt{cluster} },
+                 'EnvGwTls::Cli';
 }
 
 package EnvGwTls::Cli;
@@ -120,6 +122,7 @@ sub command {
                '--cert', $c->{client_cert}, '--key', $c->{client_key},
                '-h', '127.0.0.1', '-p', $self->{port}, '--raw');
     push @cli, '--user', $self->{user} if defined $self->{user};
+    push @cli, '-c' if $self->{cluster};
     pipe my $r, my $w or die "pipe: $!";
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
