@@ -54,38 +54,10 @@ nginx_conf backend "
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
 start_nginx backend "$BK"
 
-HAMMER="$BENCH_TOP/bench/hammer.pl"
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
 PLAIN="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
 CLUSTER="env_gateway_redis_cluster 127.0.0.1:$CLUSTER_PORT;"
 CACHE="env_gateway_cache zone=envgw:8m ttl=1h negative_ttl=1h;"
 
-declare -A IR
-cg_case() {   # NAME HTTP-CONF [TOKEN ACCOUNT]
-    local name=$1 conf=$2 port pid f TOK=${3:-$TOK} ACC=${4:-$ACC}
-    port=$(free_port)
-    nginx_conf "$name" "
-    $conf
-    upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
-    server { listen 127.0.0.1:$port;
-             location / { env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          $PROXY proxy_pass http://bench_backend; } }" \
-        "load_module $MODULE; master_process off;"
-    start_nginx "$name" "$port" valgrind --tool=callgrind --dump-instr=no \
-        --callgrind-out-file="$BENCH_DIR/$name/cg.out"
-    pid=${NGX_PID[$name]}
-    perl "$HAMMER" "$port" 200 / "$TOK" "$ACC" > /dev/null
-    callgrind_control -z "$pid" > /dev/null
-    echo "  $name: $(perl "$HAMMER" "$port" "$N" / "$TOK" "$ACC")" >&2
-    callgrind_control -d "$name" "$pid" > /dev/null
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    f=$(grep -l "^desc: Trigger: dump $name\$" "$BENCH_DIR/$name"/cg.out* | sed -n 1p)
-    IR[$name]=$(sed -n 's/^summary: \([0-9]*\).*/\1/p;s/^totals: \([0-9]*\).*/\1/p' "$f" | sed -n 1p)
-    if grep -h -E '\[(alert|emerg|crit)\]' "$BENCH_DIR/$name/error.log" >&2; then
-        echo "bench: WARNING: alerts in $name's error.log (above)" >&2
-    fi
-}
 
 read -r CTOK CACC _ < "$BENCH_DIR/pairs_cluster.txt"
 echo "bench: callgrind, $N requests per case, one Redis and a one-node cluster" >&2
@@ -94,17 +66,16 @@ cg_case nocache_cluster "$CLUSTER" "$CTOK" "$CACC"
 cg_case warm "$PLAIN $CACHE"
 cg_case warm_cluster "$CLUSTER $CACHE" "$CTOK" "$CACC"
 
-per() { awk -v a="$1" -v n="$N" 'BEGIN { printf "%.0f", a / n }'; }
 echo
 echo "### callgrind: env_gateway_redis_cluster ($N requests per case, one keep-alive connection)"
 echo
 echo "| case | Ir per request, whole gateway worker |"
 echo "|---|---:|"
-echo "| no cache, env_gateway_redis | $(per "${IR[nocache]}") |"
-echo "| no cache, env_gateway_redis_cluster | $(per "${IR[nocache_cluster]}") |"
-echo "| **added by the cluster layer, no cache** | **$(per $(( IR[nocache_cluster] - IR[nocache] )))** |"
-echo "| warm cache, env_gateway_redis | $(per "${IR[warm]}") |"
-echo "| warm cache, env_gateway_redis_cluster | $(per "${IR[warm_cluster]}") |"
-echo "| added by the cluster layer, warm cache | $(per $(( IR[warm_cluster] - IR[warm] ))) |"
+echo "| no cache, env_gateway_redis | $(cg_per "${IR[nocache]}") |"
+echo "| no cache, env_gateway_redis_cluster | $(cg_per "${IR[nocache_cluster]}") |"
+echo "| **added by the cluster layer, no cache** | **$(cg_per $(( IR[nocache_cluster] - IR[nocache] )))** |"
+echo "| warm cache, env_gateway_redis | $(cg_per "${IR[warm]}") |"
+echo "| warm cache, env_gateway_redis_cluster | $(cg_per "${IR[warm_cluster]}") |"
+echo "| added by the cluster layer, warm cache | $(cg_per $(( IR[warm_cluster] - IR[warm] ))) |"
 echo
 machine

@@ -188,6 +188,42 @@ run_wrk() {
 
 field() { tr " " "\n" <<< "$2" | sed -n "s/^$1=//p"; }
 
+# callgrind cases of one gateway front (make bench-callgrind-tls,
+# -cluster): cg_case NAME HTTP-CONF [TOKEN ACCOUNT] runs a gateway nginx
+# (master_process off) under callgrind with HTTP-CONF in http{}, warms it,
+# sends N requests on one keep-alive connection and sets IR[NAME] to the
+# worker's instructions.  Uses MODULE, N, BK (the backend's port) and
+# TOK/ACC (the default token and account) of the calling script.
+declare -A IR
+CG_HAMMER="$BENCH_TOP/bench/hammer.pl"
+cg_case() {   # NAME HTTP-CONF [TOKEN ACCOUNT]
+    local name=$1 conf=$2 port pid f tok=${3:-$TOK} acc=${4:-$ACC}
+    local proxy='proxy_http_version 1.1; proxy_set_header Connection "";'
+    port=$(free_port)
+    nginx_conf "$name" "
+    $conf
+    upstream bench_backend { server 127.0.0.1:$BK; keepalive 8; }
+    server { listen 127.0.0.1:$port;
+             location / { env_gateway on;
+                          env_gateway_account \$arg_integrated_account_id;
+                          $proxy proxy_pass http://bench_backend; } }" \
+        "load_module $MODULE; master_process off;"
+    start_nginx "$name" "$port" valgrind --tool=callgrind --dump-instr=no \
+        --callgrind-out-file="$BENCH_DIR/$name/cg.out"
+    pid=${NGX_PID[$name]}
+    perl "$CG_HAMMER" "$port" 200 / "$tok" "$acc" > /dev/null
+    callgrind_control -z "$pid" > /dev/null
+    echo "  $name: $(perl "$CG_HAMMER" "$port" "$N" / "$tok" "$acc")" >&2
+    callgrind_control -d "$name" "$pid" > /dev/null
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    f=$(grep -l "^desc: Trigger: dump $name\$" "$BENCH_DIR/$name"/cg.out* | sed -n 1p)
+    IR[$name]=$(sed -n 's/^summary: \([0-9]*\).*/\1/p;s/^totals: \([0-9]*\).*/\1/p' "$f" | sed -n 1p)
+    if grep -h -E '\[(alert|emerg|crit)\]' "$BENCH_DIR/$name/error.log" >&2; then
+        echo "bench: WARNING: alerts in $name's error.log (above)" >&2
+    fi
+}
+cg_per() { awk -v a="$1" -v n="$N" 'BEGIN { printf "%.0f", a / n }'; }
+
 machine() {
     echo "- machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
     echo "- software: $("$NGINX_BIN" -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
