@@ -22,8 +22,6 @@
 #define NGX_ENVGW_CACHE_NEGATIVE_TTL     5000    /* ms */
 #define NGX_ENVGW_LOG_LEVEL              NGX_LOG_INFO
 
-static char *ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt,
-    ...);
 static ngx_int_t ngx_env_gateway_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_env_gateway_postconfiguration(ngx_conf_t *cf);
 static void *ngx_env_gateway_create_main_conf(ngx_conf_t *cf);
@@ -672,7 +670,7 @@ ngx_env_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * A directive's error as nginx prints it: "<directive>" directive <text>,
  * with the file and line; the text is formatted into the config pool.
  */
-static char *
+char *
 ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt, ...)
 {
     u_char   *p, *last;

@@ -715,6 +715,10 @@ ngx_int_t ngx_env_gateway_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_precontent_handler(ngx_http_request_t *r);
 
 /* _limit.c: rate limits */
+/* module file: a directive's error as nginx prints it ("<directive>"
+ * directive <text>, with file and line), formatted into the config pool */
+char *ngx_env_gateway_conf_error(ngx_conf_t *cf, const char *fmt, ...);
+
 char *ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -78,32 +78,6 @@ ngx_str_t  ngx_env_gateway_limit_kinds[NGX_ENVGW_LIMIT_NKINDS] = {
 /* configuration                                                       */
 
 /*
- * A directive's error as nginx prints it: "<directive>" directive <text>,
- * with the file and line; the text is formatted into the config pool.
- */
-static char *
-ngx_env_gateway_limit_conf_error(ngx_conf_t *cf, const char *fmt, ...)
-{
-    u_char   *p, *last;
-    va_list   args;
-
-    p = ngx_pnalloc(cf->pool, NGX_MAX_CONF_ERRSTR);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    last = p + NGX_MAX_CONF_ERRSTR - 1;
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(p, last, fmt, args);
-    va_end(args);
-
-    *last = '\0';
-
-    return (char *) p;
-}
-
-/*
  * A rate's window, "10s" (any nginx time), and its requests: both within
  * bounds (NGX_ENVGW_RATE_MAX, NGX_ENVGW_WINDOW_MAX).  Records' rate_limit
  * and the directive share it.
@@ -193,7 +167,7 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             p = (u_char *) ngx_strchr(name.data, ':');
 
             if (p == NULL || p == name.data) {
-                return ngx_env_gateway_limit_conf_error(cf,
+                return ngx_env_gateway_conf_error(cf,
                                    "invalid zone \"%V\": zone=name:size",
                                    &value[i]);
             }
@@ -205,12 +179,12 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             size = ngx_parse_size(&s);
 
             if (size == NGX_ERROR) {
-                return ngx_env_gateway_limit_conf_error(cf,
+                return ngx_env_gateway_conf_error(cf,
                                    "invalid zone size \"%V\"", &value[i]);
             }
 
             if (size < (ssize_t) (8 * ngx_pagesize)) {
-                return ngx_env_gateway_limit_conf_error(cf,
+                return ngx_env_gateway_conf_error(cf,
                                    "zone \"%V\" is too small: at least %uzk",
                                    &value[i], 8 * ngx_pagesize / 1024);
             }
@@ -237,7 +211,7 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             if (lz->interval == (ngx_msec_t) NGX_ERROR
                 || lz->interval == 0)
             {
-                return ngx_env_gateway_limit_conf_error(cf,
+                return ngx_env_gateway_conf_error(cf,
                                    "invalid time \"%V\": a time above 0, "
                                    "like 100ms", &value[i]);
             }
@@ -245,13 +219,13 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "unknown parameter \"%V\": zone=, sync=off|redis "
                            "and sync_interval= are known", &value[i]);
     }
 
     if (name.len == 0) {
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "needs zone=name:size");
     }
 
@@ -262,7 +236,7 @@ ngx_env_gateway_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (gmcf->limit_zone->data) {
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "zone \"%V\" is already used", &name);
     }
 
@@ -299,7 +273,7 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (kind == NGX_ENVGW_LIMIT_NKINDS) {
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "unknown key \"%V\": token, account, tenant, "
                            "environment or team", &value[1]);
     }
@@ -321,7 +295,7 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     if (n == NGX_ERROR || last - p < 3 || p[0] != 'r' || p[1] != '/'
         || ngx_env_gateway_rate_parse(&window, n, &rate) != NGX_OK)
     {
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "invalid rate \"%V\": Nr/s, Nr/m or Nr/<time> "
                            "like 500r/10s, with N from 1 to %d and a "
                            "window up to 7d", &value[2], NGX_ENVGW_RATE_MAX);
@@ -334,7 +308,7 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
 
             if (burst == NGX_ERROR || burst > NGX_ENVGW_RATE_MAX) {
-                return ngx_env_gateway_limit_conf_error(cf,
+                return ngx_env_gateway_conf_error(cf,
                                    "invalid burst \"%V\": a number from 0 "
                                    "to %d", &value[i], NGX_ENVGW_RATE_MAX);
             }
@@ -342,7 +316,7 @@ ngx_env_gateway_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
-        return ngx_env_gateway_limit_conf_error(cf,
+        return ngx_env_gateway_conf_error(cf,
                            "unknown parameter \"%V\": burst= is known",
                            &value[i]);
     }
