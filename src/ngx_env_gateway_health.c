@@ -113,7 +113,7 @@ static void
 ngx_env_gateway_health_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
     size_t len)
 {
-    u_char                    *p, *last;
+    ngx_str_t                  msg;
     ngx_log_t                 *l;
     ngx_env_gateway_redis_t   *rc;
     ngx_env_gateway_health_t  *h;
@@ -137,6 +137,24 @@ ngx_env_gateway_health_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
 
         return;
     }
+
+    ngx_env_gateway_log_message(buf, len, &msg);
+
+    h->last_len = ngx_min(msg.len, NGX_ENVGW_HEALTH_ERRLEN);
+    ngx_memcpy(h->last, msg.data, h->last_len);
+}
+
+
+/*
+ * The message of a line ngx_log_error_core() formatted, "<time>
+ * [<level>] <pid>#<tid>: [*<n> ]<message>\n": without the prefix, the
+ * connection number and the line end (the whole line if it has no
+ * prefix).  The log writers of the transport keep it as a failure's cause.
+ */
+void
+ngx_env_gateway_log_message(u_char *buf, size_t len, ngx_str_t *msg)
+{
+    u_char  *p, *last;
 
     last = buf + len;
 
@@ -163,8 +181,8 @@ ngx_env_gateway_health_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
         p = buf;
     }
 
-    h->last_len = ngx_min((size_t) (last - p), NGX_ENVGW_HEALTH_ERRLEN);
-    ngx_memcpy(h->last, p, h->last_len);
+    msg->data = p;
+    msg->len = last - p;
 }
 
 

@@ -228,6 +228,7 @@ void ngx_env_gateway_subscriber_exit(void);
 /* _health.c: state changes logged once, failed attempts summarised */
 ngx_int_t ngx_env_gateway_health_init(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_health_connected(ngx_env_gateway_redis_t *rc);
+void ngx_env_gateway_log_message(u_char *buf, size_t len, ngx_str_t *msg);
 ngx_uint_t ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
     ngx_uint_t was_ready, ngx_err_t err, const char *why);
 const char *ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc);

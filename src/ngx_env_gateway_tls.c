@@ -374,7 +374,7 @@ static void
 ngx_env_gateway_tls_log_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
     size_t len)
 {
-    u_char                   *p, *last;
+    ngx_str_t                 msg;
     ngx_log_t                *orig;
     ngx_env_gateway_redis_t  *rc;
 
@@ -398,23 +398,10 @@ ngx_env_gateway_tls_log_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
         return;
     }
 
-    /* "<time> [level] <pid>#<tid>: <message>\n": the message is kept */
+    ngx_env_gateway_log_message(buf, len, &msg);
 
-    last = buf + len;
-
-    while (last > buf && (last[-1] == LF || last[-1] == CR)) {
-        last--;
-    }
-
-    p = ngx_strlchr(buf, last, '#');
-    if (p) {
-        p = ngx_strlchr(p, last, ':');
-    }
-
-    p = (p && p + 2 <= last) ? p + 2 : buf;
-
-    len = ngx_min((size_t) (last - p), NGX_ENVGW_TLS_ERROR_LEN - 1);
-    *ngx_cpymem(rc->tls_error, p, len) = '\0';
+    len = ngx_min(msg.len, NGX_ENVGW_TLS_ERROR_LEN - 1);
+    *ngx_cpymem(rc->tls_error, msg.data, len) = '\0';
 }
 
 
