@@ -56,7 +56,9 @@ start_nginx backend "$BK"
 UPSTREAM="upstream bench_backend { server 127.0.0.1:$BK; keepalive $((CONNS + 14));
                                    keepalive_requests 100000; }"
 PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
-GWPROXY="$PROXY"' proxy_set_header X-Environment-Id $env_gateway_environment_id;'
+# the identity headers (X-Environment-Id, ...) are the module's own: no
+# proxy_set_header for them
+GWPROXY="$PROXY"
 GW_REDIS="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
 GW_CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;"
 # the same Redis over TLS, its certificate verified
@@ -69,11 +71,12 @@ PLAIN_LOC="location / { $PROXY proxy_pass http://bench_backend; }"
 GW_LOC="location / { env_gateway on;
                      env_gateway_account \$arg_integrated_account_id;
                      $GWPROXY proxy_pass http://bench_backend; }
-        location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+        location /proxy/ {
+            location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
                      env_gateway on;
                      env_gateway_account \$arg_integrated_account_id;
                      env_gateway_route \$res \$rest;
-                     $GWPROXY proxy_pass \$env_gateway_upstream_url; }"
+                     $GWPROXY proxy_pass \$env_gateway_upstream_url; } }"
 
 # the gateway with a token limit never reached (sync=off): what counting
 # adds to a warm request
@@ -93,6 +96,48 @@ variant() {
 
 variant plain   "valid mix" no  "plain proxy_pass (no module)"   ""                      "$PLAIN_LOC"
 variant warm    "valid mix" yes "env_gateway, warm cache"        "$GW_REDIS $GW_CACHE"   "$GW_LOC"
+# what the gateway's product costs by itself: plain proxy_pass sending six
+# static headers the size of the identity headers (the backend parses them),
+# and the gateway with env_gateway_identity_headers off
+PLAIN_ID_LOC="location / { $PROXY proxy_set_header X-Environment-Id env_bench_1;
+    proxy_set_header X-Environment staging; proxy_set_header X-Team-Id team_bench;
+    proxy_set_header X-Token-Id tok_b_123;
+    proxy_set_header X-Integrated-Account-Id acct_b_123;
+    proxy_set_header X-Tenant-Id tenant_123; proxy_pass http://bench_backend; }"
+variant plain_id "valid mix" no "plain proxy_pass + six static headers" "" "$PLAIN_ID_LOC"
+# the cheapest token check nginx itself can express, no module: the 1000
+# tokens and accounts as static maps (nginx's hash), the account's
+# environment compared with the token's by a regex over both, the
+# credential hidden and the six headers set (valid workload: every
+# request passes)
+{
+    echo "map_hash_bucket_size 128;"
+    echo "map \$http_authorization \$bench_tenv { default \"\";"
+    awk '{ printf "    \"Bearer %s\" %s;\n", $1, $3 }' "$BENCH_DIR/pairs.txt"
+    echo "}"
+    echo "map \$arg_integrated_account_id \$bench_aenv { default none;"
+    awk '{ printf "    %s %s;\n", $2, $3 }' "$BENCH_DIR/pairs.txt"
+    echo "}"
+    echo "map \$bench_tenv:\$bench_aenv \$bench_ok { default 0; \"~^([^:]+):\\1\$\" 1; }"
+} > "$BENCH_DIR/tokenmap.conf"
+MAP_LOC="location / { if (\$bench_ok = 0) { return 404; }
+    $PROXY proxy_set_header Authorization \"\";
+    proxy_set_header X-Environment-Id \$bench_tenv;
+    proxy_set_header X-Environment staging; proxy_set_header X-Team-Id team_bench;
+    proxy_set_header X-Token-Id tok_b_123;
+    proxy_set_header X-Integrated-Account-Id \$arg_integrated_account_id;
+    proxy_set_header X-Tenant-Id tenant_123; proxy_pass http://bench_backend; }"
+variant plain_map "valid" no "nginx maps of the tokens and accounts (no module)" \
+                             "include $BENCH_DIR/tokenmap.conf;" "$MAP_LOC"
+variant noid    "valid mix" yes "env_gateway, warm cache, identity headers off" \
+                                 "$GW_REDIS $GW_CACHE env_gateway_identity_headers off;" "$GW_LOC"
+# nginx's request pool (request_pool_size, 4k by default) grown by malloc
+# in 4k blocks: wrk's request fits plain proxy_pass in two, the gateway's
+# context and records take a third; both with 16k
+PL16="request_pool_size 16k;"
+variant plain16k "valid mix" no "plain proxy_pass, request_pool_size 16k" "$PL16" "$PLAIN_LOC"
+variant warm16k "valid mix" yes "env_gateway, warm cache, request_pool_size 16k" \
+                                 "$GW_REDIS $GW_CACHE $PL16" "$GW_LOC"
 variant nocache "valid mix" yes "env_gateway, no cache"          "$GW_REDIS"             "$GW_LOC"
 variant limit   "valid mix" yes "env_gateway, warm cache, a token limit never reached" \
                                  "$GW_REDIS $GW_CACHE $GW_LIMIT" "$GW_LIMIT_LOC"
@@ -116,7 +161,10 @@ variant cluster_nocache "valid mix" yes "env_gateway, no cache, Redis Cluster" "
 
 # ---------------------------------------------------------------------------
 
-[ -n "${BENCH_VARIANTS:-}" ] && read -r -a V_NAMES <<< "plain ${BENCH_VARIANTS//plain/}"
+if [ -n "${BENCH_VARIANTS:-}" ]; then     # plain first, once
+    V_NAMES=(plain)
+    for v in $BENCH_VARIANTS; do [ "$v" = plain ] || V_NAMES+=("$v"); done
+fi
 
 # credentials: a keyring, then through envgw (encryption needs it) the auth
 # declaration of each environment's integration and one record an account
