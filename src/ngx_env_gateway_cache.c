@@ -12,6 +12,12 @@
  * hit only marks its entry referenced (moving it to the queue's head would
  * write two other entries); the eviction of a referenced entry moves it
  * to the head unmarked instead, so a used entry outlives a flood of others.
+ * A bucket holds at most NGX_ENVGW_BUCKET_MAX entries: keys a client
+ * chooses (account ids, unknown tokens cached as negatives) cannot grow a
+ * chain that every lookup of that bucket, under the zone's lock, would
+ * walk.  A full bucket drops its oldest negative entry for a new one; a
+ * bucket full of positives drops its oldest for a positive and does not
+ * take a negative (a negative never evicts a positive).
  *
  * Positive and negative ("no such key") entries live on separate LRU queues
  * and negatives may use at most a quarter of the zone: a flood of unknown
@@ -74,6 +80,9 @@ typedef struct {
 
 #define ngx_env_gateway_cnode_blob(n)                                      \
     ((n)->data + ngx_align((n)->key_len, 8))
+
+/* entries a bucket holds at most */
+#define NGX_ENVGW_BUCKET_MAX         8
 
 /* referenced entries one eviction may pass over before it takes one */
 #define NGX_ENVGW_SECOND_CHANCES     64
@@ -334,8 +343,8 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
 {
     size_t                        size;
     uint32_t                      hash;
-    ngx_uint_t                    negative, evicted, tries;
-    ngx_env_gateway_cnode_t      *n;
+    ngx_uint_t                    negative, evicted, tries, chain;
+    ngx_env_gateway_cnode_t      *n, *last, *last_negative;
     ngx_env_gateway_cache_ctx_t  *ctx;
 
     if (ttl == 0) {
@@ -379,6 +388,37 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     }
 
     evicted = 0;
+
+    /* a full bucket (newest first) drops its oldest negative entry */
+    chain = 0;
+    last = NULL;
+    last_negative = NULL;
+
+    for (n = ctx->sh->buckets[hash & ctx->sh->mask]; n; n = n->next) {
+        chain++;
+        last = n;
+
+        if (n->negative) {
+            last_negative = n;
+        }
+    }
+
+    if (chain >= NGX_ENVGW_BUCKET_MAX) {
+
+        if (last_negative) {
+            last = last_negative;
+
+        } else if (negative) {
+            goto full;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: bucket full, \"%*s\" dropped",
+                       (size_t) last->key_len, last->data);
+
+        ngx_env_gateway_cache_remove(ctx, last);
+        evicted++;
+    }
 
     /* negatives stay within a quarter of the zone, evicting each other */
     if (negative) {

@@ -5,7 +5,8 @@
 # served within ttl without Redis, negative entries and negative_ttl, a
 # PUBLISH on creation beating a negative entry, a flood of unknown tokens
 # that cannot evict a good entry, LRU eviction of positives in a full zone
-# (no [crit]), and a HUP reload that keeps the zone.
+# (no [crit]), a HUP reload that keeps the zone, and keys aimed at one
+# bucket of the hash table (its chain stays short, answers stay right).
 
 use strict;
 use warnings;
@@ -354,6 +355,101 @@ $t->stop;
                   'oversized record: the small tokens are still HITs');
     }
     $z->stop;
+}
+
+# --- 6. keys in one bucket: the chain stays short, answers stay right ----------------
+#
+# The zone is a hash table of 256 buckets at 64k (one per 256 bytes, a power
+# of 2), keyed by nginx's murmur2 of the Redis key: a client that chooses
+# its tokens (or account ids) can aim them all at one bucket.  A bucket
+# keeps 8 entries, dropping its oldest negative for a new one; a negative
+# never drops a positive, and every answer is still right.
+
+{
+    my $z = EnvGwTest->new;
+    $z->start_redis;
+    seed_env($z);
+    $z->start_nginx(conf('zone=envgw:64k ttl=60s negative_ttl=60s'));
+    ok(wait_subscribed($z, 1), 'one bucket: subscribed');
+
+    my $buckets = 256;
+    my $bucket_of = sub { murmur2(token_key($_[0])) % $buckets };
+    my $G = raw_token('bucket', 'good');
+    mk_token($z, $G);
+    my @flood;
+    for (my $i = 0; @flood < 20; $i++) {
+        my $U = raw_token('bucket', $i);
+        push @flood, $U if $bucket_of->($U) == $bucket_of->($G);
+    }
+
+    is(cstatus($z->get('/x', $G)), 'MISS', 'one bucket: good token cached');
+    is(cstatus($z->get('/x', $G)), 'HIT', 'one bucket: good token HIT');
+    my $m0 = metrics($z);
+    is_deeply([ map { $z->get('/x', $_)->{status} } @flood ], [ (401) x 20 ],
+              'one bucket: 20 unknown tokens of the same bucket: 401');
+    my $m1 = metrics($z);
+    my $ev = $m1->{env_gateway_cache_evictions_total}
+             - $m0->{env_gateway_cache_evictions_total};
+    is($ev, 13, 'one bucket: the 13 oldest negatives dropped (8 kept)');
+    is(cstatus($z->get('/x', $G)), 'HIT',
+       'one bucket: the good token is still a HIT');
+    is_deeply([ map { cstatus($z->get('/x', $_)) } @flood[13 .. 19] ],
+              [ ('HIT') x 7 ], 'one bucket: the 7 newest negatives HIT');
+    my $r = $z->get('/x', $flood[0]);
+    is($r->{status}, 401, 'one bucket: the oldest unknown token: 401');
+    is(cstatus($r), 'MISS', 'one bucket: ... asked again (dropped)');
+
+    # eight positives fill the bucket: a negative is then not stored
+    my @good;
+    for (my $i = 0; @good < 7; $i++) {
+        my $T = raw_token('bucketgood', $i);
+        push @good, $T if $bucket_of->($T) == $bucket_of->($G);
+    }
+    mk_token($z, $_) for @good;
+    is_deeply([ map { $z->get('/x', $_)->{status} } @good ], [ (200) x 7 ],
+              'one bucket: seven more good tokens: 200');
+    is_deeply([ map { cstatus($z->get('/x', $_)) } $G, @good ],
+              [ ('HIT') x 8 ], 'one bucket: eight positives, all HIT');
+    is_deeply([ map { cstatus($z->get('/x', $flood[19])) } 1 .. 2 ],
+              [ 'MISS', 'MISS' ],
+              'one bucket: full of positives, a negative is not stored');
+    is_deeply([ map { cstatus($z->get('/x', $_)) } $G, @good ],
+              [ ('HIT') x 8 ], 'one bucket: the positives stay');
+    unlike($z->slurp('error.log'), qr/\[(?:alert|crit|emerg)\]/,
+           'one bucket: no alert');
+    $z->stop;
+}
+
+# nginx's ngx_murmur_hash2 (src/core/ngx_hash.c), 32-bit
+sub mul32 {
+    my ($a, $b) = @_;
+    return ((($a & 0xffff) * $b) + (((($a >> 16) * $b) & 0xffff) << 16))
+           & 0xffffffff;
+}
+
+sub murmur2 {
+    my @d = unpack 'C*', $_[0];
+    my $h = 0 ^ scalar @d;
+    my $i = 0;
+    while (@d - $i >= 4) {
+        my $k = $d[$i] | $d[$i + 1] << 8 | $d[$i + 2] << 16 | $d[$i + 3] << 24;
+        $k = mul32($k, 0x5bd1e995);
+        $k ^= $k >> 24;
+        $k = mul32($k, 0x5bd1e995);
+        $h = mul32($h, 0x5bd1e995) ^ $k;
+        $i += 4;
+    }
+    my $left = @d - $i;
+    $h ^= $d[$i + 2] << 16 if $left >= 3;
+    $h ^= $d[$i + 1] << 8 if $left >= 2;
+    if ($left >= 1) {
+        $h ^= $d[$i];
+        $h = mul32($h, 0x5bd1e995);
+    }
+    $h ^= $h >> 13;
+    $h = mul32($h, 0x5bd1e995);
+    $h ^= $h >> 15;
+    return $h;
 }
 
 done_testing;
