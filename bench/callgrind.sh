@@ -77,19 +77,17 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
                           env_gateway_limit token 1000000000r/s;
-                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
-                          proxy_pass http://bench_backend; } }
+                          $PROXY proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$GW;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
-                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
-                          proxy_pass http://bench_backend; }
-             location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+                          $PROXY proxy_pass http://bench_backend; }
+             location /proxy/ {
+                 location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
                           env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
                           env_gateway_route \$res \$rest;
-                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
-                          proxy_pass \$env_gateway_upstream_url; } }
+                          $PROXY proxy_pass \$env_gateway_upstream_url; } } }
     server { listen 127.0.0.1:$PL;
              location / { $PROXY proxy_pass http://bench_backend; } }" \
         "load_module $MODULE; master_process off;"

@@ -14,6 +14,7 @@
 # second pass of each; the first warms both).
 #   BENCH_PROFILE_WORKLOAD=valid|mix (valid)
 #   BENCH_PROFILE_CACHE=0: the gateway without env_gateway_cache
+#   BENCH_TOKENS=1000: tokens (and accounts) in the request list
 # Needs /usr/bin/perf (Debian linux-perf) and kernel.perf_event_paranoid
 # <= 1 (or root).  In a VM without a PMU perf samples with the cpu-clock
 # timer: time spent with interrupts off is charged to where they come back
@@ -31,7 +32,7 @@ command -v "$PERF" >/dev/null || { echo "bench: perf not installed" >&2; exit 1;
 bench_init
 
 start_redis
-seed_redis 1000 "$BENCH_DIR/pairs.txt" --valid "$BENCH_DIR/valid.txt" --mix "$BENCH_DIR/mix.txt"
+seed_redis "${BENCH_TOKENS:-1000}" "$BENCH_DIR/pairs.txt" --valid "$BENCH_DIR/valid.txt" --mix "$BENCH_DIR/mix.txt"
 
 BK=$(free_port); GW=$(free_port); PL=$(free_port)
 CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=1h;"
