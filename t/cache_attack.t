@@ -93,4 +93,123 @@ use Time::HiRes qw(sleep);
     $t->stop;
 }
 
+# --- 3. one bucket of the smallest zone, through every removal ---------------
+#
+# A 32k zone has 128 buckets (one per 256 bytes).  Keys aimed at one bucket
+# (murmur2 of the Redis key, as nginx computes it) go through a DEL +
+# PUBLISH of a positive in the middle of its chain, negatives expiring on
+# lookup, a positive dropping the bucket's oldest positive, the same key
+# replaced after its ttl, and a whole-cache flush: every answer stays right.
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    seed_env($t);
+    $t->start_nginx(conf('zone=envgw:32k ttl=2s negative_ttl=1s'),
+                    workers => 2);
+    ok(wait_subscribed($t, 2), 'smallest zone: subscribed');
+
+    my $buckets = 128;
+    my $bucket_of = sub { murmur2(token_key($_[0])) % $buckets };
+    my $aim = $bucket_of->(raw_token('aim', 0));
+    my (@good, @bad);
+    for (my $i = 0; @good < 9 || @bad < 12; $i++) {
+        my $T = raw_token('aim', $i);
+        next unless $bucket_of->($T) == $aim;
+        if (@good < 9) { push @good, $T } else { push @bad, $T }
+    }
+    mk_token($t, $_) for @good;
+
+    my $st = sub { join ' ', map { $t->get('/x', $_)->{status} } @_ };
+
+    # positives and negatives mixed in the bucket, then one revoked
+    is($st->(@good[0 .. 4], @bad[0 .. 5]), join(' ', (200) x 5, (401) x 6),
+       'smallest zone: 5 good and 6 unknown tokens of one bucket');
+    is($st->(@good[0 .. 4], @bad[0 .. 5]), join(' ', (200) x 5, (401) x 6),
+       'smallest zone: ... again, from the cache');
+    $t->redis->del(token_key($good[2]));
+    $t->redis->publish($CHANNEL, token_key($good[2]));
+    is($st->(@good[0 .. 4]), '200 200 401 200 200',
+       'smallest zone: revoked in the middle of the chain: 401');
+
+    # negatives expire and are removed on lookup; positives stay
+    sleep 1.1;
+    my $m0 = metrics($t);
+    is($st->(@bad[0 .. 5], @good[0, 1, 3, 4]),
+       join(' ', (401) x 6, (200) x 4),
+       'smallest zone: after negative_ttl, answers unchanged');
+
+    # nine positives for one bucket: the oldest are dropped, none is wrong
+    mk_token($t, $good[2]);
+    is($st->(@good, @good), join(' ', (200) x 18),
+       'smallest zone: nine good tokens of one bucket: all 200');
+    my $m1 = metrics($t);
+    cmp_ok($m1->{'env_gateway_cache_entries{type="positive"}'}, '<=', 8,
+           'smallest zone: at most 8 positives in the bucket');
+
+    # the same keys replaced after their ttl; one revoked meanwhile
+    sleep 2.1;
+    $t->redis->del(token_key($good[5]));
+    is($st->(@good), join(' ', (200) x 5, 401, (200) x 3),
+       'smallest zone: after ttl, a token deleted without PUBLISH: 401');
+    is($st->(@bad[6 .. 11]), join(' ', (401) x 6),
+       'smallest zone: six more unknown tokens of the bucket: 401');
+
+    # a whole-cache flush, then everything asked again and still right
+    $t->redis->publish($CHANNEL, '*');
+    my $ok = 0;
+    for (1 .. 100) {
+        my $m = metrics($t);
+        if (($m->{'env_gateway_cache_entries{type="positive"}'} // 1) == 0
+            && ($m->{'env_gateway_cache_entries{type="negative"}'} // 1)
+               == 0)
+        {
+            $ok = 1;
+            last;
+        }
+        sleep 0.02;
+    }
+    ok($ok, 'smallest zone: the flush emptied the zone');
+    mk_token($t, $good[5]);
+    my $g0 = gets($t);
+    is($st->(@good, @bad), join(' ', (200) x 9, (401) x 12),
+       'smallest zone: after the flush, every answer right');
+    cmp_ok(gets($t) - $g0, '>=', 21, 'smallest zone: ... each asked again');
+    unlike($t->slurp('error.log'), qr/\[(?:alert|crit|emerg)\]|no memory/,
+           'smallest zone: no alert, no "no memory"');
+    $t->stop;
+}
+
+# nginx's ngx_murmur_hash2 (src/core/ngx_hash.c), 32-bit
+sub mul32 {
+    my ($a, $b) = @_;
+    return ((($a & 0xffff) * $b) + (((($a >> 16) * $b) & 0xffff) << 16))
+           & 0xffffffff;
+}
+
+sub murmur2 {
+    my @d = unpack 'C*', $_[0];
+    my $h = 0 ^ scalar @d;
+    my $i = 0;
+    while (@d - $i >= 4) {
+        my $k = $d[$i] | $d[$i + 1] << 8 | $d[$i + 2] << 16 | $d[$i + 3] << 24;
+        $k = mul32($k, 0x5bd1e995);
+        $k ^= $k >> 24;
+        $k = mul32($k, 0x5bd1e995);
+        $h = mul32($h, 0x5bd1e995) ^ $k;
+        $i += 4;
+    }
+    my $left = @d - $i;
+    $h ^= $d[$i + 2] << 16 if $left >= 3;
+    $h ^= $d[$i + 1] << 8 if $left >= 2;
+    if ($left >= 1) {
+        $h ^= $d[$i];
+        $h = mul32($h, 0x5bd1e995);
+    }
+    $h ^= $h >> 13;
+    $h = mul32($h, 0x5bd1e995);
+    $h ^= $h >> 15;
+    return $h;
+}
+
 done_testing;
