@@ -356,8 +356,9 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
 /*
  * Store a positive entry (blob) or a negative one (blob == NULL), unless a
  * change was dropped since epoch (ngx_env_gateway_cache_epoch() when the
- * answer was asked for): the answer may predate it.  Returns how many
- * entries were evicted to make room.
+ * answer was asked for): the answer may predate it.  The key's older entry
+ * is dropped in any case.  Returns how many entries were evicted to make
+ * room.
  */
 ngx_uint_t
 ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
@@ -370,10 +371,6 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_env_gateway_cnode_t      *n, *last, *last_negative;
     ngx_env_gateway_cache_ctx_t  *ctx;
 
-    if (ttl == 0) {
-        return 0;
-    }
-
     ctx = zone->data;
     hash = ngx_env_gateway_cache_hash(key);
     negative = (blob == NULL);
@@ -385,12 +382,18 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
 
     /*
      * Whatever is cached for the key is older than this answer: dropped
-     * even when the answer is not stored, or stale_if_error would serve
-     * it (a revoked token's older record) after Redis gave a newer one.
+     * even when the answer is not stored (ttl 0, too large, changed while
+     * asked for), or stale_if_error would serve it (a revoked token's
+     * older record) after Redis gave a newer one.
      */
     n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
     if (n) {
         ngx_env_gateway_cache_remove(ctx, n);
+    }
+
+    if (ttl == 0) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return 0;
     }
 
     if (ctx->sh->epoch != epoch) {

@@ -52,6 +52,31 @@ use Time::HiRes qw(sleep);
     $t->stop;
 }
 
+# negative_ttl=0 (misses never cached): a token deleted without a PUBLISH,
+# answered "no such key" after its ttl, drops its stale copy all the same
+
+{
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    seed_env($t);
+    $t->start_nginx(conf('zone=envgw:64k ttl=1s negative_ttl=0 '
+                         . 'stale_if_error=5m'));
+    ok(wait_subscribed($t, 1), 'negative_ttl=0: subscribed');
+
+    my $T = raw_token('attack', 'deleted');
+    mk_token($t, $T);
+    is(cstatus($t->get('/x', $T)), 'MISS', 'negative_ttl=0: token cached');
+    $t->redis->del(token_key($T));
+    sleep 1.2;
+    is($t->get('/x', $T)->{status}, 401,
+       'negative_ttl=0: deleted, after ttl: 401');
+
+    $t->stop_redis;
+    unavailable($t->get('/x', $T), 'negative_ttl=0: Redis away, the '
+                . 'deleted token is not served stale', retry_after => 1);
+    $t->stop;
+}
+
 # --- 2. negatives within a quarter of the zone, as allocated ------------------
 
 {
