@@ -48,7 +48,7 @@ struct ngx_env_gateway_cnode_s {
     ngx_queue_t                queue;
     ngx_msec_t                 expires;
     ngx_msec_t                 stale_until;
-    uint32_t                   size;        /* bytes allocated */
+    uint32_t                   size;        /* its slab chunk, in bytes */
     uint32_t                   blob_len;
     uint8_t                    negative;
     uint8_t                    referenced;  /* hit since queued at head */
@@ -267,6 +267,29 @@ ngx_env_gateway_cache_evict(ngx_env_gateway_cache_ctx_t *ctx,
 
 
 /*
+ * What the slab allocator takes for an entry: a power of 2 (at least its
+ * smallest chunk) up to half a page, whole pages above.  Quotas and the
+ * bytes reported count this, not the bytes asked for: 138 bytes of a
+ * negative entry hold a chunk of 256.
+ */
+static size_t
+ngx_env_gateway_cache_chunk(ngx_slab_pool_t *shpool, size_t size)
+{
+    size_t  chunk;
+
+    if (size > ngx_pagesize / 2) {
+        return ngx_align(size, ngx_pagesize);
+    }
+
+    for (chunk = shpool->min_size; chunk < size; chunk <<= 1) {
+        /* void */
+    }
+
+    return chunk;
+}
+
+
+/*
  * Look a key up.  NGX_OK: a fresh entry (a positive one is loaded into rec;
  * *negative tells which).  NGX_BUSY: only a stale positive entry, loaded
  * into rec, usable if Redis fails.  NGX_DECLINED: nothing usable.
@@ -333,23 +356,20 @@ ngx_env_gateway_cache_get(ngx_shm_zone_t *zone, ngx_str_t *key,
 /*
  * Store a positive entry (blob) or a negative one (blob == NULL), unless a
  * change was dropped since epoch (ngx_env_gateway_cache_epoch() when the
- * answer was asked for): the answer may predate it.  Returns how many
- * entries were evicted to make room.
+ * answer was asked for): the answer may predate it.  The key's older entry
+ * is dropped in any case.  Returns how many entries were evicted to make
+ * room.
  */
 ngx_uint_t
 ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     u_char *blob, size_t blob_len, ngx_msec_t ttl, ngx_msec_t stale,
     ngx_atomic_uint_t epoch)
 {
-    size_t                        size;
+    size_t                        size, chunk;
     uint32_t                      hash;
     ngx_uint_t                    negative, evicted, tries, chain;
     ngx_env_gateway_cnode_t      *n, *last, *last_negative;
     ngx_env_gateway_cache_ctx_t  *ctx;
-
-    if (ttl == 0) {
-        return 0;
-    }
 
     ctx = zone->data;
     hash = ngx_env_gateway_cache_hash(key);
@@ -358,20 +378,23 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     size = offsetof(ngx_env_gateway_cnode_t, data) + ngx_align(key->len, 8)
            + blob_len;
 
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
     /*
-     * An entry that could only fit by emptying most of the zone is not
-     * worth it: serve it uncached rather than evict everyone else.  (The
-     * only size limit here; sizes are kept in 32 bits, far above any
-     * max_record.)
+     * Whatever is cached for the key is older than this answer: dropped
+     * even when the answer is not stored (ttl 0, too large, changed while
+     * asked for), or stale_if_error would serve it (a revoked token's
+     * older record) after Redis gave a newer one.
      */
-    if (size > NGX_ENVGW_ENTRY_MAX(ctx) || size > NGX_MAX_UINT32_VALUE) {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "env_gateway: cache: an entry of %uz bytes is above "
-                       "1/16 of the zone, not stored (\"%V\")", size, key);
-        return 0;
+    n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
+    if (n) {
+        ngx_env_gateway_cache_remove(ctx, n);
     }
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
+    if (ttl == 0) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return 0;
+    }
 
     if (ctx->sh->epoch != epoch) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -382,10 +405,22 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         return 0;
     }
 
-    n = ngx_env_gateway_cache_find(ctx->sh, key, hash);
-    if (n) {
-        ngx_env_gateway_cache_remove(ctx, n);
+    /*
+     * An entry that could only fit by emptying most of the zone is not
+     * worth it: serve it uncached rather than evict everyone else.  (The
+     * only size limit here; sizes are kept in 32 bits, far above any
+     * max_record.)
+     */
+    if (size > NGX_ENVGW_ENTRY_MAX(ctx) || size > NGX_MAX_UINT32_VALUE) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "env_gateway: cache: an entry of %uz bytes is above "
+                       "1/16 of the zone, not stored (\"%V\")", size, key);
+        return 0;
     }
+
+    chunk = ngx_env_gateway_cache_chunk(ctx->shpool, size);
 
     evicted = 0;
 
@@ -422,7 +457,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
 
     /* negatives stay within a quarter of the zone, evicting each other */
     if (negative) {
-        while (ctx->sh->bytes[1] + size > ctx->sh->size / 4) {
+        while (ctx->sh->bytes[1] + chunk > ctx->sh->size / 4) {
             if (!ngx_env_gateway_cache_evict(ctx, 1)) {
                 break;
             }
@@ -458,7 +493,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     n->expires = ngx_current_msec + ttl;
     n->stale_until = n->expires + stale;
     n->referenced = 0;
-    n->size = size;
+    n->size = chunk;
     n->key_len = key->len;
     n->negative = negative;
     n->blob_len = blob_len;
@@ -473,7 +508,7 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
     ctx->sh->buckets[hash & ctx->sh->mask] = n;
     ngx_queue_insert_head(&ctx->sh->lru[negative], &n->queue);
     ctx->sh->count[negative]++;
-    ctx->sh->bytes[negative] += size;
+    ctx->sh->bytes[negative] += chunk;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
