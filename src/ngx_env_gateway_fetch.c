@@ -387,6 +387,15 @@ ngx_env_gateway_fetch_reply(void *data, redisReply *reply)
                                                 NULL, 0,
                                                 gmcf->cache_negative_ttl, 0,
                                                 f->epoch);
+
+        } else if (status == NGX_ENVGW_FETCH_MALFORMED) {
+            /*
+             * Redis holds an unusable record: an older copy must not be
+             * served stale through a later outage (ttl 0 stores nothing
+             * and drops what the key had)
+             */
+            (void) ngx_env_gateway_cache_put(gmcf->cache_zone, &f->sn.str,
+                                             NULL, 0, 0, 0, f->epoch);
         }
 
         ngx_env_gateway_metric_add(NGX_ENVGW_M_CACHE_EVICTIONS, evicted);

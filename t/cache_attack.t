@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 
 # env_gateway_cache under attack: an answer that is not stored (too large
-# for the zone) still drops the older entry of its key, so stale_if_error
+# for the zone, malformed, above max_record, a miss with negative_ttl=0)
+# still drops the older entry of its key, so stale_if_error
 # never serves a record older than one Redis already gave (a revoked
 # token); a flood of unknown tokens keeps negatives within a quarter of
 # the zone as the slab allocator counts it (its chunks, not the bytes
@@ -74,6 +75,38 @@ use Time::HiRes qw(sleep);
     $t->stop_redis;
     unavailable($t->get('/x', $T), 'negative_ttl=0: Redis away, the '
                 . 'deleted token is not served stale', retry_after => 1);
+    $t->stop;
+}
+
+# a record Redis now holds malformed (or above max_record), answered 500
+# after the ttl, drops the older valid copy: not served stale after
+
+for my $case (['malformed', '{"token_id":'], ['oversized', 'x' x 70000]) {
+    my ($what, $bad) = @$case;
+    my $t = EnvGwTest->new;
+    $t->start_redis;
+    seed_env($t);
+    my $c = conf('zone=envgw:1m ttl=1s negative_ttl=1s stale_if_error=5m');
+    $c =~ s/read_timeout=500ms;/read_timeout=500ms max_record=64k;/
+        or die "conf: no read_timeout";
+    $t->start_nginx($c);
+    ok(wait_subscribed($t, 1), "$what: subscribed");
+
+    my $T = raw_token('attack', $what);
+    mk_token($t, $T);
+    is(cstatus($t->get('/x', $T)), 'MISS', "$what: token cached");
+    $t->redis->set(token_key($T), $bad);
+    sleep 1.2;
+    is($t->get('/x', $T)->{status}, 500, "$what: after ttl: 500");
+    like($t->slurp('error.log'), $what eq 'oversized'
+         ? qr/is above max_record/ : qr/malformed record/,
+         "$what: logged as such");
+
+    $t->stop_redis;
+    unavailable($t->get('/x', $T), "$what: Redis away, the older valid "
+                . 'record is not served stale', retry_after => 1);
+    unlike($t->slurp('error.log'), qr/serving stale/,
+           "$what: no stale copy served");
     $t->stop;
 }
 
