@@ -19,6 +19,11 @@
  * bucket full of positives drops its oldest for a positive and does not
  * take a negative (a negative never evicts a positive).
  *
+ * The zone remembers where its records came from (the Redis servers,
+ * Sentinels or Cluster seeds, db and key prefix): a reload that points the
+ * gateway elsewhere empties it, and the workers of the previous
+ * configuration, still finishing their requests, no longer store into it.
+ *
  * Positive and negative ("no such key") entries live on separate LRU queues
  * and negatives may use at most a quarter of the zone: a flood of unknown
  * tokens evicts other negatives, never a good entry.  Redis errors are
@@ -69,12 +74,17 @@ typedef struct {
 
     /* pids of processes holding a live invalidation subscription */
     ngx_atomic_t               subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
+
+    /* ngx_env_gateway_cache_source() of the configuration storing */
+    uint32_t                   source;
 } ngx_env_gateway_shcache_t;
 
 
 typedef struct {
     ngx_env_gateway_shcache_t *sh;
     ngx_slab_pool_t           *shpool;
+    ngx_env_gateway_main_conf_t  *gmcf;
+    uint32_t                   source;      /* of this configuration */
 } ngx_env_gateway_cache_ctx_t;
 
 
@@ -96,6 +106,50 @@ typedef struct {
     ngx_murmur_hash2((key)->data, (key)->len)
 
 
+/*
+ * Where the records come from, as a CRC32: the Redis servers (as written)
+ * and their db, the Sentinels and their master's name, Cluster mode, and
+ * the key prefix.  Passwords, timeouts and TLS settings do not change
+ * what the records say.
+ */
+static uint32_t
+ngx_env_gateway_cache_source(ngx_env_gateway_main_conf_t *gmcf)
+{
+    uint32_t                   crc;
+    ngx_uint_t                 i, k;
+    ngx_array_t               *lists[2];
+    ngx_env_gateway_server_t  *srv;
+
+    ngx_crc32_init(crc);
+
+    lists[0] = gmcf->servers;
+    lists[1] = gmcf->sentinels;
+
+    for (k = 0; k < 2; k++) {
+        if (lists[k] == NULL) {
+            continue;
+        }
+
+        srv = lists[k]->elts;
+
+        for (i = 0; i < lists[k]->nelts; i++) {
+            ngx_crc32_update(&crc, srv[i].name.data, srv[i].name.len);
+            ngx_crc32_update(&crc, (u_char *) &srv[i].db, sizeof(ngx_int_t));
+            ngx_crc32_update(&crc, (u_char *) "\n", 1);
+        }
+
+        ngx_crc32_update(&crc, (u_char *) "|", 1);
+    }
+
+    ngx_crc32_update(&crc, gmcf->sentinel_name.data, gmcf->sentinel_name.len);
+    ngx_crc32_update(&crc, (u_char *) &gmcf->cluster, sizeof(ngx_flag_t));
+    ngx_crc32_update(&crc, gmcf->prefix.data, gmcf->prefix.len);
+    ngx_crc32_final(crc);
+
+    return crc;
+}
+
+
 ngx_int_t
 ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -106,20 +160,36 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_env_gateway_cache_ctx_t  *ctx;
 
     ctx = shm_zone->data;
+    ctx->source = ngx_env_gateway_cache_source(ctx->gmcf);
 
-    if (octx) {
-        /* HUP reload: keep the entries */
-        ctx->sh = octx->sh;
-        ctx->shpool = octx->shpool;
+    if (octx || shm_zone->shm.exists) {
+        /* HUP reload: keep the entries, unless they came from elsewhere */
+        if (octx) {
+            ctx->sh = octx->sh;
+            ctx->shpool = octx->shpool;
+
+        } else {
+            ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+            ctx->sh = ctx->shpool->data;
+        }
+
+        if (ctx->sh->source != ctx->source) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "env_gateway: the records' Redis or key prefix "
+                          "changed: emptying the cache zone \"%V\"",
+                          &shm_zone->shm.name);
+
+            ngx_shmtx_lock(&ctx->shpool->mutex);
+            ctx->sh->source = ctx->source;
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+            ngx_env_gateway_cache_flush(shm_zone);
+        }
+
         return NGX_OK;
     }
 
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        ctx->sh = ctx->shpool->data;
-        return NGX_OK;
-    }
 
     ctx->sh = ngx_slab_calloc(ctx->shpool,
                               sizeof(ngx_env_gateway_shcache_t));
@@ -147,6 +217,7 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->lru[0]);
     ngx_queue_init(&ctx->sh->lru[1]);
     ctx->sh->size = shm_zone->shm.size;
+    ctx->sh->source = ctx->source;
 
     len = sizeof(" in env_gateway_cache zone \"\"") + shm_zone->shm.name.len;
 
@@ -188,6 +259,7 @@ ngx_env_gateway_cache_create(ngx_conf_t *cf, ngx_env_gateway_main_conf_t *gmcf,
     }
 
     gmcf->cache_zone->init = ngx_env_gateway_cache_init_zone;
+    ctx->gmcf = gmcf;
     gmcf->cache_zone->data = ctx;
 
     return NGX_OK;
@@ -391,7 +463,8 @@ ngx_env_gateway_cache_put(ngx_shm_zone_t *zone, ngx_str_t *key,
         ngx_env_gateway_cache_remove(ctx, n);
     }
 
-    if (ttl == 0) {
+    /* a worker of a previous configuration, its records from elsewhere */
+    if (ttl == 0 || ctx->sh->source != ctx->source) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return 0;
     }

@@ -5,8 +5,9 @@
 # served within ttl without Redis, negative entries and negative_ttl, a
 # PUBLISH on creation beating a negative entry, a flood of unknown tokens
 # that cannot evict a good entry, LRU eviction of positives in a full zone
-# (no [crit]), a HUP reload that keeps the zone, and keys aimed at one
-# bucket of the hash table (its chain stays short, answers stay right).
+# (no [crit]), a HUP reload that keeps the zone, keys aimed at one bucket
+# of the hash table (its chain stays short, answers stay right), and a
+# reload to another Redis that empties the zone.
 
 use strict;
 use warnings;
@@ -417,6 +418,71 @@ $t->stop;
               [ ('HIT') x 8 ], 'one bucket: the positives stay');
     unlike($z->slurp('error.log'), qr/\[(?:alert|crit|emerg)\]/,
            'one bucket: no alert');
+    $z->stop;
+}
+
+# --- 7. a reload that points the gateway at another Redis empties the zone ---------
+#
+# A HUP reload keeps the zone (section 2), but records cached from one Redis
+# are not those of another: the zone remembers the servers (db, Sentinels,
+# Cluster, key prefix) it was filled from, and a reload to others empties
+# it; a worker of the old configuration, still finishing, stores no more.
+
+{
+    my $z = EnvGwTest->new;
+    $z->start_redis;
+    seed_env($z);
+    $z->start_nginx(conf('zone=envgw:1m ttl=60s negative_ttl=60s'),
+                    workers => 2);
+    ok(wait_subscribed($z, 2), 'other Redis: subscribed');
+
+    my ($A, $B) = ($z->redis_port, EnvGwTest::free_port());
+    my $T = raw_token('source', 'a');       # only in the first Redis
+    my $U = raw_token('source', 'b');       # in both
+    mk_token($z, $_) for $T, $U;
+    is(cstatus($z->get('/x', $_)), 'MISS', 'other Redis: cached') for $T, $U;
+    is(cstatus($z->get('/x', $T)), 'HIT', 'other Redis: HIT before');
+
+    # the second Redis: the environment and one of the two tokens
+    $z->spawn('redis_b', 'redis-server', '--port', $B, '--bind',
+              '127.0.0.1', '--save', '', '--appendonly', 'no',
+              '--dir', $z->{dir});
+    EnvGwTest::wait_port($B) or die "second redis did not start";
+    {
+        local $z->{redis_port} = $B;
+        delete $z->{redis};
+        seed_env($z);
+        mk_token($z, $U);
+        delete $z->{redis};
+    }
+
+    my @old = workers($z);
+    my $conf = $z->slurp('nginx.conf');
+    $conf =~ s/127\.0\.0\.1:$A\b/127.0.0.1:$B/g or die "no redis line";
+    open my $fh, '>', "$z->{dir}/nginx.conf" or die;
+    print $fh $conf;
+    close $fh;
+    $z->reload_nginx;
+    my %o = map { $_ => 1 } @old;
+    my $end = time + 10;
+    my @new;
+    while (time < $end) {
+        @new = workers($z);
+        last if @new == 2 && !grep { $o{$_} } @new;
+        sleep 0.05;
+    }
+    ok(@new == 2 && !grep({ $o{$_} } @new), 'other Redis: new workers');
+    like($z->slurp('error.log'),
+         qr/records' Redis or key prefix changed: emptying the cache zone/,
+         'other Redis: the zone emptied, said at notice level');
+
+    my $r = $z->get('/x', $T);
+    is($r->{status}, 401, 'other Redis: a token it lacks: 401');
+    is(cstatus($r), 'MISS', 'other Redis: ... not served from the zone');
+    $r = $z->get('/x', $U);
+    is($r->{status}, 200, 'other Redis: a token it has: 200');
+    is(cstatus($r), 'MISS', 'other Redis: ... asked again');
+    is(cstatus($z->get('/x', $U)), 'HIT', 'other Redis: then cached');
     $z->stop;
 }
 
