@@ -238,36 +238,4 @@ for my $case (['malformed', '{"token_id":'], ['oversized', 'x' x 70000]) {
     $t->stop;
 }
 
-# nginx's ngx_murmur_hash2 (src/core/ngx_hash.c), 32-bit
-sub mul32 {
-    my ($a, $b) = @_;
-    return ((($a & 0xffff) * $b) + (((($a >> 16) * $b) & 0xffff) << 16))
-           & 0xffffffff;
-}
-
-sub murmur2 {
-    my @d = unpack 'C*', $_[0];
-    my $h = 0 ^ scalar @d;
-    my $i = 0;
-    while (@d - $i >= 4) {
-        my $k = $d[$i] | $d[$i + 1] << 8 | $d[$i + 2] << 16 | $d[$i + 3] << 24;
-        $k = mul32($k, 0x5bd1e995);
-        $k ^= $k >> 24;
-        $k = mul32($k, 0x5bd1e995);
-        $h = mul32($h, 0x5bd1e995) ^ $k;
-        $i += 4;
-    }
-    my $left = @d - $i;
-    $h ^= $d[$i + 2] << 16 if $left >= 3;
-    $h ^= $d[$i + 1] << 8 if $left >= 2;
-    if ($left >= 1) {
-        $h ^= $d[$i];
-        $h = mul32($h, 0x5bd1e995);
-    }
-    $h ^= $h >> 13;
-    $h = mul32($h, 0x5bd1e995);
-    $h ^= $h >> 15;
-    return $h;
-}
-
 done_testing;

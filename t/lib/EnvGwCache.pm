@@ -15,7 +15,7 @@ use Time::HiRes qw(time sleep);
 
 use EnvGwTest;
 
-our @EXPORT = qw($CHANNEL conf raw_token token_key seed_env mk_token workers numsub wait_subscribed gets metrics cstatus backend_vars ka_open ka_get);
+our @EXPORT = qw($CHANNEL conf raw_token token_key seed_env mk_token workers numsub wait_subscribed gets metrics cstatus backend_vars ka_open ka_get murmur2);
 
 our $CHANNEL = 'envgw:invalidate';
 
@@ -139,6 +139,39 @@ sub ka_get {
         return EnvGwTest::parse_response($head . $body);
     }
     return { status => 0, headers => {}, body => '' };
+}
+
+# nginx's ngx_murmur_hash2 (src/core/ngx_hash.c), 32-bit: the cache zone's
+# bucket of a Redis key is murmur2(key) % buckets
+sub mul32 {
+    my ($a, $b) = @_;
+    return ((($a & 0xffff) * $b) + (((($a >> 16) * $b) & 0xffff) << 16))
+           & 0xffffffff;
+}
+
+sub murmur2 {
+    my @d = unpack 'C*', $_[0];
+    my $h = 0 ^ scalar @d;
+    my $i = 0;
+    while (@d - $i >= 4) {
+        my $k = $d[$i] | $d[$i + 1] << 8 | $d[$i + 2] << 16 | $d[$i + 3] << 24;
+        $k = mul32($k, 0x5bd1e995);
+        $k ^= $k >> 24;
+        $k = mul32($k, 0x5bd1e995);
+        $h = mul32($h, 0x5bd1e995) ^ $k;
+        $i += 4;
+    }
+    my $left = @d - $i;
+    $h ^= $d[$i + 2] << 16 if $left >= 3;
+    $h ^= $d[$i + 1] << 8 if $left >= 2;
+    if ($left >= 1) {
+        $h ^= $d[$i];
+        $h = mul32($h, 0x5bd1e995);
+    }
+    $h ^= $h >> 13;
+    $h = mul32($h, 0x5bd1e995);
+    $h ^= $h >> 15;
+    return $h;
 }
 
 1;
