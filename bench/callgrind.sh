@@ -61,7 +61,7 @@ rcli SET "envgw:account:$CACC" "{\"integrated_account_id\":\"$CACC\",\"environme
 "${ENVGW_C[@]}" credentials set "$CACC" --field "access_token=at_$(head -c 18 /dev/urandom | base64)" > /dev/null
 
 HAMMER="$BENCH_TOP/bench/hammer.pl"
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+PROXY=$BENCH_PROXY
 
 cg_run() {   # NAME VALGRIND-OPTIONS...
     local name=$1; shift
@@ -79,15 +79,7 @@ cg_run() {   # NAME VALGRIND-OPTIONS...
                           env_gateway_limit token 1000000000r/s;
                           $PROXY proxy_pass http://bench_backend; } }
     server { listen 127.0.0.1:$GW;
-             location / { env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          $PROXY proxy_pass http://bench_backend; }
-             location /proxy/ {
-                 location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
-                          env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          env_gateway_route \$res \$rest;
-                          $PROXY proxy_pass \$env_gateway_upstream_url; } } }
+             $(gw_locations) }
     server { listen 127.0.0.1:$PL;
              location / { $PROXY proxy_pass http://bench_backend; } }" \
         "load_module $MODULE; master_process off;"

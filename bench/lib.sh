@@ -141,6 +141,26 @@ start_nginx() {
 
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true; }
 
+# upstream keepalive to bench_backend, as every front uses it
+BENCH_PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+
+# the gateway's locations of every bench front: / passes the request on
+# (the account in the query), /proxy/RESOURCE[/REST] is routed; the
+# identity headers are the module's own (no proxy_set_header), and the
+# route's regex is nested in /proxy/ so that / runs no regex
+gw_locations() {  # [DIRECTIVES for both env_gateway locations]
+    local extra=${1:-}
+    echo "location / { env_gateway on; $extra
+                     env_gateway_account \$arg_integrated_account_id;
+                     $BENCH_PROXY proxy_pass http://bench_backend; }
+        location /proxy/ {
+            location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
+                     env_gateway on; $extra
+                     env_gateway_account \$arg_integrated_account_id;
+                     env_gateway_route \$res \$rest;
+                     $BENCH_PROXY proxy_pass \$env_gateway_upstream_url; } }"
+}
+
 # all server pids: every nginx master and its workers, and redis
 server_pids() {
     local p
@@ -198,7 +218,6 @@ declare -A IR
 CG_HAMMER="$BENCH_TOP/bench/hammer.pl"
 cg_case() {   # NAME HTTP-CONF [TOKEN ACCOUNT]
     local name=$1 conf=$2 port pid f tok=${3:-$TOK} acc=${4:-$ACC}
-    local proxy='proxy_http_version 1.1; proxy_set_header Connection "";'
     port=$(free_port)
     nginx_conf "$name" "
     $conf
@@ -206,7 +225,7 @@ cg_case() {   # NAME HTTP-CONF [TOKEN ACCOUNT]
     server { listen 127.0.0.1:$port;
              location / { env_gateway on;
                           env_gateway_account \$arg_integrated_account_id;
-                          $proxy proxy_pass http://bench_backend; } }" \
+                          $BENCH_PROXY proxy_pass http://bench_backend; } }" \
         "load_module $MODULE; master_process off;"
     start_nginx "$name" "$port" valgrind --tool=callgrind --dump-instr=no \
         --callgrind-out-file="$BENCH_DIR/$name/cg.out"

@@ -21,7 +21,7 @@ seed_redis "$FILL" "$BENCH_DIR/fill.txt" --no-accounts --tag f
 
 BK=$(free_port); GW=$(free_port); RT=$(free_port); MG=$(free_port)
 FZ=$(free_port); FM=$(free_port)
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+PROXY=$BENCH_PROXY
 nginx_conf backend "
     server { listen 127.0.0.1:$BK backlog=4096;
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
@@ -29,15 +29,8 @@ nginx_conf gw "
     env_gateway_redis 127.0.0.1:$REDIS_PORT;
     env_gateway_cache zone=envgw:32m ttl=1h;
     upstream bench_backend { server 127.0.0.1:$BK; keepalive 32; }
-    server { listen 127.0.0.1:$GW backlog=4096;
-             location / { env_gateway on; env_gateway_account \$arg_integrated_account_id;
-                          $PROXY proxy_set_header X-Environment-Id \$env_gateway_environment_id;
-                          proxy_pass http://bench_backend; } }
-    server { listen 127.0.0.1:$RT backlog=4096;
-             location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
-                          env_gateway on; env_gateway_account \$arg_integrated_account_id;
-                          env_gateway_route \$res \$rest;
-                          $PROXY proxy_pass \$env_gateway_upstream_url; } }
+    server { listen 127.0.0.1:$GW backlog=4096; $(gw_locations) }
+    server { listen 127.0.0.1:$RT backlog=4096; $(gw_locations) }
     server { listen 127.0.0.1:$MG; location = /metrics { env_gateway_metrics; } }" \
     "load_module $MODULE;"
 nginx_conf fill "

@@ -41,7 +41,7 @@ CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=1h;"
 nginx_conf backend "
     server { listen 127.0.0.1:$BK backlog=4096;
              location / { default_type text/plain; return 200 \"ok\n\"; } }"
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
+PROXY=$BENCH_PROXY
 UPSTREAM="upstream bench_backend { server 127.0.0.1:$BK; keepalive $((CONNS + 14));
                                    keepalive_requests 100000; }"
 nginx_conf gw "
@@ -49,15 +49,7 @@ nginx_conf gw "
     $CACHE
     $UPSTREAM
     server { listen 127.0.0.1:$GW backlog=4096;
-             location / { env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          $PROXY proxy_pass http://bench_backend; }
-             location /proxy/ {
-                 location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
-                          env_gateway on;
-                          env_gateway_account \$arg_integrated_account_id;
-                          env_gateway_route \$res \$rest;
-                          $PROXY proxy_pass \$env_gateway_upstream_url; } } }" \
+             $(gw_locations) }" \
     "load_module $MODULE;"
 nginx_conf plain "
     $UPSTREAM

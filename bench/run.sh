@@ -55,10 +55,7 @@ start_nginx backend "$BK"
 # quarter of the front worker's CPU in connect/close at -c50, keepalive 32)
 UPSTREAM="upstream bench_backend { server 127.0.0.1:$BK; keepalive $((CONNS + 14));
                                    keepalive_requests 100000; }"
-PROXY='proxy_http_version 1.1; proxy_set_header Connection "";'
-# the identity headers (X-Environment-Id, ...) are the module's own: no
-# proxy_set_header for them
-GWPROXY="$PROXY"
+PROXY=$BENCH_PROXY
 GW_REDIS="env_gateway_redis 127.0.0.1:$REDIS_PORT;"
 GW_CACHE="env_gateway_cache zone=envgw:32m ttl=1h negative_ttl=5s;"
 # the same Redis over TLS, its certificate verified
@@ -68,20 +65,12 @@ GW_REDIS_TLS="env_gateway_redis 127.0.0.1:$REDIS_TLS_PORT tls tls_ca=$TLS_DIR/ca
 PLAIN_LOC="location / { $PROXY proxy_pass http://bench_backend; }"
 
 # the gateway: / passes the request on, /proxy/RESOURCE[/REST] is routed
-GW_LOC="location / { env_gateway on;
-                     env_gateway_account \$arg_integrated_account_id;
-                     $GWPROXY proxy_pass http://bench_backend; }
-        location /proxy/ {
-            location ~ ^/proxy/(?<res>[^/]+)(?:/(?<rest>[^/]+))?\$ {
-                     env_gateway on;
-                     env_gateway_account \$arg_integrated_account_id;
-                     env_gateway_route \$res \$rest;
-                     $GWPROXY proxy_pass \$env_gateway_upstream_url; } }"
+GW_LOC=$(gw_locations)
 
 # the gateway with a token limit never reached (sync=off): what counting
 # adds to a warm request
 GW_LIMIT="env_gateway_limit_zone zone=envgw_limits:16m;"
-GW_LIMIT_LOC=${GW_LOC//env_gateway on;/env_gateway on; env_gateway_limit token 1000000000r/s;}
+GW_LIMIT_LOC=$(gw_locations "env_gateway_limit token 1000000000r/s;")
 
 # ---- the variants: one line each -----------------------------------------
 # variant NAME WORKLOADS MODULE(yes|no) LABEL HTTP-CONF LOCATIONS
