@@ -405,6 +405,29 @@ ngx_env_gateway_health_probe(void)
 }
 
 
+/*
+ * A new lookup connection over plain TCP with nothing queued on it (no
+ * AUTH or SELECT, no request waiting) asks PING at once, so that a worker
+ * that has served nothing yet is ready as soon as Redis answers: after a
+ * start or a reload, a load balancer's probe must not see 503 for a
+ * read_timeout.  Over TLS the PING waits for the confirm timer (see
+ * ngx_env_gateway_health_connected).
+ */
+void
+ngx_env_gateway_health_hello(ngx_env_gateway_redis_t *rc)
+{
+#if (NGX_SSL)
+    if (rc->c->ssl) {
+        return;
+    }
+#endif
+
+    if (ngx_env_gateway_health_lookups(rc)) {
+        ngx_env_gateway_health_ping(rc);
+    }
+}
+
+
 /* an idle connection (not a subscriber) asks PING */
 static void
 ngx_env_gateway_health_ping(ngx_env_gateway_redis_t *rc)

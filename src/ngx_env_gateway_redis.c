@@ -530,6 +530,8 @@ ngx_env_gateway_redis_connected(ngx_env_gateway_redis_t *rc)
         return;
     }
 
+    ngx_env_gateway_health_hello(rc);
+
     ngx_env_gateway_redis_flush(rc);
 
     return;

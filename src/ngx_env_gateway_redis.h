@@ -234,6 +234,7 @@ ngx_uint_t ngx_env_gateway_health_failed(ngx_env_gateway_redis_t *rc,
 const char *ngx_env_gateway_health_state(ngx_env_gateway_redis_t *rc);
 ngx_uint_t ngx_env_gateway_health_answering(ngx_env_gateway_redis_t *rc);
 void ngx_env_gateway_health_probe(void);
+void ngx_env_gateway_health_hello(ngx_env_gateway_redis_t *rc);
 ngx_env_gateway_redis_t *ngx_env_gateway_health_conn(ngx_uint_t i);
 void ngx_env_gateway_health_exit(void);
 

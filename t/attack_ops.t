@@ -291,7 +291,7 @@ CONF
     $t->stop;
 }
 
-# --- a connection nothing was asked on, closed by a Redis shutting down ----
+# --- an idle connection, closed by a Redis shutting down --------------------
 
 {
     my $t = EnvGwTest->new;
@@ -299,8 +299,8 @@ CONF
     (my $conf = $CONF) =~ s/read_timeout=300ms/read_timeout=3s/;
     $t->start_nginx($conf);
     my $port = $t->redis_port;
-    # connected, nothing asked yet (no request, no status, before the
-    # connection's own PING at read_timeout)
+    # connected, no request and no status asked (only the connection's own
+    # PING, asked once it is up)
     sleep 0.2;
     $t->stop_redis;
     my $log = '';

@@ -147,7 +147,7 @@ is($r->{json}{upstream}, 'hubspot_production', 'via upstream hubspot_production'
 is($r->{json}{uri}, '/crm/v3/objects/contacts/123', 'get with {id}');
 
 $r = $t->http('GET', '/env_gateway/status', [], undef, port => $port);
-is($r->{status}, 200, 'readiness (env_gateway_status): 200');
+is($r->{status}, 200, 'readiness (env_gateway_status): 200') or diag($r->{raw});
 like($r->{body}, qr/"ready":true/, '... ready: true');
 
 $r = $t->http('GET', '/env_gateway/metrics', [], undef, port => $port);

@@ -170,4 +170,64 @@ CONF
     $t2->stop;
 }
 
+# --- a worker that has served nothing: ready as soon as Redis answers -------
+# Its lookup connection asks PING once connected, so a load balancer's first
+# probe right after a start or a reload does not see 503 for a read_timeout
+# (10 s here).  A probe also asks an idle connection PING for the next one:
+# only each worker's first answer shows the difference.
+
+{
+    my $t3 = EnvGwTest->new;
+    $t3->start_redis;
+    my $conf = <<'CONF';
+    env_gateway_redis 127.0.0.1:%%REDIS%% read_timeout=10s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { env_gateway on; proxy_pass http://127.0.0.1:%%BACKEND%%; }
+        location = /status { env_gateway_status; }
+    }
+CONF
+    $t3->start_nginx($conf, workers => 2);
+    my $fresh = sub {
+        my ($what) = @_;
+        my (%first, $r3);
+        # a moment for the connections to be made (not the 10 s)
+        sleep 0.3;
+        my $end = time + 3;
+        while (time < $end && keys %first < 2) {
+            $r3 = $t3->http('GET', '/status');
+            my $j3 = eval { decode_json($r3->{body}) } || {};
+            $first{ $j3->{pid} } //= $r3->{status} if $j3->{pid};
+            sleep 0.01;
+        }
+        is(scalar(keys %first), 2, "$what: both workers answered");
+        is(join(' ', map { $first{$_} } sort keys %first), '200 200',
+           "$what: each worker's first answer is 200, no request served")
+            or diag($r3->{body});
+    };
+    $fresh->('start');
+
+    my @old = $t3->worker_pids;
+    $t3->reload_nginx;
+    my $end = time + 5;
+    my @new;
+    while (time < $end) {
+        @new = grep { my $p = $_; !grep { $_ == $p } @old } $t3->worker_pids;
+        last if @new == 2;
+        sleep 0.02;
+    }
+    is(scalar @new, 2, 'reload: two new workers');
+    # wait for the old workers to leave, so that only new ones answer
+    $end = time + 5;
+    while (time < $end) {
+        my %live = map { $_ => 1 } $t3->worker_pids;
+        last unless grep { $live{$_} } @old;
+        sleep 0.02;
+    }
+    $fresh->('reload');
+    unlike($t3->slurp('error.log'), qr/\[(?:alert|crit|emerg)\]/,
+           'fresh workers: no alert in error.log');
+    $t3->stop;
+}
+
 done_testing();
