@@ -13,7 +13,7 @@
 # the gateway never checked in that environment.
 #
 # The correct behaviour on a route location: no override signal reaches the
-# upstream (refused, or removed).  Through real nginx, Redis and the echo
+# upstream; the gateway refuses it (400 invalid_request).  Through real nginx, Redis and the echo
 # backends of t/backends, which show the headers, query and form they got.
 
 use strict;
@@ -119,6 +119,12 @@ for my $b (@B) {
         ok(!@got, "POST create with $name: no override reaches the "
                   . "upstream ($b)")
             or diag("  $b got: @got");
+        # what the gateway does: it refuses the second verb
+        is($r->{status}, 400, "POST create with $name: 400 ($b)");
+        is($r->{json}{error}, 'invalid_request',
+           "POST create with $name: invalid_request ($b)");
+        like($r->{json}{message} // '', qr/HTTP method a second time/,
+             "POST create with $name: the message says why ($b)");
     }
 }
 
