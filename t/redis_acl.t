@@ -168,6 +168,63 @@ EOF
     $g->stop;
 }
 
+# --- a token's last use: SET on envgw:last_used:* -----------------------------
+# With +set on read-write ~envgw:last_used:* the gateway records it; the
+# read-only user above cannot (NOPERM): said once at warn, the writes pause,
+# and requests are not affected.
+
+for my $case ([ 'gw_lu', [ '~envgw:last_used:*', '+set' ], 1 ],
+              [ 'gw_nolu', [], 0 ]) {
+    my ($user, $extra, $allowed) = @$case;
+    $t->redis->acl('setuser', $user, 'on', '>lu-pass', 'resetkeys',
+                   '%R~envgw:*', 'resetchannels', '&envgw:invalidate',
+                   '-@all', '+get', '+subscribe', '+ping', @$extra);
+    $t->redis->del('envgw:last_used:tok_dev');
+    my $pw = write_file("$user.pass", "lu-pass\n");
+    my $g = EnvGwTest->new;
+    $g->{redis_port} = $port;
+    $g->{redis} = $t->{redis};
+    $g->start_nginx(<<"EOF", subscribed => 1);
+    env_gateway_redis 127.0.0.1:%%REDIS%% tls tls_ca=$c->{ca}
+                      username=$user password_file=$pw;
+    env_gateway_cache zone=envgw:1m ttl=30s;
+    env_gateway_last_used interval=1s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / {
+            env_gateway on;
+            proxy_pass http://127.0.0.1:%%BACKEND%%;
+        }
+    }
+EOF
+    my ($ok, $n, $log, $written) = (0, 0, '', 0);
+    my $end = time + 10;
+    while (time < $end) {
+        $n++;
+        $ok++ if $g->get('/x', $good)->{status} == 200;
+        $log = $g->slurp('error.log');
+        $written = $t->redis->exists('envgw:last_used:tok_dev');
+        last if $n >= 10 && ($allowed ? $written
+                                      : $log =~ /last use/);
+        sleep 0.1;
+    }
+    is($ok, $n, "last use as $user: $n requests, every one 200");
+    if ($allowed) {
+        ok($written, 'last use with +set ~envgw:last_used:*: recorded');
+        unlike($log, qr/NOPERM/, 'last use with +set: nothing refused');
+    } else {
+        ok(!$written, 'last use without +set: nothing written');
+        my @l = grep { /refused to record a token's last use/ }
+                split /\n/, $log;
+        is(scalar @l, 1, 'last use without +set: the refusal said once')
+            or diag($log);
+        like($l[0] // '', qr/\[warn\].*NOPERM/,
+             'last use without +set: at warn, with Redis\' NOPERM');
+        unlike($l[0] // '', qr/egw_/, 'last use without +set: no token');
+    }
+    $g->stop;
+}
+
 # --- each of those commands is needed -------------------------------------------
 
 for my $case ([ 'get', qr/redis error for "envgw:token:[0-9a-f]+": NOPERM/,
