@@ -122,7 +122,8 @@ static const cmd_t commands[] = {
       "list the integrated accounts of ENV", NULL,
       { POS("ENV", env, CHECK_ENV_ID) } },
     { "integration", "set", cmd_integration_set,
-      "ENV I [--upstream URL] [--resources FILE]",
+      "ENV I [--upstream URL] [--resources FILE] [--auth JSON] "
+      "[--oauth JSON]",
       "install or update integration I in ENV",
       "--upstream   http:// or https:// URL (required for a new integration)\n"
       "--resources  JSON file (- for stdin) replacing all resources:\n"
@@ -186,7 +187,7 @@ static const cmd_t commands[] = {
         FLAG("upstreams", upstreams) } },
     { "promote", NULL, cmd_promote,
       "FROM TO [--integration I] [--method [RESOURCE.]METHOD] [--dry-run] "
-      "[--upstream URL]",
+      "[--upstream URL] [--auth]",
       "copy methods defined in FROM into TO",
       "Adds or overwrites, in TO's integration records, the methods FROM\n"
       "defines (all of them, or those of --integration / --method); TO's own\n"
