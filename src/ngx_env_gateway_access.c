@@ -833,6 +833,8 @@ ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
                               &ctx->account_id, NULL,
                               NGX_ENVGW_CREDENTIALS_UNAVAILABLE);
     if (rc != NGX_OK) {
+        ngx_env_gateway_credentials_absent(
+            &ctx->waiter.slots[NGX_ENVGW_REC_CREDENTIALS]);
         return rc;
     }
 
