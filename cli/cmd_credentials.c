@@ -14,6 +14,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -824,6 +825,39 @@ static json_t *refresh_grant(const char *url, json_t *fields,
     return out;
 }
 
+/*
+ * SIGTERM and SIGINT are held while refreshing: a token endpoint may
+ * rotate the refresh token with its answer, so a record is never left
+ * between the grant and its write.  They are taken between records and
+ * while --loop waits.
+ */
+static sigset_t refresh_signals;
+
+static bool refresh_stopped(void)
+{
+    sigset_t pending;
+
+    return sigpending(&pending) == 0
+           && (sigismember(&pending, SIGTERM) == 1
+               || sigismember(&pending, SIGINT) == 1);
+}
+
+/* --loop's wait: true when a signal to stop came instead */
+static bool refresh_wait(long long secs)
+{
+    struct timespec ts = { (time_t) secs, 0 };
+    int sig;
+
+    for (;;) {
+        sig = sigtimedwait(&refresh_signals, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return true;
+        if (sig < 0 && errno == EINTR)
+            continue;           /* the rest of the wait is not kept: */
+        return false;           /* another signal only shortens it */
+    }
+}
+
 /* one pass over every credentials record; how many failed */
 static size_t refresh_round(long long within)
 {
@@ -831,7 +865,7 @@ static size_t refresh_round(long long within)
     char **accs = store_scan(ENVGW_KEY_CREDENTIALS, "", &n);
     long long now = (long long) time(NULL);
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && !refresh_stopped(); i++) {
         const char *acc = accs[i], *why = NULL, *env, *integ, *url;
         char *key = key_of(ENVGW_KEY_CREDENTIALS, acc);
         const char *before;
@@ -908,12 +942,18 @@ int cmd_credentials_refresh(const cmd_t *cmd, const args_t *a)
     load_keys(a->keys);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
+    sigemptyset(&refresh_signals);
+    sigaddset(&refresh_signals, SIGTERM);
+    sigaddset(&refresh_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &refresh_signals, NULL);
+
     for (;;) {
         failed = refresh_round(within);
-        if (every == 0)
+        if (refresh_stopped() || every == 0 || refresh_wait(every))
             break;
-        sleep((unsigned) every);
     }
+    if (refresh_stopped() || every)
+        note("refresh stopped by a signal");
     curl_global_cleanup();
     return failed ? EXIT_FAIL : 0;
 }

@@ -254,14 +254,16 @@ static const cmd_t commands[] = {
     { "credentials", "refresh", cmd_credentials_refresh,
       "[--within DURATION] [--loop DURATION] [--keys FILE]",
       "refresh OAuth2 access tokens that expire soon",
-      "For every credentials record expiring within DURATION (default 10m)\n"
-      "whose integration declares \"oauth\", POSTs the refresh_token grant\n"
+      "For every credentials record expiring within DURATION (default 10m,\n"
+      "or the integration's oauth.refresh_before if longer) whose\n"
+      "integration declares \"oauth\", POSTs the refresh_token grant\n"
       "(RFC 6749 section 6) to its token_url with the fields client_id,\n"
       "client_secret and refresh_token, and stores the new access_token\n"
       "(and refresh_token, expiry).  An error (400 invalid_grant, 5xx, no\n"
       "answer) leaves the old record and is reported; the exit status is\n"
       "then 1.  --loop repeats every DURATION (a service; see the systemd\n"
-      "example in the package).",
+      "example in the package).  SIGTERM and SIGINT end it between\n"
+      "records: a grant under way is stored first.",
       { OPT("within", within, CHECK_NONE), OPT("loop", loop, CHECK_NONE),
         OPT("keys", keys, CHECK_NONE) } },
     { "keys", "rotate", cmd_keys_rotate,

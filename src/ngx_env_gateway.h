@@ -338,6 +338,20 @@ typedef enum {
 #define NGX_ENVGW_LIMIT_TEAM         4
 #define NGX_ENVGW_LIMIT_NKINDS       5
 
+/*
+ * env_gateway_credentials_total's results (_credentials.c), in this
+ * order: what became of an account's credentials on a route location
+ * whose integration declares auth
+ */
+#define NGX_ENVGW_CRED_INJECTED      0
+#define NGX_ENVGW_CRED_MISSING       1
+#define NGX_ENVGW_CRED_EXPIRED       2
+#define NGX_ENVGW_CRED_UNKNOWN_KEY   3
+#define NGX_ENVGW_CRED_UNDECRYPTABLE 4
+#define NGX_ENVGW_CRED_MALFORMED     5
+#define NGX_ENVGW_CRED_UNUSABLE      6
+#define NGX_ENVGW_CRED_NRESULTS      7
+
 /* when limits are checked: after the token (and environment), the account */
 #define NGX_ENVGW_LIMIT_STAGE_TOKEN    1
 #define NGX_ENVGW_LIMIT_STAGE_ACCOUNT  2
@@ -369,7 +383,8 @@ enum {
                                    + NGX_ENVGW_LOOKUP_BUCKETS + 1,
     NGX_ENVGW_M_LAST_USED_DROPPED,
     NGX_ENVGW_M_LAST_USED_ERRORS,
-    NGX_ENVGW_M_LAST
+    NGX_ENVGW_M_CREDENTIALS,    /* + NGX_ENVGW_CRED_* result */
+    NGX_ENVGW_M_LAST = NGX_ENVGW_M_CREDENTIALS + NGX_ENVGW_CRED_NRESULTS
 };
 
 
@@ -771,6 +786,9 @@ ngx_int_t ngx_env_gateway_credentials_inject(ngx_http_request_t *r,
 void ngx_env_gateway_credentials_clear(ngx_env_gateway_ctx_t *ctx);
 ngx_int_t ngx_env_gateway_credentials_leave(ngx_http_request_t *r);
 ngx_int_t ngx_env_gateway_credentials_init(ngx_conf_t *cf);
+void ngx_env_gateway_credentials_absent(ngx_env_gateway_slot_t *slot);
+void ngx_env_gateway_credentials_metrics(ngx_env_gateway_text_t *t,
+    ngx_atomic_uint_t *c);
 ngx_int_t ngx_env_gateway_upstream_url_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_env_gateway_cred_parse(u_char *p, size_t len,

@@ -820,6 +820,7 @@ ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx)
 {
     ngx_int_t                  rc;
+    ngx_env_gateway_slot_t    *slot;
     ngx_env_gateway_record_t  *rec;
 
     rec = &ctx->waiter.slots[NGX_ENVGW_REC_INTEGRATION].rec;
@@ -828,6 +829,20 @@ ngx_env_gateway_upstream_credentials(ngx_http_request_t *r,
         ngx_env_gateway_credentials_clear(ctx);
         return NGX_OK;
     }
+
+    slot = &ctx->waiter.slots[NGX_ENVGW_REC_CREDENTIALS];
+
+    if (slot->status == NGX_ENVGW_FETCH_NONE) {
+        rc = ngx_env_gateway_fetch(r, slot, NGX_ENVGW_REC_CREDENTIALS,
+                     &ngx_env_gateway_family[NGX_ENVGW_REC_CREDENTIALS],
+                     &ctx->account_id, NULL);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* counted before a refusal, which may end the request and its ctx */
+    ngx_env_gateway_credentials_absent(slot);
 
     rc = ngx_env_gateway_slot(r, ctx, NGX_ENVGW_REC_CREDENTIALS,
                               &ctx->account_id, NULL,

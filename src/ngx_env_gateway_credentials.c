@@ -45,13 +45,25 @@
 
 static void ngx_env_gateway_wipe_cleanup(void *data);
 static ngx_int_t ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx, ngx_str_t *plain, const char **why);
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *plain, ngx_uint_t *result,
+    const char **why);
 static ngx_int_t ngx_env_gateway_cred_refuse(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx, const char *why);
+    ngx_env_gateway_ctx_t *ctx, ngx_uint_t result, const char *why);
 
 
 /* the worker's AES-256-GCM decryption context */
 static EVP_CIPHER_CTX  *ngx_env_gateway_evp;
+
+/* env_gateway_credentials_total's result label, by NGX_ENVGW_CRED_* */
+static ngx_str_t  ngx_env_gateway_cred_results[NGX_ENVGW_CRED_NRESULTS] = {
+    ngx_string("injected"),
+    ngx_string("missing"),
+    ngx_string("expired"),
+    ngx_string("unknown_key"),
+    ngx_string("undecryptable"),
+    ngx_string("malformed"),
+    ngx_string("unusable")
+};
 
 static ngx_str_t  ngx_env_gateway_reserved_headers[] = {
     ngx_string("host"),
@@ -481,8 +493,10 @@ end:
 
 static ngx_int_t
 ngx_env_gateway_cred_refuse(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
-    const char *why)
+    ngx_uint_t result, const char *why)
 {
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_CREDENTIALS + result);
+
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "env_gateway: credentials of integrated account \"%V\" "
                   "unusable: %s", &ctx->account_id, why);
@@ -505,13 +519,14 @@ ngx_env_gateway_decode(ngx_pool_t *pool, ngx_str_t *b64, ngx_str_t *out)
 
 /*
  * The record's plaintext into *plain (request pool, registered to be
- * wiped).  NGX_DECLINED with *why: an unknown key id, a bad encoding, or
- * a tag that does not match (another key, or additional data of another
- * account or environment: a moved record).
+ * wiped).  NGX_DECLINED with *result and *why: an unknown key id, a bad
+ * encoding, or a tag that does not match (another key, or additional
+ * data of another account or environment: a moved record).
  */
 static ngx_int_t
 ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
-    ngx_env_gateway_ctx_t *ctx, ngx_str_t *plain, const char **why)
+    ngx_env_gateway_ctx_t *ctx, ngx_str_t *plain, ngx_uint_t *result,
+    const char **why)
 {
     int                           len, fin;
     u_char                        be[2][4];
@@ -529,6 +544,7 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     f = rec->fields;
 
     if (gmcf->secret_keys == NULL) {
+        *result = NGX_ENVGW_CRED_UNKNOWN_KEY;
         *why = "no env_gateway_secret_keys in this configuration";
         return NGX_DECLINED;
     }
@@ -544,6 +560,7 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     }
 
     if (key == NULL) {
+        *result = NGX_ENVGW_CRED_UNKNOWN_KEY;
         *why = "its key id is not in the keyring";
         return NGX_DECLINED;
     }
@@ -561,6 +578,7 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     if (rc != NGX_OK || nonce.len != NGX_ENVGW_NONCE_LEN
         || ct.len <= NGX_ENVGW_TAG_LEN || ct.len - NGX_ENVGW_TAG_LEN > INT_MAX)
     {
+        *result = NGX_ENVGW_CRED_MALFORMED;
         *why = "a bad nonce or ciphertext";
         return NGX_DECLINED;
     }
@@ -626,6 +644,7 @@ ngx_env_gateway_cred_decrypt(ngx_http_request_t *r,
     }
 
     rc = NGX_DECLINED;
+    *result = NGX_ENVGW_CRED_UNDECRYPTABLE;
     *why = "it does not decrypt (another key, or a record of another "
            "account or environment)";
 
@@ -656,6 +675,7 @@ ngx_env_gateway_credentials(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 {
     ngx_int_t                  rc;
     ngx_str_t                  plain;
+    ngx_uint_t                 result;
     ngx_array_t                fields;
     const char                *why;
     ngx_env_gateway_cred_t    *cred;
@@ -674,17 +694,18 @@ ngx_env_gateway_credentials(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     rec = &ctx->waiter.slots[NGX_ENVGW_REC_CREDENTIALS].rec;
 
     if (rec->expires_at && rec->expires_at <= (int64_t) ngx_time()) {
-        return ngx_env_gateway_cred_refuse(r, ctx, "expired");
+        return ngx_env_gateway_cred_refuse(r, ctx, NGX_ENVGW_CRED_EXPIRED,
+                                           "expired");
     }
 
-    rc = ngx_env_gateway_cred_decrypt(r, ctx, &plain, &why);
+    rc = ngx_env_gateway_cred_decrypt(r, ctx, &plain, &result, &why);
 
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
     if (rc != NGX_OK) {
-        return ngx_env_gateway_cred_refuse(r, ctx, why);
+        return ngx_env_gateway_cred_refuse(r, ctx, result, why);
     }
 
     if (ngx_array_init(&fields, r->pool, 4,
@@ -697,10 +718,12 @@ ngx_env_gateway_credentials(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
     rc = ngx_env_gateway_cred_parse(plain.data, plain.len, &fields);
 
     if (rc == NGX_OK) {
+        result = NGX_ENVGW_CRED_UNUSABLE;
         rc = ngx_env_gateway_cred_build(r->pool, integration, &fields,
                                         &ctx->upstream_url, cred, &why);
 
     } else if (rc == NGX_DECLINED) {
+        result = NGX_ENVGW_CRED_MALFORMED;
         why = "the decrypted fields are not a JSON object of strings";
     }
 
@@ -713,8 +736,11 @@ ngx_env_gateway_credentials(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
     if (rc != NGX_OK) {
         ngx_env_gateway_credentials_clear(ctx);
-        return ngx_env_gateway_cred_refuse(r, ctx, why);
+        return ngx_env_gateway_cred_refuse(r, ctx, result, why);
     }
+
+    ngx_env_gateway_metric_inc(NGX_ENVGW_M_CREDENTIALS
+                               + NGX_ENVGW_CRED_INJECTED);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "env_gateway: credentials of \"%V\" built, "
@@ -722,6 +748,56 @@ ngx_env_gateway_credentials(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                    &ctx->account_id, cred->value.len, cred->url.len);
 
     return NGX_OK;
+}
+
+
+/*
+ * The credentials record of a route location's account could not be had
+ * (_access.c refuses the request): counted when there is none
+ * (credentials_unavailable) or it is malformed (gateway_misconfigured).
+ * Redis unreachable is gateway_unavailable, counted with the requests.
+ */
+void
+ngx_env_gateway_credentials_absent(ngx_env_gateway_slot_t *slot)
+{
+    switch (slot->status) {
+
+    case NGX_ENVGW_FETCH_NOT_FOUND:
+        ngx_env_gateway_metric_inc(NGX_ENVGW_M_CREDENTIALS
+                                   + NGX_ENVGW_CRED_MISSING);
+        break;
+
+    case NGX_ENVGW_FETCH_MALFORMED:
+        ngx_env_gateway_metric_inc(NGX_ENVGW_M_CREDENTIALS
+                                   + NGX_ENVGW_CRED_MALFORMED);
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+/* env_gateway_credentials_total, every result (0 until it happens) */
+void
+ngx_env_gateway_credentials_metrics(ngx_env_gateway_text_t *t,
+    ngx_atomic_uint_t *c)
+{
+    ngx_uint_t  i;
+
+    ngx_env_gateway_text_literal(t,
+        "# HELP env_gateway_credentials_total Upstream credentials of "
+        "accounts on route locations, by result.\n"
+        "# TYPE env_gateway_credentials_total counter\n");
+
+    for (i = 0; i < NGX_ENVGW_CRED_NRESULTS; i++) {
+        ngx_env_gateway_text_literal(t,
+                                     "env_gateway_credentials_total{result=\"");
+        ngx_env_gateway_text_str(t, &ngx_env_gateway_cred_results[i]);
+        ngx_env_gateway_text_literal(t, "\"} ");
+        ngx_env_gateway_text_uint(t, c[NGX_ENVGW_M_CREDENTIALS + i], 0);
+        ngx_env_gateway_text_literal(t, "\n");
+    }
 }
 
 

@@ -552,6 +552,7 @@ ngx_env_gateway_metrics_text(ngx_env_gateway_text_t *t, ngx_atomic_uint_t *c,
                                 c[NGX_ENVGW_M_LAST_USED_ERRORS]);
 
     ngx_env_gateway_limit_metrics(t, c);
+    ngx_env_gateway_credentials_metrics(t, c);
 }
 
 

@@ -6,8 +6,11 @@
 # section 6 with the account's client_id and client_secret; success
 # stores the new tokens and expiry (the gateway then sends the new access
 # token), 400 invalid_grant and 5xx leave the old record and say so;
-# credentials not expiring within the window are left alone.  Then the
-# keyring directive's checks at nginx -t.
+# credentials not expiring within the window are left alone, and the
+# integration's refresh_before widens a narrower --within.  --loop makes
+# pass after pass and stops on SIGTERM between records: a grant in flight
+# gets its answer written (a rotated refresh token is never lost).  Then
+# the keyring directive's checks at nginx -t.
 
 use strict;
 use warnings;
@@ -18,6 +21,7 @@ use EnvGwCli;
 use Test::More;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
+use POSIX ();
 
 my $t = EnvGwTest->new;
 $t->start_redis;
@@ -59,7 +63,14 @@ while (my $c = $srv->accept) {
     close $l;
     my ($status, $out);
     $n++;
-    if ($body =~ /refresh_token=rt_ok/) {
+    if ($body =~ /refresh_token=rt_short/) {
+        # always due again: a pass of --loop refreshes it each time
+        ($status, $out) = ('200 OK', qq({"access_token":"at_short_$n","expires_in":30,"refresh_token":"rt_short_$n"}));
+    } elsif ($body =~ /refresh_token=rt_slow/) {
+        # an answer that takes its time, rotating the refresh token
+        sleep 2;
+        ($status, $out) = ('200 OK', qq({"access_token":"at_slow_$n","expires_in":3600,"refresh_token":"rt_slow_next"}));
+    } elsif ($body =~ /refresh_token=rt_ok/) {
         ($status, $out) = ('200 OK', qq({"access_token":"at_new_$n","token_type":"bearer","expires_in":3600,"refresh_token":"rt_ok_next"}));
     } elsif ($body =~ /refresh_token=rt_bad/) {
         ($status, $out) = ('400 Bad Request', '{"error":"invalid_grant","error_description":"refresh token revoked"}');
@@ -173,6 +184,124 @@ $r = envgw('credentials', 'set', 'acc_bad', '--field', 'access_token=x',
            '--expires-at', '1');
 my $res = $t->get("/proxy/contacts?integrated_account_id=acc_bad", $DEV);
 is($res->{status}, 503, 'expired: 503');
+
+# --- refresh_before: the integration's window, when longer than --within ------
+
+envgw('credentials', 'remove', $_) for qw(acc_bad acc_down);
+for ([acc_rb => time + 120], [acc_far => time + 600]) {
+    my ($acc, $exp) = @$_;
+    $t->account($acc, 'env_dev');
+    $r = envgw('credentials', 'set', $acc, '--field', "access_token=at_old_$acc",
+               '--field', 'refresh_token=rt_ok_rb', '--field', 'client_id=cid',
+               '--field', 'client_secret=csecret', '--expires-at', $exp);
+    is($r->{rc}, 0, "credentials set $acc") or diag($r->{err});
+}
+my $far = $t->redis->get('envgw:credentials:acc_far');
+my $rb = $t->redis->get('envgw:credentials:acc_rb');
+$r = envgw('credentials', 'refresh', '--within', '1m');
+is($r->{rc}, 0, 'refresh --within 1m: exit 0') or diag($r->{err});
+like($r->{out}, qr/refreshed the credentials of acc_rb /,
+     'refresh --within 1m: expiring in 2 min, inside refresh_before (5m): '
+     . 'refreshed');
+isnt($t->redis->get('envgw:credentials:acc_rb'), $rb, '... acc_rb rewritten');
+unlike($r->{out} . $r->{err}, qr/acc_far/,
+       'refresh --within 1m: expiring in 10 min, outside both: not touched');
+is($t->redis->get('envgw:credentials:acc_far'), $far, '... acc_far unchanged');
+unlike($r->{out}, qr/acc_(?:ok|later) /, 'refresh --within 1m: nothing else');
+
+# --- --loop, and SIGTERM -------------------------------------------------------
+
+# envgw credentials refresh ... started in the background; stopped by pid
+sub start_loop {
+    my ($name, @args) = @_;
+    local $ENV{ENVGW_SECRET_KEYS} = $keys;
+    return $t->spawn($name, $cli->bin, '--redis',
+                     "127.0.0.1:$t->{redis_port}", 'credentials', 'refresh',
+                     @args);
+}
+
+# SIGTERM to it; its wait status once it exited (undef if it did not)
+sub term {
+    my ($name) = @_;
+    my $pid = delete $t->{pids}{$name};
+    kill 'TERM', $pid;
+    my $end = time + 10;
+    while (time < $end) {
+        return $? if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        select(undef, undef, undef, 0.05);
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return undef;
+}
+
+sub grants { my ($re) = @_; scalar(() = $t->slurp('oauth.log') =~ /$re/g) }
+
+$t->account('acc_short', 'env_dev');
+$r = envgw('credentials', 'set', 'acc_short', '--field', 'access_token=at_s',
+           '--field', 'refresh_token=rt_short_0', '--field', 'client_id=cid',
+           '--field', 'client_secret=csecret', '--expires-at', time + 30);
+is($r->{rc}, 0, 'credentials set acc_short (always due)') or diag($r->{err});
+
+start_loop('loop', '--within', '1m', '--loop', '1s');
+my $end = time + 20;
+select(undef, undef, undef, 0.1) while grants(qr/refresh_token=rt_short/) < 3
+                                       && time < $end;
+cmp_ok(grants(qr/refresh_token=rt_short/), '>=', 3,
+       '--loop 1s: a pass after another (3 grants for the due record)');
+# the endpoint's answer to its n-th request (n: the line of oauth.log)
+# rotates the refresh token to rt_short_<n>: each grant after the first
+# must send the one the previous grant got
+{
+    my @lines = split /\n/, $t->slurp('oauth.log');
+    my ($prev, @bad);
+    for my $i (0 .. $#lines) {
+        my ($k) = $lines[$i] =~ /refresh_token=rt_short_(\d+)&/ or next;
+        push @bad, "line @{[ $i + 1 ]}: rt_short_$k after line $prev"
+            if defined $prev && $k != $prev;
+        $prev = $i + 1;
+    }
+    is("@bad", '', '--loop: each pass sends the refresh token the previous '
+                   . 'one stored');
+}
+my $st = term('loop');
+ok(defined $st, '--loop: SIGTERM stops it');
+is($st, 0, '--loop: ... exit status 0 (its passes succeeded)');
+my $lout = $t->slurp('loop.out');
+is(scalar(() = $lout =~ /refreshed the credentials of acc_short/g),
+   grants(qr/refresh_token=rt_short/),
+   '--loop: every grant asked got its answer written');
+like($lout, qr/refresh stopped by a signal/, '--loop: says it stopped');
+my $n = grants(qr/refresh_token=rt_short/);
+select(undef, undef, undef, 1.5);
+is(grants(qr/refresh_token=rt_short/), $n, '--loop: no pass after SIGTERM');
+like($t->get("/proxy/contacts?integrated_account_id=acc_short", $DEV)->{body},
+     qr/auth=Bearer at_short_\d+ /,
+     '--loop: the gateway sends the last access token stored');
+envgw('credentials', 'remove', 'acc_short');
+
+# SIGTERM while a grant is in flight: the answer (a rotated refresh token)
+# is written before it stops
+$t->account('acc_slow', 'env_dev');
+$r = envgw('credentials', 'set', 'acc_slow', '--field', 'access_token=at_w',
+           '--field', 'refresh_token=rt_slow', '--field', 'client_id=cid',
+           '--field', 'client_secret=csecret', '--expires-at', time + 30);
+is($r->{rc}, 0, 'credentials set acc_slow') or diag($r->{err});
+start_loop('slow', '--within', '1m', '--loop', '60s');
+$end = time + 10;
+select(undef, undef, undef, 0.05) while grants(qr/refresh_token=rt_slow&/) < 1
+                                        && time < $end;
+is(grants(qr/refresh_token=rt_slow&/), 1, 'slow grant asked');
+$st = term('slow');
+is($st, 0, 'SIGTERM during a grant: exit 0, once the record is done');
+like($t->slurp('slow.out'), qr/refreshed the credentials of acc_slow/,
+     'SIGTERM during a grant: the answer was written');
+like($t->get("/proxy/contacts?integrated_account_id=acc_slow", $DEV)->{body},
+     qr/auth=Bearer at_slow_\d+ /,
+     'SIGTERM during a grant: the gateway sends the new access token');
+$r = envgw('credentials', 'refresh', '--within', '2h');
+like($t->slurp('oauth.log'), qr/refresh_token=rt_slow_next&/,
+     'SIGTERM during a grant: the rotated refresh token was kept');
 
 # --- the keyring directive at nginx -t ------------------------------------------
 
