@@ -17,6 +17,10 @@ use lib 't/lib';
 use EnvGwTest qw(refused);
 use Test::More;
 
+my $nginx = $ENV{ENVGW_NGINX} || '/usr/sbin/nginx';
+plan skip_all => "$nginx is built without ngx_http_slice_module"
+    unless `$nginx -V 2>&1` =~ /--with-http_slice_module/;
+
 my $t = EnvGwTest->new;
 $t->start_redis;
 my $tok = $t->seed_two_envs;
