@@ -689,10 +689,41 @@ static bool gateway_key(const char *key)
  * then the audit entry, then a PUBLISH of every changed key (any node of a
  * cluster carries it to every subscriber).
  */
+/*
+ * A command of a cluster write that Redis refused (an ACL, a full node, a
+ * node gone read-only): the write stops there.  What it already changed
+ * is published, so that gateways drop their copies of it at once (a
+ * removal that took effect is not served from a cache), and the message
+ * says how to finish the write.
+ */
+static void cluster_write(txn_t *t, int argc, const char **argv,
+                          const bool *done)
+{
+    const char *chan = channel_name();
+    redisReply *r;
+    size_t i, n = 0;
+
+    r = cluster_cmd(argc, argv);
+    if (r->type != REDIS_REPLY_ERROR)
+        return;
+    for (i = 0; i < t->n; i++) {
+        const char *pub[3] = { "PUBLISH", chan, t->cmds[i].argv[1] };
+        if (!done[i])
+            continue;
+        n++;
+        (void) cluster_cmd(3, pub);
+    }
+    die("Redis at %s: %s %s failed: %s; the write stopped after %zu of its "
+        "%zu commands, ordered so that what they wrote grants no access the "
+        "whole write would not: run the command again to complete it",
+        conn_desc(), argv[0], argv[1], r->str, n, t->n);
+}
+
 static void txn_exec_cluster(txn_t *t)
 {
     const char *chan = channel_name(), *audit[16];
     bool *exists = pool_keep(calloc(t->n + 1, sizeof(bool)), free);
+    bool *done = pool_keep(calloc(t->n + 1, sizeof(bool)), free);
     int pass;
     size_t i;
 
@@ -720,8 +751,10 @@ static void txn_exec_cluster(txn_t *t)
                    : del ? 6
                    : 7;
 
-            if (at == pass)
-                cmd_argv(t->cmds[i].argc, t->cmds[i].argv);
+            if (at == pass) {
+                cluster_write(t, t->cmds[i].argc, t->cmds[i].argv, done);
+                done[i] = true;
+            }
         }
     }
     audit_entry(t, audit);

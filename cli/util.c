@@ -295,6 +295,9 @@ const char *check_upstream(const char *url)
     }
     if (strchr(url, '#') != NULL)
         return "must not contain a fragment (#)";
+    /* the method's path is appended: a query here would swallow it */
+    if (strchr(url, '?') != NULL || strchr(url, '\\') != NULL)
+        return "must not contain ? or a backslash";
     return NULL;
 }
 

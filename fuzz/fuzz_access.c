@@ -198,6 +198,13 @@ static ngx_uint_t       fuzz_verbose;       /* ENVGW_FUZZ_VERBOSE=1 */
  * record key with a raw control byte or quote in a log line; "pending", an
  * allow while a fetch of the request is still in flight.
  */
+/* the nginx configuration the route reads: main_conf, loc_conf slots */
+#define FUZZ_NCONF  3
+
+static ngx_http_upstream_main_conf_t  fuzz_umcf;
+static ngx_http_core_loc_conf_t       fuzz_clcf;
+static ngx_resolver_t                 fuzz_resolver;
+
 static ngx_uint_t       fuzz_skip_appended;
 static ngx_uint_t       fuzz_skip_keys;
 static ngx_uint_t       fuzz_skip_pending;
@@ -1045,8 +1052,8 @@ fuzz_request(fuzz_input_t *in, ngx_pool_t *pool,
     r->main = r;
     r->count = 1;
 
-    r->main_conf = ngx_pcalloc(pool, sizeof(void *));
-    r->loc_conf = ngx_pcalloc(pool, sizeof(void *));
+    r->main_conf = ngx_pcalloc(pool, FUZZ_NCONF * sizeof(void *));
+    r->loc_conf = ngx_pcalloc(pool, FUZZ_NCONF * sizeof(void *));
     r->ctx = ngx_pcalloc(pool, sizeof(void *));
     if (r->main_conf == NULL || r->loc_conf == NULL || r->ctx == NULL) {
         abort();
@@ -1054,6 +1061,8 @@ fuzz_request(fuzz_input_t *in, ngx_pool_t *pool,
 
     r->main_conf[ngx_env_gateway_module.ctx_index] = gmcf;
     r->loc_conf[ngx_env_gateway_module.ctx_index] = glcf;
+    r->main_conf[ngx_http_upstream_module.ctx_index] = &fuzz_umcf;
+    r->loc_conf[ngx_http_core_module.ctx_index] = &fuzz_clcf;
 
     /* the method: any bytes (HTTP/2 and HTTP/3 carry it as a field) */
     r->method_name = fuzz_text(in, pool, &in->method);
@@ -2287,6 +2296,15 @@ fuzz_init_access(void)
     ngx_cycle = &fuzz_cycle;
 
     ngx_env_gateway_module.ctx_index = 0;
+
+    /*
+     * no upstream{} block, and a resolver: every upstream host the
+     * record's parser lets through is one proxy_pass can reach
+     */
+    ngx_http_upstream_module.ctx_index = 1;
+    ngx_http_core_module.ctx_index = 2;
+    fuzz_resolver.connections.nelts = 1;
+    fuzz_clcf.resolver = &fuzz_resolver;
 
     fuzz_verbose = (getenv("ENVGW_FUZZ_VERBOSE") != NULL);
 

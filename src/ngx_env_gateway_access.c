@@ -661,6 +661,108 @@ ngx_env_gateway_tenant(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
 
 
 /*
+ * A record that parsed but cannot be used as this configuration stands:
+ * logged naming its key (the values escaped), refused 500 as a malformed
+ * record is.
+ */
+static ngx_int_t
+ngx_env_gateway_route_unusable(ngx_http_request_t *r,
+    ngx_env_gateway_ctx_t *ctx, const char *why)
+{
+    ngx_str_t                     env, integration;
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_env_gateway_module);
+
+    if (ngx_env_gateway_text_escaped(r->pool, &ctx->environment_id,
+                                     NGX_ENVGW_ESCAPE_LOG, &env)
+        != NGX_OK
+        || ngx_env_gateway_text_escaped(r->pool, &ctx->integration,
+                                        NGX_ENVGW_ESCAPE_LOG, &integration)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "env_gateway: malformed record \"%V%V%V:%V\": %s",
+                  &gmcf->prefix,
+                  &ngx_env_gateway_family[NGX_ENVGW_REC_INTEGRATION], &env,
+                  &integration, why);
+
+    return ngx_env_gateway_refuse(r, ctx, NGX_ENVGW_MISCONFIGURED);
+}
+
+
+/*
+ * Can proxy_pass reach the record's upstream as nginx is configured?  Its
+ * host and port name an upstream{} block (matched as nginx's upstream
+ * module matches them), or it is an address, or the location has a
+ * resolver: otherwise nginx would answer the request itself (a 502 of no
+ * resolver), not the gateway.
+ */
+static ngx_int_t
+ngx_env_gateway_upstream_known(ngx_http_request_t *r, ngx_str_t *upstream)
+{
+    size_t                          add;
+    in_port_t                       port;
+    ngx_url_t                       u;
+    ngx_uint_t                      i;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_upstream_srv_conf_t  **uscfp, *uscf;
+    ngx_http_upstream_main_conf_t  *umcf;
+
+    /* the record's parser let only http:// and https:// through */
+    if (ngx_strncasecmp(upstream->data, (u_char *) "http://", 7) == 0) {
+        add = 7;
+        port = 80;
+
+    } else {
+        add = 8;
+        port = 443;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.len = upstream->len - add;
+    u.url.data = upstream->data + add;
+    u.default_port = port;
+    u.uri_part = 1;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(r->pool, &u) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+        uscf = uscfp[i];
+
+        if (uscf->host.len == u.host.len
+            && ((uscf->port == 0 && u.no_port) || uscf->port == u.port)
+            && ngx_strncasecmp(uscf->host.data, u.host.data, u.host.len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    if (u.naddrs) {
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->resolver && clcf->resolver->connections.nelts) {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
  * The environment's integration record names the method the request
  * means, its verb and the upstream URL.
  */
@@ -732,6 +834,22 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                    "Method %V of resource %V takes %V, not %V.",
                    &ctx->method, &ctx->resource, &quad[NGX_ENVGW_INT_VERB],
                    &r->method_name);
+    }
+
+    /* the verb and the host the upstream request is made of, as they are */
+
+    if (!ngx_env_gateway_http_token(&quad[NGX_ENVGW_INT_VERB])) {
+        return ngx_env_gateway_route_unusable(r, ctx,
+                   "the selected method's verb is not an HTTP token");
+    }
+
+    if (ngx_env_gateway_upstream_known(r,
+                                       &rec->fields[NGX_ENVGW_INT_UPSTREAM])
+        != NGX_OK)
+    {
+        return ngx_env_gateway_route_unusable(r, ctx,
+                   "its upstream names no upstream{} block, and the "
+                   "location has no resolver");
     }
 
     n = ngx_env_gateway_request_consumed(glcf, consumed);

@@ -630,6 +630,65 @@ ngx_env_gateway_parse_credentials(json_t *root, ngx_env_gateway_fields_t *f,
 }
 
 
+/*
+ * Bytes that the upstream URL is made of go into the upstream request
+ * line as they are: none may end it or change what it means (a space or
+ * CR LF would start another request or header for the upstream, "#" and
+ * "?" would move the path into a fragment or the query).  "bad" lists the
+ * printable bytes refused besides.
+ */
+static ngx_int_t
+ngx_env_gateway_url_bytes_ok(const char *s, size_t len, const char *bad)
+{
+    size_t         i;
+    const u_char  *p;
+
+    p = (const u_char *) s;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] <= 0x20 || p[i] >= 0x7f || ngx_strchr(bad, p[i]) != NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * "upstream": http:// or https://, a host, then an optional path: what
+ * proxy_pass $env_gateway_upstream_url can use, never guessed.  Whether
+ * nginx knows the host is a question of the configuration, answered per
+ * request (_access.c).
+ */
+static ngx_int_t
+ngx_env_gateway_upstream_ok(const char *s, size_t len)
+{
+    size_t  n;
+
+    if (len > 7 && ngx_strncasecmp((u_char *) s, (u_char *) "http://", 7)
+                   == 0)
+    {
+        n = 7;
+
+    } else if (len > 8
+               && ngx_strncasecmp((u_char *) s, (u_char *) "https://", 8)
+                  == 0)
+    {
+        n = 8;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    if (s[n] == '/' || s[n] == ':') {
+        return NGX_DECLINED;
+    }
+
+    return ngx_env_gateway_url_bytes_ok(s, len, "#?\\");
+}
+
+
 static ngx_int_t
 ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
     uint32_t *flags, ngx_log_t *log, const char **err)
@@ -642,6 +701,11 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
                                    &upstream_len, err)
         != NGX_OK)
     {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_env_gateway_upstream_ok(upstream, upstream_len) != NGX_OK) {
+        *err = ENVGW_F_UPSTREAM;
         return NGX_DECLINED;
     }
 
@@ -697,7 +761,11 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
 
             if (!json_is_object(m) || !json_is_string(verb)
                 || !json_is_string(path) || json_string_length(path) == 0
-                || json_string_value(path)[0] != '/')
+                || json_string_value(path)[0] != '/'
+                || ngx_env_gateway_url_bytes_ok(json_string_value(path),
+                                                json_string_length(path),
+                                                "#?\\")
+                   != NGX_OK)
             {
                 *err = mname;
                 return NGX_DECLINED;
