@@ -103,6 +103,19 @@ typedef struct {
     ((gmcf)->max_record ? (gmcf)->max_record : NGX_ENVGW_MAX_RECORD)
 
 
+/*
+ * Record upstreams a route location has found reachable (_access.c): per
+ * worker, remembered by value, the oldest replaced; a reload starts anew
+ * with the new configuration's locations.
+ */
+#define NGX_ENVGW_KNOWN_UPSTREAMS    4
+
+typedef struct {
+    ngx_str_t                    url[NGX_ENVGW_KNOWN_UPSTREAMS];
+    ngx_uint_t                   next;
+} ngx_env_gateway_known_t;
+
+
 typedef struct {
     ngx_flag_t                   enable;
     ngx_http_complex_value_t    *token;         /* NULL: Authorization */
@@ -130,6 +143,8 @@ typedef struct {
     ngx_uint_t                   enable_line;
 
     ngx_array_t                 *limits;        /* env_gateway_limit */
+
+    ngx_env_gateway_known_t      known;         /* per worker, at runtime */
 } ngx_env_gateway_loc_conf_t;
 
 

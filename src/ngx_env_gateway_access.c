@@ -699,18 +699,33 @@ ngx_env_gateway_route_unusable(ngx_http_request_t *r,
  * host and port name an upstream{} block (matched as nginx's upstream
  * module matches them), or it is an address, or the location has a
  * resolver: otherwise nginx would answer the request itself (a 502 of no
- * resolver), not the gateway.
+ * resolver), not the gateway.  An upstream found reachable is remembered
+ * by the location (the answer depends only on the configuration), so
+ * that the next request with it compares bytes instead of parsing.
  */
 static ngx_int_t
-ngx_env_gateway_upstream_known(ngx_http_request_t *r, ngx_str_t *upstream)
+ngx_env_gateway_upstream_known(ngx_http_request_t *r,
+    ngx_env_gateway_loc_conf_t *glcf, ngx_str_t *upstream)
 {
     size_t                          add;
     in_port_t                       port;
     ngx_url_t                       u;
     ngx_uint_t                      i;
+    ngx_env_gateway_known_t        *known;
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_upstream_srv_conf_t  **uscfp, *uscf;
     ngx_http_upstream_main_conf_t  *umcf;
+
+    known = &glcf->known;
+
+    for (i = 0; i < NGX_ENVGW_KNOWN_UPSTREAMS; i++) {
+        if (known->url[i].len == upstream->len
+            && ngx_memcmp(known->url[i].data, upstream->data, upstream->len)
+               == 0)
+        {
+            return NGX_OK;
+        }
+    }
 
     /* the record's parser let only http:// and https:// through */
     if (ngx_strncasecmp(upstream->data, (u_char *) "http://", 7) == 0) {
@@ -744,21 +759,45 @@ ngx_env_gateway_upstream_known(ngx_http_request_t *r, ngx_str_t *upstream)
             && ((uscf->port == 0 && u.no_port) || uscf->port == u.port)
             && ngx_strncasecmp(uscf->host.data, u.host.data, u.host.len) == 0)
         {
-            return NGX_OK;
+            goto reachable;
         }
     }
 
     if (u.naddrs) {
-        return NGX_OK;
+        goto reachable;
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     if (clcf->resolver && clcf->resolver->connections.nelts) {
-        return NGX_OK;
+        goto reachable;
     }
 
     return NGX_DECLINED;
+
+reachable:
+
+    /* out of memory: not remembered, checked again next time */
+    i = known->next;
+
+    if (known->url[i].data) {
+        ngx_free(known->url[i].data);
+        ngx_str_null(&known->url[i]);
+    }
+
+    known->url[i].data = ngx_alloc(upstream->len, r->connection->log);
+
+    if (known->url[i].data) {
+        ngx_memcpy(known->url[i].data, upstream->data, upstream->len);
+        known->url[i].len = upstream->len;
+        known->next = (i + 1) % NGX_ENVGW_KNOWN_UPSTREAMS;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "env_gateway: upstream \"%V\" reachable, remembered",
+                   upstream);
+
+    return NGX_OK;
 }
 
 
@@ -843,7 +882,7 @@ ngx_env_gateway_route(ngx_http_request_t *r, ngx_env_gateway_ctx_t *ctx,
                    "the selected method's verb is not an HTTP token");
     }
 
-    if (ngx_env_gateway_upstream_known(r,
+    if (ngx_env_gateway_upstream_known(r, glcf,
                                        &rec->fields[NGX_ENVGW_INT_UPSTREAM])
         != NGX_OK)
     {

@@ -656,6 +656,53 @@ ngx_env_gateway_url_bytes_ok(const char *s, size_t len, const char *bad)
 
 
 /*
+ * A method's "path", as envgw writes it: bytes a request line carries
+ * (above), no "." or ".." segment and no percent-encoded ".", "/" or "\\"
+ * (which the upstream would decode into one): a template that climbs out
+ * of the upstream's API (RFC 3986 section 5.2.4) is not followed.
+ */
+static ngx_int_t
+ngx_env_gateway_path_ok(const char *s, size_t len)
+{
+    size_t         i, seg;
+    const u_char  *p;
+
+    if (ngx_env_gateway_url_bytes_ok(s, len, "#?\\") != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    p = (const u_char *) s;
+    seg = 0;
+
+    for (i = 0; i <= len; i++) {
+
+        if (i == len || p[i] == '/') {
+            if ((i - seg == 1 && p[seg] == '.')
+                || (i - seg == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+            {
+                return NGX_DECLINED;
+            }
+
+            seg = i + 1;
+            continue;
+        }
+
+        if (p[i] == '%' && len - i >= 3
+            && (ngx_strncasecmp((u_char *) &p[i], (u_char *) "%2e", 3) == 0
+                || ngx_strncasecmp((u_char *) &p[i], (u_char *) "%2f", 3)
+                   == 0
+                || ngx_strncasecmp((u_char *) &p[i], (u_char *) "%5c", 3)
+                   == 0))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * "upstream": http:// or https://, a host, then an optional path: what
  * proxy_pass $env_gateway_upstream_url can use, never guessed.  Whether
  * nginx knows the host is a question of the configuration, answered per
@@ -762,9 +809,8 @@ ngx_env_gateway_parse_integration(json_t *root, ngx_env_gateway_fields_t *f,
             if (!json_is_object(m) || !json_is_string(verb)
                 || !json_is_string(path) || json_string_length(path) == 0
                 || json_string_value(path)[0] != '/'
-                || ngx_env_gateway_url_bytes_ok(json_string_value(path),
-                                                json_string_length(path),
-                                                "#?\\")
+                || ngx_env_gateway_path_ok(json_string_value(path),
+                                           json_string_length(path))
                    != NGX_OK)
             {
                 *err = mname;

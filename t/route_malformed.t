@@ -124,6 +124,12 @@ my @bad = (
     [ 'path fragment',          meth(path => '/c#x') ],
     [ 'path backslash',         meth(path => '/c\\d') ],
     [ 'path huge, then space',  meth(path => "/$huge d") ],
+    [ 'path .. segment',        meth(path => '/c/../admin') ],
+    [ 'path .. at the end',     meth(path => '/c/..') ],
+    [ 'path . segment',         meth(path => '/c/./d') ],
+    [ 'path encoded dots',      meth(path => '/c/%2e%2E/admin') ],
+    [ 'path encoded slash',     meth(path => '/c%2Fd') ],
+    [ 'path encoded backslash', meth(path => '/c%5cd') ],
 
     # auth and oauth (optional; present, they must be followable)
     [ 'auth number',            rec(auth => 1) ],
@@ -162,6 +168,8 @@ my @good = (
     [ 'upstream with a path',   rec(upstream => 'http://hubspot_ok/v3'), 200 ],
     [ 'upstream, port, IP',     undef, 200 ],          # filled in below
     [ 'huge path',              meth(path => "/$huge"), 200 ],
+    [ 'path with dots in names', meth(path => '/c/v1.2/..x/x..'), 200 ],
+    [ 'path with other escapes', meth(path => '/c/a%20b%41'), 200 ],
     [ 'huge unknown field',     rec(notes => $huge), 200 ],
     [ 'many resources',         rec(resources => { contacts => { list => $LIST },
         map { ("r$_" => { list => $LIST }) } 1 .. 2000 }), 200 ],
