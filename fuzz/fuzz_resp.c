@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * RESP reply handling, as src/ngx_env_gateway_pipeline.c does it: bytes from
- * the socket are given to hiredis's redisReader in chunks
- * (redisReaderFeed), replies taken with redisReaderGetReply until it has
+ * the socket are given to hiredis's redisReader, made as the module makes
+ * it (ngx_env_gateway_redis_reader: an aggregate's count bounded by
+ * max_record), in chunks (redisReaderFeed), replies taken with redisReaderGetReply until it has
  * none, each reply classified by the module's own
  * ngx_env_gateway_redis_is_message() (pub/sub "message" push) and, if so,
  * handed to ngx_env_gateway_redis_message(), which extracts the payload,
@@ -93,8 +94,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc.subscriber = 1;
     rc.subscribed = 1;
     rc.log = fuzz_log;
+    rc.max_record = NGX_ENVGW_MAX_RECORD;
 
-    reader = redisReaderCreate();
+    /* the module's reader: aggregates bounded by max_record */
+    reader = ngx_env_gateway_redis_reader(&rc);
     if (reader == NULL) {
         abort();
     }
