@@ -18,6 +18,17 @@
  * closer than NGX_ENVGW_CLUSTER_REFRESH apart.  Before the first map, a
  * lookup goes to a seed, which redirects it.
  *
+ * One deadline per lookup, across its redirects and re-sends: read_timeout
+ * from when it is first handed to a node, plus connect_timeout if that
+ * node's connection is not up yet.  A hop (a redirect, a re-send to
+ * another node) whose deadline has passed is not sent.  Each hop is a new
+ * command on its node's pipeline (_pipeline.c), which gives it a deadline
+ * of its own, read_timeout from its write: that one says whether the node
+ * answers, and failing it closes the node's connection.  The lookup's
+ * deadline is its own timer instead: it answers the request (NULL: 503)
+ * and leaves the command on the node, whose reply is dropped when it
+ * comes, so a late lookup never closes a connection other lookups use.
+ *
  * Fail closed: no node for the slot, its connection down, or redirects
  * exhausted: the caller gets a NULL reply (503), never a guess.
  *
@@ -52,7 +63,12 @@ typedef struct {
     void                              *data;
     ngx_env_gateway_cluster_node_t    *node;
     ngx_uint_t                         slot;
-    ngx_uint_t                         redirects;
+    ngx_uint_t                         redirects; /* and re-sends */
+    ngx_event_t                        timer;     /* the lookup's deadline */
+    ngx_msec_t                         start;     /* first handed to a node */
+    ngx_msec_t                         deadline;
+    unsigned                           answered:1; /* by its deadline: the
+                                                      late reply is dropped */
     int                                argc;
     const char                        *argv[NGX_ENVGW_CLUSTER_MAXARGS];
     size_t                             argvlen[NGX_ENVGW_CLUSTER_MAXARGS];
@@ -67,6 +83,10 @@ static ngx_int_t ngx_env_gateway_cluster_send(
     ngx_env_gateway_cluster_cmd_t *cc, ngx_env_gateway_cluster_node_t *node,
     ngx_uint_t asking);
 static void ngx_env_gateway_cluster_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_cluster_deadline_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_env_gateway_cluster_expired(
+    ngx_env_gateway_cluster_cmd_t *cc);
+static void ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc);
 static ngx_int_t ngx_env_gateway_cluster_redirect(
     ngx_env_gateway_cluster_cmd_t *cc, redisReply *reply);
 static ngx_int_t ngx_env_gateway_cluster_index(
@@ -127,6 +147,7 @@ static ngx_uint_t                       ngx_env_gateway_cluster_next;
 static ngx_msec_t                       ngx_env_gateway_cluster_last;
 static ngx_event_t                      ngx_env_gateway_cluster_timer;
 static ngx_log_t                        ngx_env_gateway_cluster_log;
+static ngx_env_gateway_quiet_t          ngx_env_gateway_cluster_quiet;
 
 /* node index + 1 of each slot (0: none), the map in use and the next one */
 static uint16_t  ngx_env_gateway_cluster_primary[NGX_ENVGW_CLUSTER_SLOTS];
@@ -494,7 +515,9 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
     u_char                          *p;
     size_t                           len;
     ngx_int_t                        rc;
+    ngx_msec_t                       timeout;
     ngx_uint_t                       i, slot;
+    ngx_env_gateway_server_t        *srv;
     ngx_env_gateway_cluster_cmd_t   *cc;
     ngx_env_gateway_cluster_node_t  *node;
 
@@ -535,7 +558,28 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
     cc->node = NULL;
     cc->slot = slot;
     cc->redirects = 0;
+    cc->answered = 0;
     cc->argc = argc;
+
+    /*
+     * The lookup's one deadline, as the pipeline would stamp its first
+     * write: read_timeout from now (the write is posted for this very
+     * event-loop pass), after the connect if the node is not up yet.
+     */
+    srv = node->rc->servers->elts;
+    timeout = srv->read_timeout;
+
+    if (node->rc->state != NGX_ENVGW_REDIS_READY) {
+        timeout += srv->connect_timeout;
+    }
+
+    cc->start = ngx_current_msec;
+    cc->deadline = cc->start + timeout;
+
+    ngx_memzero(&cc->timer, sizeof(ngx_event_t));
+    cc->timer.handler = ngx_env_gateway_cluster_deadline_handler;
+    cc->timer.data = cc;
+    cc->timer.log = &ngx_env_gateway_cluster_log;
 
     p = (u_char *) (cc + 1);
 
@@ -549,9 +593,13 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
 
     if (rc != NGX_OK) {
         ngx_free(cc);
+        return rc;
     }
 
-    return rc;
+    /* not cancelable: a graceful shutdown waits for it, as for the reply */
+    ngx_add_timer(&cc->timer, timeout);
+
+    return NGX_OK;
 }
 
 
@@ -596,6 +644,10 @@ static void
 ngx_env_gateway_cluster_done(ngx_env_gateway_cluster_cmd_t *cc,
     redisReply *reply)
 {
+    if (cc->timer.timer_set) {
+        ngx_del_timer(&cc->timer);
+    }
+
     cc->handler(cc->data, reply);
     ngx_free(cc);
 }
@@ -608,6 +660,16 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
 
     ngx_env_gateway_cluster_node_t  *node;
 
+    if (cc->answered) {
+        /* its deadline answered the request: nothing more is done for it */
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, &ngx_env_gateway_cluster_log, 0,
+                       "env_gateway: redis cluster: slot %ui: %s after the "
+                       "lookup's deadline, dropped", cc->slot,
+                       reply ? "a reply" : "a failure");
+        ngx_free(cc);
+        return;
+    }
+
     if (reply == NULL) {
         /* the node failed (or closed): the map may name another by now */
         if (!ngx_env_gateway_cluster_closing) {
@@ -616,7 +678,12 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
             if (ngx_env_gateway_cluster_nodes) {
                 node = ngx_env_gateway_cluster_pick(cc->slot);
 
+                /*
+                 * Past the deadline it is not sent again; the node's
+                 * failure was logged, and answers for the lookup.
+                 */
                 if (node && node != cc->node
+                    && !ngx_env_gateway_cluster_expired(cc)
                     && cc->redirects++ < NGX_ENVGW_CLUSTER_REDIRECTS
                     && ngx_env_gateway_cluster_send(cc, node, 0) == NGX_OK)
                 {
@@ -708,7 +775,101 @@ ngx_env_gateway_cluster_redirect(ngx_env_gateway_cluster_cmd_t *cc,
         ngx_env_gateway_cluster_refresh();
     }
 
+    /* the redirect is followed within the lookup's deadline, or not at all */
+    if (ngx_env_gateway_cluster_expired(cc)) {
+        ngx_env_gateway_cluster_late(cc);
+        return NGX_ERROR;
+    }
+
     return ngx_env_gateway_cluster_send(cc, node, ask);
+}
+
+
+/* the lookup's deadline has passed: no hop is sent any more */
+static ngx_uint_t
+ngx_env_gateway_cluster_expired(ngx_env_gateway_cluster_cmd_t *cc)
+{
+    if ((ngx_msec_int_t) (cc->deadline - ngx_current_msec) > 0) {
+        return 0;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, &ngx_env_gateway_cluster_log, 0,
+                   "env_gateway: redis cluster: slot %ui past its deadline "
+                   "after %ui redirect(s) and re-send(s), %M ms",
+                   cc->slot, cc->redirects, ngx_current_msec - cc->start);
+
+    return 1;
+}
+
+
+/* the 503 of a lookup that its deadline, not a node's failure, refuses */
+static void
+ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc)
+{
+    ngx_uint_t  skipped;
+
+    if (ngx_env_gateway_fetch_quiet(&ngx_env_gateway_cluster_quiet,
+                                    &skipped))
+    {
+        ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
+                      "env_gateway: redis cluster: a lookup of slot %ui had "
+                      "no answer within its deadline (%M ms, %ui redirect(s) "
+                      "and re-send(s)) (%ui more since the last such line, "
+                      "written at most every %M s)", cc->slot,
+                      ngx_current_msec - cc->start, cc->redirects, skipped,
+                      (ngx_msec_t) NGX_ENVGW_FETCH_QUIET / 1000);
+    }
+}
+
+
+/*
+ * The lookup's deadline: the request is answered (503) at once.  The
+ * command stays on its node, whose pipeline keeps its own deadline for it;
+ * the reply, or the failure, is dropped when it comes (cc->answered).
+ */
+static void
+ngx_env_gateway_cluster_deadline_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_cluster_cmd_t  *cc = ev->data;
+
+    ngx_queue_t              *q;
+    ngx_uint_t                failing;
+    ngx_env_gateway_cmd_t    *cmd;
+    ngx_env_gateway_redis_t  *rc;
+
+    /*
+     * The node's own deadline for this command passing now too (the first
+     * hop's is the same): its connection fails in this pass, and that
+     * line is the one this lookup's 503 gets.
+     */
+    failing = 0;
+    rc = cc->node->rc;
+
+    for (q = ngx_queue_head(&rc->cmds);
+         q != ngx_queue_sentinel(&rc->cmds);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
+
+        if (cmd->data == cc) {
+            failing = (cmd->deadline != 0
+                       && (ngx_msec_int_t) (cmd->deadline - ngx_current_msec)
+                          <= 0);
+            break;
+        }
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "env_gateway: redis%s: slot %ui: the lookup's deadline, "
+                   "%ui redirect(s) and re-send(s)", rc->role, cc->slot,
+                   cc->redirects);
+
+    if (!failing) {
+        ngx_env_gateway_cluster_late(cc);
+    }
+
+    cc->answered = 1;
+    cc->handler(cc->data, NULL);
 }
 
 
