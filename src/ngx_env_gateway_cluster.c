@@ -28,6 +28,9 @@
  * deadline is its own timer instead: it answers the request (NULL: 503)
  * and leaves the command on the node, whose reply is dropped when it
  * comes, so a late lookup never closes a connection other lookups use.
+ * Logged once: by the node's connection if it fails (as any deadline of
+ * a connection to Redis), or, if the node answers after all, or the
+ * lookup's deadline stops a redirect, by a line of its own.
  *
  * Fail closed: no node for the slot, its connection down, or redirects
  * exhausted: the caller gets a NULL reply (503), never a guess.
@@ -666,6 +669,11 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
                        "env_gateway: redis cluster: slot %ui: %s after the "
                        "lookup's deadline, dropped", cc->slot,
                        reply ? "a reply" : "a failure");
+
+        if (reply) {
+            ngx_env_gateway_cluster_late(cc);
+        }
+
         ngx_free(cc);
         return;
     }
@@ -802,7 +810,11 @@ ngx_env_gateway_cluster_expired(ngx_env_gateway_cluster_cmd_t *cc)
 }
 
 
-/* the 503 of a lookup that its deadline, not a node's failure, refuses */
+/*
+ * A lookup refused by its deadline while its node answers (late): that
+ * node's connection is fine and logs nothing, so this line tells.  One
+ * that a node's failure refused was logged by that node's connection.
+ */
 static void
 ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc)
 {
@@ -812,11 +824,13 @@ ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc)
                                     &skipped))
     {
         ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
-                      "env_gateway: redis cluster: a lookup of slot %ui had "
-                      "no answer within its deadline (%M ms, %ui redirect(s) "
-                      "and re-send(s)) (%ui more since the last such line, "
-                      "written at most every %M s)", cc->slot,
-                      ngx_current_msec - cc->start, cc->redirects, skipped,
+                      "env_gateway: redis%s: slot %ui answered %M ms after "
+                      "the lookup's deadline (%M ms from its first send, "
+                      "%ui redirect(s) and re-send(s)), refused 503 "
+                      "(%ui more since the last such line, written at "
+                      "most every %M s)", cc->node->rc->role, cc->slot,
+                      ngx_current_msec - cc->deadline,
+                      cc->deadline - cc->start, cc->redirects, skipped,
                       (ngx_msec_t) NGX_ENVGW_FETCH_QUIET / 1000);
     }
 }
@@ -832,41 +846,10 @@ ngx_env_gateway_cluster_deadline_handler(ngx_event_t *ev)
 {
     ngx_env_gateway_cluster_cmd_t  *cc = ev->data;
 
-    ngx_queue_t              *q;
-    ngx_uint_t                failing;
-    ngx_env_gateway_cmd_t    *cmd;
-    ngx_env_gateway_redis_t  *rc;
-
-    /*
-     * The node's own deadline for this command passing now too (the first
-     * hop's is the same): its connection fails in this pass, and that
-     * line is the one this lookup's 503 gets.
-     */
-    failing = 0;
-    rc = cc->node->rc;
-
-    for (q = ngx_queue_head(&rc->cmds);
-         q != ngx_queue_sentinel(&rc->cmds);
-         q = ngx_queue_next(q))
-    {
-        cmd = ngx_queue_data(q, ngx_env_gateway_cmd_t, queue);
-
-        if (cmd->data == cc) {
-            failing = (cmd->deadline != 0
-                       && (ngx_msec_int_t) (cmd->deadline - ngx_current_msec)
-                          <= 0);
-            break;
-        }
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, cc->node->rc->log, 0,
                    "env_gateway: redis%s: slot %ui: the lookup's deadline, "
-                   "%ui redirect(s) and re-send(s)", rc->role, cc->slot,
-                   cc->redirects);
-
-    if (!failing) {
-        ngx_env_gateway_cluster_late(cc);
-    }
+                   "after %ui redirect(s) and re-send(s)", cc->node->rc->role,
+                   cc->slot, cc->redirects);
 
     cc->answered = 1;
     cc->handler(cc->data, NULL);
