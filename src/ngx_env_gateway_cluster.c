@@ -672,6 +672,15 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
 
         if (reply) {
             ngx_env_gateway_cluster_late(cc);
+
+            /* what a redirect says of the map is not lost */
+            if (reply->type == REDIS_REPLY_ERROR && reply->len > 4
+                && (ngx_strncmp(reply->str, "MOVED ", 6) == 0
+                    || ngx_strncmp(reply->str, "CLUSTERDOWN", 11) == 0
+                    || ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0))
+            {
+                ngx_env_gateway_cluster_refresh();
+            }
         }
 
         ngx_free(cc);
