@@ -224,14 +224,21 @@ my $timeouts_a = timed_out_on($A);
 freeze($A);
 freeze($B);
 
+# until $at seconds after $t0
+sub until_at {
+    my ($at) = @_;
+    my $left = $t0 + $at - time;
+    sleep $left if $left > 0;
+}
+
 $t0 = time;
 my $s_back = send_request('back');
-sleep(0.6 * $READ - (time - $t0));
+until_at(0.6 * $READ);
 thaw($B);
-sleep(0.7 * $READ - (time - $t0));
+until_at(0.7 * $READ);
 # a lookup on A's connection, behind the late one
 my $s_a = send_request('a');
-sleep(1.3 * $READ - (time - $t0));
+until_at(1.3 * $READ);
 thaw($A);
 
 $r = read_response($s_back);
