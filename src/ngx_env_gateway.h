@@ -494,24 +494,6 @@ ngx_int_t ngx_env_gateway_fetch(ngx_http_request_t *r,
 void ngx_env_gateway_waiter_detach(ngx_env_gateway_waiter_t *w);
 void ngx_env_gateway_fetch_init(ngx_env_gateway_main_conf_t *gmcf);
 
-/*
- * A kind of line a Redis behaviour can repeat for every request (an error
- * answered to every lookup, a stale copy served through an outage, a
- * cluster lookup past its deadline): the first is written, then at most one
- * every NGX_ENVGW_FETCH_QUIET ms, each with the count of those left out
- * since the last one written.
- */
-#define NGX_ENVGW_FETCH_QUIET  10000   /* ms */
-
-typedef struct {
-    ngx_msec_t                   logged;    /* the last one written */
-    ngx_uint_t                   skipped;   /* since then */
-    unsigned                     any:1;
-} ngx_env_gateway_quiet_t;
-
-ngx_uint_t ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q,
-    ngx_uint_t *skipped);
-
 /* _cache.c */
 ngx_int_t ngx_env_gateway_cache_create(ngx_conf_t *cf,
     ngx_env_gateway_main_conf_t *gmcf, ngx_str_t *name, size_t size);

@@ -50,6 +50,9 @@
 #define NGX_ENVGW_CLUSTER_MAXARGS     4
 #define NGX_ENVGW_CLUSTER_MAXNODES    1024
 
+/* the lines of lookups answered late: the first, then one every 10 s */
+#define NGX_ENVGW_CLUSTER_QUIET       10000    /* ms */
+
 
 typedef struct {
     ngx_env_gateway_redis_t           *rc;
@@ -150,7 +153,9 @@ static ngx_uint_t                       ngx_env_gateway_cluster_next;
 static ngx_msec_t                       ngx_env_gateway_cluster_last;
 static ngx_event_t                      ngx_env_gateway_cluster_timer;
 static ngx_log_t                        ngx_env_gateway_cluster_log;
-static ngx_env_gateway_quiet_t          ngx_env_gateway_cluster_quiet;
+static ngx_msec_t                       ngx_env_gateway_cluster_late_at;
+static ngx_uint_t                       ngx_env_gateway_cluster_late_skipped;
+static ngx_uint_t                       ngx_env_gateway_cluster_late_any;
 
 /* node index + 1 of each slot (0: none), the map in use and the next one */
 static uint16_t  ngx_env_gateway_cluster_primary[NGX_ENVGW_CLUSTER_SLOTS];
@@ -827,21 +832,27 @@ ngx_env_gateway_cluster_expired(ngx_env_gateway_cluster_cmd_t *cc)
 static void
 ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc)
 {
-    ngx_uint_t  skipped;
-
-    if (ngx_env_gateway_fetch_quiet(&ngx_env_gateway_cluster_quiet,
-                                    &skipped))
+    if (ngx_env_gateway_cluster_late_any
+        && ngx_current_msec - ngx_env_gateway_cluster_late_at
+           < NGX_ENVGW_CLUSTER_QUIET)
     {
-        ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
-                      "env_gateway: redis%s: slot %ui answered %M ms after "
-                      "the lookup's deadline (%M ms from its first send, "
-                      "%ui redirect(s) and re-send(s)), refused 503 "
-                      "(%ui more since the last such line, written at "
-                      "most every %M s)", cc->node->rc->role, cc->slot,
-                      ngx_current_msec - cc->deadline,
-                      cc->deadline - cc->start, cc->redirects, skipped,
-                      (ngx_msec_t) NGX_ENVGW_FETCH_QUIET / 1000);
+        ngx_env_gateway_cluster_late_skipped++;
+        return;
     }
+
+    ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
+                  "env_gateway: redis%s: slot %ui answered %M ms after the "
+                  "lookup's deadline (%M ms from its first send, %ui "
+                  "redirect(s) and re-send(s)), refused 503 (%ui more since "
+                  "the last such line, written at most every %M s)",
+                  cc->node->rc->role, cc->slot,
+                  ngx_current_msec - cc->deadline, cc->deadline - cc->start,
+                  cc->redirects, ngx_env_gateway_cluster_late_skipped,
+                  (ngx_msec_t) NGX_ENVGW_CLUSTER_QUIET / 1000);
+
+    ngx_env_gateway_cluster_late_any = 1;
+    ngx_env_gateway_cluster_late_at = ngx_current_msec;
+    ngx_env_gateway_cluster_late_skipped = 0;
 }
 
 

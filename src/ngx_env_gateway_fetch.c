@@ -36,12 +36,29 @@ typedef struct {
 } ngx_env_gateway_inflight_t;
 
 
+/*
+ * A kind of line a Redis behaviour can repeat for every request (an error
+ * answered to every lookup, a stale copy served through an outage): the
+ * first is written, then at most one every NGX_ENVGW_FETCH_QUIET ms, each
+ * with the count of those left out since the last one written.
+ */
+#define NGX_ENVGW_FETCH_QUIET  10000   /* ms */
+
+typedef struct {
+    ngx_msec_t          logged;     /* when the last one was written */
+    ngx_uint_t          skipped;    /* since then */
+    unsigned            any:1;
+} ngx_env_gateway_quiet_t;
+
+
 static void ngx_env_gateway_fetch_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f,
     redisReply *reply, u_char **blob, size_t *blob_len, ngx_uint_t *kept);
 static void ngx_env_gateway_invalidate(ngx_str_t *key);
 static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
 static void ngx_env_gateway_fetch_unsubscribed(void);
+static ngx_uint_t ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q,
+    ngx_uint_t *skipped);
 
 
 static ngx_rbtree_t                  ngx_env_gateway_inflight;
@@ -446,7 +463,7 @@ ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f, redisReply *reply,
 
 
 /* 1: write the line now (*skipped: those left out before it); 0: count it */
-ngx_uint_t
+static ngx_uint_t
 ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q, ngx_uint_t *skipped)
 {
     if (q->any && ngx_current_msec - q->logged < NGX_ENVGW_FETCH_QUIET) {
