@@ -18,6 +18,20 @@
  * closer than NGX_ENVGW_CLUSTER_REFRESH apart.  Before the first map, a
  * lookup goes to a seed, which redirects it.
  *
+ * One deadline per lookup, across its redirects and re-sends: read_timeout
+ * from when it is first handed to a node, plus connect_timeout if that
+ * node's connection is not up yet.  A hop (a redirect, a re-send to
+ * another node) whose deadline has passed is not sent.  Each hop is a new
+ * command on its node's pipeline (_pipeline.c), which gives it a deadline
+ * of its own, read_timeout from its write: that one says whether the node
+ * answers, and failing it closes the node's connection.  The lookup's
+ * deadline is its own timer instead: it answers the request (NULL: 503)
+ * and leaves the command on the node, whose reply is dropped when it
+ * comes, so a late lookup never closes a connection other lookups use.
+ * Logged once: by the node's connection if it fails (as any deadline of
+ * a connection to Redis), or, if the node answers after all, or the
+ * lookup's deadline stops a redirect, by a line of its own.
+ *
  * Fail closed: no node for the slot, its connection down, or redirects
  * exhausted: the caller gets a NULL reply (503), never a guess.
  *
@@ -36,6 +50,9 @@
 #define NGX_ENVGW_CLUSTER_MAXARGS     4
 #define NGX_ENVGW_CLUSTER_MAXNODES    1024
 
+/* the lines of lookups answered late: the first, then one every 10 s */
+#define NGX_ENVGW_CLUSTER_QUIET       10000    /* ms */
+
 
 typedef struct {
     ngx_env_gateway_redis_t           *rc;
@@ -52,7 +69,12 @@ typedef struct {
     void                              *data;
     ngx_env_gateway_cluster_node_t    *node;
     ngx_uint_t                         slot;
-    ngx_uint_t                         redirects;
+    ngx_uint_t                         redirects; /* and re-sends */
+    ngx_event_t                        timer;     /* the lookup's deadline */
+    ngx_msec_t                         start;     /* first handed to a node */
+    ngx_msec_t                         deadline;
+    unsigned                           answered:1; /* by its deadline: the
+                                                      late reply is dropped */
     int                                argc;
     const char                        *argv[NGX_ENVGW_CLUSTER_MAXARGS];
     size_t                             argvlen[NGX_ENVGW_CLUSTER_MAXARGS];
@@ -67,6 +89,10 @@ static ngx_int_t ngx_env_gateway_cluster_send(
     ngx_env_gateway_cluster_cmd_t *cc, ngx_env_gateway_cluster_node_t *node,
     ngx_uint_t asking);
 static void ngx_env_gateway_cluster_reply(void *data, redisReply *reply);
+static void ngx_env_gateway_cluster_deadline_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_env_gateway_cluster_expired(
+    ngx_env_gateway_cluster_cmd_t *cc);
+static void ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc);
 static ngx_int_t ngx_env_gateway_cluster_redirect(
     ngx_env_gateway_cluster_cmd_t *cc, redisReply *reply);
 static ngx_int_t ngx_env_gateway_cluster_index(
@@ -127,6 +153,9 @@ static ngx_uint_t                       ngx_env_gateway_cluster_next;
 static ngx_msec_t                       ngx_env_gateway_cluster_last;
 static ngx_event_t                      ngx_env_gateway_cluster_timer;
 static ngx_log_t                        ngx_env_gateway_cluster_log;
+static ngx_msec_t                       ngx_env_gateway_cluster_late_at;
+static ngx_uint_t                       ngx_env_gateway_cluster_late_skipped;
+static ngx_uint_t                       ngx_env_gateway_cluster_late_any;
 
 /* node index + 1 of each slot (0: none), the map in use and the next one */
 static uint16_t  ngx_env_gateway_cluster_primary[NGX_ENVGW_CLUSTER_SLOTS];
@@ -494,7 +523,9 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
     u_char                          *p;
     size_t                           len;
     ngx_int_t                        rc;
+    ngx_msec_t                       timeout;
     ngx_uint_t                       i, slot;
+    ngx_env_gateway_server_t        *srv;
     ngx_env_gateway_cluster_cmd_t   *cc;
     ngx_env_gateway_cluster_node_t  *node;
 
@@ -535,7 +566,28 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
     cc->node = NULL;
     cc->slot = slot;
     cc->redirects = 0;
+    cc->answered = 0;
     cc->argc = argc;
+
+    /*
+     * The lookup's one deadline, as the pipeline would stamp its first
+     * write: read_timeout from now (the write is posted for this very
+     * event-loop pass), after the connect if the node is not up yet.
+     */
+    srv = node->rc->servers->elts;
+    timeout = srv->read_timeout;
+
+    if (node->rc->state != NGX_ENVGW_REDIS_READY) {
+        timeout += srv->connect_timeout;
+    }
+
+    cc->start = ngx_current_msec;
+    cc->deadline = cc->start + timeout;
+
+    ngx_memzero(&cc->timer, sizeof(ngx_event_t));
+    cc->timer.handler = ngx_env_gateway_cluster_deadline_handler;
+    cc->timer.data = cc;
+    cc->timer.log = &ngx_env_gateway_cluster_log;
 
     p = (u_char *) (cc + 1);
 
@@ -549,9 +601,13 @@ ngx_env_gateway_cluster_command(int argc, const char **argv,
 
     if (rc != NGX_OK) {
         ngx_free(cc);
+        return rc;
     }
 
-    return rc;
+    /* not cancelable: a graceful shutdown waits for it, as for the reply */
+    ngx_add_timer(&cc->timer, timeout);
+
+    return NGX_OK;
 }
 
 
@@ -596,6 +652,10 @@ static void
 ngx_env_gateway_cluster_done(ngx_env_gateway_cluster_cmd_t *cc,
     redisReply *reply)
 {
+    if (cc->timer.timer_set) {
+        ngx_del_timer(&cc->timer);
+    }
+
     cc->handler(cc->data, reply);
     ngx_free(cc);
 }
@@ -608,6 +668,30 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
 
     ngx_env_gateway_cluster_node_t  *node;
 
+    if (cc->answered) {
+        /* its deadline answered the request: nothing more is done for it */
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, &ngx_env_gateway_cluster_log, 0,
+                       "env_gateway: redis cluster: slot %ui: %s after the "
+                       "lookup's deadline, dropped", cc->slot,
+                       reply ? "a reply" : "a failure");
+
+        if (reply) {
+            ngx_env_gateway_cluster_late(cc);
+
+            /* what a redirect says of the map is not lost */
+            if (reply->type == REDIS_REPLY_ERROR && reply->len > 4
+                && (ngx_strncmp(reply->str, "MOVED ", 6) == 0
+                    || ngx_strncmp(reply->str, "CLUSTERDOWN", 11) == 0
+                    || ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0))
+            {
+                ngx_env_gateway_cluster_refresh();
+            }
+        }
+
+        ngx_free(cc);
+        return;
+    }
+
     if (reply == NULL) {
         /* the node failed (or closed): the map may name another by now */
         if (!ngx_env_gateway_cluster_closing) {
@@ -616,7 +700,12 @@ ngx_env_gateway_cluster_reply(void *data, redisReply *reply)
             if (ngx_env_gateway_cluster_nodes) {
                 node = ngx_env_gateway_cluster_pick(cc->slot);
 
+                /*
+                 * Past the deadline it is not sent again; the node's
+                 * failure was logged, and answers for the lookup.
+                 */
                 if (node && node != cc->node
+                    && !ngx_env_gateway_cluster_expired(cc)
                     && cc->redirects++ < NGX_ENVGW_CLUSTER_REDIRECTS
                     && ngx_env_gateway_cluster_send(cc, node, 0) == NGX_OK)
                 {
@@ -708,7 +797,82 @@ ngx_env_gateway_cluster_redirect(ngx_env_gateway_cluster_cmd_t *cc,
         ngx_env_gateway_cluster_refresh();
     }
 
+    /* the redirect is followed within the lookup's deadline, or not at all */
+    if (ngx_env_gateway_cluster_expired(cc)) {
+        ngx_env_gateway_cluster_late(cc);
+        return NGX_ERROR;
+    }
+
     return ngx_env_gateway_cluster_send(cc, node, ask);
+}
+
+
+/* the lookup's deadline has passed: no hop is sent any more */
+static ngx_uint_t
+ngx_env_gateway_cluster_expired(ngx_env_gateway_cluster_cmd_t *cc)
+{
+    if ((ngx_msec_int_t) (cc->deadline - ngx_current_msec) > 0) {
+        return 0;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, &ngx_env_gateway_cluster_log, 0,
+                   "env_gateway: redis cluster: slot %ui past its deadline "
+                   "after %ui redirect(s) and re-send(s), %M ms",
+                   cc->slot, cc->redirects, ngx_current_msec - cc->start);
+
+    return 1;
+}
+
+
+/*
+ * A lookup refused by its deadline while its node answers (late): that
+ * node's connection is fine and logs nothing, so this line tells.  One
+ * that a node's failure refused was logged by that node's connection.
+ */
+static void
+ngx_env_gateway_cluster_late(ngx_env_gateway_cluster_cmd_t *cc)
+{
+    if (ngx_env_gateway_cluster_late_any
+        && ngx_current_msec - ngx_env_gateway_cluster_late_at
+           < NGX_ENVGW_CLUSTER_QUIET)
+    {
+        ngx_env_gateway_cluster_late_skipped++;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, &ngx_env_gateway_cluster_log, 0,
+                  "env_gateway: redis%s: slot %ui answered %M ms after the "
+                  "lookup's deadline (%M ms from its first send, %ui "
+                  "redirect(s) and re-send(s)), refused 503 (%ui more since "
+                  "the last such line, written at most every %M s)",
+                  cc->node->rc->role, cc->slot,
+                  ngx_current_msec - cc->deadline, cc->deadline - cc->start,
+                  cc->redirects, ngx_env_gateway_cluster_late_skipped,
+                  (ngx_msec_t) NGX_ENVGW_CLUSTER_QUIET / 1000);
+
+    ngx_env_gateway_cluster_late_any = 1;
+    ngx_env_gateway_cluster_late_at = ngx_current_msec;
+    ngx_env_gateway_cluster_late_skipped = 0;
+}
+
+
+/*
+ * The lookup's deadline: the request is answered (503) at once.  The
+ * command stays on its node, whose pipeline keeps its own deadline for it;
+ * the reply, or the failure, is dropped when it comes (cc->answered).
+ */
+static void
+ngx_env_gateway_cluster_deadline_handler(ngx_event_t *ev)
+{
+    ngx_env_gateway_cluster_cmd_t  *cc = ev->data;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, cc->node->rc->log, 0,
+                   "env_gateway: redis%s: slot %ui: the lookup's deadline, "
+                   "after %ui redirect(s) and re-send(s)", cc->node->rc->role,
+                   cc->slot, cc->redirects);
+
+    cc->answered = 1;
+    cc->handler(cc->data, NULL);
 }
 
 
