@@ -67,7 +67,8 @@ EOF
 sub poll {
     my ($g, $tok, $want) = @_;
     my $st = 0;
-    for (1 .. 60) {
+    my $end = time + 10;
+    while (time < $end) {
         $st = $g->get('/x', $tok)->{status};
         return $st if $st == $want;
         sleep 0.05;
