@@ -80,7 +80,7 @@ sleep 1.2;
 my $t0 = time;
 $c->kill_node($victim);
 my $st;
-for (1 .. 100) {
+while (time < $t0 + 10) {
     $st = $t->get('/status')->{status};
     last if $st == 503;
     sleep 0.01;
@@ -106,7 +106,17 @@ while (time < $deadline) {
     sleep 0.01;
 }
 my $res = $c->stop_load($t, $load);
-is($t->get('/status')->{status}, 200,
+# lookups follow MOVED at once; readiness needs the new slot map, which is
+# asked for on a timer: polled (at most 10 s)
+{
+    my $end = time + 10;
+    $st = $t->get('/status')->{status};
+    while ($st != 200 && time < $end) {
+        sleep 0.05;
+        $st = $t->get('/status')->{status};
+    }
+}
+is($st, 200,
    'env_gateway_status: ready again once the promoted replica is connected');
 
 ok($promoted, 'the cluster promoted the replica');
