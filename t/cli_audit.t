@@ -10,7 +10,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use JSON::PP;
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(sleep);
 use EnvGwTest;
 use EnvGwCli;
 
@@ -153,8 +153,8 @@ for my $args ([ 'token', 'rotate', $tid, '--grace', '1h' ],
     # most 10 s each)
     my $shows = sub {
         my ($re, $ask) = @_;
-        my $end = time + 10;
-        while (time < $end) {
+        my $end = Time::HiRes::time() + 10;
+        while (Time::HiRes::time() < $end) {
             $ask->() if $ask;
             return 1 if $t->slurp('monitor.out') =~ $re;
             sleep 0.02;

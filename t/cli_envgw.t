@@ -14,7 +14,7 @@ use Test::More;
 use File::Temp qw(tempfile tempdir);
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(sleep);
 use Digest::SHA qw(sha256_hex);
 use JSON::PP;
 use Redis;
@@ -819,8 +819,8 @@ for my $b (@bad) {
     # most 10 s each)
     my $shows = sub {
         my ($re, $ask) = @_;
-        my $end = time + 10;
-        while (time < $end) {
+        my $end = Time::HiRes::time() + 10;
+        while (Time::HiRes::time() < $end) {
             $ask->() if $ask;
             if (open my $f, '<', $monfile) {
                 return 1 if grep { $_ =~ $re } <$f>;
