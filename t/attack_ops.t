@@ -114,7 +114,7 @@ CONF
 
     kill 'CONT', $pid;
     my $ok = 0;
-    $end = time + 5;
+    $end = time + 10;
     while (time < $end) {
         last if ($ok = status($t)->{status} == 200);
         sleep 0.05;
@@ -304,7 +304,7 @@ CONF
     sleep 0.2;
     $t->stop_redis;
     my $log = '';
-    my $end = time + 3;
+    my $end = time + 10;
     while (time < $end) {
         $log = $t->slurp('error.log');
         last if $log =~ /unreachable: /;

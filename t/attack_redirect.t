@@ -145,7 +145,7 @@ for my $c (
 }
 
 # the clients have closed their connections: nginx closes them too
-my $end = time + 3;
+my $end = time + 10;
 while (time < $end && close_wait() > $cw) {
     sleep 0.1;
 }

@@ -148,10 +148,23 @@ for my $args ([ 'token', 'rotate', $tid, '--grace', '1h' ],
 
 {
     $t->spawn('monitor', 'redis-cli', '-p', $t->{redis_port}, 'monitor');
-    sleep 0.3;
+    # MONITOR shows what runs once it is attached: wait until it shows a
+    # PING, and after the write until it shows an ECHO sent after it (at
+    # most 10 s each)
+    my $shows = sub {
+        my ($re, $ask) = @_;
+        my $end = Time::HiRes::time() + 10;
+        while (Time::HiRes::time() < $end) {
+            $ask->() if $ask;
+            return 1 if $t->slurp('monitor.out') =~ $re;
+            sleep 0.02;
+        }
+        return 0;
+    };
+    ok($shows->(qr/"ping"/i, sub { $r->ping }), 'MONITOR attached');
     $c->ok_run('monitored write', qw(method set env_c zendesk t list GET /t));
-    $r->ping;
-    sleep 0.3;
+    $r->echo('monitor-end');
+    ok($shows->(qr/"monitor-end"/), 'MONITOR showed everything before the ECHO');
     $t->stop_pid('monitor');
     my @cmds = map { /"(\w+)"/ ? uc $1 : () } split /\n/, $t->slurp('monitor.out');
     my @w = grep { /^(SET|XADD|PUBLISH|MULTI|EXEC)$/ } @cmds;

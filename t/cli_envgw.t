@@ -814,11 +814,26 @@ for my $b (@bad) {
         exec 'redis-cli', '-p', $port, 'monitor';
         exit 127;
     }
-    sleep 0.3;
+    # MONITOR shows what runs once it is attached: wait until it shows a
+    # PING, and after the write until it shows an ECHO sent after it (at
+    # most 10 s each)
+    my $shows = sub {
+        my ($re, $ask) = @_;
+        my $end = Time::HiRes::time() + 10;
+        while (Time::HiRes::time() < $end) {
+            $ask->() if $ask;
+            if (open my $f, '<', $monfile) {
+                return 1 if grep { $_ =~ $re } <$f>;
+            }
+            sleep 0.02;
+        }
+        return 0;
+    };
+    ok($shows->(qr/"ping"/i, sub { $r->ping }), 'MONITOR attached');
     ok_run('account add (monitored)', 'account', 'add', 'env_dev', 'acc_m',
            '--integration', 'hubspot', '--tenant', 'mon');
-    $r->ping;
-    sleep 0.3;
+    $r->echo('monitor-end');
+    ok($shows->(qr/"monitor-end"/), 'MONITOR showed everything before the ECHO');
     kill 'TERM', $mon;
     waitpid $mon, 0;
     open my $fh, '<', $monfile;

@@ -73,16 +73,17 @@ is($t->get('/x?integrated_account_id=acc_env_dev', $dev->{token})->{status},
 is($t->get('/x?integrated_account_id=acc_env_prod', $dev->{token})->{status},
    404, 'the new token and a production account: 404');
 
-# revoke: refused at once although the token is cached for 30 s
+# revoke: refused at once although the token is cached for 30 s (polled
+# 10 s: only the invalidation refuses it that soon)
 my $t0 = time;
 envgw_json('token', 'revoke', $dev->{token_id});
 my $st;
-while (time - $t0 < 1) {
+while (time - $t0 < 10) {
     $st = $t->get('/x', $dev->{token})->{status};
     last if $st == 401;
     sleep 0.005;
 }
-is($st, 401, 'revoke: 401 within a second although cached for 30 s');
+is($st, 401, 'revoke: 401 although cached for 30 s');
 diag(sprintf 'revoke: refused %.1f ms after envgw started', (time - $t0) * 1000);
 
 # rotate: during the grace both tokens work, after it only the new one

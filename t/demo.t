@@ -196,7 +196,7 @@ my $search_prod = sub {
              [ Authorization => "Bearer $prod" ], '', port => $port);
 };
 # pub/sub invalidation reaches the worker asynchronously: allow a moment
-my $end = time + 5;
+my $end = time + 10;
 $r = $search_prod->();
 while ($r->{status} != 200 && time < $end) { sleep 0.05; $r = $search_prod->(); }
 is($r->{status}, 200, 'after promote the production call answers 200');

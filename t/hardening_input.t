@@ -133,7 +133,7 @@ sub nlines { my $n = () = $t->backend_log =~ /\n/g; $n }
 # the backend writes its log line after its response: wait for it
 sub nlines_at_least {
     my ($want) = @_;
-    my $end = time + 3;
+    my $end = time + 10;
     my $n;
     sleep 0.01 while ($n = nlines()) < $want && time < $end;
     return $n;
@@ -654,7 +654,7 @@ SKIP: {
     refused(req(GET => '/q/x?api_key=egw_wrongQQQ&a=1'), 401,
             'invalid_token', 'wrong query token', $n);
     my $log = '';
-    my $end = time + 3;
+    my $end = time + 10;
     sleep 0.02 until ($log = $t->slurp('redact.log')) =~ /401\n/ || time > $end;
     my @l = split /\n/, $log;
     like($l[0] // '', qr{^GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|GET /q/x\?api_key=\[REDACTED\]&a=1 HTTP/1.1\|/q/x\?api_key=\[REDACTED\]&a=1\|a=1\|200$},

@@ -78,14 +78,22 @@ is($other, 0, '3 nodes: only 200 and 429');
 ok((grep { $passed{$_} } 0 .. 2) == 3, '3 nodes: every node admitted some')
     or diag(explain \%passed);
 
-# what Redis holds: the cluster's count of the window
-sleep 3 * $INTERVAL_MS / 1000;
-my @keys = $t->redis->keys('envgw:ratelimit:token:tok_a:3600000:*');
+# what Redis holds: the cluster's count of the window, once every node
+# has sent its last round (each node's worker sends one an interval, later
+# on a loaded machine): at least three intervals, at most 10 s
+my $sent = time;
+my (@keys, $count);
+while (1) {
+    @keys = $t->redis->keys('envgw:ratelimit:token:tok_a:3600000:*');
+    $count = @keys == 1 ? $t->redis->get($keys[0]) // 0 : 0;
+    last if time > $sent + 10
+        || (time >= $sent + 3 * $INTERVAL_MS / 1000 && $count >= $total);
+    sleep 0.02;
+}
 is(scalar @keys, 1, 'Redis: one key for the token\'s window')
     or diag("@keys");
 my ($start) = ($keys[0] // '') =~ /:(\d+)$/;
 ok(defined $start && $start % 3_600_000 == 0, 'Redis: the window start');
-my $count = $t->redis->get($keys[0] // 'none') // 0;
 is($count, $total, 'Redis: the count is what the nodes admitted');
 my $ttl = $t->redis->pttl($keys[0] // 'none');
 ok($ttl > 3_600_000 && $ttl <= 2 * 3_600_000 + $INTERVAL_MS,
@@ -145,8 +153,16 @@ for (1 .. 100) {
     if (defined $v && $v > 0) { $back = 1; last; }
 }
 ok($back, 'Redis back: counts reach it again');
-my @resumed = grep { /rate limit sync: Redis answers again/ }
-              split /\n/, $pair[0]->slurp('error.log');
+# the worker writes the line once it has read the round's replies, which
+# may be after Redis has run the round's INCRBY
+my @resumed;
+my $end = time + 10;
+while (1) {
+    @resumed = grep { /rate limit sync: Redis answers again/ }
+               split /\n/, $pair[0]->slurp('error.log');
+    last if @resumed || time > $end;
+    sleep 0.02;
+}
 is(scalar @resumed, 1, 'Redis back: one log line');
 
 $_->stop for reverse @nodes;

@@ -150,7 +150,7 @@ SKIP: {
 
 $t->stop_redis;
 my $up;
-my $end = time + 3;
+my $end = time + 10;
 while (time < $end) {
     # each worker answers for its own connection: both must say 0
     my @v = map { value(scrape(), 'env_gateway_redis_up') } 1 .. 4;
@@ -161,7 +161,7 @@ while (time < $end) {
 is($up, '0,0,0,0', 'Redis stopped: redis_up 0');
 
 $t->start_redis;
-$end = time + 5;
+$end = time + 10;
 while (time < $end) {
     my @v = map { value(scrape(), 'env_gateway_redis_up') } 1 .. 4;
     $up = join ',', @v;

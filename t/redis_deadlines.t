@@ -109,7 +109,7 @@ sub timed_get {
 # the lookup connection is back (it may be reconnecting after a drop)
 sub recovered {
     my ($name) = @_;
-    my $end = time + 3;
+    my $end = time + 10;
     my $st = 0;
     while (time < $end) {
         $st = $t->get('/x', $tok{good})->{status};

@@ -73,7 +73,7 @@ sub poll_status {
     return $r->{status};
 }
 
-is(poll_status($good, 200, 2), 200, 'served through the master the Sentinel named');
+is(poll_status($good, 200, 10), 200, 'served through the master the Sentinel named');
 like($t->slurp('error.log'), qr/Sentinels name 127\.0\.0\.1:$p as master "mymaster"/,
      'the discovered master is logged');
 is($t->get('/x', 'egw_sentinel_unknown')->{status}, 401, 'unknown token refused');
@@ -102,7 +102,7 @@ require Redis;
 my $nr = Redis->new(server => "127.0.0.1:$rport");
 $nr->del('envgw:token:' . Digest::SHA::sha256_hex($good));
 $nr->publish('envgw:invalidate', 'envgw:token:' . Digest::SHA::sha256_hex($good));
-is(poll_status($good, 401, 2), 401, 'a revocation on the new master is honoured');
+is(poll_status($good, 401, 10), 401, 'a revocation on the new master is honoured');
 
 unlike($t->backend_log, qr/egw_/, 'no raw token reached the backend');
 

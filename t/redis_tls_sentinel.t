@@ -82,7 +82,7 @@ sub poll_status {
     return $r->{status};
 }
 
-is(poll_status($good, 200, 3), 200, 'served through the master the Sentinel named');
+is(poll_status($good, 200, 10), 200, 'served through the master the Sentinel named');
 my $log = $t->slurp('error.log');
 like($log, qr/connected to redis 127\.0\.0\.1:$sport \(sentinel\) over TLSv1/,
      'the Sentinel is asked over TLS');
@@ -109,7 +109,7 @@ like($t->slurp('error.log'),
 my $key = 'envgw:token:' . sha256_hex($good);
 $replica->del($key);
 $replica->publish('envgw:invalidate', $key);
-is(poll_status($good, 401, 3), 401,
+is(poll_status($good, 401, 10), 401,
    'a revocation on the new master reaches the gateway over TLS');
 
 $t->stop;

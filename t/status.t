@@ -110,7 +110,7 @@ is($r->{headers}{allow}, 'GET, HEAD', 'metrics, POST: Allow: GET, HEAD');
 # --- Redis stopped -----------------------------------------------------------
 
 $t->stop_redis;
-$r = wait_status(503, 3);
+$r = wait_status(503, 10);
 is($r->{status}, 503, 'Redis stopped: 503');
 $j = $r->{json} || {};
 ok(JSON::PP::is_bool($j->{ready}) && !$j->{ready}, 'ready: false');
@@ -129,11 +129,11 @@ is($r->{json}{connections}{lookups}{since}, $down_since,
 # --- Redis restarted ---------------------------------------------------------
 
 $t->start_redis;
-$r = wait_status(200, 5);
+$r = wait_status(200, 10);
 is($r->{status}, 200, 'Redis restarted: 200 again');
 is($r->{json}{connections}{lookups}{state}, 'connected',
    'lookups: connected again');
-ok($t->wait_subscribed(1), 'the worker subscribed again');
+ok($t->wait_subscribed(1, 10), 'the worker subscribed again');
 $r = status();
 ok($r->{json}{connections}{invalidations}{subscribed},
    'invalidations: subscribed again');
@@ -156,7 +156,7 @@ $t->stop;
     }
 CONF
     my $r2;
-    my $end = time + 3;
+    my $end = time + 10;
     while (time < $end) {
         $r2 = $t2->http('GET', '/status');
         last if $r2->{status} == 200;
@@ -188,12 +188,28 @@ CONF
     }
 CONF
     $t3->start_nginx($conf, workers => 2);
+    # Redis's client ids only grow: the highest one now
+    my $top_id = sub {
+        my ($top) = sort { $b <=> $a }
+                    $t3->redis->client_list =~ /^id=(\d+) /mg;
+        return $top // 0;
+    };
     my $fresh = sub {
-        my ($what) = @_;
+        my ($what, $after) = @_;
         my (%first, $r3);
-        # a moment for the connections to be made (not the 10 s)
-        sleep 0.3;
-        my $end = time + 3;
+        # the connections made and their PING answered (not the 10 s):
+        # two clients newer than $after whose last command is PING, seen
+        # by Redis; nothing was asked of the workers yet
+        my ($pinged, $end) = (0, time + 10);
+        while (time < $end) {
+            $pinged = grep { /^id=(\d+) / && $1 > $after && / cmd=ping / }
+                      split /\n/, $t3->redis->client_list;
+            last if $pinged >= 2;
+            sleep 0.02;
+        }
+        cmp_ok($pinged, '>=', 2,
+               "$what: both workers' lookup connections asked PING");
+        $end = time + 10;
         while (time < $end && keys %first < 2) {
             $r3 = $t3->http('GET', '/status');
             my $j3 = eval { decode_json($r3->{body}) } || {};
@@ -205,11 +221,12 @@ CONF
            "$what: each worker's first answer is 200, no request served")
             or diag($r3->{body});
     };
-    $fresh->('start');
+    $fresh->('start', 0);
 
     my @old = $t3->worker_pids;
+    my $before = $top_id->();
     $t3->reload_nginx;
-    my $end = time + 5;
+    my $end = time + 10;
     my @new;
     while (time < $end) {
         @new = grep { my $p = $_; !grep { $_ == $p } @old } $t3->worker_pids;
@@ -218,13 +235,13 @@ CONF
     }
     is(scalar @new, 2, 'reload: two new workers');
     # wait for the old workers to leave, so that only new ones answer
-    $end = time + 5;
+    $end = time + 10;
     while (time < $end) {
         my %live = map { $_ => 1 } $t3->worker_pids;
         last unless grep { $live{$_} } @old;
         sleep 0.02;
     }
-    $fresh->('reload');
+    $fresh->('reload', $before);
     unlike($t3->slurp('error.log'), qr/\[(?:alert|crit|emerg)\]/,
            'fresh workers: no alert in error.log');
     $t3->stop;

@@ -181,11 +181,26 @@ sub gateway_conf_test {
     return ($? >> 8, $out);
 }
 
+# subscribers of the invalidation channel over the running Redis servers
+sub subscribers {
+    my ($self) = @_;
+    my $n = 0;
+    for my $name (keys %{ $self->{nodes} }) {
+        my $node = $self->{nodes}{$name};
+        next if $node->{kind} ne 'redis' || $node->{stopped};
+        my @r = eval { $self->redis($name)->pubsub('numsub',
+                                                   'envgw:invalidate') };
+        $n += $r[1] // 0;
+    }
+    return $n;
+}
+
 # start_gateway(NAME, redis => [PORT, ...]) or redis_conf => "lines"
 sub start_gateway {
     my ($self, $name, %opt) = @_;
     my ($conf, $port, $backend) = $self->gateway_conf($name, %opt);
     my $d = $self->node_dir($name);
+    my $subscribers = $self->subscribers;
     $self->{t}->spawn("nginx_$name", $self->{t}{nginx}, '-p', "$d/",
                       '-c', $conf, '-e', "$d/error.log",
                       '-g', 'daemon off;');
@@ -194,7 +209,13 @@ sub start_gateway {
                . slurp("$d/error.log") . slurp("$self->{dir}/nginx_$name.out");
     $self->{nodes}{$name} = { kind => 'gateway', port => $port,
                               backend => $backend, dir => $d, %opt };
-    sleep 0.1;    # workers connect and subscribe
+    # the workers running and subscribed (an invalidation published before
+    # reaches no one): one more subscriber a worker, at most 10 s
+    my $want = $subscribers + ($opt{workers} || $self->{workers});
+    my $end = time + 10;
+    sleep 0.02 while $self->subscribers < $want && time < $end;
+    diag("gateway $name: fewer than $want subscribers after 10 s")
+        if $self->subscribers < $want;
     return $port;
 }
 

@@ -252,9 +252,10 @@ sub numsub {
 }
 
 # readiness of the cache: $n workers subscribed to the invalidation channel
+# (10 s at most by default: ASan workers on a busy machine)
 sub wait_subscribed {
     my ($self, $n, $timeout) = @_;
-    my $end = time + ($timeout || 5);
+    my $end = time + ($timeout || 10);
     while (time < $end) {
         return 1 if $self->numsub == $n;
         sleep 0.02;
