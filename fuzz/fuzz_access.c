@@ -759,10 +759,27 @@ fuzz_cv(ngx_pool_t *pool, ngx_str_t *value)
 }
 
 
+/*
+ * The upstreams a location remembered (ngx_env_gateway_upstream_known) live
+ * as long as the worker; here the location lives as long as one input.
+ */
+static void
+fuzz_conf_cleanup(void *data)
+{
+    ngx_uint_t                   i;
+    ngx_env_gateway_loc_conf_t  *glcf = data;
+
+    for (i = 0; i < NGX_ENVGW_KNOWN_UPSTREAMS; i++) {
+        ngx_free(glcf->known.url[i].data);
+    }
+}
+
+
 static ngx_env_gateway_loc_conf_t *
 fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool, u_char *cfg)
 {
     ngx_str_t                    v, name;
+    ngx_pool_cleanup_t          *cln;
     ngx_env_gateway_loc_conf_t  *glcf;
 
     static ngx_str_t  dummy = ngx_string("$configured");
@@ -771,6 +788,14 @@ fuzz_conf(fuzz_input_t *in, ngx_pool_t *pool, u_char *cfg)
     if (glcf == NULL) {
         abort();
     }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        abort();
+    }
+
+    cln->handler = fuzz_conf_cleanup;
+    cln->data = glcf;
 
     glcf->enable = 1;
     glcf->hide_credentials = (cfg[2] & FUZZ_HIDE) ? 1 : 0;

@@ -656,10 +656,11 @@ ngx_env_gateway_url_bytes_ok(const char *s, size_t len, const char *bad)
 
 
 /*
- * A method's "path", as envgw writes it: bytes a request line carries
- * (above), no "." or ".." segment and no percent-encoded ".", "/" or "\\"
- * (which the upstream would decode into one): a template that climbs out
- * of the upstream's API (RFC 3986 section 5.2.4) is not followed.
+ * A method's "path": bytes a request line carries (above), and no "." or
+ * ".." segment of its own, which the upstream would resolve into a climb
+ * out of its API (RFC 3986 section 5.2.4).  Dots and percent-encoded
+ * bytes next to a placeholder are checked with the value, per request
+ * (_route.c).
  */
 static ngx_int_t
 ngx_env_gateway_path_ok(const char *s, size_t len)
@@ -676,26 +677,17 @@ ngx_env_gateway_path_ok(const char *s, size_t len)
 
     for (i = 0; i <= len; i++) {
 
-        if (i == len || p[i] == '/') {
-            if ((i - seg == 1 && p[seg] == '.')
-                || (i - seg == 2 && p[seg] == '.' && p[seg + 1] == '.'))
-            {
-                return NGX_DECLINED;
-            }
-
-            seg = i + 1;
+        if (i < len && p[i] != '/') {
             continue;
         }
 
-        if (p[i] == '%' && len - i >= 3
-            && (ngx_strncasecmp((u_char *) &p[i], (u_char *) "%2e", 3) == 0
-                || ngx_strncasecmp((u_char *) &p[i], (u_char *) "%2f", 3)
-                   == 0
-                || ngx_strncasecmp((u_char *) &p[i], (u_char *) "%5c", 3)
-                   == 0))
+        if ((i - seg == 1 && p[seg] == '.')
+            || (i - seg == 2 && p[seg] == '.' && p[seg + 1] == '.'))
         {
             return NGX_DECLINED;
         }
+
+        seg = i + 1;
     }
 
     return NGX_OK;
