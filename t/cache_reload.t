@@ -7,7 +7,8 @@
 # worker has subscribed, so the zone is not flushed and an invalidation
 # published meanwhile is applied.  A plain QUIT does not wait for a new
 # generation; SIGTERM and worker_shutdown_timeout end the wait; a worker
-# killed during it leaves a gap that the new subscriber fills by flushing.
+# killed during it, or a wait past connect_timeout + read_timeout, leaves a
+# gap that the new subscriber fills by flushing.
 
 use strict;
 use warnings;
@@ -231,6 +232,36 @@ sub resp { join '', '*' . scalar(@_) . "\r\n",
     is(flushes($t) - $m0, 1, 'kill -9: the new subscriber flushed the zone');
     is(cstatus($t->get('/x', $tok->{keep})), 'MISS',
        'kill -9: the cached token is asked of Redis again (MISS)');
+    $t->stop;
+}
+
+# --- 6. Redis stopped past the bound: the old worker leaves, the zone is flushed
+
+{
+    my ($t, $tok) = setup('connect_timeout=1s read_timeout=2s');
+    my ($old) = workers($t);
+    my $m0 = flushes($t);
+    my $rpid = $t->{pids}{redis};
+    kill 'STOP', $rpid;
+    my $t0 = time;
+    $t->reload_nginx;
+    ok(shutting_down($old, 10), 'bound: the old worker is shutting down');
+    my $dt = wait_gone($old, 10);
+    my $total = time - $t0;
+    ok(defined $dt && $total < 3 + 3,
+       'bound: the old worker exits after connect_timeout + read_timeout');
+    ok($total > 1, 'bound: ... having waited for a newer subscriber');
+    diag(sprintf 'bound (3 s): old worker gone after %.2f s', $total);
+    kill 'CONT', $rpid;
+    ok(wait_subscribed($t, 1, 10), 'bound: the new worker subscribed');
+    my $end = time + 10;
+    while (time < $end && flushes($t) - $m0 < 1) {
+        sleep 0.02;
+    }
+    is(flushes($t) - $m0, 1,
+       'bound: nobody subscribed in between, the new subscriber flushed');
+    is(cstatus($t->get('/x', $tok->{keep})), 'MISS',
+       'bound: the cached token is asked of Redis again (MISS)');
     $t->stop;
 }
 
