@@ -512,6 +512,7 @@ typedef struct {
     void                       (*changed)(ngx_str_t *key);  /* "*": all */
     void                       (*subscribed)(ngx_uint_t again);
     void                       (*unsubscribed)(void);
+    ngx_int_t                  (*successor)(void);  /* shutting down */
 } ngx_env_gateway_subscriber_hooks_t;
 
 void ngx_env_gateway_subscriber_hooks(
@@ -537,6 +538,7 @@ void ngx_env_gateway_cache_flush(ngx_shm_zone_t *zone);
 ngx_atomic_uint_t ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone);
 ngx_uint_t ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone,
     ngx_uint_t add);
+ngx_int_t ngx_env_gateway_cache_successor(ngx_shm_zone_t *zone);
 void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
     size_t *bytes);
 

@@ -31,6 +31,12 @@
  * of failing, and never logs [crit] (log_nomem off).  The zone survives a
  * HUP reload (same name and size).
  *
+ * The zone also lists the processes subscribed to invalidations, each with
+ * the generation of its configuration (one more at each reload): the first
+ * subscriber with no other one live flushes the zone (a change may have
+ * been missed), and a worker of an older configuration, shutting down,
+ * stays subscribed until one of a newer one is (_subscriber.c).
+ *
  * Times are ngx_current_msec, a monotonic clock shared by all processes.
  */
 
@@ -61,6 +67,13 @@ struct ngx_env_gateway_cnode_s {
 };
 
 
+/* a process holding a live invalidation subscription */
+typedef struct {
+    ngx_pid_t                  pid;         /* 0: a free slot */
+    ngx_uint_t                 generation;  /* of its configuration */
+} ngx_env_gateway_subscriber_t;
+
+
 typedef struct {
     ngx_env_gateway_cnode_t  **buckets;
     ngx_uint_t                 mask;        /* buckets - 1, a power of 2 */
@@ -72,8 +85,11 @@ typedef struct {
     /* changes dropped so far: an answer asked before one is not stored */
     ngx_atomic_t               epoch;
 
-    /* pids of processes holding a live invalidation subscription */
-    ngx_atomic_t               subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
+    /* under the mutex */
+    ngx_env_gateway_subscriber_t  subscribers[NGX_ENVGW_SUBSCRIBER_SLOTS];
+
+    /* configurations loaded with the zone: one more on each reload */
+    ngx_uint_t                 generation;
 
     /* ngx_env_gateway_cache_source() of the configuration storing */
     uint32_t                   source;
@@ -85,6 +101,7 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_env_gateway_main_conf_t  *gmcf;
     uint32_t                   source;      /* of this configuration */
+    ngx_uint_t                 generation;  /* sh->generation it got */
 } ngx_env_gateway_cache_ctx_t;
 
 
@@ -173,6 +190,11 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ctx->sh = ctx->shpool->data;
         }
 
+        /* the workers of older configurations hand over to this one's */
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ctx->generation = ++ctx->sh->generation;
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
         if (ctx->sh->source != ctx->source) {
             ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                           "env_gateway: the records' Redis or key prefix "
@@ -218,6 +240,8 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->lru[1]);
     ctx->sh->size = shm_zone->shm.size;
     ctx->sh->source = ctx->source;
+    ctx->sh->generation = 1;
+    ctx->generation = 1;
 
     len = sizeof(" in env_gateway_cache zone \"\"") + shm_zone->shm.name.len;
 
@@ -685,6 +709,21 @@ ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone)
 }
 
 
+/* a process that registered is alive (its slot is freed if not) */
+static ngx_uint_t
+ngx_env_gateway_cache_alive(ngx_env_gateway_subscriber_t *slot)
+{
+    if (kill(slot->pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+        return 1;
+    }
+
+    /* a crashed process' slot */
+    slot->pid = 0;
+
+    return 0;
+}
+
+
 /*
  * add: register this process as subscribed to the zone's invalidations and
  * tell whether another live process is subscribed too (then no change was
@@ -694,48 +733,103 @@ ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone)
 ngx_uint_t
 ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone, ngx_uint_t add)
 {
-    ngx_pid_t                     pid;
-    ngx_uint_t                    i, other, mine;
-    ngx_atomic_t                 *s;
-    ngx_env_gateway_cache_ctx_t  *ctx;
+    ngx_uint_t                     i, other, mine;
+    ngx_env_gateway_subscriber_t  *s;
+    ngx_env_gateway_cache_ctx_t   *ctx;
 
     ctx = zone->data;
     s = ctx->sh->subscribers;
     other = 0;
     mine = 0;
 
-    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
-        pid = (ngx_pid_t) s[i];
+    ngx_shmtx_lock(&ctx->shpool->mutex);
 
-        if (pid == ngx_pid) {
+    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
+
+        if (s[i].pid == ngx_pid) {
             if (!add) {
-                (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
+                s[i].pid = 0;
             }
+
             mine = 1;
             continue;
         }
 
-        if (pid == 0) {
-            if (add && !mine
-                && ngx_atomic_cmp_set(&s[i], 0, (ngx_atomic_uint_t) ngx_pid))
-            {
+        if (s[i].pid == 0) {
+            if (add && !mine) {
+                s[i].pid = ngx_pid;
+                s[i].generation = ctx->generation;
                 mine = 1;
             }
+
             continue;
         }
 
-        if (kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+        if (ngx_env_gateway_cache_alive(&s[i])) {
             other = 1;
-
-        } else {
-            /* a crashed process' slot */
-            (void) ngx_atomic_cmp_set(&s[i], (ngx_atomic_uint_t) pid, 0);
         }
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "env_gateway: cache: %s subscribers, another one live: %ui",
-                   add ? "joined the" : "left the", other);
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: %s subscribers (configuration %ui), "
+                   "another one live: %ui", add ? "joined the" : "left the",
+                   ctx->generation, other);
 
     return other;
+}
+
+
+/*
+ * Asked by a worker shutting down gracefully, still subscribed: has a
+ * process of a newer configuration subscribed?  NGX_OK: yes, this one may
+ * leave.  NGX_AGAIN: a newer configuration was loaded (a reload), none of
+ * its processes has subscribed yet.  NGX_DECLINED: no newer configuration
+ * uses the zone (nginx -s quit, a binary upgrade, a reload that dropped or
+ * renamed the zone): nobody is coming.
+ */
+ngx_int_t
+ngx_env_gateway_cache_successor(ngx_shm_zone_t *zone)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_env_gateway_subscriber_t  *s;
+    ngx_env_gateway_cache_ctx_t   *ctx;
+
+    ctx = zone->data;
+    s = ctx->sh->subscribers;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->generation == ctx->generation) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    rc = NGX_AGAIN;
+
+    for (i = 0; i < NGX_ENVGW_SUBSCRIBER_SLOTS; i++) {
+
+        if (s[i].pid == 0 || s[i].pid == ngx_pid
+            || s[i].generation <= ctx->generation)
+        {
+            continue;
+        }
+
+        if (ngx_env_gateway_cache_alive(&s[i])) {
+            rc = NGX_OK;
+            break;
+        }
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "env_gateway: cache: a subscriber of a configuration "
+                   "newer than %ui: %i", ctx->generation, rc);
+
+    return rc;
 }

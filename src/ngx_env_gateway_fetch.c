@@ -57,6 +57,7 @@ static ngx_int_t ngx_env_gateway_fetch_parse(ngx_env_gateway_inflight_t *f,
 static void ngx_env_gateway_invalidate(ngx_str_t *key);
 static void ngx_env_gateway_fetch_subscribed(ngx_uint_t again);
 static void ngx_env_gateway_fetch_unsubscribed(void);
+static ngx_int_t ngx_env_gateway_fetch_successor(void);
 static ngx_uint_t ngx_env_gateway_fetch_quiet(ngx_env_gateway_quiet_t *q,
     ngx_uint_t *skipped);
 
@@ -71,7 +72,8 @@ static ngx_env_gateway_quiet_t       ngx_env_gateway_quiet_stale;
 static ngx_env_gateway_subscriber_hooks_t  ngx_env_gateway_fetch_hooks = {
     ngx_env_gateway_invalidate,
     ngx_env_gateway_fetch_subscribed,
-    ngx_env_gateway_fetch_unsubscribed
+    ngx_env_gateway_fetch_unsubscribed,
+    ngx_env_gateway_fetch_successor
 };
 
 
@@ -132,6 +134,14 @@ ngx_env_gateway_fetch_unsubscribed(void)
 {
     (void) ngx_env_gateway_cache_subscribers(ngx_env_gateway_gmcf->cache_zone,
                                              0);
+}
+
+
+/* a worker shutting down: has one of a newer configuration subscribed? */
+static ngx_int_t
+ngx_env_gateway_fetch_successor(void)
+{
+    return ngx_env_gateway_cache_successor(ngx_env_gateway_gmcf->cache_zone);
 }
 
 
