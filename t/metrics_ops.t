@@ -44,15 +44,7 @@ sub tok {
 
 sub scrape { return $t->http('GET', '/metrics')->{body} }
 
-# the value of one series, exactly as written (labels included)
-sub value {
-    my ($body, $series) = @_;
-    for (split /\n/, $body) {
-        my ($k, $v) = /^(\S+(?:\{.*\})?) (\S+)$/ or next;
-        return $v if $k eq $series;
-    }
-    return undef;
-}
+sub value { return EnvGwTest::series_value(@_) }
 
 sub req { my ($k) = @_; return $t->get('/x', $k)->{status} }
 

@@ -20,7 +20,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 use Exporter qw(import);
-our @EXPORT_OK = qw(refused unavailable);
+our @EXPORT_OK = qw(refused unavailable series_value);
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $JSON = JSON::PP->new->canonical(1);
@@ -393,6 +393,17 @@ sub http {
     alarm 0;
     close $s;
     return parse_response($raw);
+}
+
+# the value of one series in a Prometheus exposition, exactly as written
+# (labels included), or undef
+sub series_value {
+    my ($body, $series) = @_;
+    for (split /\n/, $body) {
+        my ($k, $v) = /^(\S+(?:\{.*\})?) (\S+)$/ or next;
+        return $v if $k eq $series;
+    }
+    return undef;
 }
 
 sub parse_response {
