@@ -276,7 +276,7 @@ bool valid_tenant(const char *s)
 
 const char *check_upstream(const char *url)
 {
-    const char *host;
+    const char *host, *path, *at, *seg;
     const unsigned char *p;
 
     if (strncmp(url, "http://", 7) == 0)
@@ -298,6 +298,29 @@ const char *check_upstream(const char *url)
     /* the method's path is appended: a query here would swallow it */
     if (strchr(url, '?') != NULL || strchr(url, '\\') != NULL)
         return "must not contain ? or a backslash";
+    /* placeholders are a method path's: the upstream is sent as it is */
+    if (strchr(url, '{') != NULL || strchr(url, '}') != NULL)
+        return "must not contain { or }";
+    path = strchr(host, '/');
+    at = strchr(host, '@');
+    if (at != NULL && (path == NULL || at < path))
+        return "must not contain userinfo (user@)";
+    /* a . or .. segment (or %2e) would climb out of the upstream's API */
+    for (seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
+        const char *s = seg + 1;
+        size_t len = strcspn(s, "/"), i = 0, dots = 0;
+        while (i < len) {
+            if (s[i] == '.')
+                i++;
+            else if (len - i >= 3 && strncasecmp(s + i, "%2e", 3) == 0)
+                i += 3;
+            else
+                break;
+            dots++;
+        }
+        if (i == len && (dots == 1 || dots == 2))
+            return "must not contain . or .. segments";
+    }
     return NULL;
 }
 

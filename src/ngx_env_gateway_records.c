@@ -656,23 +656,48 @@ ngx_env_gateway_url_bytes_ok(const char *s, size_t len, const char *bad)
 
 
 /*
- * A method's "path": bytes a request line carries (above), and no "." or
- * ".." segment of its own, which the upstream would resolve into a climb
- * out of its API (RFC 3986 section 5.2.4).  Dots and percent-encoded
- * bytes next to a placeholder are checked with the value, per request
+ * Is the segment s[0 .. len - 1] a "." or ".." once decoded ("%2e" is a
+ * dot to an upstream that normalizes the path, RFC 3986 section 6.2.2.2)?
+ * A segment with a placeholder is checked with its value, per request
  * (_route.c).
  */
-static ngx_int_t
-ngx_env_gateway_path_ok(const char *s, size_t len)
+static ngx_uint_t
+ngx_env_gateway_dot_segment(const u_char *s, size_t len)
 {
-    size_t         i, seg;
-    const u_char  *p;
+    size_t  i, dots;
 
-    if (ngx_env_gateway_url_bytes_ok(s, len, "#?\\") != NGX_OK) {
-        return NGX_DECLINED;
+    dots = 0;
+
+    for (i = 0; i < len; dots++) {
+
+        if (s[i] == '.') {
+            i++;
+
+        } else if (len - i >= 3
+                   && ngx_strncasecmp((u_char *) &s[i], (u_char *) "%2e", 3)
+                      == 0)
+        {
+            i += 3;
+
+        } else {
+            return 0;
+        }
     }
 
-    p = (const u_char *) s;
+    return dots == 1 || dots == 2;
+}
+
+
+/*
+ * No segment of a path (from its first '/') is "." or "..", which the
+ * upstream would resolve into a climb out of its API (RFC 3986 section
+ * 5.2.4).
+ */
+static ngx_int_t
+ngx_env_gateway_dots_ok(const u_char *p, size_t len)
+{
+    size_t  i, seg;
+
     seg = 0;
 
     for (i = 0; i <= len; i++) {
@@ -681,9 +706,7 @@ ngx_env_gateway_path_ok(const char *s, size_t len)
             continue;
         }
 
-        if ((i - seg == 1 && p[seg] == '.')
-            || (i - seg == 2 && p[seg] == '.' && p[seg + 1] == '.'))
-        {
+        if (ngx_env_gateway_dot_segment(p + seg, i - seg)) {
             return NGX_DECLINED;
         }
 
@@ -691,6 +714,23 @@ ngx_env_gateway_path_ok(const char *s, size_t len)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A method's "path": bytes a request line carries (above), and no "." or
+ * ".." segment of its own, written with dots or "%2e".  Dots and
+ * percent-encoded bytes next to a placeholder are checked with the value,
+ * per request (_route.c).
+ */
+static ngx_int_t
+ngx_env_gateway_path_ok(const char *s, size_t len)
+{
+    if (ngx_env_gateway_url_bytes_ok(s, len, "#?\\") != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_env_gateway_dots_ok((const u_char *) s, len);
 }
 
 
@@ -703,7 +743,8 @@ ngx_env_gateway_path_ok(const char *s, size_t len)
 static ngx_int_t
 ngx_env_gateway_upstream_ok(const char *s, size_t len)
 {
-    size_t  n;
+    size_t         n;
+    const u_char  *p, *last, *slash;
 
     if (len > 7 && ngx_strncasecmp((u_char *) s, (u_char *) "http://", 7)
                    == 0)
@@ -724,7 +765,34 @@ ngx_env_gateway_upstream_ok(const char *s, size_t len)
         return NGX_DECLINED;
     }
 
-    return ngx_env_gateway_url_bytes_ok(s, len, "#?\\");
+    /*
+     * Braces too: a "{placeholder}" is a method path's, never expanded
+     * in the upstream, whose bytes go upstream as they are.
+     */
+    if (ngx_env_gateway_url_bytes_ok(s, len, "#?\\{}") != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * The authority: no userinfo ("http://a@b/" is host "a@b" to nginx,
+     * another host to a reader); the path: no "." or ".." segment.
+     */
+    p = (const u_char *) s + n;
+    last = (const u_char *) s + len;
+
+    slash = ngx_strlchr((u_char *) p, (u_char *) last, '/');
+
+    if (ngx_strlchr((u_char *) p, (u_char *) (slash ? slash : last), '@')
+        != NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (slash == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_env_gateway_dots_ok(slash, last - slash);
 }
 
 

@@ -8,7 +8,8 @@
 # type, empty, holding bytes a request line cannot carry, huge; a value
 # that is not JSON, not an object, has a duplicate key or is not a Redis
 # string; an upstream of another scheme or naming a host nginx has no
-# upstream{} block for (and no resolver).  Each is 500
+# upstream{} block for (and no resolver), with userinfo, a placeholder, or
+# a "." or ".." segment (dots or %2e) in its path or a method's.  Each is 500
 # gateway_misconfigured with one error.log line naming the record's key,
 # nothing reaches an upstream, and asking again (the cache on) is 500
 # again: a malformed record is never cached as good.  Huge valid values
@@ -87,6 +88,11 @@ my @bad = (
     [ 'upstream unknown host',  rec(upstream => 'http://hubspot_none') ],
     [ 'upstream unknown port',  rec(upstream => 'http://hubspot_ok:8443') ],
     [ 'upstream huge host',     rec(upstream => "http://$huge") ],
+    [ 'upstream .. in its path', rec(upstream => 'http://hubspot_ok/v3/../admin') ],
+    [ 'upstream . at its end',  rec(upstream => 'http://hubspot_ok/v3/.') ],
+    [ 'upstream %2e%2e segment', rec(upstream => 'http://hubspot_ok/v3/%2E%2e/x') ],
+    [ 'upstream placeholder',   rec(upstream => 'http://hubspot_ok/{id}') ],
+    [ 'upstream userinfo',      rec(upstream => 'http://x@hubspot_ok/v3') ],
 
     # resources (absent or null: no methods, a 404, tested below)
     [ 'resources number',       rec(resources => 42) ],
@@ -127,6 +133,9 @@ my @bad = (
     [ 'path .. segment',        meth(path => '/c/../admin') ],
     [ 'path .. at the end',     meth(path => '/c/..') ],
     [ 'path . segment',         meth(path => '/c/./d') ],
+    [ 'path %2e%2e segment',    meth(path => '/c/%2e%2E/admin') ],
+    [ 'path %2e segment',       meth(path => '/c/%2E/d') ],
+    [ 'path .%2e at the end',   meth(path => '/c/.%2e') ],
 
     # auth and oauth (optional; present, they must be followable)
     [ 'auth number',            rec(auth => 1) ],
@@ -167,6 +176,10 @@ my @good = (
     [ 'huge path',              meth(path => "/$huge"), 200 ],
     [ 'path with dots in names', meth(path => '/c/v1.2/..x/x..'), 200 ],
     [ 'path with other escapes', meth(path => '/c/a%20b%41'), 200 ],
+    [ 'path with escaped dots in names', meth(path => '/c/%2e%2e%2e/a%2e'), 200 ],
+    [ 'upstream path with dots in names',
+      rec(upstream => 'http://hubspot_ok/v..1/.x/%2ex'), 200 ],
+    [ 'upstream with @ in its path', rec(upstream => 'http://hubspot_ok/@me'), 200 ],
     [ 'huge unknown field',     rec(notes => $huge), 200 ],
     [ 'many resources',         rec(resources => { contacts => { list => $LIST },
         map { ("r$_" => { list => $LIST }) } 1 .. 2000 }), 200 ],
@@ -330,7 +343,10 @@ CONF
         require EnvGwCli;
         my $cli = EnvGwCli->new($t);
         for my $up ('http://hubspot_ok?x=1', 'http://hubspot_ok/a\\b',
-                    'http://hubspot_ok/#x', 'hubspot_ok')
+                    'http://hubspot_ok/#x', 'hubspot_ok',
+                    'http://hubspot_ok/v3/../admin', 'http://hubspot_ok/.',
+                    'http://hubspot_ok/%2e%2E/x', 'http://hubspot_ok/{id}',
+                    'http://x@hubspot_ok/v3')
         {
             my $res = $cli->run('integration', 'set', 'env_dev', 'hub',
                                 '--upstream', $up);
