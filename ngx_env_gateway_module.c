@@ -66,6 +66,7 @@ static ngx_int_t ngx_env_gateway_redacted_variable(ngx_http_request_t *r,
 static void ngx_env_gateway_server_init(ngx_env_gateway_server_t *srv);
 static char *ngx_env_gateway_parse_server(ngx_conf_t *cf,
     ngx_str_t *addr, ngx_env_gateway_server_t *srv, in_port_t default_port);
+static ngx_int_t ngx_env_gateway_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_env_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_env_gateway_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_env_gateway_variable(ngx_http_request_t *r,
@@ -257,7 +258,7 @@ ngx_module_t  ngx_env_gateway_module = {
     ngx_env_gateway_commands,              /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_env_gateway_init_module,           /* init module */
     ngx_env_gateway_init_process,          /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1727,6 +1728,26 @@ ngx_env_gateway_postconfiguration(ngx_conf_t *cf)
     }
 
     return ngx_env_gateway_limit_init(cf);
+}
+
+
+/*
+ * The configuration is in use from here on (ngx_init_cycle calls
+ * init_module once its listening sockets are open): the cache zone learns
+ * it is the newest, for the handover of invalidations at a reload.
+ */
+static ngx_int_t
+ngx_env_gateway_init_module(ngx_cycle_t *cycle)
+{
+    ngx_env_gateway_main_conf_t  *gmcf;
+
+    gmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_env_gateway_module);
+
+    if (gmcf != NULL && gmcf->cache_zone != NULL) {
+        ngx_env_gateway_cache_generation(gmcf->cache_zone);
+    }
+
+    return NGX_OK;
 }
 
 

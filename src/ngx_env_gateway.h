@@ -539,6 +539,7 @@ ngx_atomic_uint_t ngx_env_gateway_cache_epoch(ngx_shm_zone_t *zone);
 ngx_uint_t ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone,
     ngx_uint_t add);
 ngx_int_t ngx_env_gateway_cache_successor(ngx_shm_zone_t *zone);
+void ngx_env_gateway_cache_generation(ngx_shm_zone_t *zone);
 void ngx_env_gateway_cache_stats(ngx_shm_zone_t *zone, ngx_uint_t *entries,
     size_t *bytes);
 

@@ -190,10 +190,12 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ctx->sh = ctx->shpool->data;
         }
 
-        /* the workers of older configurations hand over to this one's */
-        ngx_shmtx_lock(&ctx->shpool->mutex);
-        ctx->generation = ++ctx->sh->generation;
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        /*
+         * The workers of older configurations hand over to this one's:
+         * its number is taken once the configuration can no longer fail
+         * (ngx_env_gateway_cache_generation, at init_module).
+         */
+        ctx->generation = 0;
 
         if (ctx->sh->source != ctx->source) {
             ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
@@ -240,8 +242,8 @@ ngx_env_gateway_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->lru[1]);
     ctx->sh->size = shm_zone->shm.size;
     ctx->sh->source = ctx->source;
-    ctx->sh->generation = 1;
-    ctx->generation = 1;
+    ctx->sh->generation = 0;
+    ctx->generation = 0;
 
     len = sizeof(" in env_gateway_cache zone \"\"") + shm_zone->shm.name.len;
 
@@ -778,6 +780,25 @@ ngx_env_gateway_cache_subscribers(ngx_shm_zone_t *zone, ngx_uint_t add)
                    ctx->generation, other);
 
     return other;
+}
+
+
+/*
+ * The configuration that uses the zone is the newest: called at
+ * init_module, after its listening sockets are open, when a reload can no
+ * longer fail (ngx_init_cycle), so that a reload that fails leaves the
+ * workers of the running configuration nobody to wait for.
+ */
+void
+ngx_env_gateway_cache_generation(ngx_shm_zone_t *zone)
+{
+    ngx_env_gateway_cache_ctx_t  *ctx;
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    ctx->generation = ++ctx->sh->generation;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 

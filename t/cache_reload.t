@@ -265,4 +265,57 @@ sub resp { join '', '*' . scalar(@_) . "\r\n",
     $t->stop;
 }
 
+# --- 7. a reload that fails leaves the running workers nobody to wait for ---
+# (a new listen on a port in use: nginx keeps the running configuration);
+# a QUIT after it does not wait for a configuration that never ran
+
+{
+    my ($t) = setup('connect_timeout=2s read_timeout=3s');
+    my ($old) = workers($t);
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Listen => 1, ReuseAddr => 0)
+        or die "listen: $!";
+    my $port = $busy->sockport;
+    my $file = $t->dir . '/nginx.conf';
+    open my $in, '<', $file or die;
+    my $conf = do { local $/; <$in> };
+    close $in;
+    $conf =~ s/^http \{/http {\n    server { listen 127.0.0.1:$port; }/m or die;
+    open my $out, '>', $file or die;
+    print $out $conf;
+    close $out;
+    $t->reload_nginx;
+    my $failed;
+    my $end = time + 15;
+    while (time < $end) {
+        last if ($failed = $t->slurp('error.log') =~ /bind\(\) to 127\.0\.0\.1:$port failed/
+                           && $t->slurp('error.log') =~ /still could not bind/);
+        sleep 0.05;
+    }
+    ok($failed, 'the reload failed (its listen port is in use)');
+    # nginx's own [emerg] lines of that failed reload, and only those
+    $t->{allow_log} = qr/\[emerg\].*(?:bind\(\) to 127\.0\.0\.1:$port failed|still could not bind)/;
+    is_deeply([ workers($t) ], [ $old ], 'the running worker stays');
+    my $master = $t->{pids}{nginx};
+    my $t0 = time;
+    kill 'QUIT', $master;
+    my $gone;
+    while (time - $t0 < 15) {
+        if (waitpid($master, POSIX::WNOHANG()) == $master) {
+            $gone = time - $t0;
+            last;
+        }
+        sleep 0.02;
+    }
+    delete $t->{pids}{nginx} if defined $gone;
+    ok(defined $gone && $gone < 2.5,
+       'QUIT after a failed reload: no wait for its configuration (bound 5 s)');
+    diag(sprintf 'QUIT after a failed reload: master gone after %.2f s',
+         $gone // -1);
+    unlike($t->slurp('error.log'), qr/not handed over/,
+           'QUIT after a failed reload: no handover was waited for');
+    close $busy;
+    $t->stop;
+}
+
 done_testing;
