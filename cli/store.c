@@ -713,9 +713,16 @@ static void cluster_write(txn_t *t, int argc, const char **argv,
         n++;
         (void) cluster_cmd(3, pub);
     }
+    /* keys only: no value (a credential, a token's record) is printed */
+    for (i = 0; i < t->n; i++)
+        if (!done[i])
+            fprintf(stderr, "envgw: not done: %s %s\n", t->cmds[i].argv[0],
+                    t->cmds[i].argv[1]);
     die("Redis at %s: %s %s failed: %s; the write stopped after %zu of its "
-        "%zu commands, ordered so that what they wrote grants no access the "
-        "whole write would not: run the command again to complete it",
+        "%zu commands (the others are listed above), ordered so that what "
+        "they wrote grants no access the whole write would not: fix the "
+        "cause and run the command again, or, if it no longer applies (what "
+        "it removes is gone), do what is listed",
         conn_desc(), argv[0], argv[1], r->str, n, t->n);
 }
 

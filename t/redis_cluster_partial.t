@@ -111,8 +111,16 @@ my $res = as_writer('account', 'remove', 'acc_dev');
 isnt($res->{rc}, 0, 'account remove, tenant index refused: exit non-zero');
 like($res->{err}, qr/(?:SET|DEL) envgw:tenant:env_dev:acme failed: NOPERM/,
      'envgw names the refused command and key');
-like($res->{err}, qr/run the command again to complete it/,
+like($res->{err}, qr/fix the cause and run the command again, or, if it no longer applies .*, do what is listed/,
      'envgw says how to finish the write');
+like($res->{err}, qr/^envgw: not done: (?:SET|DEL) envgw:tenant:env_dev:acme$/m,
+     'envgw lists what it did not do, by key');
+unlike($res->{err}, qr/not done: \S+ envgw:account:acc_dev$/m,
+       'what was done is not listed');
+
+# run again: the record it removes is gone, so it cannot complete the write
+my $again = as_writer('account', 'remove', 'acc_dev');
+isnt($again->{rc}, 0, 'account remove again: refused (the account is gone)');
 unlike($res->{out}, qr/removed/, 'envgw does not say it removed it');
 
 is($t->{redis}->exists('envgw:account:acc_dev'), 0,
