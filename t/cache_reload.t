@@ -57,6 +57,22 @@ sub shutting_down {
     return 0;
 }
 
+# QUIT to the master: the seconds it took to exit (15 at most), or undef
+sub quit_master {
+    my ($t) = @_;
+    my $master = $t->{pids}{nginx};
+    my $t0 = time;
+    kill 'QUIT', $master;
+    while (time - $t0 < 15) {
+        if (waitpid($master, POSIX::WNOHANG()) == $master) {
+            delete $t->{pids}{nginx};
+            return time - $t0;
+        }
+        sleep 0.02;
+    }
+    return undef;
+}
+
 sub flushes { metrics($_[0])->{env_gateway_cache_flushes_total} // 0 }
 
 # a gateway with one worker, two tokens cached, Redis running
@@ -136,18 +152,7 @@ sub resp { join '', '*' . scalar(@_) . "\r\n",
 
 {
     my ($t) = setup('connect_timeout=2s read_timeout=3s');
-    my $master = $t->{pids}{nginx};
-    my $t0 = time;
-    kill 'QUIT', $master;
-    my $gone;
-    while (time - $t0 < 15) {
-        if (waitpid($master, POSIX::WNOHANG()) == $master) {
-            $gone = time - $t0;
-            last;
-        }
-        sleep 0.02;
-    }
-    delete $t->{pids}{nginx} if defined $gone;
+    my $gone = quit_master($t);
     ok(defined $gone && $gone < 5 + 3,
        'QUIT without a reload: the master exits within the bound');
     diag(sprintf 'QUIT: master gone after %.2f s', $gone // -1);
@@ -296,18 +301,7 @@ sub resp { join '', '*' . scalar(@_) . "\r\n",
     # nginx's own [emerg] lines of that failed reload, and only those
     $t->{allow_log} = qr/\[emerg\].*(?:bind\(\) to 127\.0\.0\.1:$port failed|still could not bind)/;
     is_deeply([ workers($t) ], [ $old ], 'the running worker stays');
-    my $master = $t->{pids}{nginx};
-    my $t0 = time;
-    kill 'QUIT', $master;
-    my $gone;
-    while (time - $t0 < 15) {
-        if (waitpid($master, POSIX::WNOHANG()) == $master) {
-            $gone = time - $t0;
-            last;
-        }
-        sleep 0.02;
-    }
-    delete $t->{pids}{nginx} if defined $gone;
+    my $gone = quit_master($t);
     ok(defined $gone && $gone < 2.5,
        'QUIT after a failed reload: no wait for its configuration (bound 5 s)');
     diag(sprintf 'QUIT after a failed reload: master gone after %.2f s',

@@ -127,20 +127,7 @@ sub send_request {
     return $s;
 }
 
-sub read_response {
-    my ($s) = @_;
-    my $raw = '';
-    eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 15;
-        local $/;
-        $raw = <$s> // '';
-        alarm 0;
-    };
-    alarm 0;
-    close $s;
-    return EnvGwTest::parse_response($raw);
-}
+sub read_response { return EnvGwTest::read_response($_[0], 15) }
 
 # every node answers through the gateway (after a thaw: its connection
 # reopened)

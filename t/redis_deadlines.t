@@ -84,20 +84,7 @@ sub send_request {
     return $s;
 }
 
-sub read_response {
-    my ($s, $timeout) = @_;
-    my $raw = '';
-    eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm $timeout;
-        local $/;
-        $raw = <$s> // '';
-        alarm 0;
-    };
-    alarm 0;
-    close $s;
-    return EnvGwTest::parse_response($raw);
-}
+sub read_response { return EnvGwTest::read_response(@_) }
 
 sub timed_get {
     my ($token) = @_;

@@ -395,6 +395,23 @@ sub http {
     return parse_response($raw);
 }
 
+# the response on a socket a request was written to, read until the server
+# closes it (Connection: close) or $timeout seconds (default 15) pass
+sub read_response {
+    my ($s, $timeout) = @_;
+    my $raw = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm($timeout // 15);
+        local $/;
+        $raw = <$s> // '';
+        alarm 0;
+    };
+    alarm 0;
+    close $s;
+    return parse_response($raw);
+}
+
 # the value of one series in a Prometheus exposition, exactly as written
 # (labels included), or undef
 sub series_value {
