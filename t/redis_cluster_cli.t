@@ -73,9 +73,13 @@ $c->ok_run('a custom method in development', 'method', 'set', 'env_dev',
            'hubspot', 'contacts', 'merge', 'POST',
            '/crm/v3/objects/contacts/merge');
 
+# tokens in pairs (one per environment), at least 12, until their records
+# are on every primary (random tokens: 12 miss one primary ~2% of the time)
 my (%tok, %on);
-for my $i (1 .. 12) {
-    my $e = $i % 2 ? 'env_dev' : 'env_prod';
+my $n = 0;
+while ($n < 12 || $n % 2 || (keys %on < 3 && $n < 60)) {
+    $n++;
+    my $e = $n % 2 ? 'env_dev' : 'env_prod';
     my $j = $c->json('token', 'create', $e);
     push @{ $tok{$e} }, $j;
     $on{ $cl->owner('envgw:token:' . sha256_hex($j->{token})) }++;
@@ -100,13 +104,13 @@ for my $e (qw(env_dev env_prod)) {
                          $j->{token})->{status} == 200;
     }
 }
-is($ok, 12, 'every token works through the gateway with its own account');
+is($ok, $n, "every token ($n) works through the gateway with its own account");
 is($t->get('/x?integrated_account_id=acc_env_prod', $dev->{token})->{status},
    404, 'a development token, a production account: 404');
 
 my $list = $c->json('token', 'list', 'env_dev');
-is(scalar @{ ref $list eq 'ARRAY' ? $list : [] }, 6,
-   'token list: the six development tokens');
+is(scalar @{ ref $list eq 'ARRAY' ? $list : [] }, $n / 2,
+   'token list: the development tokens (' . ($n / 2) . ')');
 
 # diff and promote
 sub merge {
