@@ -346,9 +346,14 @@ SKIP: {
 
 my $log = $t->slurp('error.log');
 my @mod = grep { /env_gateway/ } split /\n/, $log;
-ok(scalar(grep { /\[debug\].*env_gateway: credentials of "acc_h" built, header of \d+ bytes/ } @mod),
-   'debug log: the module says it built acc_h\'s header (lengths only)')
-    or diag('no debug line of the module: built without --with-debug?');
+SKIP: {
+    # an nginx built without --with-debug (a bare --with-compat tree) has
+    # no debug lines; the checks below still read every other line
+    skip 'the module was built without --with-debug', 1
+        unless grep { /\[debug\].*env_gateway:/ } @mod;
+    ok(scalar(grep { /\[debug\].*env_gateway: credentials of "acc_h" built, header of \d+ bytes/ } @mod),
+       'debug log: the module says it built acc_h\'s header (lengths only)');
+}
 ok(scalar(grep { /\[warn\].*credentials of integrated account "acc_moved" unusable/ } @mod),
    'debug log: the refusal line names the account');
 my @leak;
