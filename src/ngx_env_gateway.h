@@ -642,6 +642,7 @@ typedef struct {
 } ngx_env_gateway_qarg_t;
 
 ngx_int_t ngx_env_gateway_path_check(ngx_http_request_t *r);
+ngx_uint_t ngx_env_gateway_dot_segment(u_char *p, u_char *last);
 ngx_int_t ngx_env_gateway_read_headers(ngx_http_request_t *r,
     ngx_env_gateway_ctx_t *ctx, ngx_env_gateway_loc_conf_t *glcf,
     ngx_env_gateway_headers_t *hdrs);

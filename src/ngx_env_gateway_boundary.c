@@ -112,9 +112,10 @@ ngx_env_gateway_header_is(ngx_table_elt_t *h, ngx_str_t *name)
 /*
  * A raw path segment that some server resolves as "." or "..": literal,
  * percent-encoded in any mix ("%2e.", ".%2E"), or with a ";" parameter
- * ("..;" is ".." for Java servlet containers).
+ * ("..;" is ".." for Java servlet containers).  Also read for the paths
+ * of integration records (_records.c).
  */
-static ngx_uint_t
+ngx_uint_t
 ngx_env_gateway_dot_segment(u_char *p, u_char *last)
 {
     ngx_uint_t  dots;

@@ -656,39 +656,6 @@ ngx_env_gateway_url_bytes_ok(const char *s, size_t len, const char *bad)
 
 
 /*
- * Is the segment s[0 .. len - 1] a "." or ".." once decoded ("%2e" is a
- * dot to an upstream that normalizes the path, RFC 3986 section 6.2.2.2)?
- * A segment with a placeholder is checked with its value, per request
- * (_route.c).
- */
-static ngx_uint_t
-ngx_env_gateway_dot_segment(const u_char *s, size_t len)
-{
-    size_t  i, dots;
-
-    dots = 0;
-
-    for (i = 0; i < len; dots++) {
-
-        if (s[i] == '.') {
-            i++;
-
-        } else if (len - i >= 3
-                   && ngx_strncasecmp((u_char *) &s[i], (u_char *) "%2e", 3)
-                      == 0)
-        {
-            i += 3;
-
-        } else {
-            return 0;
-        }
-    }
-
-    return dots == 1 || dots == 2;
-}
-
-
-/*
  * No segment of a path (from its first '/') is "." or "..", which the
  * upstream would resolve into a climb out of its API (RFC 3986 section
  * 5.2.4).
@@ -706,7 +673,9 @@ ngx_env_gateway_dots_ok(const u_char *p, size_t len)
             continue;
         }
 
-        if (ngx_env_gateway_dot_segment(p + seg, i - seg)) {
+        if (ngx_env_gateway_dot_segment((u_char *) p + seg,
+                                        (u_char *) p + i))
+        {
             return NGX_DECLINED;
         }
 
